@@ -1,0 +1,85 @@
+// The RPC methods of the wire contract, one entry per proto rpc, with the
+// message classes and where the method is served. This is the only table
+// that maps proto methods to subjects; servers and clients both use it.
+
+import { simdc } from "@simdc/proto";
+import type { MessageType } from "./codec.js";
+import type { RpcScope } from "./subjects.js";
+
+import v1 = simdc.v1;
+
+export interface RpcMethod<Req, Res> {
+  /** Proto service, "ComputeService". */
+  service: string;
+  /** Proto method, "CreateVm". */
+  method: string;
+  /** gRPC's full method name without the leading slash, "simdc.v1.ComputeService/CreateVm". */
+  rpc: string;
+  scope: RpcScope;
+  request: MessageType<Req>;
+  response: MessageType<Res>;
+}
+
+function method<Req, Res>(
+  scope: RpcScope,
+  service: string,
+  name: string,
+  request: MessageType<Req>,
+  response: MessageType<Res>,
+): RpcMethod<Req, Res> {
+  return { service, method: name, rpc: `simdc.v1.${service}/${name}`, scope, request, response };
+}
+
+export const hostService = {
+  RegisterHost: method("api", "HostService", "RegisterHost", v1.RegisterHostRequest, v1.RegisterHostResponse),
+  ListHosts: method("api", "HostService", "ListHosts", v1.ListHostsRequest, v1.ListHostsResponse),
+  GetHost: method("api", "HostService", "GetHost", v1.GetHostRequest, v1.GetHostResponse),
+};
+
+export const computeService = {
+  CreateVm: method("api", "ComputeService", "CreateVm", v1.CreateVmRequest, v1.CreateVmResponse),
+  GetVm: method("api", "ComputeService", "GetVm", v1.GetVmRequest, v1.GetVmResponse),
+  ListVms: method("api", "ComputeService", "ListVms", v1.ListVmsRequest, v1.ListVmsResponse),
+  DeleteVm: method("api", "ComputeService", "DeleteVm", v1.DeleteVmRequest, v1.DeleteVmResponse),
+  StartVm: method("api", "ComputeService", "StartVm", v1.StartVmRequest, v1.StartVmResponse),
+  StopVm: method("api", "ComputeService", "StopVm", v1.StopVmRequest, v1.StopVmResponse),
+};
+
+export const storageService = {
+  CreateVolume: method("api", "StorageService", "CreateVolume", v1.CreateVolumeRequest, v1.CreateVolumeResponse),
+  GetVolume: method("api", "StorageService", "GetVolume", v1.GetVolumeRequest, v1.GetVolumeResponse),
+  ListVolumes: method("api", "StorageService", "ListVolumes", v1.ListVolumesRequest, v1.ListVolumesResponse),
+  DeleteVolume: method("api", "StorageService", "DeleteVolume", v1.DeleteVolumeRequest, v1.DeleteVolumeResponse),
+  RegisterSanNode: method(
+    "api",
+    "StorageService",
+    "RegisterSanNode",
+    v1.RegisterSanNodeRequest,
+    v1.RegisterSanNodeResponse,
+  ),
+  ListSanNodes: method("api", "StorageService", "ListSanNodes", v1.ListSanNodesRequest, v1.ListSanNodesResponse),
+};
+
+export const hostAgentService = {
+  ApplyVm: method("host", "HostAgentService", "ApplyVm", v1.ApplyVmRequest, v1.ApplyVmResponse),
+  RemoveVm: method("host", "HostAgentService", "RemoveVm", v1.RemoveVmRequest, v1.RemoveVmResponse),
+};
+
+export const sanNodeService = {
+  CreateBackingVolume: method(
+    "san",
+    "SanNodeService",
+    "CreateBackingVolume",
+    v1.CreateBackingVolumeRequest,
+    v1.CreateBackingVolumeResponse,
+  ),
+  DeleteBackingVolume: method(
+    "san",
+    "SanNodeService",
+    "DeleteBackingVolume",
+    v1.DeleteBackingVolumeRequest,
+    v1.DeleteBackingVolumeResponse,
+  ),
+  ReadBlocks: method("san", "SanNodeService", "ReadBlocks", v1.ReadBlocksRequest, v1.ReadBlocksResponse),
+  WriteBlocks: method("san", "SanNodeService", "WriteBlocks", v1.WriteBlocksRequest, v1.WriteBlocksResponse),
+};

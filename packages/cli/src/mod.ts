@@ -1,0 +1,2 @@
+// What other packages (testkit, e2e) may reuse from the cli: the launchers.
+export * from "./launch/nats-server.js";

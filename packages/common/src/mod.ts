@@ -1,0 +1,7 @@
+export * from "./errors.js";
+export * from "./assert.js";
+export * from "./names.js";
+export * from "./clock.js";
+export * from "./log.js";
+export * from "./lifecycle.js";
+export * from "./config.js";

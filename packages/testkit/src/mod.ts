@@ -1,0 +1,2 @@
+export * from "./nats.js";
+export * from "./bus.js";

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Brings a fresh Debian/Ubuntu machine (or an already set-up one, quickly) to
+# where simdc runs and tests: nats-server, npm dependencies, the build and,
+# with --docker, a running Docker engine with compose and simdc's images.
+# Idempotent: each step checks before it acts.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_docker=false
+for arg in "$@"; do
+  case "$arg" in
+    --docker) want_docker=true ;;
+    *) echo "setup: unknown option $arg (known: --docker)" >&2; exit 2 ;;
+  esac
+done
+
+say() { echo "setup: $*"; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else echo "setup: need root for: $*" >&2; exit 1; fi; }
+apt_updated=false
+apt_install() {
+  if ! command -v apt-get >/dev/null; then
+    echo "setup: $* missing and this is not a Debian-like system; install it and run again" >&2
+    exit 1
+  fi
+  if [ "$apt_updated" = false ]; then as_root apt-get update -qq; apt_updated=true; fi
+  say "installing $* from the OS packages"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+if [ "$node_major" -lt 20 ]; then
+  echo "setup: simdc needs Node.js 20 or newer (found: $(node --version 2>/dev/null || echo none))" >&2
+  exit 1
+fi
+
+if ! command -v nats-server >/dev/null && [ ! -x /usr/sbin/nats-server ]; then
+  apt_install nats-server
+fi
+
+if [ "$want_docker" = true ]; then
+  command -v dockerd >/dev/null || apt_install docker.io
+  command -v docker-compose >/dev/null || apt_install docker-compose
+  if ! docker info >/dev/null 2>&1; then
+    say "starting the Docker engine (log: /var/log/simdc-dockerd.log)"
+    as_root sh -c 'nohup dockerd >/var/log/simdc-dockerd.log 2>&1 &'
+    for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+    docker info >/dev/null 2>&1 || { echo "setup: dockerd did not start; see /var/log/simdc-dockerd.log" >&2; exit 1; }
+  fi
+fi
+
+# npm ci only when the lock file changed since the last install.
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  say "installing npm dependencies"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+
+say "building"
+npm run --silent build
+
+if [ "$want_docker" = true ]; then
+  bash deploy/build-images.sh
+fi
+say "ready"
