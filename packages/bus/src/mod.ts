@@ -7,3 +7,5 @@ export type { MessageType } from "./codec.js";
 export * from "./contract.js";
 export { Bucket } from "./kv.js";
 export type { BucketOptions, Stored } from "./kv.js";
+export { runProcess, busSettings } from "./process.js";
+export type { RunningRole, ProcessSpec } from "./process.js";

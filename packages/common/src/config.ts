@@ -5,13 +5,13 @@
 import { parseArgs } from "node:util";
 import { invalidArgument } from "./errors.js";
 
-export type SettingKind = "string" | "int" | "bool";
+export type SettingKind = "string" | "int" | "number" | "bool";
 
 export interface Setting<K extends SettingKind = SettingKind> {
   kind: K;
   /** Environment variable consulted when the flag is absent. */
   env?: string;
-  default?: K extends "int" ? number : K extends "bool" ? boolean : string;
+  default?: K extends "int" | "number" ? number : K extends "bool" ? boolean : string;
   /** Inclusive bounds for ints. */
   min?: number;
   max?: number;
@@ -20,7 +20,11 @@ export interface Setting<K extends SettingKind = SettingKind> {
 
 export type SettingsSpec = Record<string, Setting>;
 
-type ValueOf<S extends Setting> = S["kind"] extends "int" ? number : S["kind"] extends "bool" ? boolean : string;
+type ValueOf<S extends Setting> = S["kind"] extends "int" | "number"
+  ? number
+  : S["kind"] extends "bool"
+    ? boolean
+    : string;
 
 export type Settings<T extends SettingsSpec> = { [K in keyof T]: ValueOf<T[K]> };
 
@@ -73,8 +77,10 @@ function convert(flag: string, setting: Setting, raw: string | boolean): unknown
   const value = Number(text);
   const min = setting.min ?? Number.MIN_SAFE_INTEGER;
   const max = setting.max ?? Number.MAX_SAFE_INTEGER;
-  if (!/^-?\d+$/.test(text) || value < min || value > max) {
-    throw invalidArgument(`--${flag} must be an integer from ${min} to ${max}, got ${JSON.stringify(text)}`);
+  const shape = setting.kind === "int" ? /^-?\d+$/ : /^-?\d+(\.\d+)?$/;
+  if (!shape.test(text) || value < min || value > max) {
+    const what = setting.kind === "int" ? "an integer" : "a number";
+    throw invalidArgument(`--${flag} must be ${what} from ${min} to ${max}, got ${JSON.stringify(text)}`);
   }
   return value;
 }

@@ -5,3 +5,4 @@ export * from "./clock.js";
 export * from "./log.js";
 export * from "./lifecycle.js";
 export * from "./config.js";
+export * from "./health.js";
