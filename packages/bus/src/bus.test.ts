@@ -112,8 +112,8 @@ describe("bus", () => {
 describe("kv", () => {
   it("kv: create refuses an existing key and update refuses a stale revision", async () => {
     const bucket = await client.bucket("test-vms", v1.Vm);
-    const rev = await bucket.create("vm-1", { id: "vm-1", generation: 1 } as v1.Vm);
-    await expect(bucket.create("vm-1", { id: "vm-1" } as v1.Vm)).rejects.toMatchObject({ code: "ALREADY_EXISTS" });
+    const rev = await bucket.create("vm-1", { id: "vm-1", generation: 1 });
+    await expect(bucket.create("vm-1", { id: "vm-1" })).rejects.toMatchObject({ code: "ALREADY_EXISTS" });
     const rev2 = await bucket.update("vm-1", { id: "vm-1", generation: 2 } as v1.Vm, rev);
     await expect(bucket.update("vm-1", { id: "vm-1", generation: 9 } as v1.Vm, rev)).rejects.toMatchObject({
       code: "CONFLICT",
@@ -125,7 +125,7 @@ describe("kv", () => {
   it("kv: loadAll returns every live key in one pass", async () => {
     const bucket = await client.bucket("test-load", v1.Vm);
     expect((await bucket.loadAll(() => undefined)).size).toBe(0);
-    for (let i = 0; i < 50; i++) await bucket.put(`vm-${i}`, { id: `vm-${i}`, generation: i } as v1.Vm);
+    for (let i = 0; i < 50; i++) await bucket.put(`vm-${i}`, { id: `vm-${i}`, generation: i });
     await bucket.delete("vm-7");
     const all = await bucket.loadAll(() => undefined);
     expect(all.size).toBe(49);

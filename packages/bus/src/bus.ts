@@ -15,7 +15,7 @@ import {
   ErrorCode as NatsErrorCode,
 } from "nats";
 import { SimdcError, isErrorCodeName, toSimdcError, unavailable, type Logger, errorCodes } from "@simdc/common";
-import { decodeMessage, encodeMessage, typeName, type MessageType } from "./codec.js";
+import { decodeMessage, encodeMessage, typeName, type Input, type MessageType } from "./codec.js";
 import type { RpcMethod } from "./contract.js";
 import { Subjects } from "./subjects.js";
 import { Bucket, type BucketOptions } from "./kv.js";
@@ -54,13 +54,13 @@ export interface Endpoint<Req = unknown, Res = unknown> {
    * Receives the decoded request; throws SimdcError for operating errors.
    * Must validate every field it uses: the decoder accepts defaults.
    */
-  handle(request: Req, msg: Msg): Promise<Res> | Res;
+  handle(request: Req, msg: Msg): Promise<Input<Res>> | Input<Res>;
 }
 
 /** Pairs a method with its handler, keeping the request and response types tied. */
 export function endpoint<Req, Res>(
   method: RpcMethod<Req, Res>,
-  handle: (request: Req, msg: Msg) => Promise<Res> | Res,
+  handle: (request: Req, msg: Msg) => Promise<Input<Res>> | Input<Res>,
 ): Endpoint<Req, Res> {
   return { method, handle };
 }
@@ -147,7 +147,7 @@ export class Bus {
    * @throws SimdcError with the code the server sent, or UNAVAILABLE on timeout
    * or when nobody serves the subject.
    */
-  async call<Req, Res>(method: RpcMethod<Req, Res>, request: Req, options: CallOptions = {}): Promise<Res> {
+  async call<Req, Res>(method: RpcMethod<Req, Res>, request: Input<Req>, options: CallOptions = {}): Promise<Res> {
     const subject = this.subjectOf(method, options.scopeId);
     const timeoutMs = options.timeoutMs ?? callTimeoutMsDefault;
     let reply: Msg;
@@ -203,7 +203,7 @@ export class Bus {
     }
     settled.then(
       (response) => {
-        msg.respond(encodeMessage(ep.method.response, response));
+        msg.respond(encodeMessage(ep.method.response, response as Input<unknown>));
       },
       (err: unknown) => {
         const failure = toSimdcError(err);
@@ -218,7 +218,7 @@ export class Bus {
   }
 
   /** Publishes one protobuf message (an event or a heartbeat). */
-  publish<T>(subject: string, type: MessageType<T>, message: T): void {
+  publish<T>(subject: string, type: MessageType<T>, message: Input<T>): void {
     this.nc.publish(subject, encodeMessage(type, message));
   }
 

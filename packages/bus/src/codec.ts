@@ -5,15 +5,22 @@
 import { invalidArgument } from "@simdc/common";
 import type { Reader, Writer } from "protobufjs";
 
+/**
+ * What may be encoded as a message of class T: any subset of its fields
+ * (protobufjs fills in defaults). Nested messages are already typed as their
+ * property interfaces by the generated code.
+ */
+export type Input<T> = { [K in keyof T]?: T[K] | null };
+
 /** The static shape protobufjs generates for each message class. */
 export interface MessageType<T> {
-  encode(message: T): Writer;
+  encode(message: Input<T>): Writer;
   decode(reader: Reader | Uint8Array): T;
   create(properties?: Partial<T>): T;
   getTypeUrl(prefix?: string): string;
 }
 
-export function encodeMessage<T>(type: MessageType<T>, message: T): Uint8Array {
+export function encodeMessage<T>(type: MessageType<T>, message: Input<T>): Uint8Array {
   return type.encode(message).finish();
 }
 

@@ -5,7 +5,7 @@
 
 import type { JetStreamClient, KV, KvEntry } from "nats";
 import { SimdcError, unavailable } from "@simdc/common";
-import { decodeMessage, encodeMessage, type MessageType } from "./codec.js";
+import { decodeMessage, encodeMessage, type Input, type MessageType } from "./codec.js";
 
 export interface BucketOptions {
   /** JetStream replicas; 3 in a NATS cluster. */
@@ -48,7 +48,7 @@ export class Bucket<T> {
    * @returns the revision.
    * @throws SimdcError ALREADY_EXISTS when the key holds a value.
    */
-  async create(key: string, value: T): Promise<number> {
+  async create(key: string, value: Input<T>): Promise<number> {
     try {
       return await this.kv.create(key, encodeMessage(this.type, value));
     } catch (err) {
@@ -61,7 +61,7 @@ export class Bucket<T> {
    * Replaces a value only if it is still at `revision`.
    * @throws SimdcError CONFLICT when someone else wrote it since.
    */
-  async update(key: string, value: T, revision: number): Promise<number> {
+  async update(key: string, value: Input<T>, revision: number): Promise<number> {
     try {
       return await this.kv.update(key, encodeMessage(this.type, value), revision);
     } catch (err) {
@@ -71,7 +71,7 @@ export class Bucket<T> {
   }
 
   /** Stores a value whatever was there. */
-  async put(key: string, value: T): Promise<number> {
+  async put(key: string, value: Input<T>): Promise<number> {
     try {
       return await this.kv.put(key, encodeMessage(this.type, value));
     } catch (err) {

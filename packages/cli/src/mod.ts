@@ -1,2 +1,3 @@
 // What other packages (testkit, e2e) may reuse from the cli: the launchers.
 export * from "./launch/nats-server.js";
+export * from "./launch/node-process.js";

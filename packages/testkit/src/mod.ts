@@ -1,2 +1,4 @@
 export * from "./nats.js";
 export * from "./bus.js";
+export * from "./services.js";
+export * from "./stand-ins.js";

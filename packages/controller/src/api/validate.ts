@@ -1,0 +1,66 @@
+// Checks on API requests, shared by the handlers. Every value that comes
+// off the wire is checked here before any state is read or changed, since a
+// protobuf that decodes may still hold defaults or unknown enum numbers.
+
+import { checkName, checkRange, invalidArgument } from "@simdc/common";
+import { simdc } from "@simdc/proto";
+
+import v1 = simdc.v1;
+
+export const vcpusPerVmMax = 128;
+export const memoryMibPerVmMax = 4 * 1024 * 1024;
+export const volumeSizeMibMax = 16 * 1024 * 1024;
+export const pcpusPerHostMax = 4096;
+export const memoryMibPerHostMax = 64 * 1024 * 1024;
+export const nicsPerHostMax = 64;
+export const bootIdLengthMax = 64;
+export const sanCapacityMibMax = 1024 * 1024 * 1024;
+
+/** The checked spec of a VM. @throws SimdcError INVALID_ARGUMENT. */
+export function checkVmSpec(spec: v1.VmSpec.$Properties | null | undefined): v1.VmSpec {
+  if (!spec) throw invalidArgument("spec is required");
+  return v1.VmSpec.create({
+    vcpus: checkRange("spec.vcpus", spec.vcpus ?? 0, 1, vcpusPerVmMax),
+    memoryMib: checkRange("spec.memory_mib", spec.memoryMib ?? 0, 1, memoryMibPerVmMax),
+    bootVolume: checkName("spec.boot_volume", spec.bootVolume ?? ""),
+  });
+}
+
+/** ON or OFF; UNSPECIFIED means `fallback`. @throws SimdcError INVALID_ARGUMENT. */
+export function checkPowerState(value: number, fallback: v1.PowerState): v1.PowerState {
+  switch (value) {
+    case v1.PowerState.POWER_STATE_UNSPECIFIED:
+      return fallback;
+    case v1.PowerState.POWER_STATE_ON:
+    case v1.PowerState.POWER_STATE_OFF:
+      return value;
+    default:
+      throw invalidArgument(`power_state ${value} is not a known PowerState`);
+  }
+}
+
+/** @throws SimdcError INVALID_ARGUMENT when empty or too long. */
+export function checkBootId(bootId: string): string {
+  if (bootId.length === 0 || bootId.length > bootIdLengthMax) {
+    throw invalidArgument(`boot_id must be 1-${bootIdLengthMax} characters`);
+  }
+  return bootId;
+}
+
+/** @throws SimdcError INVALID_ARGUMENT. */
+export function checkHostCapacity(capacity: v1.HostCapacity.$Properties | null | undefined): v1.HostCapacity {
+  if (!capacity) throw invalidArgument("capacity is required");
+  return v1.HostCapacity.create({
+    pcpus: checkRange("capacity.pcpus", capacity.pcpus ?? 0, 1, pcpusPerHostMax),
+    memoryMib: checkRange("capacity.memory_mib", capacity.memoryMib ?? 0, 1, memoryMibPerHostMax),
+    nics: checkRange("capacity.nics", capacity.nics ?? 0, 0, nicsPerHostMax),
+  });
+}
+
+/** A power of two from 512 B to 64 KiB. @throws SimdcError INVALID_ARGUMENT. */
+export function checkBlockSize(bytes: number): number {
+  if (!Number.isInteger(bytes) || bytes < 512 || bytes > 65536 || (bytes & (bytes - 1)) !== 0) {
+    throw invalidArgument(`block_size_bytes must be a power of two from 512 to 65536, got ${bytes}`);
+  }
+  return bytes;
+}

@@ -1,0 +1,35 @@
+// Publishes the controller's events (v1.Event) on <prefix>.evt.<kind>.<id>.<name>.
+// Events are notifications for watchers; state lives in KV, so a lost event
+// loses nothing.
+
+import type { Bus, EventObjectKind } from "@simdc/bus";
+import { simdc } from "@simdc/proto";
+import type { Clock } from "@simdc/common";
+
+import v1 = simdc.v1;
+
+export class EventPublisher {
+  constructor(
+    private readonly bus: Bus,
+    private readonly clock: Clock,
+    private readonly source: string,
+  ) {}
+
+  publish(
+    objectKind: EventObjectKind,
+    objectId: string,
+    name: string,
+    kind: v1.EventKind,
+    message: string,
+    status?: v1.Status.$Properties,
+  ): void {
+    this.bus.publish(this.bus.subjects.event(objectKind, objectId, name), v1.Event, {
+      kind,
+      objectId,
+      timeMs: this.clock.nowMs(),
+      message,
+      status: status ?? null,
+      source: this.source,
+    } as v1.Event);
+  }
+}

@@ -1,0 +1,58 @@
+// Proves the placement filters and weigher on plain data: overcommit ratios
+// bound what a host takes, disconnected hosts are skipped, the least loaded
+// host wins, and a refusal says why for each host.
+
+import { describe, expect, it } from "vitest";
+import { placeVm, type PlacementHost } from "./placement.js";
+
+const host = (id: string, over: Partial<PlacementHost> = {}): PlacementHost => ({
+  id,
+  connected: true,
+  pcpus: 4,
+  memoryMib: 8192,
+  allocatedVcpus: 0,
+  allocatedMemoryMib: 0,
+  ...over,
+});
+const ratios = { cpu: 2, memory: 1.5 };
+
+describe("placement", () => {
+  it("placement: picks the least loaded host and explains the choice", () => {
+    const result = placeVm(
+      [host("host-1", { allocatedVcpus: 6 }), host("host-2", { allocatedVcpus: 2 }), host("host-3", { allocatedVcpus: 4 })],
+      { vcpus: 1, memoryMib: 1024 },
+      ratios,
+    );
+    expect(result).toMatchObject({ ok: true, hostId: "host-2" });
+    expect(result.ok && result.reason).toMatch(/least loaded of 3 fitting hosts/);
+  });
+
+  it("placement: the CPU overcommit ratio bounds vCPUs per host", () => {
+    expect(placeVm([host("host-1", { allocatedVcpus: 7 })], { vcpus: 1, memoryMib: 1 }, ratios).ok).toBe(true);
+    const refused = placeVm([host("host-1", { allocatedVcpus: 8 })], { vcpus: 1, memoryMib: 1 }, ratios);
+    expect(refused.ok).toBe(false);
+    expect(refused.rejected[0]?.reason).toBe("CPU: 8+1 vCPUs > 8 (4 pCPUs x 2)");
+  });
+
+  it("placement: the memory overcommit ratio bounds memory per host", () => {
+    expect(placeVm([host("host-1")], { vcpus: 1, memoryMib: 12288 }, ratios).ok).toBe(true);
+    const refused = placeVm([host("host-1")], { vcpus: 1, memoryMib: 12289 }, ratios);
+    expect(refused.rejected[0]?.reason).toBe("memory: 0+12289 MiB > 12288 MiB (8192 MiB x 1.5)");
+  });
+
+  it("placement: skips disconnected hosts and says so", () => {
+    const result = placeVm([host("host-1", { connected: false }), host("host-2", { allocatedVcpus: 7 })], { vcpus: 1, memoryMib: 1 }, ratios);
+    expect(result).toMatchObject({ ok: true, hostId: "host-2", rejected: [{ hostId: "host-1", reason: "disconnected" }] });
+  });
+
+  it("placement: refuses with a reason when nothing fits or nothing is registered", () => {
+    expect(placeVm([], { vcpus: 1, memoryMib: 1 }, ratios)).toMatchObject({ ok: false, reason: /no hosts are registered/ });
+    const full = placeVm([host("host-1"), host("host-2")], { vcpus: 9, memoryMib: 1 }, ratios);
+    expect(full).toMatchObject({ ok: false, reason: /all 2 hosts were filtered out/ });
+    expect(full.rejected).toHaveLength(2);
+  });
+
+  it("placement: ties go to the lower id", () => {
+    expect(placeVm([host("host-2"), host("host-1")], { vcpus: 1, memoryMib: 1 }, ratios)).toMatchObject({ hostId: "host-1" });
+  });
+});

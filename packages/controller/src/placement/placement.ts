@@ -1,0 +1,103 @@
+// Chooses a host for a VM, the way a scheduler with filters and weighers does
+// (OpenStack's filter scheduler, vSphere's initial placement): filters drop
+// hosts that cannot take the VM and say why, the weigher ranks the rest.
+// Pure: it reads a snapshot of hosts and allocations and changes nothing.
+
+export interface PlacementHost {
+  id: string;
+  connected: boolean;
+  pcpus: number;
+  memoryMib: number;
+  allocatedVcpus: number;
+  allocatedMemoryMib: number;
+}
+
+export interface PlacementRequest {
+  vcpus: number;
+  memoryMib: number;
+}
+
+export interface OvercommitRatios {
+  /** vCPUs per physical CPU. */
+  cpu: number;
+  /** VM memory per MiB of host memory. */
+  memory: number;
+}
+
+export interface Rejection {
+  hostId: string;
+  reason: string;
+}
+
+export type PlacementResult =
+  | { ok: true; hostId: string; reason: string; rejected: Rejection[] }
+  | { ok: false; reason: string; rejected: Rejection[] };
+
+/** Limits how many rejections a result lists, so a reply stays small with hundreds of hosts. */
+export const rejectionsListedMax = 32;
+
+/** The capacity a host may promise under the ratios (floored: a fraction of a vCPU cannot be placed). */
+export function placeableVcpus(host: PlacementHost, ratios: OvercommitRatios): number {
+  return Math.floor(host.pcpus * ratios.cpu);
+}
+
+export function placeableMemoryMib(host: PlacementHost, ratios: OvercommitRatios): number {
+  return Math.floor(host.memoryMib * ratios.memory);
+}
+
+function rejectionReason(host: PlacementHost, vm: PlacementRequest, ratios: OvercommitRatios): string | null {
+  if (!host.connected) return "disconnected";
+  const vcpusMax = placeableVcpus(host, ratios);
+  if (host.allocatedVcpus + vm.vcpus > vcpusMax) {
+    return `CPU: ${host.allocatedVcpus}+${vm.vcpus} vCPUs > ${vcpusMax} (${host.pcpus} pCPUs x ${ratios.cpu})`;
+  }
+  const memoryMax = placeableMemoryMib(host, ratios);
+  if (host.allocatedMemoryMib + vm.memoryMib > memoryMax) {
+    return `memory: ${host.allocatedMemoryMib}+${vm.memoryMib} MiB > ${memoryMax} MiB (${host.memoryMib} MiB x ${ratios.memory})`;
+  }
+  return null;
+}
+
+/** The free share of the tighter resource after placing the VM: higher is less loaded. */
+function freeShareAfter(host: PlacementHost, vm: PlacementRequest, ratios: OvercommitRatios): number {
+  const cpuFree = 1 - (host.allocatedVcpus + vm.vcpus) / placeableVcpus(host, ratios);
+  const memoryFree = 1 - (host.allocatedMemoryMib + vm.memoryMib) / placeableMemoryMib(host, ratios);
+  return Math.min(cpuFree, memoryFree);
+}
+
+/**
+ * Filters (connected, CPU and memory under the overcommit ratios), then weighs
+ * by least loaded; ties go to the lower id so placement is deterministic.
+ */
+export function placeVm(hosts: Iterable<PlacementHost>, vm: PlacementRequest, ratios: OvercommitRatios): PlacementResult {
+  const rejected: Rejection[] = [];
+  let rejectedCount = 0;
+  let best: PlacementHost | null = null;
+  let bestScore = -Infinity;
+  let candidates = 0;
+  for (const host of hosts) {
+    const reason = rejectionReason(host, vm, ratios);
+    if (reason !== null) {
+      rejectedCount += 1;
+      if (rejected.length < rejectionsListedMax) rejected.push({ hostId: host.id, reason });
+      continue;
+    }
+    candidates += 1;
+    const score = freeShareAfter(host, vm, ratios);
+    if (score > bestScore || (score === bestScore && best !== null && host.id < best.id)) {
+      best = host;
+      bestScore = score;
+    }
+  }
+  if (best === null) {
+    const total = rejectedCount === 0 ? "no hosts are registered" : `all ${rejectedCount} hosts were filtered out`;
+    return { ok: false, reason: `no host fits ${vm.vcpus} vCPUs and ${vm.memoryMib} MiB: ${total}`, rejected };
+  }
+  const percent = Math.round(bestScore * 100);
+  return {
+    ok: true,
+    hostId: best.id,
+    reason: `least loaded of ${candidates} fitting hosts: ${percent}% of its tighter resource stays free`,
+    rejected,
+  };
+}
