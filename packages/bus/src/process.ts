@@ -60,29 +60,39 @@ export async function runProcess<T extends SettingsSpec>(spec: ProcessSpec<T>, a
     process.exit(0);
   }
   let settings: Settings<T & typeof busSettings>;
+  let id: string;
   try {
     settings = readSettings(allSettings, argv);
+    // idOf may check the identity (a valid name) too; a bad one is a bad flag.
+    id = spec.idOf(settings);
   } catch (err) {
     process.stderr.write(`${spec.service}: ${err instanceof SimdcError ? err.message : String(err)}\n`);
     process.exit(2);
   }
-  const id = spec.idOf(settings);
   const logger = createLogger({ service: spec.service, id, level: settings["log-level"] as string });
-  const bus = await Bus.connect({
-    servers: settings["nats-url"] as string,
-    prefix: settings.prefix as string,
-    dc: settings.dc as string,
-    processId: id,
-    logger,
-  });
-  const role = await spec.run({ bus, settings, logger });
-  const healthPort = settings["health-port"] as number;
-  const health = healthPort > 0 ? await serveHealth(healthPort, () => withBus(bus, role.health())) : null;
-  handleProcessSignals(logger, async () => {
-    health?.close();
-    await role.stop();
-    await bus.close();
-  });
+  try {
+    const bus = await Bus.connect({
+      servers: settings["nats-url"] as string,
+      prefix: settings.prefix as string,
+      dc: settings.dc as string,
+      processId: id,
+      logger,
+    });
+    const role = await spec.run({ bus, settings, logger });
+    const healthPort = settings["health-port"] as number;
+    const health = healthPort > 0 ? await serveHealth(healthPort, () => withBus(bus, role.health())) : null;
+    handleProcessSignals(logger, async () => {
+      health?.close();
+      await role.stop();
+      await bus.close();
+    });
+  } catch (err) {
+    // A process that cannot start says why in one line and in its log, and exits 1.
+    logger.fatal({ err }, "failed to start");
+    logger.flush();
+    process.stderr.write(`${spec.service}: failed to start: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  }
   logger.info({ natsUrl: settings["nats-url"], prefix: settings.prefix, dc: settings.dc }, "started");
 }
 

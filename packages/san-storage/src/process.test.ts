@@ -1,0 +1,249 @@
+// Proves the san-storage process as a real child (node packages/san-storage/
+// dist/main.js; build first): every write it acknowledged before a SIGKILL
+// under concurrent load reads back exactly after a restart on the same data
+// dir (a write in flight at the kill may read old or new, block by block); it
+// reports its health over HTTP and exits 0 on SIGTERM; and a bad flag ends it with exit code 2 and one line.
+
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync } from "node:fs";
+import { createServer } from "node:net";
+import { fileURLToPath } from "node:url";
+import { sanNodeService, type Bus } from "@simdc/bus";
+import { SimdcError } from "@simdc/common";
+import { connectTestBus, eventually, startTestNats, tempDir, type TestNats } from "@simdc/testkit";
+
+const mainPath = fileURLToPath(new URL("../dist/main.js", import.meta.url));
+const blockSize = 4096;
+
+let nats: TestNats;
+let client: Bus;
+const children: ChildProcess[] = [];
+const dirs: { remove(): void }[] = [];
+
+beforeAll(async () => {
+  if (!existsSync(mainPath)) throw new Error(`${mainPath} is missing: build first (npx tsc -b packages/san-storage)`);
+  nats = await startTestNats();
+  client = await connectTestBus(nats.url);
+});
+
+afterAll(async () => {
+  for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+  await client?.close();
+  await nats?.dispose();
+  for (const dir of dirs) dir.remove();
+});
+
+interface Child {
+  process: ChildProcess;
+  /** Everything the child wrote, for failure messages. */
+  output(): string;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+function spawnNode(args: string[]): Child {
+  const child = spawn(process.execPath, [mainPath, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  children.push(child);
+  let output = "";
+  child.stdout!.on("data", (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr!.on("data", (chunk: Buffer) => (output += chunk.toString()));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once("exit", (code, signal) => resolve({ code, signal })),
+  );
+  return { process: child, output: () => output, exited };
+}
+
+function startNode(nodeId: string, dataDir: string, extraArgs: string[] = []): Child {
+  return spawnNode([
+    ...extraArgs,
+    "--nats-url",
+    nats.url,
+    "--node-id",
+    nodeId,
+    "--data-dir",
+    dataDir,
+    "--heartbeat-interval-ms",
+    "200",
+    "--log-level",
+    "warn",
+  ]);
+}
+
+/** A TCP port nobody listens on right now. */
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const address = server.address();
+  await new Promise((resolve) => server.close(resolve));
+  return typeof address === "object" && address ? address.port : 0;
+}
+
+/** Waits until the node answers on the bus (NOT_FOUND for a volume nobody made). */
+async function waitServing(nodeId: string, child: Child): Promise<void> {
+  await eventually(
+    `${nodeId} serving`,
+    async () => {
+      if (child.process.exitCode !== null) throw new Error(`exited early:\n${child.output()}`);
+      try {
+        await client.call(sanNodeService.DeleteBackingVolume, { volumeId: "vol-none" }, { scopeId: nodeId, timeoutMs: 1_000 });
+      } catch (err) {
+        if (err instanceof SimdcError && err.code === "NOT_FOUND") return true;
+      }
+      return undefined;
+    },
+    30_000,
+  );
+}
+
+/** One block of a write: every byte depends on the writer, the write and the block. */
+function fillBlock(target: Uint8Array, offset: number, writer: number, seq: number, lba: number): void {
+  const view = new DataView(target.buffer, target.byteOffset + offset, blockSize);
+  view.setUint32(0, writer);
+  view.setUint32(4, seq);
+  view.setUint32(8, lba);
+  for (let i = 12; i < blockSize; i++) target[offset + i] = (writer * 31 + seq * 7 + lba * 3 + i) & 0xff;
+}
+
+function expectedBlock(writer: number, seq: number, lba: number): Uint8Array {
+  const block = new Uint8Array(blockSize);
+  fillBlock(block, 0, writer, seq, lba);
+  return block;
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+}
+
+describe("san-storage process", () => {
+  it(
+    "san-storage process: every write acknowledged before a SIGKILL under load reads back after restart",
+    async () => {
+      const nodeId = "san-kill";
+      const dir = tempDir("san-kill");
+      dirs.push(dir);
+      const first = startNode(nodeId, dir.path);
+      await waitServing(nodeId, first);
+      const volumeId = "vol-load";
+      await client.call(sanNodeService.CreateBackingVolume, { volumeId, sizeMib: 2 }, { scopeId: nodeId });
+
+      // Each writer owns a disjoint run of blocks and has one write in flight at
+      // a time, so for every block the acknowledged content is exact and at most
+      // one unacknowledged write may also have landed.
+      const writers = 32;
+      const blocksPerWriter = 16;
+      const acked: (number | null)[] = Array(writers * blocksPerWriter).fill(null); // seq of the last acked write, null = zeros
+      const inFlight: ({ seq: number; lba: number; count: number } | null)[] = Array(writers).fill(null);
+      const errorsBeforeKill: string[] = [];
+      let ackCount = 0;
+      let killed = false;
+
+      const runWriter = async (writer: number): Promise<void> => {
+        for (let seq = 1; !killed; seq++) {
+          const ownFirst = writer * blocksPerWriter;
+          const offset = (seq * 5 + writer) % blocksPerWriter;
+          const count = Math.min(1 + ((seq + writer) % 8), blocksPerWriter - offset);
+          const lba = ownFirst + offset;
+          const data = new Uint8Array(count * blockSize);
+          for (let b = 0; b < count; b++) fillBlock(data, b * blockSize, writer, seq, lba + b);
+          inFlight[writer] = { seq, lba, count };
+          try {
+            const res = await client.call(sanNodeService.WriteBlocks, { volumeId, lba, data }, { scopeId: nodeId, timeoutMs: 3_000 });
+            expect(res.blocksWritten).toBe(count);
+            for (let b = 0; b < count; b++) acked[lba + b] = seq;
+            ackCount += 1;
+            inFlight[writer] = null;
+          } catch (err) {
+            // After the kill a write in flight fails; it stays in inFlight as
+            // "may or may not have landed". Before the kill nothing may fail.
+            if (!killed) errorsBeforeKill.push(String(err));
+            return;
+          }
+        }
+      };
+
+      const load = Array.from({ length: writers }, (_, w) => runWriter(w));
+      await eventually("400 acknowledged writes", () => (ackCount >= 400 ? true : undefined), 60_000, 5);
+      first.process.kill("SIGKILL");
+      killed = true;
+      const pendingAtKill = inFlight.filter((w) => w !== null).length;
+      await Promise.all(load);
+      const exit = await first.exited;
+      expect(exit.signal).toBe("SIGKILL");
+      expect(errorsBeforeKill).toEqual([]);
+      expect(pendingAtKill).toBeGreaterThan(0);
+
+      const second = startNode(nodeId, dir.path);
+      await waitServing(nodeId, second);
+      const blockCount = writers * blocksPerWriter;
+      const image = new Uint8Array(blockCount * blockSize);
+      for (let lba = 0; lba < blockCount; lba += 128) {
+        const res = await client.call(sanNodeService.ReadBlocks, { volumeId, lba, blockCount: 128 }, { scopeId: nodeId });
+        image.set(res.data, lba * blockSize);
+      }
+
+      let checkedAcked = 0;
+      let landedUnacked = 0;
+      for (let lba = 0; lba < blockCount; lba++) {
+        const writer = Math.floor(lba / blocksPerWriter);
+        const got = image.subarray(lba * blockSize, (lba + 1) * blockSize);
+        const seq = acked[lba] ?? null;
+        const accepted = seq === null ? new Uint8Array(blockSize) : expectedBlock(writer, seq, lba);
+        if (sameBytes(got, accepted)) {
+          if (seq !== null) checkedAcked += 1;
+          continue;
+        }
+        const pending = inFlight[writer];
+        const covered = pending && lba >= pending.lba && lba < pending.lba + pending.count;
+        expect(covered, `block ${lba} (writer ${writer}) lost its acknowledged write ${seq}`).toBeTruthy();
+        expect(sameBytes(got, expectedBlock(writer, pending!.seq, lba)), `block ${lba} holds neither old nor new`).toBe(true);
+        landedUnacked += 1;
+      }
+      expect(checkedAcked).toBeGreaterThan(100);
+      // Visible when run with --reporter=verbose; either outcome is allowed for unacked writes.
+      console.info(`acked writes ${ackCount}, in flight at kill ${pendingAtKill}, unacked blocks that landed ${landedUnacked}`);
+
+      second.process.kill("SIGTERM");
+      expect((await second.exited).code).toBe(0);
+    },
+    180_000,
+  );
+
+  it("san-storage process: exits 0 on SIGTERM", async () => {
+    const nodeId = "san-term";
+    const dir = tempDir("san-term");
+    dirs.push(dir);
+    const healthPort = await freePort();
+    const child = startNode(nodeId, dir.path, ["--health-port", String(healthPort)]);
+    await waitServing(nodeId, child);
+    await client.call(sanNodeService.CreateBackingVolume, { volumeId: "vol-a", sizeMib: 1 }, { scopeId: nodeId });
+    // No controller runs here, so the node serves unregistered and says so.
+    const health = await fetch(`http://127.0.0.1:${healthPort}/healthz`);
+    expect(health.status).toBe(200);
+    expect(await health.json()).toMatchObject({ status: "ok", nodeId, registered: false, volumeCount: 1 });
+    child.process.kill("SIGTERM");
+    const exit = await child.exited;
+    expect(exit, child.output()).toEqual({ code: 0, signal: null });
+    expect(child.output()).not.toMatch(/"level":(50|60)/);
+  });
+
+  it("san-storage process: a bad flag exits 2 with one line on stderr", async () => {
+    for (const args of [
+      ["--bogus"],
+      ["--data-dir", "/tmp/x"],
+      ["--node-id", "../x", "--data-dir", "/tmp/x"],
+      ["--node-id", "san-1", "--data-dir", "/tmp/x", "--block-size-bytes", "1000"],
+      ["--node-id", "san-1", "--data-dir", "/tmp/x", "--capacity-mib", "0"],
+    ]) {
+      const child = spawn(process.execPath, [mainPath, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+      children.push(child);
+      let stdout = "";
+      let stderr = "";
+      child.stdout.on("data", (c: Buffer) => (stdout += c.toString()));
+      child.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
+      const code = await new Promise<number | null>((resolve) => child.once("exit", (c) => resolve(c)));
+      expect(code, args.join(" ")).toBe(2);
+      expect(stderr, args.join(" ")).toMatch(/^san-storage: [^\n]+\n$/);
+      expect(stdout).toBe("");
+    }
+  });
+});

@@ -1,0 +1,254 @@
+// The SAN node role: serves SanNodeService for one node id on the bus,
+// registers with the controller (retrying with capped backoff, never holding
+// up service) and publishes a heartbeat every interval. Volumes and block I/O
+// live in the block store; this file only puts them on the wire.
+
+import { randomUUID } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
+import { simdc } from "@simdc/proto";
+import { endpoint, sanNodeService, storageService, type Bus, type RunningRole } from "@simdc/bus";
+import {
+  checkName,
+  checkRange,
+  systemClock,
+  type Clock,
+  type HealthReport,
+  type Logger,
+} from "@simdc/common";
+import { BlockStore } from "./block-store.js";
+import { blocksPerRequestMax, volumeSizeMibMax } from "./limits.js";
+import type { VolumeMeta } from "./volume-meta.js";
+
+import v1 = simdc.v1;
+
+export interface SanNodeOptions {
+  bus: Bus;
+  logger: Logger;
+  /** This node's id: its subjects are `<prefix>.san.<nodeId>.<Method>`. */
+  nodeId: string;
+  /** Directory holding `volumes/`. */
+  dataDir: string;
+  capacityMib: number;
+  /** Block size of new volumes, in bytes. */
+  blockSizeBytes: number;
+  heartbeatIntervalMs: number;
+  clock?: Clock;
+  /** Idle image files kept open (openVolumesMaxDefault when absent). */
+  openVolumesMax?: number;
+  /** First delay between registration attempts, in ms. */
+  registerBackoffMsMin?: number;
+  /** Cap on the delay between registration attempts, in ms. */
+  registerBackoffMsMax?: number;
+  /** How long one registration attempt waits for the controller, in ms. */
+  registerTimeoutMs?: number;
+  /** Jitter source in [0, 1); Math.random when absent, injectable for reproducible runs. */
+  random?: () => number;
+}
+
+export const registerBackoffMsMinDefault = 250;
+export const registerBackoffMsMaxDefault = 5_000;
+export const registerTimeoutMsDefault = 2_000;
+
+type Service = Awaited<ReturnType<Bus["serve"]>>;
+
+export class SanNode implements RunningRole {
+  readonly nodeId: string;
+  /** Changes each time the node starts, so the controller can tell a restart. */
+  readonly bootId = randomUUID();
+  readonly store: BlockStore;
+  private readonly bus: Bus;
+  private readonly logger: Logger;
+  private readonly clock: Clock;
+  private readonly options: SanNodeOptions;
+  private readonly stopSignal = new AbortController();
+  private service: Service | null = null;
+  private heartbeatTimer: NodeJS.Timeout | null = null;
+  private heartbeatSeq = 0;
+  /** Unix time in ms when the controller accepted the registration; null before. */
+  private registeredAtMs: number | null = null;
+
+  private constructor(options: SanNodeOptions, store: BlockStore) {
+    this.options = options;
+    this.nodeId = options.nodeId;
+    this.bus = options.bus;
+    this.logger = options.logger;
+    this.clock = options.clock ?? systemClock;
+    this.store = store;
+  }
+
+  /**
+   * Scans the data dir, serves SanNodeService, starts heartbeats and starts
+   * registering in the background.
+   * @throws SimdcError INVALID_ARGUMENT for a bad node id, block size or
+   * capacity; the file system's error when the data dir is unusable.
+   */
+  static async start(options: SanNodeOptions): Promise<SanNode> {
+    checkName("nodeId", options.nodeId);
+    checkRange("heartbeatIntervalMs", options.heartbeatIntervalMs, 1, 3_600_000);
+    const store = await BlockStore.open({
+      dataDir: options.dataDir,
+      capacityMib: options.capacityMib,
+      blockSizeBytes: options.blockSizeBytes,
+      logger: options.logger,
+      ...(options.clock ? { clock: options.clock } : {}),
+      ...(options.openVolumesMax !== undefined ? { openVolumesMax: options.openVolumesMax } : {}),
+    });
+    const node = new SanNode(options, store);
+    try {
+      await node.serve();
+    } catch (err) {
+      await store.close();
+      throw err;
+    }
+    node.startHeartbeats();
+    void node.register();
+    node.logger.info(
+      { nodeId: node.nodeId, bootId: node.bootId, volumeCount: store.volumeCount, allocatedMib: store.allocatedMib },
+      "SAN node serving",
+    );
+    return node;
+  }
+
+  /** True once the controller accepted this node's registration. */
+  get registered(): boolean {
+    return this.registeredAtMs !== null;
+  }
+
+  /** Healthy while serving; registration and volume counts are details. */
+  health(): HealthReport {
+    return {
+      healthy: !this.stopSignal.signal.aborted,
+      details: {
+        nodeId: this.nodeId,
+        registered: this.registered,
+        registeredAtMs: this.registeredAtMs,
+        volumeCount: this.store.volumeCount,
+        allocatedMib: this.store.allocatedMib,
+        capacityMib: this.store.capacityMib,
+      },
+    };
+  }
+
+  /** Stops heartbeats and registration, stops serving, waits for requests in flight and closes files. */
+  async stop(): Promise<void> {
+    if (this.stopSignal.signal.aborted) return;
+    this.stopSignal.abort();
+    if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
+    this.heartbeatTimer = null;
+    await this.service?.stop();
+    await this.store.close();
+    this.logger.info({ nodeId: this.nodeId }, "SAN node stopped");
+  }
+
+  private async serve(): Promise<void> {
+    // Each handler checks its names and ranges first; the store checks the
+    // rest against the volume (and again the names, before they become paths).
+    this.service = await this.bus.serve(
+      { role: "san-node", scopeId: this.nodeId, description: `SAN node ${this.nodeId}: volumes and block I/O` },
+      [
+        endpoint(sanNodeService.CreateBackingVolume, async (req) => {
+          const volumeId = checkName("volumeId", req.volumeId);
+          const sizeMib = checkRange("sizeMib", req.sizeMib, 1, volumeSizeMibMax);
+          const { volume, created } = await this.store.createVolume(volumeId, sizeMib);
+          if (created) this.logger.info({ volumeId, sizeMib }, "created volume");
+          return { volume: this.toWire(volume) };
+        }),
+        endpoint(sanNodeService.DeleteBackingVolume, async (req) => {
+          const volumeId = checkName("volumeId", req.volumeId);
+          await this.store.deleteVolume(volumeId);
+          this.logger.info({ volumeId }, "deleted volume");
+          return {};
+        }),
+        endpoint(sanNodeService.ReadBlocks, async (req) => {
+          const volumeId = checkName("volumeId", req.volumeId);
+          const blockCount = checkRange("blockCount", req.blockCount, 1, blocksPerRequestMax);
+          return { data: await this.store.readBlocks(volumeId, req.lba, blockCount) };
+        }),
+        endpoint(sanNodeService.WriteBlocks, async (req) => {
+          const volumeId = checkName("volumeId", req.volumeId);
+          return { blocksWritten: await this.store.writeBlocks(volumeId, req.lba, req.data) };
+        }),
+      ],
+    );
+  }
+
+  private toWire(volume: VolumeMeta): v1.Volume.$Properties {
+    return {
+      id: volume.volumeId,
+      sizeMib: volume.sizeMib,
+      blockSizeBytes: volume.blockSizeBytes,
+      sanNodeId: this.nodeId,
+      createdAtMs: volume.createdAtMs,
+    };
+  }
+
+  private startHeartbeats(): void {
+    const subject = this.bus.subjects.event("san", this.nodeId, "heartbeat");
+    const beat = (): void => {
+      this.heartbeatSeq += 1;
+      try {
+        this.bus.publish(subject, v1.SanNodeHeartbeat, {
+          nodeId: this.nodeId,
+          bootId: this.bootId,
+          seq: this.heartbeatSeq,
+          sentAtMs: this.clock.nowMs(),
+          capacityMib: this.store.capacityMib,
+          allocatedMib: this.store.allocatedMib,
+          volumeCount: this.store.volumeCount,
+        });
+      } catch (err) {
+        // A closed connection throws; the next beat tries again, and a missed
+        // heartbeat is exactly what the controller is there to notice.
+        this.logger.warn({ err, seq: this.heartbeatSeq }, "could not publish a heartbeat");
+      }
+    };
+    beat();
+    this.heartbeatTimer = setInterval(beat, this.options.heartbeatIntervalMs);
+  }
+
+  /**
+   * Registers with the controller, retrying with capped, jittered exponential
+   * backoff until it succeeds or the node stops. It never throws: every
+   * failure is logged and retried.
+   */
+  private async register(): Promise<void> {
+    const backoffMsMin = this.options.registerBackoffMsMin ?? registerBackoffMsMinDefault;
+    const backoffMsMax = this.options.registerBackoffMsMax ?? registerBackoffMsMaxDefault;
+    const timeoutMs = this.options.registerTimeoutMs ?? registerTimeoutMsDefault;
+    const random = this.options.random ?? Math.random;
+    const signal = this.stopSignal.signal;
+    let backoffMs = backoffMsMin;
+    for (let attempt = 1; !signal.aborted; attempt += 1) {
+      try {
+        // Built afresh each attempt, so it lists the volumes as they are now.
+        const request: v1.RegisterSanNodeRequest.$Properties = {
+          nodeId: this.nodeId,
+          capacityMib: this.store.capacityMib,
+          blockSizeBytes: this.store.blockSizeBytes,
+          volumeIds: this.store.volumeIds(),
+          allocatedMib: this.store.allocatedMib,
+          bootId: this.bootId,
+        };
+        const response = await this.bus.call(storageService.RegisterSanNode, request, { timeoutMs });
+        if (signal.aborted) return;
+        this.registeredAtMs = this.clock.nowMs();
+        this.logger.info(
+          { attempt, volumeCount: request.volumeIds?.length, connected: response.node?.connected },
+          "registered with the controller",
+        );
+        return;
+      } catch (err) {
+        if (signal.aborted) return;
+        // Half fixed, half random, so nodes restarted together do not retry in step.
+        const delayMs = Math.round(backoffMs / 2 + (random() * backoffMs) / 2);
+        this.logger.warn({ attempt, err: String(err), retryInMs: delayMs }, "registration failed; retrying");
+        backoffMs = Math.min(backoffMs * 2, backoffMsMax);
+        try {
+          await sleep(delayMs, undefined, { signal });
+        } catch {
+          // Aborted: the node is stopping, and the loop condition ends it.
+        }
+      }
+    }
+  }
+}
