@@ -122,8 +122,10 @@ export class Bus {
   private watchStatus(): void {
     void (async () => {
       for await (const status of this.nc.status()) {
-        // Reconnects and disconnects are what a fault experiment looks for in the logs.
-        this.logger.info({ natsStatus: status.type, data: String(status.data) }, "nats connection status");
+        // Reconnects and disconnects are what a fault experiment looks for in
+        // the logs; the client's routine ping timer is not.
+        const level = status.type === "pingTimer" ? "debug" : "info";
+        this.logger[level]({ natsStatus: status.type, data: String(status.data) }, "nats connection status");
       }
     })();
   }

@@ -83,3 +83,8 @@ export const sanNodeService = {
   ReadBlocks: method("san", "SanNodeService", "ReadBlocks", v1.ReadBlocksRequest, v1.ReadBlocksResponse),
   WriteBlocks: method("san", "SanNodeService", "WriteBlocks", v1.WriteBlocksRequest, v1.WriteBlocksResponse),
 };
+
+export const supervisorService = {
+  ListProcesses: method("ctl", "SupervisorService", "ListProcesses", v1.ListProcessesRequest, v1.ListProcessesResponse),
+  SignalProcess: method("ctl", "SupervisorService", "SignalProcess", v1.SignalProcessRequest, v1.SignalProcessResponse),
+};

@@ -86,6 +86,8 @@ export async function startNatsServer(binary: string, options: NatsServerOptions
   const args = ["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", options.storeDir];
   const child = spawn(binary, args, {
     stdio: ["ignore", options.logFd ?? "ignore", "pipe"],
+    // Its own process group: a Ctrl-C meant for the supervisor must not reach it first.
+    detached: true,
   });
   const readyTimeoutMs = options.readyTimeoutMs ?? 10_000;
   await new Promise<void>((resolve, reject) => {
@@ -120,12 +122,16 @@ export async function startNatsServer(binary: string, options: NatsServerOptions
     url: `nats://127.0.0.1:${port}`,
     port,
     process: child,
-    stop: () => stopChild(child),
+    // nats-server exits 0 on SIGINT but 1 on SIGTERM, for the same clean shutdown.
+    stop: () => stopChild(child, 5_000, "SIGINT"),
   };
 }
 
-/** SIGTERM a child and resolve when it has exited (SIGKILL after 5 s). */
-export async function stopChild(child: ChildProcess, graceMs = 5_000): Promise<void> {
+/**
+ * Stops a child and resolves once it has exited: SIGCONT (a paused process
+ * cannot act on SIGTERM), `signal`, then SIGKILL after graceMs.
+ */
+export async function stopChild(child: ChildProcess, graceMs = 5_000, signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
   await new Promise<void>((resolve) => {
     const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
@@ -133,6 +139,7 @@ export async function stopChild(child: ChildProcess, graceMs = 5_000): Promise<v
       clearTimeout(timer);
       resolve();
     });
-    child.kill("SIGTERM");
+    child.kill("SIGCONT");
+    child.kill(signal);
   });
 }

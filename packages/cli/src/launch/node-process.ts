@@ -13,6 +13,7 @@ export interface NodeProcessOptions {
   env?: NodeJS.ProcessEnv;
   /** Appends stdout and stderr here; piped to the parent when absent. */
   logFile?: string;
+  detached?: boolean;
 }
 
 export interface NodeProcess {
@@ -21,7 +22,7 @@ export interface NodeProcess {
   /** Resolves with the exit code (or signal name) once the process has exited. */
   exited: Promise<number | NodeJS.Signals>;
   signal(signal: NodeJS.Signals): void;
-  /** SIGCONT (in case it is paused), SIGTERM, then SIGKILL after graceMs. */
+  /** Stops it as stopChild does: SIGCONT, SIGTERM, SIGKILL after graceMs. */
   stop(graceMs?: number): Promise<void>;
 }
 
@@ -30,6 +31,9 @@ export function launchNodeProcess(options: NodeProcessOptions): NodeProcess {
   const child = spawn(process.execPath, [options.script, ...options.args], {
     env: { ...process.env, ...options.env },
     stdio: ["ignore", fd ?? "pipe", fd ?? "pipe"],
+    // Its own process group, so a Ctrl-C meant for a supervisor reaches only the
+    // supervisor, which then stops its children in order.
+    detached: options.detached ?? false,
   });
   if (fd !== undefined) closeSync(fd);
   const exited = new Promise<number | NodeJS.Signals>((resolve) => {
@@ -43,8 +47,6 @@ export function launchNodeProcess(options: NodeProcessOptions): NodeProcess {
       if (child.exitCode === null && child.signalCode === null) child.kill(signal);
     },
     stop: async (graceMs = 5_000) => {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      child.kill("SIGCONT");
       await stopChild(child, graceMs);
     },
   };

@@ -141,7 +141,6 @@ export class MemberRegistry<T extends { id: string; bootId: string }> {
   async sweep(): Promise<MemberTransition[]> {
     const out: MemberTransition[] = [];
     for (const id of this.liveness.silent()) {
-      this.liveness.forget(id);
       const member = this.members.get(id);
       if (!member || !this.kind.isConnected(member)) continue;
       const updated = this.kind.withConnected(member, false, member.bootId);

@@ -1,0 +1,153 @@
+// simdc down|status|logs|fault: operating a running datacenter. Process
+// faults go to the supervisor of `simdc up` over its control endpoint; a
+// fault hits a whole process, so one host among many in an agent process is
+// cut off with a bus rule instead.
+
+import { closeSync, existsSync, openSync, readdirSync, readFileSync, readSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { computeService, hostService, storageService, supervisorService } from "@simdc/bus";
+import { checkName, failedPrecondition, invalidArgument } from "@simdc/common";
+import { simdc } from "@simdc/proto";
+import { prettyFactory } from "pino-pretty";
+import { intFlag, parse, positionals } from "../args.js";
+import type { GlobalOptions } from "../context.js";
+import { plain, printJson, printTable, processState, vmState } from "../output.js";
+import { isAlive, readUpRecord } from "../supervisor/record.js";
+import type { CommandContext } from "./resources.js";
+
+import v1 = simdc.v1;
+
+export async function downCommand(global: GlobalOptions, argv: string[]): Promise<void> {
+  positionals(parse(argv, {}), []);
+  const record = readUpRecord(global.dataDir);
+  if (!record) throw failedPrecondition(`no datacenter runs from ${global.dataDir}`);
+  process.kill(record.supervisorPid, "SIGTERM");
+  const deadline = Date.now() + 30_000;
+  while (isAlive(record.supervisorPid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  if (isAlive(record.supervisorPid)) throw failedPrecondition(`supervisor ${record.supervisorPid} did not stop within 30 s`);
+  process.stdout.write("simdc: datacenter stopped\n");
+}
+
+export async function statusCommand(ctx: CommandContext, argv: string[]): Promise<void> {
+  positionals(parse(argv, {}), []);
+  const bus = await ctx.bus();
+  const [processes, hosts, vms, nodes] = await Promise.all([
+    bus.call(supervisorService.ListProcesses, {}, { scopeId: "supervisor", timeoutMs: 2_000 }).then(
+      (r) => r.processes,
+      () => null,
+    ),
+    bus.call(hostService.ListHosts, {}).then((r) => r.hosts),
+    bus.call(computeService.ListVms, {}).then((r) => r.vms),
+    bus.call(storageService.ListSanNodes, {}).then((r) => r.nodes),
+  ]);
+  if (ctx.output === "json") {
+    return printJson({
+      processes: processes?.map((p) => plain(v1.ManagedProcess, p)) ?? null,
+      hosts: hosts.map((h) => plain(v1.Host, h)),
+      sanNodes: nodes.map((n) => plain(v1.SanNode, n)),
+      vms: vms.map((vm) => plain(v1.Vm, vm)),
+    });
+  }
+  if (processes) {
+    printTable(
+      ["PROCESS", "ROLE", "PID", "STATE", "HOSTS", "RESTARTS", "EXIT"],
+      processes.map((p) => [
+        p.name ?? "",
+        p.role ?? "",
+        String(p.pid ?? 0),
+        processState(p.state ?? 0),
+        summarize(p.hostIds ?? []),
+        String(p.restarts ?? 0),
+        p.exitReason ?? "",
+      ]),
+    );
+    process.stdout.write("\n");
+  }
+  const connected = hosts.filter((h) => h.state === v1.HostState.HOST_STATE_CONNECTED).length;
+  const sanUp = nodes.filter((n) => n.connected).length;
+  const byState = new Map<string, number>();
+  for (const vm of vms) {
+    const state = vmState(vm.status?.state ?? 0);
+    byState.set(state, (byState.get(state) ?? 0) + 1);
+  }
+  const vmSummary = [...byState].map(([s, n]) => `${n} ${s}`).join(", ") || "none";
+  process.stdout.write(`hosts: ${connected}/${hosts.length} connected; SAN nodes: ${sanUp}/${nodes.length} connected; VMs: ${vmSummary}\n`);
+}
+
+function summarize(ids: string[]): string {
+  if (ids.length <= 3) return ids.join(",");
+  return `${ids[0]}..${ids[ids.length - 1]} (${ids.length})`;
+}
+
+const actions: Record<string, v1.ProcessAction> = {
+  kill: v1.ProcessAction.PROCESS_ACTION_KILL,
+  pause: v1.ProcessAction.PROCESS_ACTION_PAUSE,
+  resume: v1.ProcessAction.PROCESS_ACTION_RESUME,
+  restart: v1.ProcessAction.PROCESS_ACTION_RESTART,
+};
+
+export async function faultCommand(ctx: CommandContext, verb: string | undefined, argv: string[]): Promise<void> {
+  const action = verb ? actions[verb] : undefined;
+  if (action === undefined) throw invalidArgument("usage: simdc fault kill|pause|resume|restart <process>");
+  const [name] = positionals(parse(argv, {}), ["process"]);
+  const { process: proc } = await (await ctx.bus()).call(
+    supervisorService.SignalProcess,
+    { name: checkName("process", name!), action },
+    { scopeId: "supervisor", timeoutMs: 15_000 },
+  );
+  if (ctx.output === "json") return printJson(plain(v1.ManagedProcess, proc));
+  process.stdout.write(`${verb} ${proc?.name}: now ${processState(proc?.state ?? 0)} (pid ${proc?.pid})\n`);
+}
+
+/** Prints logs pretty; with no name, every process's, merged by time. */
+export async function logsCommand(global: GlobalOptions, argv: string[]): Promise<void> {
+  const parsed = parse(argv, { follow: { type: "boolean", short: "f" }, lines: { type: "string", short: "n" } });
+  if (parsed.positionals.length > 1) throw invalidArgument("usage: simdc logs [process] [--follow] [--lines N]");
+  const logsDir = join(global.dataDir, "logs");
+  if (!existsSync(logsDir)) throw failedPrecondition(`no logs in ${logsDir}: has 'simdc up' run with this --data-dir?`);
+  const available = readdirSync(logsDir).filter((f) => f.endsWith(".log")).map((f) => f.slice(0, -4)).sort();
+  const name = parsed.positionals[0];
+  if (name !== undefined && !available.includes(name)) {
+    throw invalidArgument(`no log for ${name}; there are: ${available.join(", ")}`);
+  }
+  const names = name ? [name] : available;
+  const linesMax = intFlag(parsed.flags, "lines", 200, 1, 1_000_000);
+  const pretty = prettyFactory({ colorize: process.stdout.isTTY, translateTime: "SYS:HH:MM:ss.l", ignore: "pid,hostname", singleLine: true });
+  const show = (source: string, line: string): void => {
+    if (!line.trim()) return;
+    const text = line.startsWith("{") ? pretty(line).trimEnd() : line;
+    process.stdout.write(names.length > 1 ? `${source.padEnd(10)} ${text}\n` : `${text}\n`);
+  };
+  const entries: { at: string; source: string; line: string }[] = [];
+  const offsets = new Map<string, number>();
+  for (const n of names) {
+    const file = join(logsDir, `${n}.log`);
+    const text = readFileSync(file, "utf8");
+    offsets.set(n, Buffer.byteLength(text));
+    for (const line of text.split("\n")) if (line) entries.push({ at: timeOf(line), source: n, line });
+  }
+  entries.sort((a, b) => (a.at < b.at ? -1 : a.at > b.at ? 1 : 0));
+  for (const e of entries.slice(-linesMax)) show(e.source, e.line);
+  if (!parsed.flags["follow"]) return;
+  for (;;) {
+    await new Promise((r) => setTimeout(r, 250));
+    for (const n of names) {
+      const file = join(logsDir, `${n}.log`);
+      const size = statSync(file).size;
+      const from = offsets.get(n) ?? 0;
+      if (size <= from) continue;
+      const buf = Buffer.alloc(size - from);
+      const fd = openSync(file, "r");
+      readSync(fd, buf, 0, buf.length, from);
+      closeSync(fd);
+      offsets.set(n, size);
+      for (const line of buf.toString("utf8").split("\n")) show(n, line);
+    }
+  }
+}
+
+/** The ISO time of a pino line, or "" for other lines (they sort first). */
+function timeOf(line: string): string {
+  const m = /"time":"([^"]+)"/.exec(line);
+  return m?.[1] ?? "";
+}

@@ -1,0 +1,149 @@
+// simdc up: a whole datacenter on this machine as separate processes, in the
+// foreground, supervised until Ctrl-C. Ready means the controller sees every
+// host connected and every SAN node registered, observed over the bus, not
+// assumed after a sleep.
+
+import { existsSync, mkdirSync } from "node:fs";
+import { createConnection } from "node:net";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { hostService, storageService, type Bus } from "@simdc/bus";
+import { failedPrecondition } from "@simdc/common";
+import { destination, pino } from "pino";
+import { simdc } from "@simdc/proto";
+import { intFlag, numberFlag, parse, positionals, type FlagSpec } from "../args.js";
+import type { GlobalOptions } from "../context.js";
+import { ensureNatsServer } from "../launch/nats-server.js";
+import { readUpRecord, removeUpRecord, writeUpRecord } from "../supervisor/record.js";
+import { Supervisor } from "../supervisor/supervisor.js";
+import { planTopology, type ProcessPlan } from "../supervisor/topology.js";
+import { runDemo } from "./demo.js";
+
+import v1 = simdc.v1;
+
+const upFlags: FlagSpec = {
+  hosts: { type: "string" },
+  san: { type: "string" },
+  "hosts-per-agent": { type: "string" },
+  "nats-port": { type: "string" },
+  demo: { type: "boolean" },
+  pcpus: { type: "string" },
+  "memory-mib": { type: "string" },
+  "san-capacity-mib": { type: "string" },
+  "heartbeat-interval-ms": { type: "string" },
+  "heartbeat-misses-max": { type: "string" },
+  "cpu-overcommit": { type: "string" },
+  "memory-overcommit": { type: "string" },
+  "ready-timeout-ms": { type: "string" },
+};
+
+const packagesDir = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
+const say = (line: string): void => void process.stdout.write(`simdc: ${line}\n`);
+
+export async function upCommand(global: GlobalOptions, argv: string[]): Promise<void> {
+  const parsed = parse(argv, upFlags);
+  positionals(parsed, []);
+  const f = parsed.flags;
+  const dataDir = resolve(global.dataDir);
+  const prefix = global.prefix ?? "simdc";
+  const natsPort = intFlag(f, "nats-port", 4222, 1, 65535);
+  const heartbeatIntervalMs = intFlag(f, "heartbeat-interval-ms", 1000, 50, 60_000);
+  const heartbeatMissesMax = intFlag(f, "heartbeat-misses-max", 3, 1, 100);
+  const readyTimeoutMs = intFlag(f, "ready-timeout-ms", 120_000, 1_000, 3_600_000);
+  const plans = planTopology({
+    hosts: intFlag(f, "hosts", 3, 0, 100_000),
+    sanNodes: intFlag(f, "san", 2, 0, 1000),
+    hostsPerAgent: intFlag(f, "hosts-per-agent", 1, 0, 100_000),
+    dataDir,
+    pcpus: intFlag(f, "pcpus", 16, 1, 4096),
+    memoryMib: intFlag(f, "memory-mib", 65536, 1, 64 * 1024 * 1024),
+    sanCapacityMib: intFlag(f, "san-capacity-mib", 102_400, 1, 1024 * 1024 * 1024),
+  });
+  const controllerArgs = [
+    "--heartbeat-interval-ms", String(heartbeatIntervalMs),
+    "--heartbeat-misses-max", String(heartbeatMissesMax),
+    "--cpu-overcommit", String(numberFlag(f, "cpu-overcommit", 4, 1, 32)),
+    "--memory-overcommit", String(numberFlag(f, "memory-overcommit", 1.5, 1, 20)),
+  ];
+
+  const running = readUpRecord(dataDir);
+  if (running) throw failedPrecondition(`a datacenter already runs from ${dataDir} (supervisor pid ${running.supervisorPid}); 'simdc down' stops it`);
+  for (const role of ["controller", "san-storage", "host-agent"]) {
+    if (!existsSync(join(packagesDir, role, "dist", "main.js"))) {
+      throw failedPrecondition(`${role} is not built: run 'bash scripts/setup.sh' (or 'npm run build') first`);
+    }
+  }
+  if (await portInUse(natsPort)) {
+    throw failedPrecondition(`port ${natsPort} is in use (another NATS or simdc up?); choose another with --nats-port`);
+  }
+  const natsBinary = ensureNatsServer(say);
+  mkdirSync(join(dataDir, "logs"), { recursive: true });
+  const logger = pino(
+    { base: { service: "supervisor", id: "supervisor" }, timestamp: pino.stdTimeFunctions.isoTime },
+    destination({ dest: join(dataDir, "logs", "supervisor.log"), append: true, sync: false }),
+  );
+
+  const startedAt = Date.now();
+  const supervisor = new Supervisor({ dataDir, natsBinary, natsPort, prefix, extraArgs: { controller: controllerArgs }, logger, say });
+  let stopping = false;
+  const stop = async (signal: string): Promise<void> => {
+    if (stopping) return;
+    stopping = true;
+    say(`${signal}: stopping every process`);
+    await supervisor.stop();
+    removeUpRecord(dataDir);
+    say("stopped");
+    logger.flush();
+    process.exit(0);
+  };
+  process.on("SIGINT", () => void stop("SIGINT"));
+  process.on("SIGTERM", () => void stop("SIGTERM"));
+
+  say(`starting nats-server on port ${natsPort} and ${plans.length} processes (data in ${dataDir})`);
+  const bus = await supervisor.start(plans);
+  writeUpRecord({ natsUrl: supervisor.natsUrl, prefix, supervisorPid: process.pid, dataDir, startedAtMs: startedAt });
+  const ready = await waitReady(bus, plans, readyTimeoutMs);
+  const seconds = ((Date.now() - startedAt) / 1000).toFixed(2);
+  if (ready) {
+    const hosts = plans.flatMap((p) => p.hostIds).length;
+    const sanNodes = plans.filter((p) => p.role === "san-storage").length;
+    say(`ready in ${seconds} s: ${hosts} hosts in ${plans.length - sanNodes - 1} agent processes, ${sanNodes} SAN nodes, NATS at ${supervisor.natsUrl}`);
+  } else {
+    say(`not every host and SAN node registered within ${readyTimeoutMs} ms; see the logs`);
+  }
+  say(`logs: ${join(dataDir, "logs")} (simdc logs [process]); stop with Ctrl-C or 'simdc down'`);
+  if (f["demo"]) await runDemo(bus, say);
+}
+
+async function portInUse(port: number): Promise<boolean> {
+  return new Promise((resolvePort) => {
+    const socket = createConnection({ port, host: "127.0.0.1" });
+    socket.once("connect", () => {
+      socket.destroy();
+      resolvePort(true);
+    });
+    socket.once("error", () => resolvePort(false));
+  });
+}
+
+/** Polls the controller until every planned host is connected and every SAN node registered. */
+async function waitReady(bus: Bus, plans: ProcessPlan[], timeoutMs: number): Promise<boolean> {
+  const hostIds = new Set(plans.flatMap((p) => p.hostIds));
+  const sanIds = new Set(plans.filter((p) => p.role === "san-storage").map((p) => p.name));
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    try {
+      const [{ hosts }, { nodes }] = await Promise.all([
+        bus.call(hostService.ListHosts, {}, { timeoutMs: 1_000 }),
+        bus.call(storageService.ListSanNodes, {}, { timeoutMs: 1_000 }),
+      ]);
+      const connected = hosts.filter((h) => h.state === v1.HostState.HOST_STATE_CONNECTED && hostIds.has(h.id ?? ""));
+      const sanReady = nodes.filter((n) => n.connected && sanIds.has(n.id ?? ""));
+      if (connected.length === hostIds.size && sanReady.length === sanIds.size) return true;
+    } catch {
+      // The controller is still starting; ask again.
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return false;
+}

@@ -1,0 +1,111 @@
+#!/usr/bin/env node
+// The simdc command. Global flags may stand anywhere; every failure is one
+// line on stderr and a non-zero exit (2 for usage, 1 for everything else).
+
+import { SimdcError, invalidArgument } from "@simdc/common";
+import type { Bus } from "@simdc/bus";
+import { connectCli, defaultDataDir, type GlobalOptions } from "./context.js";
+import { downCommand, faultCommand, logsCommand, statusCommand } from "./commands/ops.js";
+import { hostCommand, vmCommand, volumeCommand, type CommandContext } from "./commands/resources.js";
+import { upCommand } from "./commands/up.js";
+import type { OutputFormat } from "./output.js";
+
+const usage = `usage: simdc [--server URL] [--data-dir DIR] [--prefix P] [-o table|json] <command>
+
+  up [--hosts N] [--san M] [--hosts-per-agent K] [--nats-port P] [--demo]
+                         start a local datacenter in the foreground (Ctrl-C stops it)
+  down                   stop the datacenter 'up' runs from --data-dir
+  status                 processes, hosts, SAN nodes and VMs at a glance
+  logs [process] [-f]    pretty-printed logs of one process or all
+  host list|get <host>
+  vm create <name> --boot-volume V [--vcpus N] [--memory-mib M] [--off]
+  vm list [--host H] | get|delete|start|stop <vm>
+  volume create <name> [--size-mib N] | list | get|delete <volume>
+  fault kill|pause|resume|restart <process>
+
+NATS is found from --server, else NATS_URL, else what 'up' recorded in --data-dir
+(default ./.simdc, or SIMDC_DATA_DIR).`;
+
+/** Takes the global flags out of argv wherever they stand. */
+function splitGlobal(argv: string[]): { global: GlobalOptions; output: OutputFormat; rest: string[] } {
+  const global: GlobalOptions = { dataDir: defaultDataDir() };
+  let output: OutputFormat = "table";
+  const rest: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    const [flag, inline] = arg.startsWith("--") && arg.includes("=") ? [arg.slice(0, arg.indexOf("=")), arg.slice(arg.indexOf("=") + 1)] : [arg, undefined];
+    if (!["--server", "--data-dir", "--prefix", "-o", "--output"].includes(flag)) {
+      rest.push(arg);
+      continue;
+    }
+    const value = inline ?? argv[++i];
+    if (value === undefined) throw invalidArgument(`${flag} needs a value`);
+    if (flag === "--server") global.server = value;
+    else if (flag === "--data-dir") global.dataDir = value;
+    else if (flag === "--prefix") global.prefix = value;
+    else if (value === "table" || value === "json") output = value;
+    else throw invalidArgument(`-o must be table or json, got ${JSON.stringify(value)}`);
+  }
+  return { global, output, rest };
+}
+
+/** @returns true when the command keeps running (up supervises until a signal). */
+async function main(argv: string[]): Promise<boolean> {
+  const { global, output, rest } = splitGlobal(argv);
+  const [command, verb, ...more] = rest;
+  let bus: Bus | null = null;
+  const ctx: CommandContext = { output, bus: async () => (bus ??= await connectCli(global)) };
+  try {
+    switch (command) {
+      case "up":
+        await upCommand(global, rest.slice(1));
+        return true;
+      case "down":
+        await downCommand(global, rest.slice(1));
+        return false;
+      case "status":
+        await statusCommand(ctx, rest.slice(1));
+        return false;
+      case "logs":
+        await logsCommand(global, rest.slice(1));
+        return false;
+      case "host":
+        await hostCommand(ctx, verb, more);
+        return false;
+      case "vm":
+        await vmCommand(ctx, verb, more);
+        return false;
+      case "volume":
+        await volumeCommand(ctx, verb, more);
+        return false;
+      case "fault":
+        await faultCommand(ctx, verb, more);
+        return false;
+      case undefined:
+      case "help":
+      case "--help":
+      case "-h":
+        process.stdout.write(`${usage}\n`);
+        return false;
+      default:
+        throw invalidArgument(`unknown command ${JSON.stringify(command)}; 'simdc help' lists them`);
+    }
+  } finally {
+    if (command !== "up") await (bus as Bus | null)?.close();
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (keepRunning) => {
+    // 'up' keeps running on its children and timers; every other command is done.
+    if (!keepRunning) process.exit(0);
+  },
+  (err: unknown) => {
+    if (err instanceof SimdcError) {
+      process.stderr.write(`simdc: ${err.toString()}\n`);
+      process.exit(err.code === "INVALID_ARGUMENT" ? 2 : 1);
+    }
+    process.stderr.write(`simdc: INTERNAL: ${err instanceof Error ? err.stack : String(err)}\n`);
+    process.exit(1);
+  },
+);

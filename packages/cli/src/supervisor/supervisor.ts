@@ -1,0 +1,229 @@
+// The supervisor behind `simdc up`: starts nats-server and every service as a
+// separate child process, serves SupervisorService so other CLI invocations
+// can inject process faults, and stops everything on SIGINT/SIGTERM. It
+// never restarts a process by itself: experiments must see failures.
+
+import { mkdirSync, openSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { Bus, endpoint, supervisorService } from "@simdc/bus";
+import { checkName, failedPrecondition, invalidArgument, notFound, type Logger } from "@simdc/common";
+import { simdc } from "@simdc/proto";
+import { launchNodeProcess, type NodeProcess } from "../launch/node-process.js";
+import { startNatsServer, type NatsServerHandle } from "../launch/nats-server.js";
+import type { ProcessPlan } from "./topology.js";
+
+import v1 = simdc.v1;
+
+const packagesDir = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
+
+export interface SupervisorOptions {
+  dataDir: string;
+  natsBinary: string;
+  natsPort: number;
+  prefix: string;
+  /** Flags every service gets (heartbeat policy and the like), by role. */
+  extraArgs: Partial<Record<ProcessPlan["role"], string[]>>;
+  logger: Logger;
+  /** Human-readable progress for the terminal. */
+  say: (line: string) => void;
+}
+
+interface Managed {
+  plan: ProcessPlan | null;
+  name: string;
+  role: string;
+  logFile: string;
+  proc: NodeProcess | NatsServerHandle | null;
+  state: v1.ProcessState;
+  exitReason: string;
+  restarts: number;
+  startedAtMs: number;
+  /** Set while the supervisor itself stops the process, so its exit is not reported as a fault. */
+  stopping: boolean;
+}
+
+export class Supervisor {
+  private readonly managed = new Map<string, Managed>();
+  private bus: Bus | null = null;
+  natsUrl = "";
+
+  constructor(private readonly options: SupervisorOptions) {}
+
+  get logsDir(): string {
+    return join(this.options.dataDir, "logs");
+  }
+
+  /** Starts nats-server and waits for it; then every planned service. */
+  async start(plans: ProcessPlan[]): Promise<Bus> {
+    mkdirSync(this.logsDir, { recursive: true });
+    const nats: Managed = this.entry(null, "nats", "nats-server");
+    this.managed.set("nats", nats);
+    await this.startNats(nats);
+    this.natsUrl = `nats://127.0.0.1:${this.options.natsPort}`;
+    this.bus = await Bus.connect({
+      servers: this.natsUrl,
+      prefix: this.options.prefix,
+      processId: "supervisor",
+      logger: this.options.logger,
+      connectTimeoutMs: 10_000,
+    });
+    await this.bus.serve({ role: "supervisor", scopeId: "supervisor", description: "simdc up: process faults" }, [
+      endpoint(supervisorService.ListProcesses, () => ({ processes: [...this.managed.values()].map((m) => this.view(m)) })),
+      endpoint(supervisorService.SignalProcess, (req) => this.signal(req)),
+    ]);
+    for (const plan of plans) {
+      const m = this.entry(plan, plan.name, plan.role);
+      this.managed.set(plan.name, m);
+      this.startService(m);
+    }
+    return this.bus;
+  }
+
+  private entry(plan: ProcessPlan | null, name: string, role: string): Managed {
+    return {
+      plan,
+      name,
+      role,
+      logFile: join(this.logsDir, `${name}.log`),
+      proc: null,
+      state: v1.ProcessState.PROCESS_STATE_UNSPECIFIED,
+      exitReason: "",
+      restarts: 0,
+      startedAtMs: 0,
+      stopping: false,
+    };
+  }
+
+  private async startNats(m: Managed): Promise<void> {
+    const handle = await startNatsServer(this.options.natsBinary, {
+      port: this.options.natsPort,
+      storeDir: join(this.options.dataDir, "nats"),
+      logFd: openSync(m.logFile, "a"),
+    });
+    this.track(m, handle, handle.process.pid ?? -1);
+  }
+
+  private startService(m: Managed): void {
+    const plan = m.plan!;
+    const shared = ["--nats-url", this.natsUrl, "--prefix", this.options.prefix, ...(this.options.extraArgs[plan.role] ?? [])];
+    const proc = launchNodeProcess({
+      script: join(packagesDir, plan.role, "dist", "main.js"),
+      args: [...plan.args, ...shared],
+      logFile: m.logFile,
+      detached: true,
+    });
+    this.track(m, proc, proc.pid);
+  }
+
+  private track(m: Managed, proc: NodeProcess | NatsServerHandle, pid: number): void {
+    m.proc = proc;
+    m.state = v1.ProcessState.PROCESS_STATE_RUNNING;
+    m.exitReason = "";
+    m.startedAtMs = Date.now();
+    m.stopping = false;
+    const child = "child" in proc ? proc.child : proc.process;
+    child.once("exit", (code, signal) => {
+      if (m.proc !== proc) return;
+      m.state = v1.ProcessState.PROCESS_STATE_EXITED;
+      m.exitReason = signal ?? `exit code ${code}`;
+      if (m.stopping) return;
+      this.options.say(`${m.name} (pid ${pid}) exited: ${m.exitReason}; not restarting (simdc fault restart ${m.name})`);
+      this.options.logger.warn({ process: m.name, pid, reason: m.exitReason }, "process exited");
+      this.publish(m.name, "exited", v1.EventKind.EVENT_KIND_PROCESS_EXITED, `${m.name} exited: ${m.exitReason}`);
+    });
+  }
+
+  private pid(m: Managed): number {
+    if (!m.proc) return 0;
+    return "pid" in m.proc ? m.proc.pid : (m.proc.process.pid ?? 0);
+  }
+
+  private view(m: Managed): v1.ManagedProcess {
+    return v1.ManagedProcess.create({
+      name: m.name,
+      role: m.role,
+      pid: this.pid(m),
+      state: m.state,
+      exitReason: m.exitReason,
+      hostIds: m.plan?.hostIds ?? [],
+      logFile: m.logFile,
+      restarts: m.restarts,
+      startedAtMs: m.startedAtMs,
+    });
+  }
+
+  private async signal(req: v1.SignalProcessRequest): Promise<v1.SignalProcessResponse.$Properties> {
+    const name = checkName("name", req.name);
+    const m = this.managed.get(name);
+    if (!m) throw notFound(`no process named ${name} (simdc status lists them)`);
+    const running = m.state === v1.ProcessState.PROCESS_STATE_RUNNING || m.state === v1.ProcessState.PROCESS_STATE_PAUSED;
+    const pid = this.pid(m);
+    switch (req.action) {
+      case v1.ProcessAction.PROCESS_ACTION_KILL:
+        if (!running) throw failedPrecondition(`${name} is not running`);
+        process.kill(pid, "SIGKILL");
+        break;
+      case v1.ProcessAction.PROCESS_ACTION_PAUSE:
+        if (m.state !== v1.ProcessState.PROCESS_STATE_RUNNING) throw failedPrecondition(`${name} is not running`);
+        process.kill(pid, "SIGSTOP");
+        m.state = v1.ProcessState.PROCESS_STATE_PAUSED;
+        break;
+      case v1.ProcessAction.PROCESS_ACTION_RESUME:
+        if (m.state !== v1.ProcessState.PROCESS_STATE_PAUSED) throw failedPrecondition(`${name} is not paused`);
+        process.kill(pid, "SIGCONT");
+        m.state = v1.ProcessState.PROCESS_STATE_RUNNING;
+        break;
+      case v1.ProcessAction.PROCESS_ACTION_RESTART:
+        if (running) await this.stopOne(m);
+        m.restarts += 1;
+        if (m.plan) this.startService(m);
+        else await this.startNats(m);
+        break;
+      default:
+        throw invalidArgument(`action ${req.action} is not a known ProcessAction`);
+    }
+    const action = v1.ProcessAction[req.action]!.replace("PROCESS_ACTION_", "").toLowerCase();
+    this.options.say(`fault: ${action} ${name}`);
+    this.options.logger.info({ process: name, action, pid }, "process fault injected");
+    this.publish(name, action, v1.EventKind.EVENT_KIND_PROCESS_SIGNALED, `${action} ${name} (pid ${pid})`);
+    if (req.action === v1.ProcessAction.PROCESS_ACTION_KILL) await this.exited(m);
+    return { process: this.view(m) };
+  }
+
+  private async exited(m: Managed): Promise<void> {
+    const proc = m.proc;
+    if (!proc) return;
+    const child = "child" in proc ? proc.child : proc.process;
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    await new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  }
+
+  private async stopOne(m: Managed): Promise<void> {
+    if (!m.proc || m.state === v1.ProcessState.PROCESS_STATE_EXITED) return;
+    m.stopping = true;
+    await m.proc.stop();
+  }
+
+  private publish(name: string, eventName: string, kind: v1.EventKind, message: string): void {
+    this.bus?.publish(this.bus.subjects.event("process", name, eventName), v1.Event, {
+      kind,
+      objectId: name,
+      timeMs: Date.now(),
+      message,
+      source: "supervisor",
+    });
+  }
+
+  /** Stops agents first, then SAN nodes, the controller, and NATS last. */
+  async stop(): Promise<void> {
+    const order = ["host-agent", "san-storage", "controller"];
+    for (const role of order) {
+      await Promise.all([...this.managed.values()].filter((m) => m.role === role).map((m) => this.stopOne(m)));
+    }
+    // The connection may already be gone (NATS killed by a fault); nothing is left to flush then.
+    await this.bus?.close().catch(() => undefined);
+    const nats = this.managed.get("nats");
+    if (nats) await this.stopOne(nats);
+  }
+}
