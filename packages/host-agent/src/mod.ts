@@ -1,1 +1,11 @@
-export {};
+export { HostAgent } from "./agent.js";
+export type { HostAgentOptions } from "./agent.js";
+export { SimHost } from "./host.js";
+export type { SimHostOptions, HostCapacity } from "./host.js";
+export { SimVm } from "./vm.js";
+export type { VmTiming } from "./vm.js";
+export { agentConfigOf, parseHostIds, hostAgentSettings } from "./config.js";
+export type { AgentConfig } from "./config.js";
+export { checkApplyVm, checkRemoveVm } from "./validate.js";
+export type { DesiredVm } from "./validate.js";
+export * from "./limits.js";

@@ -1,0 +1,92 @@
+// The host agent's flags (with their environment variables and defaults) and
+// the checked configuration built from them. It only reads and checks; it
+// starts nothing, so a bad value ends the process before it touches NATS.
+
+import { checkName, invalidArgument, type Settings, type SettingsSpec } from "@simdc/common";
+import { bootBlocksMax, heartbeatIntervalMsMax, heartbeatIntervalMsMin, hostsPerAgentMax } from "./limits.js";
+import type { HostCapacity } from "./host.js";
+import type { VmTiming } from "./vm.js";
+
+/** Flags of the host-agent process, merged with the bus's common ones by runProcess. */
+export const hostAgentSettings = {
+  "agent-id": { kind: "string", env: "SIMDC_AGENT_ID", help: "this agent process's id, a valid name" },
+  hosts: {
+    kind: "string",
+    env: "SIMDC_HOSTS",
+    help: `comma-separated ids of the simulated hosts this process runs (1-${hostsPerAgentMax})`,
+  },
+  pcpus: { kind: "int", env: "SIMDC_PCPUS", default: 16, min: 1, max: 4_096, help: "physical CPUs of each host" },
+  "memory-mib": {
+    kind: "int",
+    env: "SIMDC_MEMORY_MIB",
+    default: 65_536,
+    min: 1,
+    max: 0xffff_ffff,
+    help: "memory of each host, in MiB",
+  },
+  nics: { kind: "int", env: "SIMDC_NICS", default: 2, min: 1, max: 64, help: "network interfaces of each host" },
+  "boot-blocks": {
+    kind: "int",
+    default: 8,
+    min: 1,
+    max: bootBlocksMax,
+    help: "blocks a VM reads from its boot volume when it boots",
+  },
+  "boot-time-ms": { kind: "int", default: 300, min: 0, max: 600_000, help: "time from the boot read to RUNNING" },
+  "stop-time-ms": { kind: "int", default: 100, min: 0, max: 600_000, help: "time from STOPPING to STOPPED" },
+  "heartbeat-interval-ms": {
+    kind: "int",
+    default: 1_000,
+    min: heartbeatIntervalMsMin,
+    max: heartbeatIntervalMsMax,
+    help: "heartbeat interval until the controller's registration reply sets it",
+  },
+} as const satisfies SettingsSpec;
+
+/** Everything an agent needs to start its hosts, checked. */
+export interface AgentConfig {
+  agentId: string;
+  hostIds: string[];
+  capacity: HostCapacity;
+  timing: VmTiming;
+  heartbeatIntervalMs: number;
+}
+
+/**
+ * Builds the agent's configuration from its settings.
+ * @throws SimdcError INVALID_ARGUMENT for a bad agent id, a bad or repeated
+ * host id, or more than hostsPerAgentMax hosts.
+ */
+export function agentConfigOf(settings: Settings<typeof hostAgentSettings>): AgentConfig {
+  const agentId = checkName("--agent-id", settings["agent-id"]);
+  const hostIds = parseHostIds(settings.hosts);
+  return {
+    agentId,
+    hostIds,
+    capacity: { pcpus: settings.pcpus, memoryMib: settings["memory-mib"], nics: settings.nics },
+    timing: {
+      bootBlocks: settings["boot-blocks"],
+      bootTimeMs: settings["boot-time-ms"],
+      stopTimeMs: settings["stop-time-ms"],
+    },
+    heartbeatIntervalMs: settings["heartbeat-interval-ms"],
+  };
+}
+
+/**
+ * Splits "host-1,host-2" into checked, distinct ids.
+ * @throws SimdcError INVALID_ARGUMENT as agentConfigOf.
+ */
+export function parseHostIds(list: string): string[] {
+  const ids = list.split(",").map((id) => id.trim());
+  if (ids.length > hostsPerAgentMax) {
+    throw invalidArgument(`--hosts names ${ids.length} hosts; one agent runs at most ${hostsPerAgentMax}`);
+  }
+  const seen = new Set<string>();
+  for (const id of ids) {
+    checkName("--hosts entry", id);
+    if (seen.has(id)) throw invalidArgument(`--hosts names ${id} twice`);
+    seen.add(id);
+  }
+  return ids;
+}

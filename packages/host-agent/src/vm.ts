@@ -1,0 +1,170 @@
+// One VM on a simulated host: its desired state (from ApplyVm), the state the
+// host has realized, and the asynchronous driver that moves the second toward
+// the first one step at a time, reporting each change. It must not decide
+// placement or count capacity (the controller does), and it publishes only
+// through the callback its host gives it.
+
+import type { Bus } from "@simdc/bus";
+import type { Logger } from "@simdc/common";
+import { simdc } from "@simdc/proto";
+import { openBootVolume, type FailureReason } from "./boot.js";
+import { pause } from "./pause.js";
+import type { DesiredVm } from "./validate.js";
+
+import v1 = simdc.v1;
+
+const { VM_STATE_DEFINED, VM_STATE_STARTING, VM_STATE_RUNNING, VM_STATE_STOPPING, VM_STATE_STOPPED, VM_STATE_FAILED } =
+  v1.VmState;
+
+/** How long the simulated steps take and how much of the boot volume a boot reads. */
+export interface VmTiming {
+  /** Blocks read from the start of the boot volume. */
+  bootBlocks: number;
+  /** Time from the boot read to RUNNING, in ms. */
+  bootTimeMs: number;
+  /** Time from STOPPING to STOPPED, in ms. */
+  stopTimeMs: number;
+}
+
+/** What a VM needs from the host that holds it. */
+export interface VmHost {
+  hostId: string;
+  bus: Bus;
+  logger: Logger;
+  timing: VmTiming;
+  random: () => number;
+  /** Called with the VM's status after every change. */
+  report(status: v1.VmStatus.$Properties): void;
+}
+
+export class SimVm {
+  readonly id: string;
+  private desired: DesiredVm;
+  private state: v1.VmState = VM_STATE_DEFINED;
+  private reason: FailureReason | null = null;
+  /** The generation last fully realized; 0 until the first one is. */
+  private observedGeneration = 0;
+  private driving = false;
+  private readonly abort = new AbortController();
+
+  /** Creates the VM in DEFINED; nothing runs until drive(). */
+  constructor(
+    desired: DesiredVm,
+    private readonly host: VmHost,
+  ) {
+    this.id = desired.vmId;
+    this.desired = desired;
+  }
+
+  /** The status as heartbeats and replies carry it. */
+  status(): v1.VmStatus.$Properties {
+    return {
+      vmId: this.id,
+      state: this.state,
+      hostId: this.host.hostId,
+      reason: this.reason,
+      observedGeneration: this.observedGeneration,
+    };
+  }
+
+  /**
+   * Takes a newer desired state and drives toward it. A generation at or below
+   * the one already taken changes nothing (it is realized or in progress, or
+   * stale), which is what makes ApplyVm idempotent.
+   * @returns true when the request was newer and was taken.
+   */
+  apply(desired: DesiredVm): boolean {
+    if (desired.generation <= this.desired.generation) return false;
+    this.desired = desired;
+    this.drive();
+    return true;
+  }
+
+  /**
+   * Starts the driver unless one runs (a running driver picks up the newer
+   * desired state after its current step). Deferred, so the ApplyVm reply
+   * goes out before the first transition.
+   */
+  drive(): void {
+    if (this.driving || this.abort.signal.aborted) return;
+    this.driving = true;
+    setImmediate(() => {
+      void this.run().finally(() => {
+        this.driving = false;
+      });
+    });
+  }
+
+  /**
+   * Stops driving for good (the VM is removed or its host stops). A VM that
+   * was up ends STOPPED, since a removed VM no longer runs.
+   * @returns the final status to report, or null when nothing changed.
+   */
+  discard(): v1.VmStatus.$Properties | null {
+    this.abort.abort();
+    if (this.state === VM_STATE_STARTING || this.state === VM_STATE_RUNNING || this.state === VM_STATE_STOPPING) {
+      this.state = VM_STATE_STOPPED;
+      this.reason = null;
+      return this.status();
+    }
+    return null;
+  }
+
+  private async run(): Promise<void> {
+    // Each step ends with the target realized or the VM discarded, so the loop
+    // ends once the newest generation is observed.
+    while (!this.abort.signal.aborted && this.desired.generation !== this.observedGeneration) {
+      const target = this.desired;
+      const log = this.host.logger.child({ vmId: this.id, generation: target.generation });
+      if (target.powerState === v1.PowerState.POWER_STATE_ON) await this.powerOn(target, log);
+      else await this.powerOff(target, log);
+    }
+  }
+
+  private async powerOn(target: DesiredVm, log: Logger): Promise<void> {
+    if (this.state === VM_STATE_RUNNING) {
+      // A spec change of a running VM is recorded; the simulation does not resize.
+      this.settle(VM_STATE_RUNNING, null, target.generation, log);
+      return;
+    }
+    this.change(VM_STATE_STARTING, null, log);
+    const outcome = await openBootVolume(
+      { bus: this.host.bus, logger: log, signal: this.abort.signal, random: this.host.random },
+      target.spec.bootVolume,
+      this.host.timing.bootBlocks,
+    );
+    if (this.abort.signal.aborted) return;
+    if (!outcome.ok) {
+      if (outcome.reason === null) return;
+      this.settle(VM_STATE_FAILED, outcome.reason, target.generation, log);
+      return;
+    }
+    log.debug({ sanNodeId: outcome.sanNodeId, bytesRead: outcome.bytesRead }, "boot volume read");
+    if (!(await pause(this.host.timing.bootTimeMs, this.abort.signal))) return;
+    this.settle(VM_STATE_RUNNING, null, target.generation, log);
+  }
+
+  private async powerOff(target: DesiredVm, log: Logger): Promise<void> {
+    if (this.state === VM_STATE_RUNNING) {
+      this.change(VM_STATE_STOPPING, null, log);
+      if (!(await pause(this.host.timing.stopTimeMs, this.abort.signal))) return;
+    }
+    // DEFINED, STOPPED and FAILED VMs run nothing, so OFF is realized at once.
+    this.settle(VM_STATE_STOPPED, null, target.generation, log);
+  }
+
+  /** A transition that does not realize a generation (STARTING, STOPPING). */
+  private change(state: v1.VmState, reason: FailureReason | null, log: Logger): void {
+    this.state = state;
+    this.reason = reason;
+    log.debug({ state: v1.VmState[state] }, "vm state changed");
+    this.host.report(this.status());
+  }
+
+  /** A transition that realizes `generation`. */
+  private settle(state: v1.VmState, reason: FailureReason | null, generation: number, log: Logger): void {
+    this.observedGeneration = generation;
+    if (reason) log.warn({ code: v1.ErrorCode[reason.code], reason: reason.message }, "vm failed");
+    this.change(state, reason, log);
+  }
+}
