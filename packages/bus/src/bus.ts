@@ -5,6 +5,9 @@
 
 import {
   connect,
+  headers,
+  RequestStrategy,
+  type MsgHdrs,
   type NatsConnection,
   type Msg,
   type ServiceMsg,
@@ -19,6 +22,19 @@ import { decodeMessage, encodeMessage, typeName, type Input, type MessageType } 
 import type { RpcMethod } from "./contract.js";
 import { Subjects } from "./subjects.js";
 import { Bucket, type BucketOptions } from "./kv.js";
+import { FaultRules, type FaultVerdict } from "./faults.js";
+import { simdc } from "@simdc/proto";
+
+import v1 = simdc.v1;
+
+/** Header naming the sender's identities (ids, process id, role), space-separated, for fault rules. */
+export const sourceHeader = "Simdc-Src";
+/** Messages held back by delay rules at once; past this they are dropped, so a rule cannot exhaust memory. */
+export const delayedMessagesMax = 10_000;
+/** How long `fault list` waits for every process to report. */
+export const faultReportWindowMs = 500;
+export const faultBucket = "faults";
+export const faultRulesKey = "rules";
 
 export interface BusOptions {
   /** NATS URLs, "nats://127.0.0.1:4222" or several, comma-separated. */
@@ -29,6 +45,8 @@ export interface BusOptions {
   dc?: string;
   /** This process's identity, used as the NATS connection name. */
   processId: string;
+  /** The process's role (controller, host-agent, ...): an identity fault rules can name. */
+  role?: string;
   logger: Logger;
   /**
    * How often the client pings the server. Short, so a cut connection is
@@ -43,6 +61,8 @@ export interface CallOptions {
   /** The host or SAN node id, for methods not served by the controller. */
   scopeId?: string;
   timeoutMs?: number;
+  /** Who sends, when one process speaks for several (a simulated host); fault rules match it. */
+  source?: string;
 }
 
 export const callTimeoutMsDefault = 5_000;
@@ -79,6 +99,13 @@ export class Bus {
   readonly processId: string;
   readonly logger: Logger;
   private readonly services: Service[] = [];
+  /** Who this process is, for fault rules: its id and its role. */
+  private readonly processIdentities: string[];
+  /** The above plus every host or node id it serves. */
+  private readonly identities: string[];
+  private faults = new FaultRules(0, []);
+  private readonly faultCounts = { dropped: 0, delayed: 0, duplicated: 0 };
+  private delayedNow = 0;
 
   private constructor(
     private readonly nc: NatsConnection,
@@ -88,6 +115,8 @@ export class Bus {
     this.dc = options.dc ?? "dc1";
     this.processId = options.processId;
     this.logger = options.logger;
+    this.processIdentities = [...new Set([options.processId, ...(options.role ? [options.role] : [])])];
+    this.identities = [...this.processIdentities];
   }
 
   /**
@@ -154,7 +183,10 @@ export class Bus {
     const timeoutMs = options.timeoutMs ?? callTimeoutMsDefault;
     let reply: Msg;
     try {
-      reply = await this.nc.request(subject, encodeMessage(method.request, request), { timeout: timeoutMs });
+      reply = await this.nc.request(subject, encodeMessage(method.request, request), {
+        timeout: timeoutMs,
+        headers: this.sourceHeaders(options.source),
+      });
     } catch (err) {
       throw natsRequestError(err as NatsError, method, timeoutMs);
     }
@@ -171,6 +203,8 @@ export class Bus {
   async serve(options: ServeOptions, endpoints: Endpoint<any, any>[]): Promise<Service> {
     const metadata: Record<string, string> = { dc: this.dc, role: options.role, process: this.processId };
     if (options.scopeId) metadata["id"] = options.scopeId;
+    const receiver = [...new Set([...(options.scopeId ? [options.scopeId] : []), options.role, ...this.processIdentities])];
+    if (options.scopeId && !this.identities.includes(options.scopeId)) this.identities.push(options.scopeId);
     const service = await this.nc.services.add({
       name: `${this.dc}-${options.role}`,
       version: "0.1.0",
@@ -187,7 +221,7 @@ export class Bus {
             this.logger.error({ err, subject }, "service endpoint failed");
             return;
           }
-          this.handleRequest(ep, msg);
+          this.receive(msg, receiver, () => this.handleRequest(ep, msg, receiver));
         },
       });
     }
@@ -195,7 +229,7 @@ export class Bus {
     return service;
   }
 
-  private handleRequest(ep: Endpoint<any, any>, msg: ServiceMsg): void {
+  private handleRequest(ep: Endpoint<any, any>, msg: ServiceMsg, responder: readonly string[]): void {
     let settled: Promise<unknown>;
     try {
       const request = decodeMessage(ep.method.request, msg.data);
@@ -205,7 +239,8 @@ export class Bus {
     }
     settled.then(
       (response) => {
-        msg.respond(encodeMessage(ep.method.response, response as Input<unknown>));
+        const data = encodeMessage(ep.method.response, response as Input<unknown>);
+        this.reply(msg, responder, () => msg.respond(data));
       },
       (err: unknown) => {
         const failure = toSimdcError(err);
@@ -214,14 +249,14 @@ export class Bus {
         } else {
           this.logger.debug({ rpc: ep.method.rpc, code: failure.code, reason: failure.message }, "request refused");
         }
-        msg.respondError(failure.httpStatus, failure.toString());
+        this.reply(msg, responder, () => msg.respondError(failure.httpStatus, failure.toString()));
       },
     );
   }
 
-  /** Publishes one protobuf message (an event or a heartbeat). */
-  publish<T>(subject: string, type: MessageType<T>, message: Input<T>): void {
-    this.nc.publish(subject, encodeMessage(type, message));
+  /** Publishes one protobuf message (an event or a heartbeat); `source` as in CallOptions. */
+  publish<T>(subject: string, type: MessageType<T>, message: Input<T>, source?: string): void {
+    this.nc.publish(subject, encodeMessage(type, message), { headers: this.sourceHeaders(source) });
   }
 
   /**
@@ -241,25 +276,129 @@ export class Bus {
           this.logger.error({ err, subject }, "subscription failed");
           return;
         }
-        let message: T;
-        try {
-          message = decodeMessage(type, msg.data);
-        } catch (decodeErr) {
-          this.logger.warn({ subject: msg.subject, err: decodeErr }, "dropped a message that does not decode");
-          return;
-        }
-        try {
-          const done = handler(message, msg.subject);
-          if (done) done.catch((handlerErr: unknown) => this.logHandlerError(msg.subject, handlerErr));
-        } catch (handlerErr) {
-          this.logHandlerError(msg.subject, handlerErr);
-        }
+        this.receive(msg, this.identities, () => {
+          let message: T;
+          try {
+            message = decodeMessage(type, msg.data);
+          } catch (decodeErr) {
+            this.logger.warn({ subject: msg.subject, err: decodeErr }, "dropped a message that does not decode");
+            return;
+          }
+          try {
+            const done = handler(message, msg.subject);
+            if (done) done.catch((handlerErr: unknown) => this.logHandlerError(msg.subject, handlerErr));
+          } catch (handlerErr) {
+            this.logHandlerError(msg.subject, handlerErr);
+          }
+        });
       },
     });
   }
 
   private logHandlerError(subject: string, err: unknown): void {
     this.logger.error({ subject, err }, "message handler failed");
+  }
+
+  private sourceHeaders(source: string | undefined): MsgHdrs {
+    const h = headers();
+    // A simulated host speaks only for itself, not for the other hosts of its process.
+    h.set(sourceHeader, source ? `${source} ${this.processIdentities.join(" ")}` : this.identities.join(" "));
+    return h;
+  }
+
+  /** Applies the fault rules to a message arriving here, then delivers it (or not). */
+  private receive(msg: Msg, receiver: readonly string[], deliver: () => void): void {
+    if (this.faults.empty) return deliver();
+    const sources = msg.headers?.get(sourceHeader).split(" ") ?? [];
+    this.act(this.faults.decide(msg.subject, sources, receiver), deliver);
+  }
+
+  /** Applies the fault rules to a reply leaving here, matched by the request's subject. */
+  private reply(request: Msg, responder: readonly string[], send: () => void): void {
+    if (this.faults.empty) return send();
+    const requester = request.headers?.get(sourceHeader).split(" ") ?? [];
+    this.act(this.faults.decide(request.subject, responder, requester), send);
+  }
+
+  private act(verdict: FaultVerdict, deliver: () => void): void {
+    switch (verdict.kind) {
+      case "deliver":
+        return deliver();
+      case "drop":
+        this.faultCounts.dropped += 1;
+        return;
+      case "duplicate":
+        this.faultCounts.duplicated += 1;
+        for (let i = 0; i <= verdict.copies; i++) deliver();
+        return;
+      case "delay":
+        if (this.delayedNow >= delayedMessagesMax) {
+          this.faultCounts.dropped += 1;
+          return;
+        }
+        this.faultCounts.delayed += 1;
+        this.delayedNow += 1;
+        setTimeout(() => {
+          this.delayedNow -= 1;
+          deliver();
+        }, verdict.delayMs);
+        return;
+    }
+  }
+
+  /**
+   * Follows the fault rule set in KV (applying the current one first, so a
+   * process that starts late applies it too) and answers fault reports.
+   */
+  async followFaultRules(): Promise<void> {
+    const bucket = await this.bucket(faultBucket, v1.FaultRuleSet);
+    await bucket.watchKey(faultRulesKey, (set) => this.applyFaultRules(set));
+    this.nc.subscribe(this.subjects.faultReports(), {
+      callback: (_err, msg) => {
+        const report = v1.FaultReport.create({
+          processId: this.processId,
+          identities: this.identities,
+          generation: this.faults.generation,
+          ...this.faultCounts,
+        });
+        msg.respond(encodeMessage(v1.FaultReport, report));
+      },
+    });
+  }
+
+  private applyFaultRules(set: v1.FaultRuleSet | null): void {
+    const generation = set?.generation ?? 0;
+    if (generation === this.faults.generation && generation !== 0) return;
+    try {
+      this.faults = new FaultRules(set?.generation ?? 0, set?.rules ?? []);
+      this.logger.info({ generation: this.faults.generation, rules: set?.rules.length ?? 0 }, "fault rules applied");
+    } catch (err) {
+      // A rule set that does not check out (written by something other than
+      // simdc) is refused whole; the process keeps its previous rules.
+      this.logger.error({ err }, "refused a fault rule set");
+    }
+  }
+
+  /** Asks every process for the fault rule generation it applied. */
+  async faultReports(windowMs = faultReportWindowMs): Promise<v1.FaultReport[]> {
+    const replies = await this.nc.requestMany(this.subjects.faultReports(), new Uint8Array(), {
+      strategy: RequestStrategy.Timer,
+      maxWait: windowMs,
+    });
+    const out: v1.FaultReport[] = [];
+    for await (const reply of replies) {
+      try {
+        out.push(decodeMessage(v1.FaultReport, reply.data));
+      } catch (err) {
+        this.logger.warn({ err }, "ignored a fault report that does not decode");
+      }
+    }
+    return out;
+  }
+
+  /** The bucket holding the fault rule set (for the CLI, which edits it). */
+  async faultRuleBucket(): Promise<Bucket<v1.FaultRuleSet>> {
+    return this.bucket(faultBucket, v1.FaultRuleSet);
   }
 
   /** Opens (creating if needed) a KV bucket of protobuf values. */

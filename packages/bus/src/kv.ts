@@ -120,6 +120,36 @@ export class Bucket<T> {
     }
   }
 
+  /**
+   * Calls `onChange` with the key's current value (null when absent or
+   * deleted) before it resolves, and again after every change, until the
+   * connection closes. A value may be reported twice; callers are idempotent.
+   */
+  async watchKey(key: string, onChange: (value: T | null) => void): Promise<void> {
+    let initial: T | null = null;
+    try {
+      initial = (await this.get(key))?.value ?? null;
+    } catch {
+      // A value that does not decode is treated as absent, as in the watch below.
+    }
+    onChange(initial);
+    const watcher = await this.kv.watch({ key });
+    void (async () => {
+      for await (const entry of watcher) {
+        if (entry.operation !== "PUT") {
+          onChange(null);
+          continue;
+        }
+        try {
+          onChange(decodeMessage(this.type, entry.value));
+        } catch {
+          // A value that does not decode is treated as absent: no rules.
+          onChange(null);
+        }
+      }
+    })();
+  }
+
   /** The bucket's last revision (stream sequence); changes on every write. */
   async lastRevision(): Promise<number> {
     const status = await this.kv.status();

@@ -9,3 +9,7 @@ export { Bucket } from "./kv.js";
 export type { BucketOptions, Stored } from "./kv.js";
 export { runProcess, busSettings } from "./process.js";
 export type { RunningRole, ProcessSpec } from "./process.js";
+export { FaultRules, checkFaultRule, subjectMatches, faultDelayMsMax, faultRulesMax } from "./faults.js";
+export type { FaultVerdict } from "./faults.js";
+export { readFaultRules, addFaultRule, clearFaultRules } from "./fault-control.js";
+export { sourceHeader, delayedMessagesMax, faultBucket, faultRulesKey } from "./bus.js";

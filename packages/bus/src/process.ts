@@ -76,8 +76,11 @@ export async function runProcess<T extends SettingsSpec>(spec: ProcessSpec<T>, a
       prefix: settings.prefix as string,
       dc: settings.dc as string,
       processId: id,
+      role: spec.service,
       logger,
     });
+    // Before the role starts, so its first message already obeys the rules.
+    await bus.followFaultRules();
     const role = await spec.run({ bus, settings, logger });
     const healthPort = settings["health-port"] as number;
     const health = healthPort > 0 ? await serveHealth(healthPort, () => withBus(bus, role.health())) : null;

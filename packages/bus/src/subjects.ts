@@ -49,6 +49,11 @@ export class Subjects {
     return `${this.prefix}.evt.${kind}.${idToken}.${name}`;
   }
 
+  /** `<prefix>.ctl.faults.report`: every process answers with the fault rules it applied. */
+  faultReports(): string {
+    return `${this.prefix}.ctl.faults.report`;
+  }
+
   /** Every event in the datacenter, for watchers. */
   allEvents(): string {
     return `${this.prefix}.evt.>`;

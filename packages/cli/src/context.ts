@@ -38,6 +38,7 @@ export async function connectCli(options: GlobalOptions): Promise<Bus> {
     servers: target.natsUrl,
     prefix: target.prefix,
     processId: `cli-${process.pid}`,
+    role: "cli",
     logger: createLogger({ service: "cli", id: `cli-${process.pid}`, level: process.env["LOG_LEVEL"] ?? "silent" }),
     connectTimeoutMs: 3_000,
   });

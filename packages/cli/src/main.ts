@@ -22,6 +22,12 @@ const usage = `usage: simdc [--server URL] [--data-dir DIR] [--prefix P] [-o tab
   vm list [--host H] | get|delete|start|stop <vm>
   volume create <name> [--size-mib N] | list | get|delete <volume>
   fault kill|pause|resume|restart <process>
+                         process faults on what 'up' started
+  fault add <id> --action drop|delay|duplicate|partition [--subject S] [--from ID]
+        [--to ID] [--percent P] [--delay-ms D] [--jitter-ms J] [--copies N]
+  fault list | clear [id]
+                         bus faults, applied by every process (ids: host-3, san-1,
+                         agent-2, controller, host-agent, ...)
 
 NATS is found from --server, else NATS_URL, else what 'up' recorded in --data-dir
 (default ./.simdc, or SIMDC_DATA_DIR).`;

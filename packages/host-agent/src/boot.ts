@@ -28,6 +28,8 @@ export type BootOutcome =
 
 export interface BootContext {
   bus: Bus;
+  /** The host that boots: the sender fault rules see. */
+  hostId: string;
   logger: Logger;
   /** Aborted when the VM is removed or its host stops. */
   signal: AbortSignal;
@@ -49,7 +51,7 @@ function reasonOf(err: SimdcError): FailureReason {
 export async function openBootVolume(ctx: BootContext, volumeId: string, blockCount: number): Promise<BootOutcome> {
   for (let attempt = 1; ; attempt++) {
     try {
-      return await readBootBlocks(ctx.bus, volumeId, blockCount);
+      return await readBootBlocks(ctx.bus, ctx.hostId, volumeId, blockCount);
     } catch (err) {
       if (ctx.signal.aborted) return { ok: false, reason: null };
       const failure = toSimdcError(err);
@@ -68,14 +70,14 @@ export async function openBootVolume(ctx: BootContext, volumeId: string, blockCo
   }
 }
 
-async function readBootBlocks(bus: Bus, volumeId: string, blockCount: number): Promise<BootOutcome> {
-  const { volume } = await bus.call(storageService.GetVolume, { volumeId }, { timeoutMs: bootCallTimeoutMs });
+async function readBootBlocks(bus: Bus, hostId: string, volumeId: string, blockCount: number): Promise<BootOutcome> {
+  const { volume } = await bus.call(storageService.GetVolume, { volumeId }, { timeoutMs: bootCallTimeoutMs, source: hostId });
   // The controller's answer is input too: a bad node id would be a bad subject.
   const sanNodeId = checkName("volume.san_node_id", volume?.sanNodeId ?? "");
   const { data } = await bus.call(
     sanNodeService.ReadBlocks,
     { volumeId, lba: 0, blockCount },
-    { scopeId: sanNodeId, timeoutMs: bootCallTimeoutMs },
+    { scopeId: sanNodeId, timeoutMs: bootCallTimeoutMs, source: hostId },
   );
   return { ok: true, sanNodeId, bytesRead: data.length };
 }

@@ -191,7 +191,7 @@ export class SimHost {
 
   private publishSafely<T>(subject: string, type: MessageType<T>, message: Input<T>): void {
     try {
-      this.bus.publish(subject, type, message);
+      this.bus.publish(subject, type, message, this.id);
     } catch (err) {
       // A closed connection throws; the next beat or status change reports again.
       this.logger.warn({ err, subject }, "publish failed");
@@ -208,7 +208,7 @@ export class SimHost {
     };
     for (let attempt = 1; !this.stopping.signal.aborted; attempt++) {
       try {
-        const reply = await this.bus.call(hostService.RegisterHost, request, { timeoutMs: registerCallTimeoutMs });
+        const reply = await this.bus.call(hostService.RegisterHost, request, { timeoutMs: registerCallTimeoutMs, source: this.id });
         if (this.stopping.signal.aborted) return;
         this.onRegistered(reply, attempt);
         return;

@@ -129,7 +129,7 @@ export class SimVm {
     }
     this.change(VM_STATE_STARTING, null, log);
     const outcome = await openBootVolume(
-      { bus: this.host.bus, logger: log, signal: this.abort.signal, random: this.host.random },
+      { bus: this.host.bus, hostId: this.host.hostId, logger: log, signal: this.abort.signal, random: this.host.random },
       target.spec.bootVolume,
       this.host.timing.bootBlocks,
     );

@@ -5,13 +5,21 @@
 
 import { closeSync, existsSync, openSync, readdirSync, readFileSync, readSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { computeService, hostService, storageService, supervisorService } from "@simdc/bus";
+import {
+  addFaultRule,
+  clearFaultRules,
+  computeService,
+  hostService,
+  readFaultRules,
+  storageService,
+  supervisorService,
+} from "@simdc/bus";
 import { checkName, failedPrecondition, invalidArgument } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 import { prettyFactory } from "pino-pretty";
-import { intFlag, parse, positionals } from "../args.js";
+import { intFlag, parse, positionals, stringFlag } from "../args.js";
 import type { GlobalOptions } from "../context.js";
-import { plain, printJson, printTable, processState, vmState } from "../output.js";
+import { enumName, plain, printJson, printTable, processState, vmState } from "../output.js";
 import { isAlive, readUpRecord } from "../supervisor/record.js";
 import type { CommandContext } from "./resources.js";
 
@@ -86,9 +94,21 @@ const actions: Record<string, v1.ProcessAction> = {
   restart: v1.ProcessAction.PROCESS_ACTION_RESTART,
 };
 
+const ruleActions: Record<string, v1.FaultAction> = {
+  drop: v1.FaultAction.FAULT_ACTION_DROP,
+  delay: v1.FaultAction.FAULT_ACTION_DELAY,
+  duplicate: v1.FaultAction.FAULT_ACTION_DUPLICATE,
+  partition: v1.FaultAction.FAULT_ACTION_PARTITION,
+};
+
+const faultUsage =
+  "usage: simdc fault add <id> --action drop|delay|duplicate|partition [--subject S] [--from ID] [--to ID] " +
+  "[--percent P] [--delay-ms D] [--jitter-ms J] [--copies N] | list | clear [id] | kill|pause|resume|restart <process>";
+
 export async function faultCommand(ctx: CommandContext, verb: string | undefined, argv: string[]): Promise<void> {
+  if (verb === "add" || verb === "list" || verb === "clear") return faultRuleCommand(ctx, verb, argv);
   const action = verb ? actions[verb] : undefined;
-  if (action === undefined) throw invalidArgument("usage: simdc fault kill|pause|resume|restart <process>");
+  if (action === undefined) throw invalidArgument(faultUsage);
   const [name] = positionals(parse(argv, {}), ["process"]);
   const { process: proc } = await (await ctx.bus()).call(
     supervisorService.SignalProcess,
@@ -97,6 +117,79 @@ export async function faultCommand(ctx: CommandContext, verb: string | undefined
   );
   if (ctx.output === "json") return printJson(plain(v1.ManagedProcess, proc));
   process.stdout.write(`${verb} ${proc?.name}: now ${processState(proc?.state ?? 0)} (pid ${proc?.pid})\n`);
+}
+
+async function faultRuleCommand(ctx: CommandContext, verb: "add" | "list" | "clear", argv: string[]): Promise<void> {
+  const bus = await ctx.bus();
+  if (verb === "add") {
+    const parsed = parse(argv, {
+      action: { type: "string" },
+      subject: { type: "string" },
+      from: { type: "string" },
+      to: { type: "string" },
+      percent: { type: "string" },
+      "delay-ms": { type: "string" },
+      "jitter-ms": { type: "string" },
+      copies: { type: "string" },
+    });
+    const [id] = positionals(parsed, ["id"]);
+    const actionName = stringFlag(parsed.flags, "action") ?? "";
+    const action = ruleActions[actionName];
+    if (action === undefined) throw invalidArgument(`--action must be drop, delay, duplicate or partition`);
+    const set = await addFaultRule(bus, {
+      id: id!,
+      action,
+      subject: stringFlag(parsed.flags, "subject") ?? "",
+      source: stringFlag(parsed.flags, "from") ?? "",
+      destination: stringFlag(parsed.flags, "to") ?? "",
+      percent: intFlag(parsed.flags, "percent", 100, 1, 100),
+      delayMs: intFlag(parsed.flags, "delay-ms", 0, 0, 1_000_000),
+      jitterMs: intFlag(parsed.flags, "jitter-ms", 0, 0, 1_000_000),
+      copies: intFlag(parsed.flags, "copies", 1, 1, 1_000),
+    });
+    process.stdout.write(`fault rule ${id} added (generation ${set.generation})\n`);
+    return;
+  }
+  if (verb === "clear") {
+    const parsed = parse(argv, {});
+    if (parsed.positionals.length > 1) throw invalidArgument("usage: simdc fault clear [id]");
+    const set = await clearFaultRules(bus, parsed.positionals[0]);
+    process.stdout.write(`fault rules cleared: ${parsed.positionals[0] ?? "all"} (generation ${set.generation})\n`);
+    return;
+  }
+  positionals(parse(argv, {}), []);
+  const [set, reports] = await Promise.all([readFaultRules(bus), bus.faultReports()]);
+  const others = reports.sort((a, b) => (a.processId < b.processId ? -1 : 1));
+  if (ctx.output === "json") {
+    return printJson({ rules: plain(v1.FaultRuleSet, set), processes: others.map((r) => plain(v1.FaultReport, r)) });
+  }
+  process.stdout.write(`fault rules, generation ${set.generation}:\n`);
+  printTable(
+    ["RULE", "ACTION", "SUBJECT", "FROM", "TO", "PERCENT", "DELAY MS", "JITTER MS", "COPIES"],
+    set.rules.map((r) => [
+      r.id ?? "",
+      enumName(v1.FaultAction, r.action ?? 0, "FAULT_ACTION_"),
+      r.subject || ">",
+      r.source || "*",
+      r.destination || "*",
+      String(r.percent ?? 100),
+      String(r.delayMs ?? 0),
+      String(r.jitterMs ?? 0),
+      String(r.copies ?? 0),
+    ]),
+  );
+  process.stdout.write(`\napplied by ${others.length} processes:\n`);
+  printTable(
+    ["PROCESS", "GENERATION", "DROPPED", "DELAYED", "DUPLICATED", "IDENTITIES"],
+    others.map((r) => [
+      r.processId,
+      `${r.generation}${r.generation === set.generation ? "" : " (stale)"}`,
+      String(r.dropped),
+      String(r.delayed),
+      String(r.duplicated),
+      summarize(r.identities),
+    ]),
+  );
 }
 
 /** Prints logs pretty; with no name, every process's, merged by time. */

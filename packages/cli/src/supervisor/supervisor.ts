@@ -65,9 +65,11 @@ export class Supervisor {
       servers: this.natsUrl,
       prefix: this.options.prefix,
       processId: "supervisor",
+      role: "supervisor",
       logger: this.options.logger,
       connectTimeoutMs: 10_000,
     });
+    await this.bus.followFaultRules();
     await this.bus.serve({ role: "supervisor", scopeId: "supervisor", description: "simdc up: process faults" }, [
       endpoint(supervisorService.ListProcesses, () => ({ processes: [...this.managed.values()].map((m) => this.view(m)) })),
       endpoint(supervisorService.SignalProcess, (req) => this.signal(req)),

@@ -1,0 +1,150 @@
+// Proves the fault hooks end to end on a real nats-server: rules written to
+// KV reach every bus (and one that connects late), and drop, delay (without
+// blocking the event loop), duplicate and partition act on requests, replies
+// and events by subject and by source and destination identity.
+
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { simdc } from "@simdc/proto";
+import { createLogger } from "@simdc/common";
+import { startTestNats, eventually, type TestNats } from "@simdc/testkit";
+import { addFaultRule, Bus, clearFaultRules, computeService, endpoint, readFaultRules } from "./mod.js";
+
+import v1 = simdc.v1;
+const A = v1.FaultAction;
+
+let nats: TestNats;
+let controller: Bus;
+let agent: Bus;
+let operator: Bus;
+const received: string[] = [];
+
+async function bus(processId: string, role: string): Promise<Bus> {
+  const b = await Bus.connect({
+    servers: nats.url,
+    processId,
+    role,
+    logger: createLogger({ service: role, id: processId, level: "silent" }),
+    connectTimeoutMs: 5_000,
+  });
+  await b.followFaultRules();
+  return b;
+}
+
+async function waitApplied(generation: number): Promise<void> {
+  await eventually(`generation ${generation} applied everywhere`, async () => {
+    const reports = await operator.faultReports(200);
+    return reports.length >= 2 && reports.every((r) => r.generation === generation) ? true : undefined;
+  });
+}
+
+const getVm = (source?: string) =>
+  agent.call(computeService.GetVm, { vmId: "vm-1" }, { timeoutMs: 400, ...(source ? { source } : {}) });
+
+beforeAll(async () => {
+  nats = await startTestNats();
+  controller = await bus("controller-1", "controller");
+  agent = await bus("agent-1", "host-agent");
+  operator = await Bus.connect({ servers: nats.url, processId: "cli-1", role: "cli", logger: createLogger({ service: "cli", id: "cli-1", level: "silent" }) });
+  await controller.serve({ role: "controller", description: "test" }, [
+    endpoint(computeService.GetVm, (req) => ({ vm: { id: req.vmId } })),
+  ]);
+  // The agent process serves two simulated hosts, as a multi-host agent does:
+  // a rule naming one of them must not touch the other.
+  await agent.serve({ role: "host", scopeId: "host-7", description: "test" }, []);
+  await agent.serve({ role: "host", scopeId: "host-8", description: "test" }, []);
+  controller.subscribe("simdc.evt.host.*.heartbeat", v1.HostHeartbeat, (beat) => void received.push(beat.hostId));
+  await controller.flush();
+});
+
+afterAll(async () => {
+  await Promise.all([controller?.close(), agent?.close(), operator?.close()]);
+  await nats?.dispose();
+});
+
+describe("fault hooks", () => {
+  it("fault hooks: a drop rule from one host cuts only that host's requests", async () => {
+    const set = await addFaultRule(operator, { id: "cut-host-3", action: A.FAULT_ACTION_DROP, source: "host-3", destination: "controller" });
+    await waitApplied(set.generation);
+    await expect(getVm("host-3")).rejects.toMatchObject({ code: "UNAVAILABLE" });
+    expect((await getVm("host-2")).vm?.id).toBe("vm-1");
+    const reports = await operator.faultReports(200);
+    expect(reports.find((r) => r.processId === "controller-1")?.dropped).toBeGreaterThanOrEqual(1);
+    await waitApplied((await clearFaultRules(operator)).generation);
+    expect((await getVm("host-3")).vm?.id).toBe("vm-1");
+  });
+
+  it("fault hooks: a partition drops events both ways and heals when cleared", async () => {
+    const set = await addFaultRule(operator, { id: "iso", action: A.FAULT_ACTION_PARTITION, source: "host-7" });
+    await waitApplied(set.generation);
+    received.length = 0;
+    for (const hostId of ["host-7", "host-8"]) {
+      agent.publish(`simdc.evt.host.${hostId}.heartbeat`, v1.HostHeartbeat, { hostId }, hostId);
+    }
+    await agent.flush();
+    await eventually("host-8's beat", () => (received.includes("host-8") ? true : undefined));
+    await new Promise((r) => setTimeout(r, 100));
+    expect(received).toEqual(["host-8"]);
+    await waitApplied((await clearFaultRules(operator, "iso")).generation);
+    agent.publish("simdc.evt.host.host-7.heartbeat", v1.HostHeartbeat, { hostId: "host-7" }, "host-7");
+    await eventually("host-7's beat after healing", () => (received.includes("host-7") ? true : undefined));
+  });
+
+  it("fault hooks: a delay holds replies back within delay + jitter without blocking the event loop", async () => {
+    const set = await addFaultRule(operator, {
+      id: "slow-api",
+      action: A.FAULT_ACTION_DELAY,
+      subject: "simdc.api.>",
+      delayMs: 150,
+      jitterMs: 50,
+    });
+    await waitApplied(set.generation);
+    let ticks = 0;
+    const timer = setInterval(() => (ticks += 1), 10);
+    const started = Date.now();
+    await Promise.all(Array.from({ length: 20 }, () => agent.call(computeService.GetVm, { vmId: "vm-1" }, { timeoutMs: 2_000 })));
+    const tookMs = Date.now() - started;
+    clearInterval(timer);
+    // Applied on receipt and on reply: between 2 x 150 and 2 x 200 ms, plus scheduling.
+    expect(tookMs).toBeGreaterThanOrEqual(300);
+    expect(tookMs).toBeLessThan(900);
+    // Twenty delayed requests ran concurrently and timers kept firing meanwhile.
+    expect(ticks).toBeGreaterThan(15);
+    await waitApplied((await clearFaultRules(operator)).generation);
+  });
+
+  it("fault hooks: a duplicate rule delivers extra copies of events", async () => {
+    const set = await addFaultRule(operator, { id: "dup", action: A.FAULT_ACTION_DUPLICATE, subject: "simdc.evt.host.*.heartbeat", copies: 2 });
+    await waitApplied(set.generation);
+    received.length = 0;
+    agent.publish("simdc.evt.host.host-5.heartbeat", v1.HostHeartbeat, { hostId: "host-5" }, "host-5");
+    await eventually("three copies", () => (received.length === 3 ? true : undefined));
+    expect(received).toEqual(["host-5", "host-5", "host-5"]);
+    await waitApplied((await clearFaultRules(operator)).generation);
+  });
+
+  it("fault hooks: a process that connects late applies the current rules and reports their generation", async () => {
+    const set = await addFaultRule(operator, { id: "late", action: A.FAULT_ACTION_DROP, subject: "simdc.evt.vm.>" });
+    await waitApplied(set.generation);
+    const late = await bus("san-9", "san-storage");
+    const reports = await operator.faultReports(300);
+    expect(reports.find((r) => r.processId === "san-9")).toMatchObject({ generation: set.generation, identities: ["san-9", "san-storage"] });
+    const got: string[] = [];
+    late.subscribe("simdc.evt.vm.>", v1.VmStatus, (s) => void got.push(s.vmId));
+    await late.flush();
+    agent.publish("simdc.evt.vm.vm-1.status", v1.VmStatus, { vmId: "vm-1" });
+    await agent.flush();
+    await new Promise((r) => setTimeout(r, 150));
+    expect(got).toEqual([]);
+    expect((await readFaultRules(operator)).rules.map((r) => r.id)).toEqual(["late"]);
+    await late.close();
+    await clearFaultRules(operator);
+  });
+
+  it("fault hooks: malformed rules and unknown ids are refused and change nothing", async () => {
+    const before = await readFaultRules(operator);
+    await expect(addFaultRule(operator, { id: "x", action: A.FAULT_ACTION_PARTITION })).rejects.toMatchObject({ code: "INVALID_ARGUMENT" });
+    await expect(addFaultRule(operator, { id: "x", action: A.FAULT_ACTION_DROP, subject: "a..b" })).rejects.toMatchObject({ code: "INVALID_ARGUMENT" });
+    await expect(clearFaultRules(operator, "nope")).rejects.toMatchObject({ code: "NOT_FOUND" });
+    expect(await readFaultRules(operator)).toEqual(before);
+  });
+});

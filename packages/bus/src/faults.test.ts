@@ -1,0 +1,86 @@
+// Proves the fault rule matcher on plain data: subject patterns, one-way
+// drops, symmetric partitions, delays within their bounds, copies, percent
+// sampling from a seeded source, and refusal of malformed rules.
+
+import { describe, expect, it } from "vitest";
+import { simdc } from "@simdc/proto";
+import { checkFaultRule, FaultRules, subjectMatches } from "./faults.js";
+
+import v1 = simdc.v1;
+const A = v1.FaultAction;
+
+describe("faults", () => {
+  it("faults: subject patterns follow NATS wildcards", () => {
+    const p = (s: string): string[] => s.split(".");
+    expect(subjectMatches(p("simdc.evt.host.*.heartbeat"), "simdc.evt.host.host-1.heartbeat")).toBe(true);
+    expect(subjectMatches(p("simdc.evt.host.*.heartbeat"), "simdc.evt.host.host-1.status")).toBe(false);
+    expect(subjectMatches(p("simdc.>"), "simdc.api.v1.ComputeService.GetVm")).toBe(true);
+    expect(subjectMatches(p("simdc.>"), "simdc")).toBe(false);
+    expect(subjectMatches(p("simdc.*"), "simdc.a.b")).toBe(false);
+  });
+
+  it("faults: a drop is one-way from source to destination", () => {
+    const rules = new FaultRules(1, [{ id: "r1", action: A.FAULT_ACTION_DROP, source: "host-3", destination: "controller" }]);
+    expect(rules.decide("x", ["host-3", "agent-1"], ["controller-1", "controller"]).kind).toBe("drop");
+    expect(rules.decide("x", ["controller-1", "controller"], ["host-3"]).kind).toBe("deliver");
+    expect(rules.decide("x", ["host-2"], ["controller"]).kind).toBe("deliver");
+  });
+
+  it("faults: a partition drops both ways, and without destination cuts the source off from everyone", () => {
+    const pair = new FaultRules(1, [{ id: "p", action: A.FAULT_ACTION_PARTITION, source: "host-3", destination: "san-1" }]);
+    expect(pair.decide("x", ["host-3"], ["san-1"]).kind).toBe("drop");
+    expect(pair.decide("x", ["san-1"], ["host-3"]).kind).toBe("drop");
+    expect(pair.decide("x", ["host-3"], ["controller"]).kind).toBe("deliver");
+    const alone = new FaultRules(1, [{ id: "p", action: A.FAULT_ACTION_PARTITION, source: "host-3" }]);
+    expect(alone.decide("x", ["controller"], ["host-3"]).kind).toBe("drop");
+    expect(alone.decide("x", ["host-3"], ["san-2"]).kind).toBe("drop");
+    expect(alone.decide("x", ["host-2"], ["san-2"]).kind).toBe("deliver");
+  });
+
+  it("faults: delays stay within delay + jitter", () => {
+    let seed = 1;
+    const random = (): number => ((seed = (seed * 16807) % 2147483647) - 1) / 2147483646;
+    const rules = new FaultRules(1, [{ id: "d", action: A.FAULT_ACTION_DELAY, delayMs: 100, jitterMs: 50 }], random);
+    const delays = Array.from({ length: 500 }, () => {
+      const v = rules.decide("x", [], []);
+      return v.kind === "delay" ? v.delayMs : -1;
+    });
+    expect(Math.min(...delays)).toBeGreaterThanOrEqual(100);
+    expect(Math.max(...delays)).toBeLessThanOrEqual(150);
+    expect(new Set(delays).size).toBeGreaterThan(20);
+  });
+
+  it("faults: percent samples matching messages", () => {
+    let seed = 7;
+    const random = (): number => ((seed = (seed * 16807) % 2147483647) - 1) / 2147483646;
+    const rules = new FaultRules(1, [{ id: "d", action: A.FAULT_ACTION_DROP, percent: 30 }], random);
+    const dropped = Array.from({ length: 2000 }, () => rules.decide("x", [], [])).filter((v) => v.kind === "drop").length;
+    expect(dropped).toBeGreaterThan(500);
+    expect(dropped).toBeLessThan(700);
+  });
+
+  it("faults: duplicates carry their copies, the first matching rule wins", () => {
+    const rules = new FaultRules(1, [
+      { id: "a", action: A.FAULT_ACTION_DUPLICATE, subject: "simdc.evt.>", copies: 2 },
+      { id: "b", action: A.FAULT_ACTION_DROP },
+    ]);
+    expect(rules.decide("simdc.evt.vm.vm-1.status", [], [])).toEqual({ kind: "duplicate", copies: 2, ruleId: "a" });
+    expect(rules.decide("simdc.api.v1.X.Y", [], [])).toEqual({ kind: "drop", ruleId: "b" });
+  });
+
+  it.each([
+    [{ id: "r", action: 0 }, /action/],
+    [{ id: "r", action: 99 }, /action/],
+    [{ id: "", action: A.FAULT_ACTION_DROP }, /rule id/],
+    [{ id: "r", action: A.FAULT_ACTION_DROP, subject: "a..b" }, /subject/],
+    [{ id: "r", action: A.FAULT_ACTION_DROP, subject: "a.>.b" }, /subject/],
+    [{ id: "r", action: A.FAULT_ACTION_DROP, source: "h.1" }, /source/],
+    [{ id: "r", action: A.FAULT_ACTION_PARTITION }, /partition needs a source/],
+    [{ id: "r", action: A.FAULT_ACTION_DELAY }, /delay needs/],
+    [{ id: "r", action: A.FAULT_ACTION_DELAY, delayMs: 60_000, jitterMs: 1 }, /at most 60000/],
+    [{ id: "r", action: A.FAULT_ACTION_DROP, percent: 101 }, /percent/],
+    [{ id: "r", action: A.FAULT_ACTION_DUPLICATE, copies: 11 }, /copies/],
+  ])("faults: refuses the rule %j", (rule, error) => {
+    expect(() => checkFaultRule(rule)).toThrow(error);
+  });
+});
