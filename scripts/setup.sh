@@ -37,6 +37,11 @@ if ! command -v nats-server >/dev/null && [ ! -x /usr/sbin/nats-server ]; then
   apt_install nats-server
 fi
 
+# The Python client in e2e/python needs protoc and python3-protobuf; Debian's
+# package serves /usr/bin/python3, which is why that interpreter is checked.
+command -v protoc >/dev/null || apt_install protobuf-compiler
+/usr/bin/python3 -c 'import google.protobuf' 2>/dev/null || apt_install python3 python3-protobuf
+
 if [ "$want_docker" = true ]; then
   command -v dockerd >/dev/null || apt_install docker.io
   command -v docker-compose >/dev/null || apt_install docker-compose
