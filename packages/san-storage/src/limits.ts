@@ -50,3 +50,7 @@ export function isValidBlockSize(value: number): boolean {
     (value & (value - 1)) === 0
   );
 }
+
+/** The heartbeat intervals a node accepts from the controller, as the agent does. */
+export const heartbeatIntervalMsMin = 50;
+export const heartbeatIntervalMsMax = 60_000;

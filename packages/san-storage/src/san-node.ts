@@ -16,7 +16,7 @@ import {
   type Logger,
 } from "@simdc/common";
 import { BlockStore } from "./block-store.js";
-import { blocksPerRequestMax, volumeSizeMibMax } from "./limits.js";
+import { blocksPerRequestMax, heartbeatIntervalMsMax, heartbeatIntervalMsMin, volumeSizeMibMax } from "./limits.js";
 import type { VolumeMeta } from "./volume-meta.js";
 
 import v1 = simdc.v1;
@@ -64,6 +64,8 @@ export class SanNode implements RunningRole {
   private service: Service | null = null;
   private heartbeatTimer: NodeJS.Timeout | null = null;
   private heartbeatSeq = 0;
+  /** The option's value until the controller's registration reply sets it. */
+  private heartbeatIntervalMs: number;
   /** Unix time in ms when the controller accepted the registration; null before. */
   private registeredAtMs: number | null = null;
 
@@ -74,6 +76,7 @@ export class SanNode implements RunningRole {
     this.logger = options.logger;
     this.clock = options.clock ?? systemClock;
     this.store = store;
+    this.heartbeatIntervalMs = options.heartbeatIntervalMs;
   }
 
   /**
@@ -203,7 +206,15 @@ export class SanNode implements RunningRole {
       }
     };
     beat();
-    this.heartbeatTimer = setInterval(beat, this.options.heartbeatIntervalMs);
+    this.heartbeatTimer = setInterval(beat, this.heartbeatIntervalMs);
+  }
+
+  /** Beats at the controller's interval from now on (the node and the controller must agree). */
+  private adoptHeartbeatInterval(intervalMs: number): void {
+    if (intervalMs <= 0 || intervalMs === this.heartbeatIntervalMs || this.heartbeatTimer === null) return;
+    this.heartbeatIntervalMs = Math.min(Math.max(intervalMs, heartbeatIntervalMsMin), heartbeatIntervalMsMax);
+    clearInterval(this.heartbeatTimer);
+    this.startHeartbeats();
   }
 
   /**
@@ -232,6 +243,7 @@ export class SanNode implements RunningRole {
         const response = await this.bus.call(storageService.RegisterSanNode, request, { timeoutMs });
         if (signal.aborted) return;
         this.registeredAtMs = this.clock.nowMs();
+        this.adoptHeartbeatInterval(response.heartbeatIntervalMs);
         this.logger.info(
           { attempt, volumeCount: request.volumeIds?.length, connected: response.node?.connected },
           "registered with the controller",

@@ -99,7 +99,11 @@ export function storageEndpoints(state: ControllerState): Endpoint<any, any>[] {
       });
       for (const volumeId of req.volumeIds) checkName("volume_ids[]", volumeId);
       await state.sanNodes.register(node);
-      return { node: sanNodeView(state, state.sanNodes.require(node.id)) };
+      return {
+        node: sanNodeView(state, state.sanNodes.require(node.id)),
+        heartbeatIntervalMs: state.heartbeatIntervalMs,
+        heartbeatMissesMax: state.heartbeatMissesMax,
+      };
     }),
     endpoint(storageService.ListSanNodes, () => {
       const nodes = [...state.sanNodes.all()].map((n) => sanNodeView(state, n));

@@ -1,0 +1,162 @@
+// Proves the local datacenter the README's run command starts: `simdc up
+// --demo` as a real supervisor of real processes, driven only through the
+// simdc CLI, as a user would. Killing an agent shows as a disconnected host
+// within the configured timeout; restarting it brings its VMs back; a paused
+// agent disconnects and returns; killing and restarting the controller loses
+// nothing; `simdc down` stops every process.
+
+import { spawn, execFile, type ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { eventually } from "@simdc/testkit";
+import { freePort } from "@simdc/cli";
+
+const run = promisify(execFile);
+const cli = join(dirname(fileURLToPath(import.meta.url)), "..", "packages", "cli", "dist", "main.js");
+const heartbeatIntervalMs = 200;
+const heartbeatMissesMax = 3;
+
+let dataDir: string;
+let up: ChildProcess;
+let upOutput = "";
+
+async function simdc(...args: string[]): Promise<string> {
+  const { stdout } = await run(process.execPath, [cli, "--data-dir", dataDir, ...args], { timeout: 30_000 });
+  return stdout;
+}
+
+async function json<T>(...args: string[]): Promise<T> {
+  return JSON.parse(await simdc("-o", "json", ...args)) as T;
+}
+
+interface HostJson {
+  id: string;
+  state: string;
+}
+interface VmJson {
+  id: string;
+  hostId: string;
+  generation: number;
+  status: { state: string; observedGeneration: number };
+}
+
+const hostState = async (id: string): Promise<string> =>
+  (await json<HostJson[]>("host", "list")).find((h) => h.id === id)?.state ?? "";
+
+beforeAll(async () => {
+  dataDir = mkdtempSync(join(tmpdir(), "simdc-up-"));
+  const port = await freePort();
+  up = spawn(process.execPath, [
+    cli, "up", "--data-dir", dataDir, "--nats-port", String(port), "--hosts", "4", "--hosts-per-agent", "2", "--san", "2",
+    "--heartbeat-interval-ms", String(heartbeatIntervalMs), "--heartbeat-misses-max", String(heartbeatMissesMax), "--demo",
+  ], { stdio: ["ignore", "pipe", "pipe"] });
+  up.stdout!.on("data", (c: Buffer) => (upOutput += c.toString()));
+  up.stderr!.on("data", (c: Buffer) => (upOutput += c.toString()));
+  await eventually("the demo to finish", () => (upOutput.includes("demo: 3 of 3 VMs running") ? true : undefined), 60_000);
+});
+
+afterAll(async () => {
+  if (up && up.exitCode === null) {
+    up.kill("SIGTERM");
+    await new Promise((r) => up.once("exit", r));
+  }
+  rmSync(dataDir, { recursive: true, force: true });
+});
+
+describe("simdc up", () => {
+  it("simdc up: reports ready, then the demo's VMs run on their hosts", async () => {
+    expect(upOutput).toMatch(/ready in [\d.]+ s: 4 hosts in 2 agent processes, 2 SAN nodes/);
+    const vms = await json<VmJson[]>("vm", "list");
+    expect(vms.map((v) => [v.id, v.status.state])).toEqual([
+      ["db-1", "VM_STATE_RUNNING"],
+      ["web-1", "VM_STATE_RUNNING"],
+      ["web-2", "VM_STATE_RUNNING"],
+    ]);
+    const status = await simdc("status");
+    expect(status).toMatch(/hosts: 4\/4 connected; SAN nodes: 2\/2 connected; VMs: 3 running/);
+  });
+
+  it("simdc up: a killed agent's hosts disconnect within the timeout and return with their VMs on restart", async () => {
+    const killedAt = Date.now();
+    await simdc("fault", "kill", "agent-1");
+    await eventually("host-1 disconnected", async () => ((await hostState("host-1")) === "HOST_STATE_DISCONNECTED" ? true : undefined));
+    expect(Date.now() - killedAt).toBeLessThan(heartbeatIntervalMs * heartbeatMissesMax + 1_500);
+    expect(await hostState("host-2")).toBe("HOST_STATE_DISCONNECTED");
+    expect(await hostState("host-3")).toBe("HOST_STATE_CONNECTED");
+    const lost = (await json<VmJson[]>("vm", "list")).filter((v) => v.hostId === "host-1" || v.hostId === "host-2");
+    expect(lost.length).toBeGreaterThan(0);
+    for (const vm of lost) expect(vm.status.state).toBe("VM_STATE_UNKNOWN");
+    // Nothing restarts it on its own: experiments must see the failure.
+    await new Promise((r) => setTimeout(r, 1_000));
+    expect(await hostState("host-1")).toBe("HOST_STATE_DISCONNECTED");
+    await simdc("fault", "restart", "agent-1");
+    await eventually("the agent's VMs running again", async () => {
+      const vms = await json<VmJson[]>("vm", "list");
+      return vms.every((v) => v.status.state === "VM_STATE_RUNNING") ? true : undefined;
+    }, 20_000);
+  });
+
+  it("simdc up: a paused agent disconnects and returns when resumed", async () => {
+    await simdc("fault", "pause", "agent-2");
+    await eventually("host-3 disconnected", async () => ((await hostState("host-3")) === "HOST_STATE_DISCONNECTED" ? true : undefined));
+    await simdc("fault", "resume", "agent-2");
+    await eventually("host-3 connected", async () => ((await hostState("host-3")) === "HOST_STATE_CONNECTED" ? true : undefined));
+  });
+
+  it("simdc up: a bus partition cuts one host of a multi-host agent off and heals", async () => {
+    await simdc("fault", "add", "iso", "--action", "partition", "--from", "host-4");
+    await eventually("host-4 disconnected", async () => ((await hostState("host-4")) === "HOST_STATE_DISCONNECTED" ? true : undefined));
+    expect(await hostState("host-3")).toBe("HOST_STATE_CONNECTED");
+    const list = await simdc("fault", "list");
+    expect(list).toMatch(/iso\s+partition/);
+    await simdc("fault", "clear");
+    await eventually("host-4 connected", async () => ((await hostState("host-4")) === "HOST_STATE_CONNECTED" ? true : undefined));
+  });
+
+  it("simdc up: killing and restarting the controller loses nothing and disconnects no host", async () => {
+    await simdc("volume", "create", "extra-boot", "--size-mib", "64");
+    await simdc("vm", "create", "extra-1", "--boot-volume", "extra-boot", "--vcpus", "1", "--memory-mib", "256");
+    await simdc("vm", "stop", "web-1");
+    const before = await json<VmJson[]>("vm", "list");
+    await simdc("fault", "kill", "controller");
+    await expect(simdc("vm", "list")).rejects.toThrow(/UNAVAILABLE/);
+    await simdc("fault", "restart", "controller");
+    await eventually("controller serving", () => simdc("vm", "list").then(() => true), 15_000);
+    const after = await json<VmJson[]>("vm", "list");
+    expect(after.map((v) => [v.id, v.hostId, v.generation])).toEqual(before.map((v) => [v.id, v.hostId, v.generation]));
+    await eventually("web-1 stopped at its new generation", async () => {
+      const vm = await json<VmJson>("vm", "get", "web-1");
+      return vm.status.state === "VM_STATE_STOPPED" && vm.status.observedGeneration === vm.generation ? true : undefined;
+    });
+    const hosts = await json<HostJson[]>("host", "list");
+    expect(hosts.every((h) => h.state === "HOST_STATE_CONNECTED")).toBe(true);
+    expect(await simdc("logs", "controller", "-n", "400")).not.toMatch(/host disconnected[\s\S]*"time":"[^"]*"/);
+  });
+
+  it("simdc up: bad input is one line and a non-zero exit", async () => {
+    for (const [args, code, text] of [
+      [["vm", "get", "nope"], 1, /^simdc: NOT_FOUND: vm nope not found\n$/],
+      [["vm", "create", "../x", "--boot-volume", "v"], 2, /^simdc: INVALID_ARGUMENT: name "..\/x" is not a valid name/],
+      [["vm", "create", "huge", "--boot-volume", "v", "--vcpus", "120"], 1, /^simdc: RESOURCE_EXHAUSTED: no host fits 120 vCPUs/],
+      [["fault", "kill", "agent-99"], 1, /^simdc: NOT_FOUND: no process named agent-99/],
+      [["vm", "list", "--bogus"], 2, /^simdc: INVALID_ARGUMENT: Unknown option '--bogus'/],
+    ] as const) {
+      const err = (await simdc(...args).catch((e: unknown) => e)) as { code: number; stderr: string };
+      expect(err.code, args.join(" ")).toBe(code);
+      expect(err.stderr).toMatch(text);
+      expect(err.stderr.trim().split("\n")).toHaveLength(1);
+    }
+  });
+
+  it("simdc up: simdc down stops every process", async () => {
+    const pids = (await json<{ processes: { pid: number }[] }>("status")).processes.map((p) => p.pid);
+    await simdc("down");
+    await new Promise((r) => setTimeout(r, 200));
+    expect(up.exitCode).toBe(0);
+    for (const pid of pids) expect(() => process.kill(pid, 0)).toThrow();
+  });
+});
