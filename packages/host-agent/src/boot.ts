@@ -45,8 +45,9 @@ function reasonOf(err: SimdcError): FailureReason {
  * Reads blocks [0, blockCount) of `volumeId` from the SAN node that holds it.
  * @returns ok with the node and the bytes read; or a failure reason: NOT_FOUND
  * "boot volume <id> not found" when the controller or the node does not know
- * the volume, UNAVAILABLE after bootAttemptsMax attempts at unreachable peers,
- * any other code as the peer sent it. Never throws operating errors.
+ * the volume, UNAVAILABLE (or RESOURCE_EXHAUSTED) after bootAttemptsMax
+ * attempts at unreachable (or busy) peers, any other code as the peer sent it.
+ * Never throws operating errors.
  */
 export async function openBootVolume(ctx: BootContext, volumeId: string, blockCount: number): Promise<BootOutcome> {
   for (let attempt = 1; ; attempt++) {
@@ -58,11 +59,13 @@ export async function openBootVolume(ctx: BootContext, volumeId: string, blockCo
       if (failure.code === "NOT_FOUND") {
         return { ok: false, reason: { code: v1.ErrorCode.ERROR_CODE_NOT_FOUND, message: `boot volume ${volumeId} not found` } };
       }
-      if (failure.code !== "UNAVAILABLE" || attempt >= bootAttemptsMax) {
+      // A peer that is gone or too busy may answer the next attempt; anything else will not.
+      const transient = failure.code === "UNAVAILABLE" || failure.code === "RESOURCE_EXHAUSTED";
+      if (!transient || attempt >= bootAttemptsMax) {
         ctx.logger.warn({ volumeId, attempt, code: failure.code, reason: failure.message }, "cannot open boot volume");
         return { ok: false, reason: reasonOf(failure) };
       }
-      ctx.logger.debug({ volumeId, attempt, reason: failure.message }, "boot volume unreachable; retrying");
+      ctx.logger.debug({ volumeId, attempt, reason: failure.message }, "boot volume unreachable or busy; retrying");
       if (!(await pause(backoffDelayMs(bootBackoff, attempt, ctx.random), ctx.signal))) {
         return { ok: false, reason: null };
       }

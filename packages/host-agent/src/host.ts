@@ -203,7 +203,7 @@ export class SimHost {
     const request: v1.RegisterHostRequest.$Properties = {
       hostId: this.id,
       agentId: this.options.agentId,
-      capacity: this.options.capacity,
+      capacity: { ...this.options.capacity, vmsMax: this.vmsMax },
       bootId: this.bootId,
     };
     for (let attempt = 1; !this.stopping.signal.aborted; attempt++) {

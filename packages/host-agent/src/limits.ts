@@ -5,8 +5,11 @@
 /** Simulated hosts one agent process may hold (each has its own service and timer). */
 export const hostsPerAgentMax = 500;
 
-/** VMs one simulated host may hold; bounds the VM table and the heartbeat size. */
-export const vmsPerHostMax = 256;
+/**
+ * VMs one simulated host may hold (vSphere 7's maximum per host); bounds the
+ * VM table and the heartbeat size, and is reported to the controller's placement.
+ */
+export const vmsPerHostMax = 1024;
 
 /** vCPUs one VM may ask for. Capacity accounting is the controller's; this only refuses nonsense. */
 export const vcpusPerVmMax = 128;

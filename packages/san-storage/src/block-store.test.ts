@@ -12,7 +12,14 @@ import { join } from "node:path";
 import { pino } from "pino";
 import { createLogger } from "@simdc/common";
 import { tempDir } from "@simdc/testkit";
-import { BlockStore, blockRequestsInFlightMax, blocksPerRequestMax, bytesPerMib, volumeOpsQueuedMax } from "./mod.js";
+import {
+  BlockStore,
+  blockRequestsInFlightMax,
+  blockRequestsQueuedMax,
+  blocksPerRequestMax,
+  bytesPerMib,
+  volumeOpsQueuedMax,
+} from "./mod.js";
 
 const silent = createLogger({ service: "test", id: "block-store", level: process.env["LOG_LEVEL"] ?? "silent" });
 const cleanups: (() => Promise<void> | void)[] = [];
@@ -279,14 +286,17 @@ describe("block store", () => {
 
   it("block store: requests beyond the in-flight and queue limits are refused RESOURCE_EXHAUSTED, the rest land", async () => {
     const { store } = await openStore({ capacityMib: 4096 });
-    await store.createVolume("vol-1", 1);
+    await store.createVolume("vol-1", 2); // 512 blocks: room for every write below
     const writes = await Promise.allSettled(
-      Array.from({ length: blockRequestsInFlightMax + 10 }, (_, i) => store.writeBlocks("vol-1", i, pattern(1, 4096, i))),
+      Array.from({ length: blockRequestsInFlightMax + blockRequestsQueuedMax + 10 }, (_, i) =>
+        store.writeBlocks("vol-1", i, pattern(1, 4096, i)),
+      ),
     );
+    // In flight and waiting in line all land; only those past the line are refused.
     const refused = writes.filter((w) => w.status === "rejected");
     expect(refused).toHaveLength(10);
     for (const r of refused) expect((r as PromiseRejectedResult).reason).toMatchObject({ code: "RESOURCE_EXHAUSTED" });
-    expect(writes.filter((w) => w.status === "fulfilled")).toHaveLength(blockRequestsInFlightMax);
+    expect(writes.filter((w) => w.status === "fulfilled")).toHaveLength(blockRequestsInFlightMax + blockRequestsQueuedMax);
 
     const creates = await Promise.allSettled(
       Array.from({ length: volumeOpsQueuedMax + 5 }, (_, i) => store.createVolume(`vol-q${i}`, 1)),

@@ -22,6 +22,7 @@ import { syncDirectory, tempSuffix, writeFileAtomic } from "./atomic-file.js";
 import { HandleCache, type Lease } from "./handle-cache.js";
 import {
   blockRequestsInFlightMax,
+  blockRequestsQueuedMax,
   blocksPerRequestMax,
   bytesPerMib,
   isValidBlockSize,
@@ -72,6 +73,7 @@ export class BlockStore {
   private readonly volumeOps = new SerialQueue("volume operations", volumeOpsQueuedMax);
   private allocated = 0;
   private blockRequestsInFlight = 0;
+  private readonly blockRequestsWaiting: (() => void)[] = [];
   private closed = false;
 
   private constructor(options: BlockStoreOptions) {
@@ -270,21 +272,42 @@ export class BlockStore {
    */
   private async withFile<T>(volume: VolumeMeta, op: string, work: (lease: Lease) => Promise<T>): Promise<T> {
     this.checkOpen();
-    if (this.blockRequestsInFlight >= blockRequestsInFlightMax) {
-      throw resourceExhausted(`${blockRequestsInFlightMax} block requests are in flight, the node's limit`);
-    }
-    this.blockRequestsInFlight += 1;
-    const leased = this.handles.acquire(volume.volumeId, join(this.volumesDir, imageFileName(volume.volumeId)));
+    await this.admit();
     let lease: Lease | undefined;
     try {
+      // Waiting in line may have outlasted the volume or the node.
+      this.checkOpen();
+      if (this.volumes.get(volume.volumeId) !== volume) throw notFound(`volume ${volume.volumeId} not found`);
+      const leased = this.handles.acquire(volume.volumeId, join(this.volumesDir, imageFileName(volume.volumeId)));
       lease = await leased;
       return await work(lease);
     } catch (err) {
       throw ioFailure(op, volume.volumeId, err);
     } finally {
       lease?.release();
-      this.blockRequestsInFlight -= 1;
+      this.releaseSlot();
     }
+  }
+
+  /** Takes an I/O slot, waiting in line when all are busy. @throws RESOURCE_EXHAUSTED when the line is full. */
+  private async admit(): Promise<void> {
+    if (this.blockRequestsInFlight < blockRequestsInFlightMax) {
+      this.blockRequestsInFlight += 1;
+      return;
+    }
+    if (this.blockRequestsWaiting.length >= blockRequestsQueuedMax) {
+      throw resourceExhausted(
+        `${blockRequestsInFlightMax} block requests are in flight and ${blockRequestsQueuedMax} waiting, the node's limit`,
+      );
+    }
+    // The slot is handed over by releaseSlot, already counted.
+    await new Promise<void>((resolve) => this.blockRequestsWaiting.push(resolve));
+  }
+
+  private releaseSlot(): void {
+    const next = this.blockRequestsWaiting.shift();
+    if (next) next();
+    else this.blockRequestsInFlight -= 1;
   }
 
   private requireVolume(volumeId: string): VolumeMeta {

@@ -30,10 +30,17 @@ export const volumesMax = 4096;
 export const openVolumesMaxDefault = 64;
 
 /**
- * Block requests a node works on at once; more are refused RESOURCE_EXHAUSTED.
- * It bounds the memory held by request and reply buffers (64 x 512 KiB = 32 MiB).
+ * Block requests a node works on at once (its device queue depth); more wait
+ * in line. It bounds the memory held by reply buffers (64 x 512 KiB = 32 MiB).
  */
 export const blockRequestsInFlightMax = 64;
+
+/**
+ * Block requests waiting for a slot, first come first served, as an array's
+ * queue holds I/O rather than failing it; past this they are refused
+ * RESOURCE_EXHAUSTED, so a flood cannot exhaust memory.
+ */
+export const blockRequestsQueuedMax = 256;
 
 /** Volume create/delete requests waiting their turn (they run one at a time). */
 export const volumeOpsQueuedMax = 64;

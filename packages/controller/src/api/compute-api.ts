@@ -42,6 +42,8 @@ export function placementHosts(state: ControllerState): PlacementHost[] {
       memoryMib: host.capacity?.memoryMib ?? 0,
       allocatedVcpus: allocation.vcpus,
       allocatedMemoryMib: allocation.memoryMib,
+      vmCount: allocation.vmCount,
+      vmsMax: host.capacity?.vmsMax ?? 0,
     });
   }
   return out;

@@ -13,6 +13,9 @@ export const volumeSizeMibMax = 16 * 1024 * 1024;
 export const pcpusPerHostMax = 4096;
 export const memoryMibPerHostMax = 64 * 1024 * 1024;
 export const nicsPerHostMax = 64;
+/** What a host that does not report its VM limit is assumed to hold (vSphere 7's maximum). */
+export const vmsPerHostDefault = 1024;
+export const vmsPerHostLimit = 100_000;
 export const bootIdLengthMax = 64;
 export const sanCapacityMibMax = 1024 * 1024 * 1024;
 
@@ -54,6 +57,7 @@ export function checkHostCapacity(capacity: v1.HostCapacity.$Properties | null |
     pcpus: checkRange("capacity.pcpus", capacity.pcpus ?? 0, 1, pcpusPerHostMax),
     memoryMib: checkRange("capacity.memory_mib", capacity.memoryMib ?? 0, 1, memoryMibPerHostMax),
     nics: checkRange("capacity.nics", capacity.nics ?? 0, 0, nicsPerHostMax),
+    vmsMax: checkRange("capacity.vms_max", capacity.vmsMax || vmsPerHostDefault, 1, vmsPerHostLimit),
   });
 }
 

@@ -12,6 +12,8 @@ const host = (id: string, over: Partial<PlacementHost> = {}): PlacementHost => (
   memoryMib: 8192,
   allocatedVcpus: 0,
   allocatedMemoryMib: 0,
+  vmCount: 0,
+  vmsMax: 1024,
   ...over,
 });
 const ratios = { cpu: 2, memory: 1.5 };
@@ -38,6 +40,11 @@ describe("placement", () => {
     expect(placeVm([host("host-1")], { vcpus: 1, memoryMib: 12288 }, ratios).ok).toBe(true);
     const refused = placeVm([host("host-1")], { vcpus: 1, memoryMib: 12289 }, ratios);
     expect(refused.rejected[0]?.reason).toBe("memory: 0+12289 MiB > 12288 MiB (8192 MiB x 1.5)");
+  });
+
+  it("placement: a host at its VM limit takes no more", () => {
+    const refused = placeVm([host("host-1", { vmCount: 2, vmsMax: 2 })], { vcpus: 1, memoryMib: 1 }, ratios);
+    expect(refused.rejected[0]?.reason).toBe("VMs: holds 2, its limit");
   });
 
   it("placement: skips disconnected hosts and says so", () => {

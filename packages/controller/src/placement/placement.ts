@@ -10,6 +10,8 @@ export interface PlacementHost {
   memoryMib: number;
   allocatedVcpus: number;
   allocatedMemoryMib: number;
+  vmCount: number;
+  vmsMax: number;
 }
 
 export interface PlacementRequest {
@@ -47,6 +49,7 @@ export function placeableMemoryMib(host: PlacementHost, ratios: OvercommitRatios
 
 function rejectionReason(host: PlacementHost, vm: PlacementRequest, ratios: OvercommitRatios): string | null {
   if (!host.connected) return "disconnected";
+  if (host.vmCount >= host.vmsMax) return `VMs: holds ${host.vmCount}, its limit`;
   const vcpusMax = placeableVcpus(host, ratios);
   if (host.allocatedVcpus + vm.vcpus > vcpusMax) {
     return `CPU: ${host.allocatedVcpus}+${vm.vcpus} vCPUs > ${vcpusMax} (${host.pcpus} pCPUs x ${ratios.cpu})`;
