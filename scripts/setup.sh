@@ -46,10 +46,20 @@ if [ "$want_docker" = true ]; then
   command -v dockerd >/dev/null || apt_install docker.io
   command -v docker-compose >/dev/null || apt_install docker-compose
   if ! docker info >/dev/null 2>&1; then
-    say "starting the Docker engine (log: /var/log/simdc-dockerd.log)"
-    as_root sh -c 'nohup dockerd >/var/log/simdc-dockerd.log 2>&1 &'
+    # A daemon that is still starting (its pid file names a live process)
+    # is waited for, not doubled: a second one would fail on the same socket.
+    if as_root sh -c 'test -f /var/run/docker.pid && kill -0 "$(cat /var/run/docker.pid)"' 2>/dev/null; then
+      say "waiting for the Docker engine that is starting"
+    else
+      say "starting the Docker engine (log: /var/log/simdc-dockerd.log)"
+      as_root sh -c 'nohup dockerd >/var/log/simdc-dockerd.log 2>&1 &'
+    fi
     for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
-    docker info >/dev/null 2>&1 || { echo "setup: dockerd did not start; see /var/log/simdc-dockerd.log" >&2; exit 1; }
+    if ! docker info >/dev/null 2>&1; then
+      echo "setup: the Docker engine does not answer after 60 s; the end of /var/log/simdc-dockerd.log:" >&2
+      tail -n 20 /var/log/simdc-dockerd.log >&2 || true
+      exit 1
+    fi
   fi
 fi
 
