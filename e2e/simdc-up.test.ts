@@ -6,14 +6,18 @@
 // nothing; `simdc down` stops every process.
 
 import { spawn, execFile, type ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { connect } from "nats";
+import { simdc as proto } from "@simdc/proto";
 import { eventually } from "@simdc/testkit";
 import { freePort } from "@simdc/cli";
+
+import v1 = proto.v1;
 
 const run = promisify(execFile);
 const cli = join(dirname(fileURLToPath(import.meta.url)), "..", "packages", "cli", "dist", "main.js");
@@ -105,6 +109,57 @@ describe("simdc up", () => {
     await eventually("host-3 disconnected", async () => ((await hostState("host-3")) === "HOST_STATE_DISCONNECTED" ? true : undefined));
     await simdc("fault", "resume", "agent-2");
     await eventually("host-3 connected", async () => ((await hostState("host-3")) === "HOST_STATE_CONNECTED" ? true : undefined));
+  });
+
+  it("simdc up: a change made while its host is paused, or killed, is realized once the host is back", async () => {
+    const vmOn = async (hostIds: string[]): Promise<VmJson> =>
+      (await json<VmJson[]>("vm", "list")).find((v) => hostIds.includes(v.hostId) && v.status.state === "VM_STATE_RUNNING")!;
+    const realized = (id: string, state: string) => async () => {
+      const vm = await json<VmJson>("vm", "get", id);
+      return vm.status.state === state && vm.status.observedGeneration === vm.generation ? vm : undefined;
+    };
+    // Paused in the middle of a change: the stop waits, then lands at the new generation.
+    const paused = await vmOn(["host-3", "host-4"]);
+    await simdc("fault", "pause", "agent-2");
+    await simdc("vm", "stop", paused.id);
+    await new Promise((r) => setTimeout(r, heartbeatIntervalMs * heartbeatMissesMax * 2));
+    const meanwhile = await json<VmJson>("vm", "get", paused.id);
+    expect(meanwhile.status.observedGeneration).toBe(paused.generation);
+    await simdc("fault", "resume", "agent-2");
+    const stopped = await eventually(`${paused.id} stopped after resume`, realized(paused.id, "VM_STATE_STOPPED"), 20_000);
+    expect(stopped.generation).toBe(paused.generation + 1);
+    // Killed in the middle of a change: the restarted agent holds nothing and gets the new generation.
+    await simdc("fault", "kill", "agent-2");
+    await simdc("vm", "start", paused.id);
+    await simdc("fault", "restart", "agent-2");
+    const started = await eventually(`${paused.id} running after restart`, realized(paused.id, "VM_STATE_RUNNING"), 20_000);
+    expect(started.generation).toBe(paused.generation + 2);
+  });
+
+  it("simdc up: the supervisor refuses bad process faults with a typed error and changes nothing", async () => {
+    const { natsUrl, prefix } = JSON.parse(readFileSync(join(dataDir, "up.json"), "utf8")) as { natsUrl: string; prefix: string };
+    const nc = await connect({ servers: natsUrl });
+    const before = await simdc("-o", "json", "status");
+    const subject = `${prefix}.ctl.supervisor.SignalProcess`;
+    const cases: [Uint8Array, string, RegExp][] = [
+      [new Uint8Array([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f]), "400", /^INVALID_ARGUMENT: malformed/],
+      [new Uint8Array(), "400", /^INVALID_ARGUMENT: name/],
+      [v1.SignalProcessRequest.encode({ name: "agent-1" }).finish(), "400", /^INVALID_ARGUMENT: action 0/],
+      [v1.SignalProcessRequest.encode({ name: "agent-1", action: 77 as v1.ProcessAction }).finish(), "400", /^INVALID_ARGUMENT: action 77/],
+      [v1.SignalProcessRequest.encode({ name: "../x", action: 1 }).finish(), "400", /^INVALID_ARGUMENT: name/],
+      [v1.SignalProcessRequest.encode({ name: "agent-9", action: 1 }).finish(), "404", /^NOT_FOUND: no process named agent-9/],
+      [v1.SignalProcessRequest.encode({ name: "agent-1", action: 3 }).finish(), "412", /^FAILED_PRECONDITION: agent-1 is not paused/],
+    ];
+    for (const [body, code, text] of cases) {
+      const reply = await nc.request(subject, body, { timeout: 5_000 });
+      expect(reply.headers?.get("Nats-Service-Error-Code")).toBe(code);
+      expect(reply.headers?.get("Nats-Service-Error")).toMatch(text);
+    }
+    const list = await nc.request(`${prefix}.ctl.supervisor.ListProcesses`, new Uint8Array([0xff]), { timeout: 5_000 });
+    expect(list.headers?.get("Nats-Service-Error-Code")).toBe("400");
+    await nc.close();
+    const strip = (s: string) => JSON.parse(s, (k, v) => (k === "lastHeartbeatMs" ? 0 : v));
+    expect(strip(await simdc("-o", "json", "status")).processes).toEqual(strip(before).processes);
   });
 
   it("simdc up: a bus partition cuts one host of a multi-host agent off and heals", async () => {

@@ -17,7 +17,7 @@ import {
   type JetStreamClient,
   ErrorCode as NatsErrorCode,
 } from "nats";
-import { SimdcError, isErrorCodeName, toSimdcError, unavailable, type Logger, errorCodes } from "@simdc/common";
+import { assert, SimdcError, isErrorCodeName, toSimdcError, unavailable, type Logger, errorCodes } from "@simdc/common";
 import { decodeMessage, encodeMessage, typeName, type Input, type MessageType } from "./codec.js";
 import type { RpcMethod } from "./contract.js";
 import { Subjects } from "./subjects.js";
@@ -410,11 +410,6 @@ export class Bus {
     return this.nc.jetstream();
   }
 
-  /** Round-trip time to the server, for health reports. */
-  async rtt(): Promise<number> {
-    return this.nc.rtt();
-  }
-
   /** Waits until everything published so far has reached the server. */
   async flush(): Promise<void> {
     await this.nc.flush();
@@ -433,7 +428,8 @@ export class Bus {
 }
 
 function requireScope(method: RpcMethod<unknown, unknown>, scopeId: string | undefined): string {
-  if (scopeId === undefined) throw new Error(`${method.rpc} is ${method.scope}-scoped and needs a scope id`);
+  // Calling a host- or SAN-scoped method without naming the host is a bug, not bad input.
+  assert(scopeId !== undefined, `${method.rpc} is ${method.scope}-scoped and needs a scope id`);
   return scopeId;
 }
 

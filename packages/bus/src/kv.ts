@@ -149,12 +149,6 @@ export class Bucket<T> {
       }
     })();
   }
-
-  /** The bucket's last revision (stream sequence); changes on every write. */
-  async lastRevision(): Promise<number> {
-    const status = await this.kv.status();
-    return status.streamInfo.state.last_seq;
-  }
 }
 
 function isWrongLastSequence(err: unknown): boolean {

@@ -32,9 +32,6 @@ export class Liveness {
     return this.lastSeenMs.get(id);
   }
 
-  forget(id: string): void {
-    this.lastSeenMs.delete(id);
-  }
 
   /** Ids silent for longer than the timeout. */
   silent(): string[] {
