@@ -20,20 +20,30 @@ import { prettyFactory } from "pino-pretty";
 import { intFlag, parse, positionals, stringFlag } from "../args.js";
 import type { GlobalOptions } from "../context.js";
 import { enumName, plain, printJson, printTable, processState, vmState } from "../output.js";
-import { isAlive, readUpRecord } from "../supervisor/record.js";
+import { isAlive, isRecordedProcess, readAnyUpRecord, removeUpRecord } from "../supervisor/record.js";
 import type { CommandContext } from "./resources.js";
 
 import v1 = simdc.v1;
 
+/** Stops what `up` runs from the data dir: through its supervisor, or, when that was killed, each process it left. */
 export async function downCommand(global: GlobalOptions, argv: string[]): Promise<void> {
   positionals(parse(argv, {}), []);
-  const record = readUpRecord(global.dataDir);
-  if (!record) throw failedPrecondition(`no datacenter runs from ${global.dataDir}`);
-  process.kill(record.supervisorPid, "SIGTERM");
+  const record = readAnyUpRecord(global.dataDir);
+  const supervisorAlive = record !== null && isAlive(record.supervisorPid);
+  const orphans = supervisorAlive || !record ? [] : Object.values(record.pids ?? {}).filter((pid) => isRecordedProcess(pid, record));
+  if (!supervisorAlive && orphans.length === 0) throw failedPrecondition(`no datacenter runs from ${global.dataDir}`);
+  const pids = supervisorAlive ? [record!.supervisorPid] : orphans;
+  for (const pid of pids) {
+    // A paused process cannot act on SIGTERM until it is resumed.
+    process.kill(pid, "SIGCONT");
+    process.kill(pid, "SIGTERM");
+  }
   const deadline = Date.now() + 30_000;
-  while (isAlive(record.supervisorPid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-  if (isAlive(record.supervisorPid)) throw failedPrecondition(`supervisor ${record.supervisorPid} did not stop within 30 s`);
-  process.stdout.write("simdc: datacenter stopped\n");
+  while (pids.some(isAlive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  const left = pids.filter(isAlive);
+  if (left.length > 0) throw failedPrecondition(`pids ${left.join(", ")} did not stop within 30 s`);
+  if (!supervisorAlive) removeUpRecord(global.dataDir);
+  process.stdout.write(supervisorAlive ? "simdc: datacenter stopped\n" : `simdc: stopped ${pids.length} processes left by a killed supervisor\n`);
 }
 
 export async function statusCommand(ctx: CommandContext, argv: string[]): Promise<void> {

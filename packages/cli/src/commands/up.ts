@@ -14,7 +14,7 @@ import { simdc } from "@simdc/proto";
 import { intFlag, numberFlag, parse, positionals, type FlagSpec } from "../args.js";
 import type { GlobalOptions } from "../context.js";
 import { ensureNatsServer } from "../launch/nats-server.js";
-import { readUpRecord, removeUpRecord, writeUpRecord } from "../supervisor/record.js";
+import { isRecordedProcess, readAnyUpRecord, readUpRecord, removeUpRecord, writeUpRecord } from "../supervisor/record.js";
 import { Supervisor } from "../supervisor/supervisor.js";
 import { planTopology, type ProcessPlan } from "../supervisor/topology.js";
 import { runDemo } from "./demo.js";
@@ -68,6 +68,11 @@ export async function upCommand(global: GlobalOptions, argv: string[]): Promise<
 
   const running = readUpRecord(dataDir);
   if (running) throw failedPrecondition(`a datacenter already runs from ${dataDir} (supervisor pid ${running.supervisorPid}); 'simdc down' stops it`);
+  const earlier = readAnyUpRecord(dataDir);
+  const orphans = earlier ? Object.entries(earlier.pids ?? {}).filter(([, pid]) => isRecordedProcess(pid, earlier)) : [];
+  if (orphans.length > 0) {
+    throw failedPrecondition(`processes of an earlier 'simdc up' still run (${orphans.map(([n]) => n).join(", ")}); 'simdc down' stops them`);
+  }
   for (const role of ["controller", "san-storage", "host-agent"]) {
     if (!existsSync(join(packagesDir, role, "dist", "main.js"))) {
       throw failedPrecondition(`${role} is not built: run 'bash scripts/setup.sh' (or 'npm run build') first`);
@@ -101,7 +106,9 @@ export async function upCommand(global: GlobalOptions, argv: string[]): Promise<
 
   say(`starting nats-server on port ${natsPort} and ${plans.length} processes (data in ${dataDir})`);
   const bus = await supervisor.start(plans);
-  writeUpRecord({ natsUrl: supervisor.natsUrl, prefix, supervisorPid: process.pid, dataDir, startedAtMs: startedAt });
+  const record = { natsUrl: supervisor.natsUrl, prefix, supervisorPid: process.pid, dataDir, startedAtMs: startedAt };
+  writeUpRecord({ ...record, pids: supervisor.pids() });
+  supervisor.onStarted = () => writeUpRecord({ ...record, pids: supervisor.pids() });
   const ready = await waitReady(bus, plans, readyTimeoutMs);
   const seconds = ((Date.now() - startedAt) / 1000).toFixed(2);
   if (ready) {

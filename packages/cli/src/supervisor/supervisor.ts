@@ -47,6 +47,8 @@ export class Supervisor {
   private readonly managed = new Map<string, Managed>();
   private bus: Bus | null = null;
   natsUrl = "";
+  /** Called after every start or restart of a process (the record of pids is rewritten). */
+  onStarted: () => void = () => undefined;
 
   constructor(private readonly options: SupervisorOptions) {}
 
@@ -121,6 +123,7 @@ export class Supervisor {
   private track(m: Managed, proc: NodeProcess | NatsServerHandle, pid: number): void {
     m.proc = proc;
     m.state = v1.ProcessState.PROCESS_STATE_RUNNING;
+    this.onStarted();
     m.exitReason = "";
     m.startedAtMs = Date.now();
     m.stopping = false;
@@ -134,6 +137,13 @@ export class Supervisor {
       this.options.logger.warn({ process: m.name, pid, reason: m.exitReason }, "process exited");
       this.publish(m.name, "exited", v1.EventKind.EVENT_KIND_PROCESS_EXITED, `${m.name} exited: ${m.exitReason}`);
     });
+  }
+
+  /** Pid of each process that has been started, by name. */
+  pids(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const m of this.managed.values()) if (m.proc) out[m.name] = this.pid(m);
+    return out;
   }
 
   private pid(m: Managed): number {
