@@ -7,7 +7,7 @@ import { connect, type NatsConnection } from "nats";
 import { simdc } from "@simdc/proto";
 import { notFound, SimdcError } from "@simdc/common";
 import { startTestNats, connectTestBus, type TestNats } from "@simdc/testkit";
-import { Bus, computeService, endpoint } from "./mod.js";
+import { Bus, computeService, endpoint, hostAgentService } from "./mod.js";
 
 import v1 = simdc.v1;
 
@@ -131,5 +131,21 @@ describe("kv", () => {
     expect(all.size).toBe(49);
     expect(all.get("vm-42")?.value.generation).toBe(42);
     expect(all.has("vm-7")).toBe(false);
+  });
+});
+
+describe("bus limits", () => {
+  it("bus: a reply over the server's payload limit becomes RESOURCE_EXHAUSTED, and the server lives on", async () => {
+    const big = await connectTestBus(nats.url, { processId: "big-1" });
+    await big.serve({ role: "big", scopeId: "host-big", description: "test" }, [
+      endpoint(hostAgentService.RemoveVm, () => ({})),
+      endpoint(hostAgentService.ApplyVm, () => ({ status: { vmId: "x".repeat(2 * 1024 * 1024) } })),
+    ]);
+    await expect(client.call(hostAgentService.ApplyVm, { vmId: "vm-1" }, { scopeId: "host-big" })).rejects.toMatchObject({
+      code: "RESOURCE_EXHAUSTED",
+      message: expect.stringMatching(/over the server's 1048576-byte limit/),
+    });
+    await expect(client.call(hostAgentService.RemoveVm, { vmId: "vm-1" }, { scopeId: "host-big" })).resolves.toBeDefined();
+    await big.close();
   });
 });

@@ -34,6 +34,8 @@ export const delayedMessagesMax = 10_000;
 /** How long `fault list` waits for every process to report. */
 export const faultReportWindowMs = 500;
 export const faultBucket = "faults";
+/** NATS's default max_payload, used until the server says otherwise. */
+export const payloadMaxDefault = 1024 * 1024;
 export const faultRulesKey = "rules";
 
 export interface BusOptions {
@@ -240,7 +242,18 @@ export class Bus {
     settled.then(
       (response) => {
         const data = encodeMessage(ep.method.response, response as Input<unknown>);
-        this.reply(msg, responder, () => msg.respond(data));
+        const payloadMax = this.nc.info?.max_payload ?? payloadMaxDefault;
+        if (data.length > payloadMax) {
+          // NATS would refuse to send it; say why instead of leaving the caller to time out.
+          const failure = new SimdcError(
+            "RESOURCE_EXHAUSTED",
+            `the reply to ${ep.method.rpc} is ${data.length} bytes, over the server's ${payloadMax}-byte limit; ask for less (a smaller page)`,
+          );
+          this.logger.warn({ rpc: ep.method.rpc, bytes: data.length, payloadMax }, "reply too large");
+          this.reply(msg, responder, () => this.send(() => msg.respondError(failure.httpStatus, failure.toString()), ep));
+          return;
+        }
+        this.reply(msg, responder, () => this.send(() => msg.respond(data), ep));
       },
       (err: unknown) => {
         const failure = toSimdcError(err);
@@ -249,9 +262,18 @@ export class Bus {
         } else {
           this.logger.debug({ rpc: ep.method.rpc, code: failure.code, reason: failure.message }, "request refused");
         }
-        this.reply(msg, responder, () => msg.respondError(failure.httpStatus, failure.toString()));
+        this.reply(msg, responder, () => this.send(() => msg.respondError(failure.httpStatus, failure.toString()), ep));
       },
     );
+  }
+
+  /** Sends a reply; a connection closing under it is logged, never thrown into the event loop. */
+  private send(respond: () => boolean, ep: Endpoint<any, any>): void {
+    try {
+      respond();
+    } catch (err) {
+      this.logger.warn({ err, rpc: ep.method.rpc }, "could not send a reply");
+    }
   }
 
   /** Publishes one protobuf message (an event or a heartbeat); `source` as in CallOptions. */

@@ -5,6 +5,7 @@ import { computeService, storageService, type Bus } from "@simdc/bus";
 import { SimdcError } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 import { printTable, vmState } from "../output.js";
+import { listAllVms } from "../paging.js";
 
 import v1 = simdc.v1;
 
@@ -38,7 +39,7 @@ export async function runDemo(bus: Bus, say: (line: string) => void): Promise<vo
   const deadline = Date.now() + demoTimeoutMs;
   let vms: v1.Vm.$Properties[] = [];
   while (Date.now() < deadline) {
-    vms = (await bus.call(computeService.ListVms, {})).vms.filter((vm) => demoVms.some((d) => d.name === vm.id));
+    vms = (await listAllVms(bus)).filter((vm) => demoVms.some((d) => d.name === vm.id));
     if (vms.every((vm) => vm.status?.state === v1.VmState.VM_STATE_RUNNING)) break;
     await new Promise((r) => setTimeout(r, 100));
   }

@@ -8,7 +8,6 @@ import { join } from "node:path";
 import {
   addFaultRule,
   clearFaultRules,
-  computeService,
   hostService,
   readFaultRules,
   storageService,
@@ -18,6 +17,7 @@ import { checkName, failedPrecondition, invalidArgument } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 import { prettyFactory } from "pino-pretty";
 import { intFlag, parse, positionals, stringFlag } from "../args.js";
+import { listAllVms } from "../paging.js";
 import type { GlobalOptions } from "../context.js";
 import { enumName, plain, printJson, printTable, processState, vmState } from "../output.js";
 import { isAlive, isRecordedProcess, readAnyUpRecord, removeUpRecord } from "../supervisor/record.js";
@@ -55,7 +55,7 @@ export async function statusCommand(ctx: CommandContext, argv: string[]): Promis
       () => null,
     ),
     bus.call(hostService.ListHosts, {}).then((r) => r.hosts),
-    bus.call(computeService.ListVms, {}).then((r) => r.vms),
+    listAllVms(bus),
     bus.call(storageService.ListSanNodes, {}).then((r) => r.nodes),
   ]);
   if (ctx.output === "json") {

@@ -5,6 +5,7 @@ import { computeService, hostService, storageService, type Bus } from "@simdc/bu
 import { invalidArgument } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 import { intFlag, parse, positionals, stringFlag, type FlagSpec } from "../args.js";
+import { listAllVms, listAllVolumes } from "../paging.js";
 import { ago, hostState, plain, powerState, printJson, printTable, vmState, type OutputFormat } from "../output.js";
 
 import v1 = simdc.v1;
@@ -98,7 +99,7 @@ export async function vmCommand(ctx: CommandContext, verb: string | undefined, a
       const parsed = parse(argv, { host: { type: "string" } });
       positionals(parsed, []);
       const bus = await ctx.bus();
-      const { vms } = await bus.call(computeService.ListVms, { hostId: stringFlag(parsed.flags, "host") ?? "" });
+      const vms = await listAllVms(bus, stringFlag(parsed.flags, "host") ?? "");
       return printVms(ctx, vms);
     }
     case "get": {
@@ -139,7 +140,7 @@ export async function volumeCommand(ctx: CommandContext, verb: string | undefine
     }
     case "list": {
       positionals(parse(argv, {}), []);
-      const { volumes } = await (await ctx.bus()).call(storageService.ListVolumes, {});
+      const volumes = await listAllVolumes(await ctx.bus());
       if (ctx.output === "json") return printJson(volumes.map((v) => plain(v1.Volume, v)));
       printTable(
         ["VOLUME", "SIZE MIB", "BLOCK SIZE", "SAN NODE"],

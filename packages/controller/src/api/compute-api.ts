@@ -7,7 +7,7 @@ import { alreadyExists, checkName, resourceExhausted } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 import { placeVm, type PlacementHost } from "../placement/placement.js";
 import type { ControllerState } from "../state.js";
-import { byId } from "./by-id.js";
+import { page } from "./paging.js";
 import { checkPowerState, checkVmSpec } from "./validate.js";
 
 import v1 = simdc.v1;
@@ -92,14 +92,9 @@ export function computeEndpoints(state: ControllerState): Endpoint<any, any>[] {
     endpoint(computeService.GetVm, (req) => ({ vm: vmView(state, vms.require(checkName("vm_id", req.vmId)).object) })),
     endpoint(computeService.ListVms, (req) => {
       const hostId = req.hostId ? checkName("host_id", req.hostId) : "";
-      const out: v1.Vm[] = [];
-      if (hostId) {
-        for (const id of vms.onTarget(hostId)) out.push(vmView(state, vms.require(id).object));
-      } else {
-        for (const vm of vms.all()) out.push(vmView(state, vm));
-      }
-      out.sort(byId);
-      return { vms: out };
+      const selected = hostId ? [...vms.onTarget(hostId)].map((id) => vms.require(id).object) : vms.all();
+      const { items, nextPageToken } = page(selected, req);
+      return { vms: items.map((vm) => vmView(state, vm)), nextPageToken };
     }),
     endpoint(computeService.DeleteVm, async (req) => {
       const vm = await vms.delete(checkName("vm_id", req.vmId));

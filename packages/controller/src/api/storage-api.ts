@@ -7,6 +7,7 @@ import { checkName, checkRange, failedPrecondition, resourceExhausted, SimdcErro
 import { simdc } from "@simdc/proto";
 import type { ControllerState } from "../state.js";
 import { byId } from "./by-id.js";
+import { page } from "./paging.js";
 import { checkBlockSize, checkBootId, sanCapacityMibMax, volumeSizeMibMax } from "./validate.js";
 
 import v1 = simdc.v1;
@@ -68,10 +69,9 @@ export function storageEndpoints(state: ControllerState): Endpoint<any, any>[] {
       return { volume };
     }),
     endpoint(storageService.GetVolume, (req) => ({ volume: volumes.require(checkName("volume_id", req.volumeId)).object })),
-    endpoint(storageService.ListVolumes, () => {
-      const out = [...volumes.all()];
-      out.sort(byId);
-      return { volumes: out };
+    endpoint(storageService.ListVolumes, (req) => {
+      const { items, nextPageToken } = page(volumes.all(), req);
+      return { volumes: items, nextPageToken };
     }),
     endpoint(storageService.DeleteVolume, async (req) => {
       const { object: volume } = volumes.require(checkName("volume_id", req.volumeId));
