@@ -386,6 +386,8 @@ export class Bus {
         msg.respond(encodeMessage(v1.FaultReport, report));
       },
     });
+    // The server knows the subscription once this resolves, so the process is in every report from now on.
+    await this.nc.flush();
   }
 
   private applyFaultRules(set: v1.FaultRuleSet | null): void {
