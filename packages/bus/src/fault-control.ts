@@ -2,7 +2,7 @@
 // operators adding rules at once both land, and every edit bumps the
 // generation that processes report once they apply it.
 
-import { invalidArgument, notFound, SimdcError } from "@simdc/common";
+import { alreadyExists, invalidArgument, notFound, resourceExhausted, SimdcError } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 import type { Bus } from "./bus.js";
 import { faultRulesKey } from "./bus.js";
@@ -45,8 +45,8 @@ async function editFaultRules(bus: Bus, edit: (rules: v1.FaultRule[]) => v1.Faul
 export async function addFaultRule(bus: Bus, rule: v1.FaultRule.$Properties): Promise<v1.FaultRuleSet> {
   const checked = checkFaultRule(rule);
   return editFaultRules(bus, (rules) => {
-    if (rules.some((r) => r.id === checked.id)) throw new SimdcError("ALREADY_EXISTS", `fault rule ${checked.id} exists already`);
-    if (rules.length >= faultRulesMax) throw new SimdcError("RESOURCE_EXHAUSTED", `at most ${faultRulesMax} fault rules`);
+    if (rules.some((r) => r.id === checked.id)) throw alreadyExists(`fault rule ${checked.id} exists already`);
+    if (rules.length >= faultRulesMax) throw resourceExhausted(`at most ${faultRulesMax} fault rules`);
     return [...rules, checked];
   });
 }

@@ -3,26 +3,30 @@
 import { computeService, storageService, type Bus } from "@simdc/bus";
 import type { simdc } from "@simdc/proto";
 
-/** Every VM (on `hostId` when set), following next_page_token. */
-export async function listAllVms(bus: Bus, hostId = ""): Promise<simdc.v1.Vm.$Properties[]> {
-  const out: simdc.v1.Vm.$Properties[] = [];
+/** Calls `fetchPage` with each next_page_token until the last page, and joins the pages. */
+async function allPages<T>(fetchPage: (pageToken: string) => Promise<{ items: T[]; nextPageToken: string }>): Promise<T[]> {
+  const out: T[] = [];
   let pageToken = "";
   do {
-    const reply = await bus.call(computeService.ListVms, { hostId, pageToken });
-    out.push(...reply.vms);
-    pageToken = reply.nextPageToken;
+    const page = await fetchPage(pageToken);
+    out.push(...page.items);
+    pageToken = page.nextPageToken;
   } while (pageToken);
   return out;
 }
 
-/** Every volume, following next_page_token. */
-export async function listAllVolumes(bus: Bus): Promise<simdc.v1.Volume.$Properties[]> {
-  const out: simdc.v1.Volume.$Properties[] = [];
-  let pageToken = "";
-  do {
+/** Every VM (on `hostId` when set). */
+export function listAllVms(bus: Bus, hostId = ""): Promise<simdc.v1.Vm.$Properties[]> {
+  return allPages(async (pageToken) => {
+    const reply = await bus.call(computeService.ListVms, { hostId, pageToken });
+    return { items: reply.vms, nextPageToken: reply.nextPageToken };
+  });
+}
+
+/** Every volume. */
+export function listAllVolumes(bus: Bus): Promise<simdc.v1.Volume.$Properties[]> {
+  return allPages(async (pageToken) => {
     const reply = await bus.call(storageService.ListVolumes, { pageToken });
-    out.push(...reply.volumes);
-    pageToken = reply.nextPageToken;
-  } while (pageToken);
-  return out;
+    return { items: reply.volumes, nextPageToken: reply.nextPageToken };
+  });
 }

@@ -215,7 +215,7 @@ describe("controller", () => {
     controller = startController();
     await controllerReady();
     const { vms } = await bus.call(computeService.ListVms, {});
-    const stored = new Map(vms.map((vm) => [vm.id, vm.hostId]));
+    const stored = new Map(vms.map((vm) => [vm.id ?? "", vm.hostId ?? ""]));
     expect(acked.size).toBeGreaterThanOrEqual(ackedAtKill);
     for (const [name, hostId] of acked) expect(stored.get(name), name).toBe(hostId);
     expect((await bus.call(storageService.GetVolume, { volumeId: "vol-1" })).volume?.sanNodeId).toBe("san-1");

@@ -3,7 +3,7 @@
 // It talks to hosts and SAN nodes only over the bus.
 
 import type { Bus, RunningRole } from "@simdc/bus";
-import type { Clock, Logger } from "@simdc/common";
+import { isValidName, type Clock, type Logger } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 import { computeEndpoints } from "./api/compute-api.js";
 import { hostEndpoints } from "./api/host-api.js";
@@ -16,7 +16,6 @@ import type { ControllerState } from "./state.js";
 import { DesiredStore } from "./store/desired-store.js";
 import { vmKind, volumeKind } from "./store/kinds.js";
 import { ObservedVms } from "./store/observed-vms.js";
-import { isValidName } from "@simdc/common";
 
 import v1 = simdc.v1;
 
@@ -72,7 +71,14 @@ export class Controller implements RunningRole {
     bus.subscribe(bus.subjects.event("host", "*", "heartbeat"), v1.HostHeartbeat, async (beat) => {
       if (!isValidName(beat.hostId) || !hosts.get(beat.hostId)) return;
       const transition = await hosts.heartbeat(beat.hostId, beat.bootId);
-      const reported = beat.vms.filter((s) => isValidName(s.vmId ?? "")).map((s) => v1.VmStatus.create({ ...s, hostId: beat.hostId }));
+      // Every host beats every interval with all its VMs, so this loop is hot:
+      // it keeps the decoded statuses (a host speaks only for itself) rather than copying them.
+      const reported: v1.VmStatus[] = [];
+      for (const status of beat.vms as v1.VmStatus[]) {
+        if (!isValidName(status.vmId)) continue;
+        status.hostId = beat.hostId;
+        reported.push(status);
+      }
       const gone = observed.replaceHost(beat.hostId, reported);
       if (transition) reconciler.resyncHost(beat.hostId);
       reconciler.onHeartbeat(beat.hostId, reported, gone);

@@ -6,18 +6,24 @@
 // exits 0; a bad flag exits 2 with one line on stderr.
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
-import { createServer } from "node:net";
-import { fileURLToPath } from "node:url";
 import { connect, type NatsConnection } from "nats";
 import { simdc } from "@simdc/proto";
 import { endpoint, hostAgentService, hostService, type Bus } from "@simdc/bus";
-import { connectTestBus, eventually, startTestNats, type TestNats } from "@simdc/testkit";
+import {
+  connectTestBus,
+  eventually,
+  freePort,
+  serviceScript,
+  startService,
+  startTestNats,
+  type TestNats,
+  type TestService,
+} from "@simdc/testkit";
 
 import v1 = simdc.v1;
 
-const mainJs = fileURLToPath(new URL("../dist/main.js", import.meta.url));
+const mainJs = serviceScript("host-agent");
 
 let nats: TestNats;
 let raw: NatsConnection;
@@ -35,28 +41,11 @@ afterAll(async () => {
   await nats?.dispose();
 });
 
-interface Agent {
-  child: ChildProcess;
-  stderr: () => string;
-  stdout: () => string;
-  exited: Promise<number | null>;
-}
+/** Starts the agent as a real process; its settings come only from `args`. */
+const startAgent = (args: string[]): TestService => startService("host-agent", args);
 
-/** Starts the agent as a real process; SIMDC_* settings come only from `args`. */
-function startAgent(args: string[]): Agent {
-  const env: NodeJS.ProcessEnv = { ...process.env, LOG_LEVEL: process.env["LOG_LEVEL"] ?? "info" };
-  for (const key of Object.keys(env)) if (key.startsWith("SIMDC_") || key === "NATS_URL") delete env[key];
-  const child = spawn(process.execPath, [mainJs, ...args], { env, stdio: ["ignore", "pipe", "pipe"] });
-  let stdout = "";
-  let stderr = "";
-  child.stdout!.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
-  child.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
-  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
-  return { child, stderr: () => stderr, stdout: () => stdout, exited };
-}
-
-async function stopAgent(agent: Agent): Promise<number | null> {
-  if (agent.child.exitCode === null) agent.child.kill("SIGTERM");
+async function stopAgent(agent: TestService): Promise<number | NodeJS.Signals> {
+  agent.signal("SIGTERM");
   return agent.exited;
 }
 
@@ -88,16 +77,6 @@ async function watchHeartbeats(prefix: string): Promise<{ hostId: string; atMs: 
   return seen;
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === "object" && address ? address.port : 0));
-    });
-  });
-}
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 

@@ -5,20 +5,27 @@
 // reports its health over HTTP and exits 0 on SIGTERM; and a bad flag ends it with exit code 2 and one line.
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
-import { createServer } from "node:net";
-import { fileURLToPath } from "node:url";
 import { sanNodeService, type Bus } from "@simdc/bus";
 import { SimdcError } from "@simdc/common";
-import { connectTestBus, eventually, startTestNats, tempDir, type TestNats } from "@simdc/testkit";
+import {
+  connectTestBus,
+  eventually,
+  freePort,
+  serviceScript,
+  startService,
+  startTestNats,
+  tempDir,
+  type TestNats,
+  type TestService,
+} from "@simdc/testkit";
 
-const mainPath = fileURLToPath(new URL("../dist/main.js", import.meta.url));
+const mainPath = serviceScript("san-storage");
 const blockSize = 4096;
 
 let nats: TestNats;
 let client: Bus;
-const children: ChildProcess[] = [];
+const children: TestService[] = [];
 const dirs: { remove(): void }[] = [];
 
 beforeAll(async () => {
@@ -28,32 +35,19 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+  for (const child of children) child.signal("SIGKILL");
   await client?.close();
   await nats?.dispose();
   for (const dir of dirs) dir.remove();
 });
 
-interface Child {
-  process: ChildProcess;
-  /** Everything the child wrote, for failure messages. */
-  output(): string;
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-}
-
-function spawnNode(args: string[]): Child {
-  const child = spawn(process.execPath, [mainPath, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+function spawnNode(args: string[]): TestService {
+  const child = startService("san-storage", args);
   children.push(child);
-  let output = "";
-  child.stdout!.on("data", (chunk: Buffer) => (output += chunk.toString()));
-  child.stderr!.on("data", (chunk: Buffer) => (output += chunk.toString()));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.once("exit", (code, signal) => resolve({ code, signal })),
-  );
-  return { process: child, output: () => output, exited };
+  return child;
 }
 
-function startNode(nodeId: string, dataDir: string, extraArgs: string[] = []): Child {
+function startNode(nodeId: string, dataDir: string, extraArgs: string[] = []): TestService {
   return spawnNode([
     ...extraArgs,
     "--nats-url",
@@ -69,21 +63,13 @@ function startNode(nodeId: string, dataDir: string, extraArgs: string[] = []): C
   ]);
 }
 
-/** A TCP port nobody listens on right now. */
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const address = server.address();
-  await new Promise((resolve) => server.close(resolve));
-  return typeof address === "object" && address ? address.port : 0;
-}
 
 /** Waits until the node answers on the bus (NOT_FOUND for a volume nobody made). */
-async function waitServing(nodeId: string, child: Child): Promise<void> {
+async function waitServing(nodeId: string, child: TestService): Promise<void> {
   await eventually(
     `${nodeId} serving`,
     async () => {
-      if (child.process.exitCode !== null) throw new Error(`exited early:\n${child.output()}`);
+      if (child.child.exitCode !== null) throw new Error(`exited early:\n${child.output()}`);
       try {
         await client.call(sanNodeService.DeleteBackingVolume, { volumeId: "vol-none" }, { scopeId: nodeId, timeoutMs: 1_000 });
       } catch (err) {
@@ -163,12 +149,11 @@ describe("san-storage process", () => {
 
       const load = Array.from({ length: writers }, (_, w) => runWriter(w));
       await eventually("400 acknowledged writes", () => (ackCount >= 400 ? true : undefined), 60_000, 5);
-      first.process.kill("SIGKILL");
+      first.signal("SIGKILL");
       killed = true;
       const pendingAtKill = inFlight.filter((w) => w !== null).length;
       await Promise.all(load);
-      const exit = await first.exited;
-      expect(exit.signal).toBe("SIGKILL");
+      expect(await first.exited).toBe("SIGKILL");
       expect(errorsBeforeKill).toEqual([]);
       expect(pendingAtKill).toBeGreaterThan(0);
 
@@ -202,8 +187,8 @@ describe("san-storage process", () => {
       // Visible when run with --reporter=verbose; either outcome is allowed for unacked writes.
       console.info(`acked writes ${ackCount}, in flight at kill ${pendingAtKill}, unacked blocks that landed ${landedUnacked}`);
 
-      second.process.kill("SIGTERM");
-      expect((await second.exited).code).toBe(0);
+      second.signal("SIGTERM");
+      expect(await second.exited).toBe(0);
     },
     180_000,
   );
@@ -220,9 +205,8 @@ describe("san-storage process", () => {
     const health = await fetch(`http://127.0.0.1:${healthPort}/healthz`);
     expect(health.status).toBe(200);
     expect(await health.json()).toMatchObject({ status: "ok", nodeId, registered: false, volumeCount: 1 });
-    child.process.kill("SIGTERM");
-    const exit = await child.exited;
-    expect(exit, child.output()).toEqual({ code: 0, signal: null });
+    child.signal("SIGTERM");
+    expect(await child.exited, child.output()).toBe(0);
     expect(child.output()).not.toMatch(/"level":(50|60)/);
   });
 
@@ -234,16 +218,10 @@ describe("san-storage process", () => {
       ["--node-id", "san-1", "--data-dir", "/tmp/x", "--block-size-bytes", "1000"],
       ["--node-id", "san-1", "--data-dir", "/tmp/x", "--capacity-mib", "0"],
     ]) {
-      const child = spawn(process.execPath, [mainPath, ...args], { stdio: ["ignore", "pipe", "pipe"] });
-      children.push(child);
-      let stdout = "";
-      let stderr = "";
-      child.stdout.on("data", (c: Buffer) => (stdout += c.toString()));
-      child.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
-      const code = await new Promise<number | null>((resolve) => child.once("exit", (c) => resolve(c)));
-      expect(code, args.join(" ")).toBe(2);
-      expect(stderr, args.join(" ")).toMatch(/^san-storage: [^\n]+\n$/);
-      expect(stdout).toBe("");
+      const child = spawnNode(args);
+      expect(await child.exited, args.join(" ")).toBe(2);
+      expect(child.stderr(), args.join(" ")).toMatch(/^san-storage: [^\n]+\n$/);
+      expect(child.stdout()).toBe("");
     }
   });
 });

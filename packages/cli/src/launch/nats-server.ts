@@ -21,7 +21,8 @@ export interface NatsServerOptions {
 export interface NatsServerHandle {
   url: string;
   port: number;
-  process: ChildProcess;
+  child: ChildProcess;
+  pid: number;
   /** SIGTERM, then waits for the exit. */
   stop(): Promise<void>;
 }
@@ -121,7 +122,8 @@ export async function startNatsServer(binary: string, options: NatsServerOptions
   return {
     url: `nats://127.0.0.1:${port}`,
     port,
-    process: child,
+    child,
+    pid: child.pid ?? -1,
     // nats-server exits 0 on SIGINT but 1 on SIGTERM, for the same clean shutdown.
     stop: () => stopChild(child, 5_000, "SIGINT"),
   };

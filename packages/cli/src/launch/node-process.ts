@@ -10,6 +10,7 @@ export interface NodeProcessOptions {
   /** Absolute path of the service's main.js. */
   script: string;
   args: string[];
+  /** The whole environment of the child; this process's when absent. */
   env?: NodeJS.ProcessEnv;
   /** Appends stdout and stderr here; piped to the parent when absent. */
   logFile?: string;
@@ -29,7 +30,7 @@ export interface NodeProcess {
 export function launchNodeProcess(options: NodeProcessOptions): NodeProcess {
   const fd = options.logFile ? openSync(options.logFile, "a") : undefined;
   const child = spawn(process.execPath, [options.script, ...options.args], {
-    env: { ...process.env, ...options.env },
+    env: options.env ?? process.env,
     stdio: ["ignore", fd ?? "pipe", fd ?? "pipe"],
     // Its own process group, so a Ctrl-C meant for a supervisor reaches only the
     // supervisor, which then stops its children in order.

@@ -10,7 +10,7 @@ import { Bus, endpoint, supervisorService } from "@simdc/bus";
 import { checkName, failedPrecondition, invalidArgument, notFound, type Logger } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 import { launchNodeProcess, type NodeProcess } from "../launch/node-process.js";
-import { startNatsServer, type NatsServerHandle } from "../launch/nats-server.js";
+import { startNatsServer } from "../launch/nats-server.js";
 import type { ProcessPlan } from "./topology.js";
 
 import v1 = simdc.v1;
@@ -29,12 +29,15 @@ export interface SupervisorOptions {
   say: (line: string) => void;
 }
 
+/** What the supervisor needs of a started process, nats-server or a service. */
+type Started = Pick<NodeProcess, "child" | "pid" | "stop">;
+
 interface Managed {
   plan: ProcessPlan | null;
   name: string;
   role: string;
   logFile: string;
-  proc: NodeProcess | NatsServerHandle | null;
+  proc: Started | null;
   state: v1.ProcessState;
   exitReason: string;
   restarts: number;
@@ -105,7 +108,7 @@ export class Supervisor {
       storeDir: join(this.options.dataDir, "nats"),
       logFd: openSync(m.logFile, "a"),
     });
-    this.track(m, handle, handle.process.pid ?? -1);
+    this.track(m, handle);
   }
 
   private startService(m: Managed): void {
@@ -117,18 +120,18 @@ export class Supervisor {
       logFile: m.logFile,
       detached: true,
     });
-    this.track(m, proc, proc.pid);
+    this.track(m, proc);
   }
 
-  private track(m: Managed, proc: NodeProcess | NatsServerHandle, pid: number): void {
+  private track(m: Managed, proc: Started): void {
+    const pid = proc.pid;
     m.proc = proc;
     m.state = v1.ProcessState.PROCESS_STATE_RUNNING;
     this.onStarted();
     m.exitReason = "";
     m.startedAtMs = Date.now();
     m.stopping = false;
-    const child = "child" in proc ? proc.child : proc.process;
-    child.once("exit", (code, signal) => {
+    proc.child.once("exit", (code, signal) => {
       if (m.proc !== proc) return;
       m.state = v1.ProcessState.PROCESS_STATE_EXITED;
       m.exitReason = signal ?? `exit code ${code}`;
@@ -142,20 +145,16 @@ export class Supervisor {
   /** Pid of each process that has been started, by name. */
   pids(): Record<string, number> {
     const out: Record<string, number> = {};
-    for (const m of this.managed.values()) if (m.proc) out[m.name] = this.pid(m);
+    for (const m of this.managed.values()) if (m.proc) out[m.name] = m.proc.pid;
     return out;
   }
 
-  private pid(m: Managed): number {
-    if (!m.proc) return 0;
-    return "pid" in m.proc ? m.proc.pid : (m.proc.process.pid ?? 0);
-  }
 
   private view(m: Managed): v1.ManagedProcess {
     return v1.ManagedProcess.create({
       name: m.name,
       role: m.role,
-      pid: this.pid(m),
+      pid: m.proc?.pid ?? 0,
       state: m.state,
       exitReason: m.exitReason,
       hostIds: m.plan?.hostIds ?? [],
@@ -170,7 +169,7 @@ export class Supervisor {
     const m = this.managed.get(name);
     if (!m) throw notFound(`no process named ${name} (simdc status lists them)`);
     const running = m.state === v1.ProcessState.PROCESS_STATE_RUNNING || m.state === v1.ProcessState.PROCESS_STATE_PAUSED;
-    const pid = this.pid(m);
+    const pid = m.proc?.pid ?? 0;
     switch (req.action) {
       case v1.ProcessAction.PROCESS_ACTION_KILL:
         if (!running) throw failedPrecondition(`${name} is not running`);
@@ -204,9 +203,8 @@ export class Supervisor {
   }
 
   private async exited(m: Managed): Promise<void> {
-    const proc = m.proc;
-    if (!proc) return;
-    const child = "child" in proc ? proc.child : proc.process;
+    const child = m.proc?.child;
+    if (!child) return;
     if (child.exitCode !== null || child.signalCode !== null) return;
     await new Promise<void>((resolve) => child.once("exit", () => resolve()));
   }

@@ -3,7 +3,7 @@
 // nodes register here too.
 
 import { endpoint, sanNodeService, storageService, type Endpoint } from "@simdc/bus";
-import { checkName, checkRange, failedPrecondition, resourceExhausted, SimdcError } from "@simdc/common";
+import { alreadyExists, checkName, checkRange, failedPrecondition, resourceExhausted, SimdcError } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 import type { ControllerState } from "../state.js";
 import { byId } from "./by-id.js";
@@ -47,7 +47,7 @@ export function storageEndpoints(state: ControllerState): Endpoint<any, any>[] {
     endpoint(storageService.CreateVolume, async (req) => {
       const id = checkName("name", req.name);
       const sizeMib = checkRange("size_mib", req.sizeMib, 1, volumeSizeMibMax);
-      if (!volumes.isFree(id)) throw new SimdcError("ALREADY_EXISTS", `volume ${id} exists already`);
+      if (!volumes.isFree(id)) throw alreadyExists(`volume ${id} exists already`);
       const node = pickSanNode(state, sizeMib);
       if (!node) throw resourceExhausted(`no connected SAN node has ${sizeMib} MiB free`);
       const volume = v1.Volume.create({

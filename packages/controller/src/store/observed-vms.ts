@@ -14,15 +14,14 @@ export class ObservedVms {
     return this.byVm.get(vmId);
   }
 
-  /** Records a status; returns true when the state or generation changed. */
-  record(status: v1.VmStatus): boolean {
+  /** Records what a host reported about one VM. */
+  record(status: v1.VmStatus): void {
     const previous = this.byVm.get(status.vmId);
     if (previous && previous.hostId !== status.hostId) this.byHost.get(previous.hostId)?.delete(status.vmId);
     this.byVm.set(status.vmId, status);
     let onHost = this.byHost.get(status.hostId);
     if (!onHost) this.byHost.set(status.hostId, (onHost = new Set()));
     onHost.add(status.vmId);
-    return !previous || previous.state !== status.state || previous.observedGeneration !== status.observedGeneration;
   }
 
   /**
