@@ -13,6 +13,7 @@ export const errorCodes = {
   RESOURCE_EXHAUSTED: 429,
   UNAVAILABLE: 503,
   INTERNAL: 500,
+  DEADLINE_EXCEEDED: 504,
 } as const;
 
 export type ErrorCodeName = keyof typeof errorCodes;
@@ -52,6 +53,8 @@ export const failedPrecondition = (message: string): SimdcError => new SimdcErro
 export const resourceExhausted = (message: string): SimdcError => new SimdcError("RESOURCE_EXHAUSTED", message);
 export const unavailable = (message: string, cause?: unknown): SimdcError =>
   new SimdcError("UNAVAILABLE", message, { cause });
+export const deadlineExceeded = (message: string): SimdcError => new SimdcError("DEADLINE_EXCEEDED", message);
+export const conflict = (message: string): SimdcError => new SimdcError("CONFLICT", message);
 
 /** Wraps anything thrown into a SimdcError, keeping typed ones as they are. */
 export function toSimdcError(err: unknown): SimdcError {

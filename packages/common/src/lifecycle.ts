@@ -3,6 +3,7 @@
 // silent crash.
 
 import type { Logger } from "pino";
+import { wallClock } from "./clock.js";
 
 /** Grace period after a stop signal before the process exits anyway. */
 export const shutdownTimeoutMs = 10_000;
@@ -18,11 +19,14 @@ export function handleProcessSignals(logger: Logger, stop: () => Promise<void>):
     if (stopping) return;
     stopping = true;
     logger.info({ signal }, "stopping");
-    const timer = setTimeout(() => {
-      logger.error({ timeoutMs: shutdownTimeoutMs }, "shutdown overran its time; exiting");
-      process.exit(1);
-    }, shutdownTimeoutMs);
-    timer.unref();
+    wallClock.after(
+      shutdownTimeoutMs,
+      () => {
+        logger.error({ timeoutMs: shutdownTimeoutMs }, "shutdown overran its time; exiting");
+        process.exit(1);
+      },
+      { unref: true },
+    );
     stop().then(
       () => {
         logger.info("stopped");
