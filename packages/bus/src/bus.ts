@@ -1,12 +1,14 @@
 // The connection every simdc process holds to NATS, and the typed operations
 // over it: protobuf request/reply served with the NATS services framework,
-// events, and KV buckets. Nothing outside this package touches the NATS
-// client; nothing here knows what a VM or a volume is.
+// events, and KV buckets, with the fault hooks applied to every message.
+// Nothing outside this package touches the NATS client; nothing here knows
+// what a VM or a volume is.
 
 import {
   connect,
   headers,
   RequestStrategy,
+  Events,
   type MsgHdrs,
   type NatsConnection,
   type Msg,
@@ -17,18 +19,31 @@ import {
   type JetStreamClient,
   ErrorCode as NatsErrorCode,
 } from "nats";
-import { assert, SimdcError, isErrorCodeName, toSimdcError, unavailable, type Logger, errorCodes } from "@simdc/common";
+import {
+  assert,
+  SimdcError,
+  isErrorCodeName,
+  toSimdcError,
+  unavailable,
+  wallClock,
+  wallNowMs,
+  errorCodes,
+  type Clock,
+  type Logger,
+} from "@simdc/common";
 import { decodeMessage, encodeMessage, typeName, type Input, type MessageType } from "./codec.js";
 import type { RpcMethod } from "./contract.js";
 import { Subjects } from "./subjects.js";
 import { Bucket, type BucketOptions } from "./kv.js";
-import { FaultRules, type FaultVerdict } from "./faults.js";
+import { FaultRules, type FaultVerdict, type MessageKey } from "./faults.js";
 import { simdc } from "@simdc/proto";
 
 import v1 = simdc.v1;
 
-/** Header naming the sender's identities (ids, process id, role), space-separated, for fault rules. */
+/** Header naming the sender's identities (most specific first: a host id, then process id and role), space-separated. */
 export const sourceHeader = "Simdc-Src";
+/** Header numbering the sender's messages on one subject, so fault sampling is a function of the message. */
+export const seqHeader = "Simdc-Seq";
 /** Messages held back by delay rules at once; past this they are dropped, so a rule cannot exhaust memory. */
 export const delayedMessagesMax = 10_000;
 /** How long `fault list` waits for every process to report. */
@@ -37,6 +52,8 @@ export const faultBucket = "faults";
 /** NATS's default max_payload, used until the server says otherwise. */
 export const payloadMaxDefault = 1024 * 1024;
 export const faultRulesKey = "rules";
+/** Publish-failure events a process sends per second at most; every failure is still counted and logged. */
+export const publishFailureEventsPerSecondMax = 10;
 
 export interface BusOptions {
   /** NATS URLs, "nats://127.0.0.1:4222" or several, comma-separated. */
@@ -50,6 +67,13 @@ export interface BusOptions {
   /** The process's role (controller, host-agent, ...): an identity fault rules can name. */
   role?: string;
   logger: Logger;
+  /** Simulated time, for fault delays; the wall clock when absent. */
+  clock?: Clock;
+  /** The run's seed: fault sampling is a hash of it and each message. */
+  seed?: number;
+  /** Credentials of the process's role, when the server requires them. */
+  user?: string;
+  password?: string;
   /**
    * How often the client pings the server. Short, so a cut connection is
    * noticed in seconds rather than the client's default minutes.
@@ -60,7 +84,7 @@ export interface BusOptions {
 }
 
 export interface CallOptions {
-  /** The host or SAN node id, for methods not served by the controller. */
+  /** For host-, SAN- and id-scoped methods: see Bus.subjectOf. */
   scopeId?: string;
   timeoutMs?: number;
   /** Who sends, when one process speaks for several (a simulated host); fault rules match it. */
@@ -87,12 +111,31 @@ export function endpoint<Req, Res>(
   return { method, handle };
 }
 
+/** Who receives a message, for fault rules: one fixed id, or the id named by a token of its subject. */
+export type Owner = string | ((subject: string) => string);
+
 export interface ServeOptions {
   /** Role of the serving process: controller, host, san-node, supervisor. */
   role: string;
-  /** Host or node id, for host- and san-scoped methods; also goes into metadata. */
+  /**
+   * Where host-, SAN- and id-scoped methods are served (see subjectOf); may
+   * hold "*" to serve many ids with one subscription. Goes into metadata.
+   */
   scopeId?: string;
+  /** Who receives, for fault rules; the scope id when absent and not a wildcard. */
+  owner?: Owner;
   description: string;
+}
+
+export interface SubscribeOptions {
+  queue?: string;
+  /** Who receives, for fault rules (the process's identities are added). */
+  owner?: Owner;
+}
+
+/** The scope id of a host-scoped method: the host's agent and the host. */
+export function hostScope(agentId: string, hostId: string): string {
+  return `${agentId}.${hostId}`;
 }
 
 export class Bus {
@@ -100,14 +143,21 @@ export class Bus {
   readonly dc: string;
   readonly processId: string;
   readonly logger: Logger;
+  readonly clock: Clock;
+  readonly seed: number;
   private readonly services: Service[] = [];
   /** Who this process is, for fault rules: its id and its role. */
-  private readonly processIdentities: string[];
-  /** The above plus every host or node id it serves. */
-  private readonly identities: string[];
+  private readonly processIdentities: readonly string[];
+  /** The ids it speaks for (its hosts, its node), for fault reports. */
+  private readonly ownedIds = new Set<string>();
   private faults = new FaultRules(0, []);
   private readonly faultCounts = { dropped: 0, delayed: 0, duplicated: 0 };
   private delayedNow = 0;
+  /** Per sender and subject, how many messages this process has sent. */
+  private readonly sent = new Map<string, number>();
+  private readonly connectionListeners: ((connected: boolean) => void)[] = [];
+  private publishFailures = 0;
+  private failureEventWindow = { startMs: 0, count: 0 };
 
   private constructor(
     private readonly nc: NatsConnection,
@@ -117,18 +167,20 @@ export class Bus {
     this.dc = options.dc ?? "dc1";
     this.processId = options.processId;
     this.logger = options.logger;
+    this.clock = options.clock ?? wallClock;
+    this.seed = options.seed ?? 0;
     this.processIdentities = [...new Set([options.processId, ...(options.role ? [options.role] : [])])];
-    this.identities = [...this.processIdentities];
   }
 
   /**
    * Connects, retrying until connectTimeoutMs, then reconnecting forever.
-   * @throws SimdcError UNAVAILABLE when no server answers in time.
+   * @throws SimdcError UNAVAILABLE when no server answers in time, or at once
+   * when the server refuses the credentials.
    */
   static async connect(options: BusOptions): Promise<Bus> {
-    const deadline = Date.now() + (options.connectTimeoutMs ?? 30_000);
+    const deadline = wallNowMs() + (options.connectTimeoutMs ?? 30_000);
     let lastError: unknown;
-    while (Date.now() < deadline) {
+    while (wallNowMs() < deadline) {
       try {
         const nc = await connect({
           servers: options.servers.split(",").map((s) => s.trim()),
@@ -138,13 +190,20 @@ export class Bus {
           pingInterval: options.pingIntervalMs ?? 2_000,
           maxPingOut: 2,
           timeout: 2_000,
+          // Replies come back under the process's own inbox, so NATS
+          // permissions can keep one role from reading another's replies.
+          inboxPrefix: `_INBOX.${options.processId}`,
+          ...(options.user ? { user: options.user, pass: options.password ?? "" } : {}),
         });
         const bus = new Bus(nc, options);
         bus.watchStatus();
         return bus;
       } catch (err) {
         lastError = err;
-        await new Promise((r) => setTimeout(r, 250));
+        if ((err as NatsError).code === NatsErrorCode.AuthorizationViolation) {
+          throw unavailable(`NATS at ${options.servers} refused the credentials of ${options.user ?? "(none)"}: ${(err as Error).message}`, err);
+        }
+        await wallClock.sleep(250);
       }
     }
     throw unavailable(`cannot reach NATS at ${options.servers}: ${(lastError as Error)?.message}`, lastError);
@@ -157,17 +216,41 @@ export class Bus {
         // the logs; the client's routine ping timer is not.
         const level = status.type === "pingTimer" ? "debug" : "info";
         this.logger[level]({ natsStatus: status.type, data: String(status.data) }, "nats connection status");
+        if (status.type === Events.Disconnect || status.type === Events.Reconnect) {
+          const connected = status.type === Events.Reconnect;
+          for (const listener of this.connectionListeners) listener(connected);
+        }
       }
     })();
   }
 
-  /** The subject where `method` is served (for `scopeId`, when host- or san-scoped). */
+  /** Calls `listener` when the connection to NATS is lost (false) and when it is back (true). */
+  onConnectionChange(listener: (connected: boolean) => void): void {
+    this.connectionListeners.push(listener);
+  }
+
+  /** Ids this process speaks for besides its own (its simulated hosts), shown in fault reports. */
+  declareOwned(ids: Iterable<string>): void {
+    for (const id of ids) this.ownedIds.add(id);
+  }
+
+  /**
+   * The subject where `method` is served. `scopeId` is, by scope: the
+   * caller's own id ("api-by-id"), "<agentId>.<hostId>" ("host"; see
+   * hostScope), the node id ("san"), the process id ("ctl"); "*" (or
+   * "<agentId>.*") where a server subscribes for every id.
+   */
   subjectOf(method: RpcMethod<unknown, unknown>, scopeId?: string): string {
     switch (method.scope) {
       case "api":
         return this.subjects.api(method.service, method.method);
-      case "host":
-        return this.subjects.host(requireScope(method, scopeId), method.method);
+      case "api-by-id":
+        return this.subjects.apiById(method.service, method.method, requireScope(method, scopeId));
+      case "host": {
+        const scope = requireScope(method, scopeId);
+        const dot = scope.indexOf(".");
+        return this.subjects.host(scope.slice(0, dot), dot < 0 ? "" : scope.slice(dot + 1), method.method);
+      }
       case "san":
         return this.subjects.san(requireScope(method, scopeId), method.method);
       case "ctl":
@@ -187,7 +270,7 @@ export class Bus {
     try {
       reply = await this.nc.request(subject, encodeMessage(method.request, request), {
         timeout: timeoutMs,
-        headers: this.sourceHeaders(options.source),
+        headers: this.sourceHeaders(subject, options.source),
       });
     } catch (err) {
       throw natsRequestError(err as NatsError, method, timeoutMs);
@@ -205,8 +288,9 @@ export class Bus {
   async serve(options: ServeOptions, endpoints: Endpoint<any, any>[]): Promise<Service> {
     const metadata: Record<string, string> = { dc: this.dc, role: options.role, process: this.processId };
     if (options.scopeId) metadata["id"] = options.scopeId;
-    const receiver = [...new Set([...(options.scopeId ? [options.scopeId] : []), options.role, ...this.processIdentities])];
-    if (options.scopeId && !this.identities.includes(options.scopeId)) this.identities.push(options.scopeId);
+    const fixedScope = options.scopeId && !options.scopeId.includes("*") ? options.scopeId : undefined;
+    const owner = options.owner ?? fixedScope;
+    if (typeof owner === "string") this.ownedIds.add(owner);
     const service = await this.nc.services.add({
       name: `${this.dc}-${options.role}`,
       version: "0.1.0",
@@ -214,7 +298,8 @@ export class Bus {
       metadata,
     });
     for (const ep of endpoints) {
-      const subject = this.subjectOf(ep.method, options.scopeId);
+      // A method that names its caller in the subject is served for every caller.
+      const subject = this.subjectOf(ep.method, ep.method.scope === "api-by-id" ? "*" : options.scopeId);
       service.addEndpoint(ep.method.method, {
         subject,
         metadata: { rpc: ep.method.rpc, request: typeName(ep.method.request), response: typeName(ep.method.response) },
@@ -223,12 +308,19 @@ export class Bus {
             this.logger.error({ err, subject }, "service endpoint failed");
             return;
           }
+          const receiver = this.receiverOf(owner, msg.subject);
           this.receive(msg, receiver, () => this.handleRequest(ep, msg, receiver));
         },
       });
     }
     this.services.push(service);
     return service;
+  }
+
+  private receiverOf(owner: Owner | undefined, subject: string): readonly string[] {
+    if (owner === undefined) return this.processIdentities;
+    const id = typeof owner === "string" ? owner : owner(subject);
+    return id ? [id, ...this.processIdentities] : this.processIdentities;
   }
 
   private handleRequest(ep: Endpoint<any, any>, msg: ServiceMsg, responder: readonly string[]): void {
@@ -242,7 +334,7 @@ export class Bus {
     settled.then(
       (response) => {
         const data = encodeMessage(ep.method.response, response as Input<unknown>);
-        const payloadMax = this.nc.info?.max_payload ?? payloadMaxDefault;
+        const payloadMax = this.payloadMax;
         if (data.length > payloadMax) {
           // NATS would refuse to send it; say why instead of leaving the caller to time out.
           const failure = new SimdcError(
@@ -276,9 +368,64 @@ export class Bus {
     }
   }
 
-  /** Publishes one protobuf message (an event or a heartbeat); `source` as in CallOptions. */
-  publish<T>(subject: string, type: MessageType<T>, message: Input<T>, source?: string): void {
-    this.nc.publish(subject, encodeMessage(type, message), { headers: this.sourceHeaders(source) });
+  /** The largest message the server takes, in bytes. */
+  get payloadMax(): number {
+    return this.nc.info?.max_payload ?? payloadMaxDefault;
+  }
+
+  /**
+   * Publishes one protobuf message (an event or a heartbeat); `source` as in
+   * CallOptions. A publish that fails (a message over the payload limit, a
+   * closed connection) is logged, counted and reported as a PUBLISH_FAILED
+   * event when the connection allows, never dropped silently.
+   * @returns true when the message went out.
+   */
+  publish<T>(subject: string, type: MessageType<T>, message: Input<T>, source?: string): boolean {
+    try {
+      const data = encodeMessage(type, message);
+      if (data.length > this.payloadMax) {
+        throw new SimdcError("RESOURCE_EXHAUSTED", `${data.length} bytes is over the server's ${this.payloadMax}-byte limit`);
+      }
+      this.nc.publish(subject, data, { headers: this.sourceHeaders(subject, source) });
+      return true;
+    } catch (err) {
+      this.publishFailed(subject, typeName(type), err, source);
+      return false;
+    }
+  }
+
+  /** Publish failures since the process started. */
+  get publishFailureCount(): number {
+    return this.publishFailures;
+  }
+
+  private publishFailed(subject: string, type: string, err: unknown, source: string | undefined): void {
+    this.publishFailures += 1;
+    const reason = err instanceof Error ? err.message : String(err);
+    this.logger.error({ subject, type, err: reason, failures: this.publishFailures }, "publish failed");
+    const nowMs = wallNowMs();
+    const window = this.failureEventWindow;
+    if (nowMs - window.startMs >= 1_000) {
+      window.startMs = nowMs;
+      window.count = 0;
+    }
+    if (window.count >= publishFailureEventsPerSecondMax || this.nc.isClosed()) return;
+    window.count += 1;
+    const objectId = source ?? this.processId;
+    try {
+      const event = v1.Event.create({
+        kind: v1.EventKind.EVENT_KIND_PUBLISH_FAILED,
+        objectId,
+        timeMs: this.clock.nowMs(),
+        message: `could not publish ${type} on ${subject}: ${reason}`,
+        status: { code: v1.ErrorCode.ERROR_CODE_UNAVAILABLE, message: reason },
+        source: this.processId,
+      });
+      this.nc.publish(this.subjects.event("process", this.processId, "publish-failed"), encodeMessage(v1.Event, event));
+    } catch (eventErr) {
+      // The report itself could not go out either (the connection is gone); the log line above stands.
+      this.logger.debug({ err: String(eventErr) }, "could not report a failed publish");
+    }
   }
 
   /**
@@ -289,8 +436,10 @@ export class Bus {
     subject: string,
     type: MessageType<T>,
     handler: (message: T, subject: string) => void | Promise<void>,
-    options: { queue?: string } = {},
+    options: SubscribeOptions = {},
   ): Subscription {
+    const owner = options.owner;
+    if (typeof owner === "string") this.ownedIds.add(owner);
     return this.nc.subscribe(subject, {
       ...(options.queue ? { queue: options.queue } : {}),
       callback: (err, msg) => {
@@ -298,7 +447,7 @@ export class Bus {
           this.logger.error({ err, subject }, "subscription failed");
           return;
         }
-        this.receive(msg, this.identities, () => {
+        this.receive(msg, this.receiverOf(owner, msg.subject), () => {
           let message: T;
           try {
             message = decodeMessage(type, msg.data);
@@ -321,25 +470,33 @@ export class Bus {
     this.logger.error({ subject, err }, "message handler failed");
   }
 
-  private sourceHeaders(source: string | undefined): MsgHdrs {
+  private sourceHeaders(subject: string, source: string | undefined): MsgHdrs {
     const h = headers();
     // A simulated host speaks only for itself, not for the other hosts of its process.
-    h.set(sourceHeader, source ? `${source} ${this.processIdentities.join(" ")}` : this.identities.join(" "));
+    h.set(sourceHeader, source ? `${source} ${this.processIdentities.join(" ")}` : this.processIdentities.join(" "));
+    const key = source ? `${source} ${subject}` : subject;
+    const seq = (this.sent.get(key) ?? 0) + 1;
+    this.sent.set(key, seq);
+    h.set(seqHeader, String(seq));
     return h;
+  }
+
+  private keyOf(msg: Msg, sources: readonly string[]): MessageKey {
+    return { sender: sources[0] ?? "", seq: Number(msg.headers?.get(seqHeader) ?? 0) || 0 };
   }
 
   /** Applies the fault rules to a message arriving here, then delivers it (or not). */
   private receive(msg: Msg, receiver: readonly string[], deliver: () => void): void {
     if (this.faults.empty) return deliver();
     const sources = msg.headers?.get(sourceHeader).split(" ") ?? [];
-    this.act(this.faults.decide(msg.subject, sources, receiver), deliver);
+    this.act(this.faults.decide(msg.subject, sources, receiver, this.keyOf(msg, sources)), deliver);
   }
 
   /** Applies the fault rules to a reply leaving here, matched by the request's subject. */
   private reply(request: Msg, responder: readonly string[], send: () => void): void {
     if (this.faults.empty) return send();
     const requester = request.headers?.get(sourceHeader).split(" ") ?? [];
-    this.act(this.faults.decide(request.subject, responder, requester), send);
+    this.act(this.faults.decide(request.subject, responder, requester, this.keyOf(request, requester), "reply"), send);
   }
 
   private act(verdict: FaultVerdict, deliver: () => void): void {
@@ -360,10 +517,10 @@ export class Bus {
         }
         this.faultCounts.delayed += 1;
         this.delayedNow += 1;
-        setTimeout(() => {
+        this.clock.after(verdict.delayMs, () => {
           this.delayedNow -= 1;
           deliver();
-        }, verdict.delayMs);
+        });
         return;
     }
   }
@@ -379,11 +536,15 @@ export class Bus {
       callback: (_err, msg) => {
         const report = v1.FaultReport.create({
           processId: this.processId,
-          identities: this.identities,
+          identities: [...this.processIdentities, ...this.ownedIds],
           generation: this.faults.generation,
           ...this.faultCounts,
         });
-        msg.respond(encodeMessage(v1.FaultReport, report));
+        try {
+          msg.respond(encodeMessage(v1.FaultReport, report));
+        } catch (err) {
+          this.logger.warn({ err }, "could not answer a fault report");
+        }
       },
     });
     // The server knows the subscription once this resolves, so the process is in every report from now on.
@@ -394,7 +555,7 @@ export class Bus {
     const generation = set?.generation ?? 0;
     if (generation === this.faults.generation && generation !== 0) return;
     try {
-      this.faults = new FaultRules(set?.generation ?? 0, set?.rules ?? []);
+      this.faults = new FaultRules(set?.generation ?? 0, set?.rules ?? [], this.seed);
       this.logger.info({ generation: this.faults.generation, rules: set?.rules.length ?? 0 }, "fault rules applied");
     } catch (err) {
       // A rule set that does not check out (written by something other than
@@ -452,7 +613,7 @@ export class Bus {
 }
 
 function requireScope(method: RpcMethod<unknown, unknown>, scopeId: string | undefined): string {
-  // Calling a host- or SAN-scoped method without naming the host is a bug, not bad input.
+  // Calling a scoped method without naming the scope is a bug, not bad input.
   assert(scopeId !== undefined, `${method.rpc} is ${method.scope}-scoped and needs a scope id`);
   return scopeId;
 }
@@ -475,5 +636,8 @@ function replyError(reply: Msg): SimdcError | null {
 function natsRequestError(err: NatsError, method: RpcMethod<unknown, unknown>, timeoutMs: number): SimdcError {
   if (err.code === NatsErrorCode.NoResponders) return unavailable(`nobody serves ${method.rpc}`, err);
   if (err.code === NatsErrorCode.Timeout) return unavailable(`${method.rpc} got no reply within ${timeoutMs} ms`, err);
+  if (err.code === NatsErrorCode.PermissionsViolation) {
+    return new SimdcError("FAILED_PRECONDITION", `this role may not call ${method.rpc}: ${err.message}`, { cause: err });
+  }
   return unavailable(`${method.rpc} failed: ${err.message}`, err);
 }

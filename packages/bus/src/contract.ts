@@ -31,9 +31,20 @@ function method<Req, Res>(
 }
 
 export const hostService = {
-  RegisterHost: method("api", "HostService", "RegisterHost", v1.RegisterHostRequest, v1.RegisterHostResponse),
+  RegisterHost: method("api-by-id", "HostService", "RegisterHost", v1.RegisterHostRequest, v1.RegisterHostResponse),
   ListHosts: method("api", "HostService", "ListHosts", v1.ListHostsRequest, v1.ListHostsResponse),
   GetHost: method("api", "HostService", "GetHost", v1.GetHostRequest, v1.GetHostResponse),
+  GetSyncStatus: method("api", "HostService", "GetSyncStatus", v1.GetSyncStatusRequest, v1.GetSyncStatusResponse),
+};
+
+export const controllerService = {
+  GetControllerStatus: method(
+    "api",
+    "ControllerService",
+    "GetControllerStatus",
+    v1.GetControllerStatusRequest,
+    v1.GetControllerStatusResponse,
+  ),
 };
 
 export const computeService = {
@@ -51,7 +62,7 @@ export const storageService = {
   ListVolumes: method("api", "StorageService", "ListVolumes", v1.ListVolumesRequest, v1.ListVolumesResponse),
   DeleteVolume: method("api", "StorageService", "DeleteVolume", v1.DeleteVolumeRequest, v1.DeleteVolumeResponse),
   RegisterSanNode: method(
-    "api",
+    "api-by-id",
     "StorageService",
     "RegisterSanNode",
     v1.RegisterSanNodeRequest,
@@ -61,8 +72,8 @@ export const storageService = {
 };
 
 export const hostAgentService = {
-  ApplyVm: method("host", "HostAgentService", "ApplyVm", v1.ApplyVmRequest, v1.ApplyVmResponse),
-  RemoveVm: method("host", "HostAgentService", "RemoveVm", v1.RemoveVmRequest, v1.RemoveVmResponse),
+  GetHostState: method("host", "HostAgentService", "GetHostState", v1.GetHostStateRequest, v1.GetHostStateResponse),
+  Reregister: method("host", "HostAgentService", "Reregister", v1.ReregisterRequest, v1.ReregisterResponse),
 };
 
 export const sanNodeService = {
@@ -82,6 +93,20 @@ export const sanNodeService = {
   ),
   ReadBlocks: method("san", "SanNodeService", "ReadBlocks", v1.ReadBlocksRequest, v1.ReadBlocksResponse),
   WriteBlocks: method("san", "SanNodeService", "WriteBlocks", v1.WriteBlocksRequest, v1.WriteBlocksResponse),
+  ListBackingVolumes: method(
+    "san",
+    "SanNodeService",
+    "ListBackingVolumes",
+    v1.ListBackingVolumesRequest,
+    v1.ListBackingVolumesResponse,
+  ),
+  Reregister: method(
+    "san",
+    "SanNodeService",
+    "Reregister",
+    v1.SanNodeServiceReregisterRequest,
+    v1.SanNodeServiceReregisterResponse,
+  ),
 };
 
 export const supervisorService = {

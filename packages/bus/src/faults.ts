@@ -1,9 +1,11 @@
 // Decides what the fault rules do to one message: deliver it, drop it,
-// delay it or deliver copies. Pure: it sees a subject and the identities of
-// sender and receiver, and draws from an injected random source, so the
-// same seed gives the same faults.
+// delay it or deliver copies. Pure: it sees a subject, the identities of
+// sender and receiver and the message's place in its sender's stream, and
+// its sampling is a hash of the run's seed and those, so a rerun with the
+// same seed decides the same on the same messages, whatever order they
+// arrive in.
 
-import { invalidArgument, checkName } from "@simdc/common";
+import { invalidArgument, checkName, unitHash } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 
 import v1 = simdc.v1;
@@ -68,13 +70,23 @@ export function checkFaultRule(rule: v1.FaultRule.$Properties): v1.FaultRule {
   return v1.FaultRule.create({ id, action, subject, source, destination, percent: percent || 100, delayMs, jitterMs, copies: copies || 1 });
 }
 
+/** Which message is judged: who sent it first-hand, and its number among that sender's messages on its subject. */
+export interface MessageKey {
+  sender: string;
+  seq: number;
+}
+
 export class FaultRules {
   private readonly rules: CompiledRule[];
 
+  /**
+   * @param seed the run's seed; with the message key it decides percent
+   * sampling and jitter.
+   */
   constructor(
     readonly generation: number,
     rules: v1.FaultRule.$Properties[],
-    private readonly random: () => number = Math.random,
+    private readonly seed = 0,
   ) {
     this.rules = rules.map((r) => {
       const rule = checkFaultRule(r);
@@ -88,19 +100,29 @@ export class FaultRules {
 
   /**
    * The first matching rule decides. `sources` and `destinations` are the
-   * identities of sender and receiver (ids, process id, role).
+   * identities of sender and receiver (ids, process id, role); `key` names
+   * the message for sampling (a reply is keyed by its request, with
+   * `leg` "reply", so its fate is independent of the request's).
    */
-  decide(subject: string, sources: readonly string[], destinations: readonly string[]): FaultVerdict {
+  decide(
+    subject: string,
+    sources: readonly string[],
+    destinations: readonly string[],
+    key: MessageKey = { sender: "", seq: 0 },
+    leg = "",
+  ): FaultVerdict {
     for (const { rule, subject: pattern, percent } of this.rules) {
       if (pattern && !subjectMatches(pattern, subject)) continue;
       if (!this.matchesEnds(rule, sources, destinations)) continue;
-      if (percent < 100 && this.random() * 100 >= percent) continue;
+      if (percent < 100 && unitHash(this.seed, rule.id, key.sender, subject, key.seq, leg) * 100 >= percent) continue;
       switch (rule.action) {
         case v1.FaultAction.FAULT_ACTION_DROP:
         case v1.FaultAction.FAULT_ACTION_PARTITION:
           return { kind: "drop", ruleId: rule.id };
-        case v1.FaultAction.FAULT_ACTION_DELAY:
-          return { kind: "delay", delayMs: rule.delayMs + Math.floor(this.random() * (rule.jitterMs + 1)), ruleId: rule.id };
+        case v1.FaultAction.FAULT_ACTION_DELAY: {
+          const jitter = Math.floor(unitHash(this.seed, rule.id, key.sender, subject, key.seq, leg, "jitter") * (rule.jitterMs + 1));
+          return { kind: "delay", delayMs: rule.delayMs + jitter, ruleId: rule.id };
+        }
         case v1.FaultAction.FAULT_ACTION_DUPLICATE:
           return { kind: "duplicate", copies: rule.copies, ruleId: rule.id };
       }

@@ -1,21 +1,59 @@
 // A JetStream KV bucket holding protobuf values, with the compare-and-set
 // operations desired state needs (create fails on an existing key, update on
-// a stale revision). Writes resolve only after JetStream has stored them, so
-// what a caller acknowledges survives a crash.
+// a stale revision) and a follow mode that keeps a copy current. Writes
+// resolve only after JetStream has stored them, so what a caller
+// acknowledges survives a crash. A fenced bucket wraps every value with the
+// lease epoch of its writer, so a reader can tell a deposed writer's records.
 
-import type { JetStreamClient, KV, KvEntry } from "nats";
+import type { JetStreamClient, KV, KvEntry, QueuedIterator } from "nats";
 import { SimdcError, unavailable } from "@simdc/common";
+import { simdc } from "@simdc/proto";
 import { decodeMessage, encodeMessage, type Input, type MessageType } from "./codec.js";
+
+import v1 = simdc.v1;
 
 export interface BucketOptions {
   /** JetStream replicas; 3 in a NATS cluster. */
   replicas?: number;
+  /**
+   * Wrap values in a StoredRecord with the writer's epoch (from `epochOf`).
+   * Reads from the stream leader only (no direct gets from replicas), so a
+   * reader never sees a value older than one it was told is written.
+   */
+  fenced?: { epochOf: () => number };
+  /** Keys older than this are removed by the server, in ms (0: kept). */
+  ttlMs?: number;
+  /** Revisions kept per key (1 by default), for undoing writes. */
+  history?: number;
+  /** Only bind to a bucket that exists (its creator chose its settings); fail when it does not. */
+  bindOnly?: boolean;
 }
 
 export interface Stored<T> {
   value: T;
   revision: number;
+  /** The writer's lease epoch (0 in buckets that are not fenced). */
+  epoch: number;
 }
+
+/** One change seen by a follower: a value, or its deletion (value null). */
+export interface Change<T> {
+  key: string;
+  value: T | null;
+  revision: number;
+  epoch: number;
+}
+
+export interface Following {
+  stop(): void;
+}
+
+/**
+ * The key a new writer marks its start under: every write before the mark
+ * has a lower revision, every write after it a higher one, and followers see
+ * the mark in order with the rest.
+ */
+export const barrierKey = "_barrier";
 
 /** JetStream's API error for "wrong last sequence", which KV create and update raise. */
 const wrongLastSequence = 10071;
@@ -25,22 +63,49 @@ export class Bucket<T> {
     private readonly kv: KV,
     private readonly type: MessageType<T>,
     readonly name: string,
+    private readonly fenced: BucketOptions["fenced"],
+    /** Revisions kept per key. */
+    readonly historyKept: number,
   ) {}
 
   static async open<T>(js: JetStreamClient, name: string, type: MessageType<T>, options: BucketOptions): Promise<Bucket<T>> {
     try {
-      const kv = await js.views.kv(name, { history: 1, replicas: options.replicas ?? 1 });
-      return new Bucket(kv, type, name);
+      const kv = await js.views.kv(name, {
+        history: options.history ?? 1,
+        replicas: options.replicas ?? 1,
+        ...(options.fenced ? { allow_direct: false } : {}),
+        ...(options.ttlMs ? { ttl: options.ttlMs } : {}),
+        ...(options.bindOnly ? { bindOnly: true } : {}),
+      });
+      return new Bucket(kv, type, name, options.fenced, options.history ?? 1);
     } catch (err) {
       throw unavailable(`cannot open KV bucket ${name}: ${(err as Error).message}`, err);
     }
   }
 
+  private encode(value: Input<T>): Uint8Array {
+    const message = encodeMessage(this.type, value);
+    if (!this.fenced) return message;
+    return encodeMessage(v1.StoredRecord, { writerEpoch: this.fenced.epochOf(), message });
+  }
+
+  /** @throws SimdcError INVALID_ARGUMENT when the bytes do not decode. */
+  private decode(data: Uint8Array): { value: T; epoch: number } {
+    if (!this.fenced) return { value: decodeMessage(this.type, data), epoch: 0 };
+    const record = decodeMessage(v1.StoredRecord, data);
+    return { value: decodeMessage(this.type, record.message), epoch: record.writerEpoch };
+  }
+
   /** The stored value, or null when the key is absent or deleted. */
   async get(key: string): Promise<Stored<T> | null> {
-    const entry = await this.kv.get(key);
+    let entry: KvEntry | null;
+    try {
+      entry = await this.kv.get(key);
+    } catch (err) {
+      throw unavailable(`KV get ${this.name}/${key} failed: ${(err as Error).message}`, err);
+    }
     if (!entry || entry.operation !== "PUT") return null;
-    return { value: decodeMessage(this.type, entry.value), revision: entry.revision };
+    return { ...this.decode(entry.value), revision: entry.revision };
   }
 
   /**
@@ -50,7 +115,7 @@ export class Bucket<T> {
    */
   async create(key: string, value: Input<T>): Promise<number> {
     try {
-      return await this.kv.create(key, encodeMessage(this.type, value));
+      return await this.kv.create(key, this.encode(value));
     } catch (err) {
       if (isWrongLastSequence(err)) throw new SimdcError("ALREADY_EXISTS", `${key} exists already`);
       throw unavailable(`KV create ${this.name}/${key} failed: ${(err as Error).message}`, err);
@@ -63,28 +128,64 @@ export class Bucket<T> {
    */
   async update(key: string, value: Input<T>, revision: number): Promise<number> {
     try {
-      return await this.kv.update(key, encodeMessage(this.type, value), revision);
+      return await this.kv.update(key, this.encode(value), revision);
     } catch (err) {
       if (isWrongLastSequence(err)) throw new SimdcError("CONFLICT", `${key} changed since revision ${revision}`);
       throw unavailable(`KV update ${this.name}/${key} failed: ${(err as Error).message}`, err);
     }
   }
 
-  /** Stores a value whatever was there. */
+  /** Stores a value whatever was there. @returns the revision. */
   async put(key: string, value: Input<T>): Promise<number> {
     try {
-      return await this.kv.put(key, encodeMessage(this.type, value));
+      return await this.kv.put(key, this.encode(value));
     } catch (err) {
       throw unavailable(`KV put ${this.name}/${key} failed: ${(err as Error).message}`, err);
     }
   }
 
-  async delete(key: string): Promise<void> {
+  /**
+   * Deletes a key; with `revision`, only if it is still at that revision.
+   * @throws SimdcError CONFLICT when it changed since.
+   */
+  async delete(key: string, revision?: number): Promise<void> {
     try {
-      await this.kv.delete(key);
+      await this.kv.delete(key, revision !== undefined ? { previousSeq: revision } : undefined);
     } catch (err) {
+      if (isWrongLastSequence(err)) throw new SimdcError("CONFLICT", `${key} changed since revision ${revision}`);
       throw unavailable(`KV delete ${this.name}/${key} failed: ${(err as Error).message}`, err);
     }
+  }
+
+  /**
+   * Writes the barrier mark (an empty value under barrierKey).
+   * @returns its revision: every write that completed before this call has a
+   * lower one, every write made after it a higher one.
+   */
+  async writeBarrier(): Promise<number> {
+    return this.put(barrierKey, this.type.create() as Input<T>);
+  }
+
+  /**
+   * The revisions of one key the bucket still holds (its history setting),
+   * oldest first; deletions have a null value.
+   */
+  async history(key: string): Promise<Change<T>[]> {
+    const out: Change<T>[] = [];
+    try {
+      const entries = await this.kv.history({ key });
+      for await (const entry of entries) {
+        if (entry.operation !== "PUT") {
+          out.push({ key, value: null, revision: entry.revision, epoch: 0 });
+          continue;
+        }
+        const decoded = this.decode(entry.value);
+        out.push({ key, value: decoded.value, revision: entry.revision, epoch: decoded.epoch });
+      }
+    } catch (err) {
+      throw unavailable(`KV history ${this.name}/${key} failed: ${(err as Error).message}`, err);
+    }
+    return out;
   }
 
   /**
@@ -94,60 +195,75 @@ export class Bucket<T> {
    */
   async loadAll(onCorrupt: (key: string, err: unknown) => void): Promise<Map<string, Stored<T>>> {
     const out = new Map<string, Stored<T>>();
-    const status = await this.kv.status();
-    if (status.values === 0) return out;
-    let resolveReady!: () => void;
-    const ready = new Promise<void>((r) => (resolveReady = r));
-    const watcher = await this.kv.watch({ initializedFn: () => resolveReady() });
-    const reader = (async () => {
-      for await (const entry of watcher) this.apply(out, entry, onCorrupt);
-    })();
-    await ready;
-    watcher.stop();
-    await reader;
+    const following = await this.follow({
+      onChange: (change) => {
+        if (change.value === null) out.delete(change.key);
+        else out.set(change.key, { value: change.value, revision: change.revision, epoch: change.epoch });
+      },
+      onCorrupt,
+    });
+    following.stop();
     return out;
   }
 
-  private apply(out: Map<string, Stored<T>>, entry: KvEntry, onCorrupt: (key: string, err: unknown) => void): void {
-    if (entry.operation !== "PUT") {
-      out.delete(entry.key);
-      return;
-    }
-    try {
-      out.set(entry.key, { value: decodeMessage(this.type, entry.value), revision: entry.revision });
-    } catch (err) {
-      onCorrupt(entry.key, err);
-    }
-  }
-
   /**
-   * Calls `onChange` with the key's current value (null when absent or
-   * deleted) before it resolves, and again after every change, until the
-   * connection closes. A value may be reported twice; callers are idempotent.
+   * Reports every live key (or those matching `key`, a NATS-style pattern),
+   * then every change, in revision order, until stopped; resolves once the
+   * keys that existed at the call have been reported. A value that does not
+   * decode goes to `onCorrupt` and is otherwise skipped.
    */
-  async watchKey(key: string, onChange: (value: T | null) => void): Promise<void> {
-    let initial: T | null = null;
+  async follow(options: {
+    key?: string;
+    onChange: (change: Change<T>) => void;
+    onCorrupt: (key: string, err: unknown) => void;
+  }): Promise<Following> {
+    let resolveReady!: () => void;
+    const ready = new Promise<void>((r) => (resolveReady = r));
+    let watcher: QueuedIterator<KvEntry>;
     try {
-      initial = (await this.get(key))?.value ?? null;
-    } catch {
-      // A value that does not decode is treated as absent, as in the watch below.
+      watcher = await this.kv.watch({ ...(options.key ? { key: options.key } : {}), initializedFn: () => resolveReady() });
+    } catch (err) {
+      throw unavailable(`KV watch ${this.name} failed: ${(err as Error).message}`, err);
     }
-    onChange(initial);
-    const watcher = await this.kv.watch({ key });
     void (async () => {
       for await (const entry of watcher) {
         if (entry.operation !== "PUT") {
-          onChange(null);
+          options.onChange({ key: entry.key, value: null, revision: entry.revision, epoch: 0 });
           continue;
         }
+        let decoded: { value: T; epoch: number };
         try {
-          onChange(decodeMessage(this.type, entry.value));
-        } catch {
-          // A value that does not decode is treated as absent: no rules.
-          onChange(null);
+          decoded = this.decode(entry.value);
+        } catch (err) {
+          options.onCorrupt(entry.key, err);
+          continue;
         }
+        options.onChange({ key: entry.key, value: decoded.value, revision: entry.revision, epoch: decoded.epoch });
       }
     })();
+    await ready;
+    return { stop: () => watcher.stop() };
+  }
+
+  /**
+   * Calls `onChange` with the key's current value (null when absent, deleted
+   * or not decodable) before it resolves, and again after every change, until
+   * the connection closes. A value may be reported twice; callers are idempotent.
+   */
+  async watchKey(key: string, onChange: (value: T | null) => void): Promise<void> {
+    let seen = false;
+    await this.follow({
+      key,
+      onChange: (change) => {
+        seen = true;
+        onChange(change.value);
+      },
+      onCorrupt: () => {
+        seen = true;
+        onChange(null);
+      },
+    });
+    if (!seen) onChange(null);
   }
 }
 

@@ -6,10 +6,17 @@
 import {
   createLogger,
   describeSettings,
+  freshSeed,
   handleProcessSignals,
   readSettings,
+  Rng,
+  seedMax,
   serveHealth,
   SimdcError,
+  timeScaleMax,
+  timeScaleMin,
+  WallClock,
+  type Clock,
   type HealthReport,
   type Logger,
   type Settings,
@@ -36,11 +43,53 @@ export const busSettings = {
     help: "serve GET /healthz on this port (0: off)",
   },
   "log-level": { kind: "string", env: "LOG_LEVEL", default: "info", help: "pino log level" },
+  seed: {
+    kind: "int",
+    env: "SIMDC_SEED",
+    default: -1,
+    min: -1,
+    max: seedMax,
+    help: `the run's seed, 0-${seedMax}; every random choice and fault decision derives from it (-1: a fresh one, logged)`,
+  },
+  "time-scale": {
+    kind: "number",
+    env: "SIMDC_TIME_SCALE",
+    default: 1,
+    min: timeScaleMin,
+    max: timeScaleMax,
+    help: "simulated ms per real ms: heartbeats, timeouts and models run this much faster",
+  },
+  "time-origin-ms": {
+    kind: "number",
+    env: "SIMDC_TIME_ORIGIN_MS",
+    default: 0,
+    min: 0,
+    max: 8_640_000_000_000,
+    help: "Unix ms where simulated and wall time agree; every process of a datacenter needs the same one",
+  },
+  "nats-user": { kind: "string", env: "SIMDC_NATS_USER", default: "", help: "NATS user of this process's role" },
+  "nats-password": {
+    kind: "string",
+    env: "SIMDC_NATS_PASSWORD",
+    default: "",
+    help: "its password (prefer the environment variable: flags show in ps)",
+  },
 } as const satisfies SettingsSpec;
 
 export interface RunningRole {
   stop(): Promise<void>;
   health(): HealthReport;
+}
+
+/** What a role is started with. */
+export interface RoleContext<S> {
+  bus: Bus;
+  settings: S;
+  logger: Logger;
+  /** Simulated time at the process's time scale. */
+  clock: Clock;
+  /** The process's random stream, derived from the run's seed and its id; derive per host or node. */
+  rng: Rng;
 }
 
 export interface ProcessSpec<T extends SettingsSpec> {
@@ -49,7 +98,7 @@ export interface ProcessSpec<T extends SettingsSpec> {
   settings: T;
   /** The process identity, from its settings. */
   idOf(settings: Settings<T & typeof busSettings>): string;
-  run(context: { bus: Bus; settings: Settings<T & typeof busSettings>; logger: Logger }): Promise<RunningRole>;
+  run(context: RoleContext<Settings<T & typeof busSettings>>): Promise<RunningRole>;
 }
 
 /** Runs a role as this process's main; resolves once it is up. */
@@ -70,7 +119,14 @@ export async function runProcess<T extends SettingsSpec>(spec: ProcessSpec<T>, a
     process.exit(2);
   }
   const logger = createLogger({ service: spec.service, id, level: settings["log-level"] as string });
+  const givenSeed = settings.seed as number;
+  const seed = givenSeed >= 0 ? givenSeed : freshSeed();
+  const timeScale = settings["time-scale"] as number;
+  const clock = new WallClock(timeScale, settings["time-origin-ms"] as number);
+  // The first line says how to run this process again the same way.
+  logger.info({ seed, seedGiven: givenSeed >= 0, timeScale, timeOriginMs: settings["time-origin-ms"] }, "starting");
   try {
+    const user = settings["nats-user"] as string;
     const bus = await Bus.connect({
       servers: settings["nats-url"] as string,
       prefix: settings.prefix as string,
@@ -78,10 +134,13 @@ export async function runProcess<T extends SettingsSpec>(spec: ProcessSpec<T>, a
       processId: id,
       role: spec.service,
       logger,
+      clock,
+      seed,
+      ...(user ? { user, password: settings["nats-password"] as string } : {}),
     });
     // Before the role starts, so its first message already obeys the rules.
     await bus.followFaultRules();
-    const role = await spec.run({ bus, settings, logger });
+    const role = await spec.run({ bus, settings, logger, clock, rng: new Rng(seed, id) });
     const healthPort = settings["health-port"] as number;
     const health = healthPort > 0 ? await serveHealth(healthPort, () => withBus(bus, role.health())) : null;
     handleProcessSignals(logger, async () => {

@@ -1,19 +1,32 @@
 // Every NATS subject simdc uses is built here, from one configurable prefix,
 // so several simulated datacenters can share a NATS server and the subject
 // table in the README has a single source. Each id put into a subject is
-// checked to be one valid token.
+// checked to be one valid token; "*" is accepted where a server subscribes
+// for many ids at once.
 
 import { checkName, invalidArgument } from "@simdc/common";
 
-/** Where an RPC method is served: the controller's API, one host, one SAN node, or a process's control endpoint. */
-export type RpcScope = "api" | "host" | "san" | "ctl";
+/**
+ * Where an RPC method is served: the controller's API, the API with the
+ * caller's own id as the last token (registrations, so NATS permissions can
+ * tie an id to its owner), one simulated host (in its agent process), one SAN
+ * node, or a process's control endpoint.
+ */
+export type RpcScope = "api" | "api-by-id" | "host" | "san" | "ctl";
 
-export type EventObjectKind = "host" | "vm" | "volume" | "san" | "fault" | "process";
+export type EventObjectKind = "host" | "vm" | "volume" | "san" | "fault" | "process" | "controller";
 
 const prefixPattern = /^[a-zA-Z0-9_-]+(\.[a-zA-Z0-9_-]+)*$/;
 
+/** An id token, or "*" to subscribe for every id. */
+function idToken(field: string, id: string): string {
+  return id === "*" ? id : checkName(field, id);
+}
+
 export class Subjects {
   readonly prefix: string;
+  /** How many tokens the prefix has, so token positions can be computed. */
+  readonly prefixTokens: number;
 
   /** @throws SimdcError INVALID_ARGUMENT when the prefix is not dot-separated plain tokens. */
   constructor(prefix = "simdc") {
@@ -21,21 +34,37 @@ export class Subjects {
       throw invalidArgument(`subject prefix ${JSON.stringify(prefix)} must be dot-separated tokens of [a-zA-Z0-9_-]`);
     }
     this.prefix = prefix;
+    this.prefixTokens = prefix.split(".").length;
   }
 
-  /** `<prefix>.api.v1.<Service>.<Method>`: the public API, served by the controller. */
+  /** `<prefix>.api.v1.<Service>.<Method>`: the public API, served by the active controller. */
   api(service: string, method: string): string {
     return `${this.prefix}.api.v1.${service}.${method}`;
   }
 
-  /** `<prefix>.host.<hostId>.<Method>`: the controller talking to one simulated host. */
-  host(hostId: string, method: string): string {
-    return `${this.prefix}.host.${checkName("host id", hostId)}.${method}`;
+  /** `<prefix>.api.v1.<Service>.<Method>.<id>`: an API call that names its caller (a host or SAN node registering). */
+  apiById(service: string, method: string, id: string): string {
+    return `${this.api(service, method)}.${idToken("caller id", id)}`;
+  }
+
+  /**
+   * `<prefix>.host.<agentId>.<hostId>.<Method>`: the controller talking to one
+   * simulated host. One agent process serves all its hosts with one
+   * subscription per method (`<agentId>.*`), so discovery and subscriptions
+   * grow with agents, not hosts.
+   */
+  host(agentId: string, hostId: string, method: string): string {
+    return `${this.prefix}.host.${checkName("agent id", agentId)}.${idToken("host id", hostId)}.${method}`;
+  }
+
+  /** Position of the host id token in a host() subject. */
+  get hostIdToken(): number {
+    return this.prefixTokens + 2;
   }
 
   /** `<prefix>.san.<nodeId>.<Method>`: block I/O and volume management on one SAN node. */
   san(nodeId: string, method: string): string {
-    return `${this.prefix}.san.${checkName("SAN node id", nodeId)}.${method}`;
+    return `${this.prefix}.san.${idToken("SAN node id", nodeId)}.${method}`;
   }
 
   /** `<prefix>.ctl.<processId>.<Method>`: control endpoints of one process (the `simdc up` supervisor). */
@@ -43,10 +72,28 @@ export class Subjects {
     return `${this.prefix}.ctl.${checkName("process id", processId)}.${method}`;
   }
 
+  /**
+   * `<prefix>.dp.<agentId>.<hostId>`: the underlay, where one host's virtual
+   * switch sends encapsulated packets to another's (the SDN's tunnels). An
+   * agent subscribes once for all its hosts; the host id token says which.
+   */
+  underlay(agentId: string, hostId: string): string {
+    return `${this.prefix}.dp.${checkName("agent id", agentId)}.${idToken("host id", hostId)}`;
+  }
+
+  /** Position of the host id token in an underlay() subject. */
+  get underlayHostToken(): number {
+    return this.prefixTokens + 2;
+  }
+
   /** `<prefix>.evt.<kind>.<id>.<name>`: an event about one object; `id` may be `*` to subscribe. */
   event(kind: EventObjectKind, id: string, name: string): string {
-    const idToken = id === "*" ? id : checkName(`${kind} id`, id);
-    return `${this.prefix}.evt.${kind}.${idToken}.${name}`;
+    return `${this.prefix}.evt.${kind}.${idToken(`${kind} id`, id)}.${name}`;
+  }
+
+  /** Position of the object id token in an event() subject. */
+  get eventIdToken(): number {
+    return this.prefixTokens + 2;
   }
 
   /** `<prefix>.ctl.faults.report`: every process answers with the fault rules it applied. */
@@ -62,5 +109,16 @@ export class Subjects {
   /** KV bucket names may not contain dots, so the prefix's dots become dashes. */
   bucket(name: string): string {
     return `${this.prefix.replaceAll(".", "-")}-${name}`;
+  }
+
+  /** The token at `index` of `subject` ("" when it has fewer tokens). */
+  static token(subject: string, index: number): string {
+    let start = 0;
+    for (let i = 0; i < index; i++) {
+      start = subject.indexOf(".", start) + 1;
+      if (start === 0) return "";
+    }
+    const end = subject.indexOf(".", start);
+    return end === -1 ? subject.slice(start) : subject.slice(start, end);
   }
 }
