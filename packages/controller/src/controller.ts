@@ -1,139 +1,275 @@
-// The controller process's role: loads desired state from KV, serves the
-// public API, follows host and SAN heartbeats, and runs the VM reconciler.
-// It talks to hosts and SAN nodes only over the bus.
+// The controller process's role. Every controller follows the stored state
+// (KV) and listens to the hosts, so a standby knows everything the active one
+// knows; the one holding the lease also serves the API, writes, compiles host
+// documents and reconciles volumes. It talks to hosts and SAN nodes only
+// over the bus.
 
-import type { Bus, RunningRole } from "@simdc/bus";
-import { isValidName, type Clock, type Logger } from "@simdc/common";
+import type { Bus, MessageType, RunningRole } from "@simdc/bus";
+import { uniqueId, unavailable, type Clock, type HealthReport, type Logger, type Timer } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 import { computeEndpoints } from "./api/compute-api.js";
+import { controllerEndpoints } from "./api/controller-api.js";
 import { hostEndpoints } from "./api/host-api.js";
 import { storageEndpoints } from "./api/storage-api.js";
+import { HostDocuments } from "./compile/host-documents.js";
 import { EventPublisher } from "./events.js";
-import { VmReconciler } from "./reconcile/vm-reconciler.js";
+import { controllerBucket, datacenterKey, Lease } from "./lease/lease.js";
+import { HostFollower } from "./observe/host-follower.js";
+import { ObservedVms } from "./observe/observed-vms.js";
+import { HostRanking } from "./placement/host-ranking.js";
+import type { PlacementHost } from "./placement/placement.js";
+import { VolumeReconciler } from "./reconcile/volume-reconciler.js";
 import { hostKind, MemberRegistry, sanNodeKind } from "./registry/member-registry.js";
 import type { ControllerConfig } from "./settings.js";
 import type { ControllerState } from "./state.js";
 import { DesiredStore } from "./store/desired-store.js";
+import { FencedStore, type LateWrites } from "./store/fenced-store.js";
 import { vmKind, volumeKind } from "./store/kinds.js";
-import { ObservedVms } from "./store/observed-vms.js";
+import { RequestLog, requestMemoryMs } from "./store/request-log.js";
+import { HostSync } from "./sync/host-sync.js";
 
 import v1 = simdc.v1;
 
+/** Revisions kept per VM, volume, host and SAN node record, so a deposed controller's late writes can be undone. */
+export const recordHistory = 4;
+
 export class Controller implements RunningRole {
-  private readonly timers: NodeJS.Timeout[] = [];
+  private readonly timers: Timer[] = [];
+  private api: Awaited<ReturnType<Bus["serve"]>> | null = null;
+  private readonly stores: FencedStore<unknown>[];
 
-  private constructor(private readonly state: ControllerState) {}
+  private constructor(
+    private readonly state: ControllerState,
+    private readonly follower: HostFollower,
+    stores: FencedStore<any>[],
+  ) {
+    this.stores = stores;
+  }
 
-  /** Loads state, starts serving and starts the loops. */
-  static async start(bus: Bus, config: ControllerConfig, clock: Clock, logger: Logger): Promise<Controller> {
+  /** Loads and follows the stored state, listens to the hosts, and competes for the lease. */
+  static async start(bus: Bus, config: ControllerConfig, clock: Clock, logger: Logger, seed: number): Promise<Controller> {
+    const lease = await Lease.open(bus, config.kvReplicas, { controllerId: config.controllerId, bootId: uniqueId(), ttlMs: config.leaseTtlMs, clock, logger });
     const events = new EventPublisher(bus, clock, config.controllerId);
-    const policy = { heartbeatIntervalMs: config.heartbeatIntervalMs, heartbeatMissesMax: config.heartbeatMissesMax };
-    const registryOptions = { replicas: config.kvReplicas, policy, clock, events, logger };
-    const storeOptions = { replicas: config.kvReplicas, logger };
-    const [hosts, sanNodes, vms, volumes] = await Promise.all([
-      MemberRegistry.open(bus, hostKind, registryOptions),
-      MemberRegistry.open(bus, sanNodeKind, registryOptions),
-      DesiredStore.open(bus, vmKind, storeOptions),
-      DesiredStore.open(bus, volumeKind, storeOptions),
+    const fenced = { epochOf: () => lease.epoch };
+    const undo = (noun: string): LateWrites => ({
+      undo: (key, fromEpoch) =>
+        events.publish("controller", config.controllerId, "reverted", v1.EventKind.EVENT_KIND_WRITE_REVERTED, `undid the write of ${noun} ${key} by deposed epoch ${fromEpoch}`),
+    });
+    const open = async <T>(name: string, type: MessageType<T>, noun: string, late: LateWrites, extra: object = {}) =>
+      FencedStore.open<T>(await bus.bucket(name, type, { replicas: config.kvReplicas, fenced, ...extra }), noun, lease, logger, late);
+    const [vmRecords, volumeRecords, hostRecords, sanRecords, docRecords, requestRecords] = await Promise.all([
+      open<v1.VmRecord>("vms", v1.VmRecord, "vm", undo("vm"), { history: recordHistory }),
+      open<v1.VolumeRecord>("volumes", v1.VolumeRecord, "volume", undo("volume"), { history: recordHistory }),
+      open<v1.Host>("hosts", v1.Host, "host", undo("host"), { history: recordHistory }),
+      open<v1.SanNode>("san-nodes", v1.SanNode, "SAN node", undo("SAN node"), { history: recordHistory }),
+      open<v1.HostDocument>("docs", v1.HostDocument, "host document", "accept"),
+      open<v1.RequestRecord>("requests", v1.RequestRecord, "request", undo("request"), { history: 2, ttlMs: requestMemoryMs }),
     ]);
-    const observed = new ObservedVms();
-    const reconciler = new VmReconciler(bus, vms, observed, hosts, logger);
+    const policy = { heartbeatIntervalMs: config.heartbeatIntervalMs, heartbeatMissesMax: config.heartbeatMissesMax };
+    const registryOptions = { policy, clock, events, logger, lease };
+    const hosts = new MemberRegistry(hostKind, hostRecords, registryOptions);
+    const sanNodes = new MemberRegistry(sanNodeKind, sanRecords, registryOptions);
+    const vms = new DesiredStore(vmRecords, vmKind);
+    const volumes = new DesiredStore(volumeRecords, volumeKind);
+    const ratios = { cpu: config.cpuOvercommit, memory: config.memoryOvercommit };
+    const snapshot = (hostId: string): PlacementHost | undefined => {
+      const host = hosts.get(hostId);
+      if (!host) return undefined;
+      const allocation = vms.allocation(hostId);
+      return {
+        id: host.id,
+        connected: hosts.isConnected(host.id),
+        pcpus: host.capacity?.pcpus ?? 0,
+        memoryMib: host.capacity?.memoryMib ?? 0,
+        allocatedVcpus: allocation.vcpus,
+        allocatedMemoryMib: allocation.memoryMib,
+        vmCount: allocation.vmCount,
+        vmsMax: host.capacity?.vmsMax ?? 0,
+      };
+    };
+    const ranking = new HostRanking(snapshot, function* () {
+      for (const host of hosts.all()) yield snapshot(host.id)!;
+    }, ratios);
+    const documents = new HostDocuments(bus, docRecords, vms, volumes, hosts, lease, logger, config.documentChunkBytes);
+    const sync = new HostSync(documents, hosts, clock);
     const state: ControllerState = {
+      controllerId: config.controllerId,
       bus,
       clock,
       logger,
       events,
-      ratios: { cpu: config.cpuOvercommit, memory: config.memoryOvercommit },
+      ratios,
       heartbeatIntervalMs: config.heartbeatIntervalMs,
       heartbeatMissesMax: config.heartbeatMissesMax,
+      metricsIntervalMs: config.metricsIntervalMs,
+      seed,
+      lease,
+      stateId: "",
       hosts,
       sanNodes,
       vms,
       volumes,
-      observed,
-      reconciler,
+      requests: new RequestLog(requestRecords, clock),
+      documents,
+      sync,
+      observed: new ObservedVms(),
+      ranking,
+      volumeReconciler: new VolumeReconciler({
+        bus,
+        volumes,
+        sanNodes,
+        lease,
+        events,
+        clock,
+        logger,
+        stateId: () => state.stateId,
+        inventoryIntervalMs: config.inventoryIntervalMs,
+      }),
+      counters: { refused: 0 },
     };
-    const controller = new Controller(state);
-    controller.followHeartbeats();
-    await bus.serve({ role: "controller", description: "simdc control plane: compute, hosts, storage" }, [
-      ...hostEndpoints(state),
-      ...computeEndpoints(state),
-      ...storageEndpoints(state),
-    ]);
+    for (const host of hosts.all()) ranking.update(host.id);
+    vms.onAllocationChanged((hostId) => ranking.update(hostId));
+    hostRecords.onChange((hostId) => {
+      ranking.update(hostId);
+      sync.update(hostId);
+    });
+    const stores = [vmRecords, volumeRecords, hostRecords, sanRecords, docRecords, requestRecords];
+    const controller = new Controller(state, new HostFollower(state), stores);
+    state.stateId = (await (await bus.bucket(controllerBucket, v1.DatacenterState)).get(datacenterKey))?.value.stateId ?? "";
+    controller.follower.start();
+    bus.onConnectionChange((connected) => {
+      hosts.connectionChanged(connected);
+      sanNodes.connectionChanged(connected);
+    });
+    lease.onActive((epoch) => controller.activate(epoch));
+    lease.onDeposed((reason) => controller.deactivate(reason));
     controller.startLoops(config);
-    for (const id of vms.ids()) reconciler.enqueue(id);
-    logger.info({ hosts: [...hosts.all()].length, vms: vms.size, volumes: volumes.size }, "desired state loaded");
+    lease.start();
+    logger.info({ hosts: hosts.size, vms: vms.size, volumes: volumes.size, stateId: state.stateId || null }, "stored state loaded; following it");
     return controller;
   }
 
-  private followHeartbeats(): void {
-    const { bus, hosts, sanNodes, observed, reconciler, logger } = this.state;
-    bus.subscribe(bus.subjects.event("host", "*", "heartbeat"), v1.HostHeartbeat, async (beat) => {
-      if (!isValidName(beat.hostId) || !hosts.get(beat.hostId)) return;
-      const transition = await hosts.heartbeat(beat.hostId, beat.bootId);
-      // Every host beats every interval with all its VMs, so this loop is hot:
-      // it keeps the decoded statuses (a host speaks only for itself) rather than copying them.
-      const reported: v1.VmStatus[] = [];
-      for (const status of beat.vms as v1.VmStatus[]) {
-        if (!isValidName(status.vmId)) continue;
-        status.hostId = beat.hostId;
-        reported.push(status);
-      }
-      const gone = observed.replaceHost(beat.hostId, reported);
-      if (transition) reconciler.resyncHost(beat.hostId);
-      reconciler.onHeartbeat(beat.hostId, reported, gone);
+  /** Takes over: fences the stores, continues the documents, reconciles, and serves the API. */
+  private async activate(epoch: number): Promise<void> {
+    const { state } = this;
+    const started = state.clock.nowMs();
+    for (const store of this.stores) await store.activate(epoch);
+    state.stateId = await this.ensureDatacenterState();
+    state.documents.activate(state.stateId);
+    state.volumeReconciler.activate();
+    this.api = await state.bus.serve({ role: "controller", description: "simdc control plane: compute, hosts, storage, controller status" }, [
+      ...hostEndpoints(state),
+      ...computeEndpoints(state),
+      ...storageEndpoints(state),
+      ...controllerEndpoints(state, () => this.writesReverted()),
+    ]);
+    await state.bus.flush();
+    const message = `controller ${state.controllerId} is active at epoch ${epoch}`;
+    state.logger.warn({ epoch, takeoverMs: state.clock.nowMs() - started, stateId: state.stateId }, "serving as the active controller");
+    state.events.publish("controller", state.controllerId, "active", v1.EventKind.EVENT_KIND_CONTROLLER_ACTIVE, message);
+  }
+
+  private deactivate(reason: string): void {
+    const { state } = this;
+    if (!this.api) return;
+    const err = unavailable(`this controller was deposed (${reason}); retry`);
+    for (const store of this.stores) store.deactivate();
+    state.documents.deactivate(err);
+    state.sync.abandon(err);
+    state.volumeReconciler.deactivate();
+    void this.api?.stop();
+    this.api = null;
+    state.bus.publish(state.bus.subjects.event("controller", state.controllerId, "deposed"), v1.Event, {
+      kind: v1.EventKind.EVENT_KIND_CONTROLLER_DEPOSED,
+      objectId: state.controllerId,
+      timeMs: state.clock.nowMs(),
+      message: `controller ${state.controllerId} stopped serving: ${reason}`,
+      source: state.controllerId,
     });
-    bus.subscribe(bus.subjects.event("vm", "*", "status"), v1.VmStatus, (status) => {
-      if (!isValidName(status.vmId) || !isValidName(status.hostId)) return;
-      observed.record(status);
-    });
-    bus.subscribe(bus.subjects.event("san", "*", "heartbeat"), v1.SanNodeHeartbeat, async (beat) => {
-      if (!isValidName(beat.nodeId)) return;
-      await sanNodes.heartbeat(beat.nodeId, beat.bootId);
-    });
-    logger.debug("following heartbeats");
+  }
+
+  /** The id of the stored state, created by the first controller that finds none. */
+  private async ensureDatacenterState(): Promise<string> {
+    const bucket = await this.state.bus.bucket(controllerBucket, v1.DatacenterState);
+    const stored = await bucket.get(datacenterKey);
+    if (stored) return stored.value.stateId;
+    const created = v1.DatacenterState.create({ stateId: uniqueId(), createdAtMs: this.state.clock.nowMs() });
+    try {
+      await bucket.create(datacenterKey, created);
+      this.state.logger.info({ stateId: created.stateId }, "no stored state: starting a new one");
+      return created.stateId;
+    } catch {
+      // Another controller created it first; use theirs.
+      return (await bucket.get(datacenterKey))?.value.stateId ?? created.stateId;
+    }
+  }
+
+  private writesReverted(): number {
+    return this.stores.reduce((sum, store) => sum + store.reverted, 0);
   }
 
   private startLoops(config: ControllerConfig): void {
-    const { hosts, sanNodes, reconciler, logger } = this.state;
+    const { state } = this;
     const sweepMs = Math.max(25, Math.floor(config.heartbeatIntervalMs / 2));
     this.every(sweepMs, async () => {
-      for (const t of await hosts.sweep()) reconciler.resyncHost(t.id);
-      await sanNodes.sweep();
+      for (const t of await state.hosts.sweep()) {
+        state.ranking.update(t.id);
+        state.sync.update(t.id);
+      }
+      for (const t of await state.sanNodes.sweep()) state.ranking.update(t.id);
     });
-    this.every(config.resyncIntervalMs, () => reconciler.resyncUnrealized());
-    logger.debug({ sweepMs }, "loops started");
+    this.every(Math.min(60_000, requestMemoryMs / 4), () => this.purgeTombstones());
+  }
+
+  /** Tombstones outlive the request ids that may ask about them, then go. */
+  private async purgeTombstones(): Promise<void> {
+    const { state } = this;
+    if (!state.lease.isActive) return;
+    const cutoff = state.clock.nowMs() - requestMemoryMs;
+    for (const records of [state.vms.records, state.volumes.records] as FencedStore<v1.VmRecord | v1.VolumeRecord>[]) {
+      const old = [...records.all()].filter(([, e]) => e.value.deleted && e.value.deletedAtMs < cutoff);
+      for (const [id, entry] of old) {
+        // A tombstone that changed meanwhile (a new VM of the name) is not one any more: skip it.
+        await records.remove(id, entry.revision).catch((err: unknown) => state.logger.debug({ id, err: String(err) }, "tombstone not purged"));
+      }
+    }
   }
 
   private every(intervalMs: number, tick: () => void | Promise<void>): void {
     let busy = false;
-    const timer = setInterval(() => {
-      if (busy) return;
-      busy = true;
-      Promise.resolve()
-        .then(tick)
-        .catch((err: unknown) => this.state.logger.error({ err }, "periodic task failed"))
-        .finally(() => (busy = false));
-    }, intervalMs);
-    this.timers.push(timer);
+    this.timers.push(
+      this.state.clock.every(intervalMs, () => {
+        if (busy) return;
+        busy = true;
+        Promise.resolve()
+          .then(tick)
+          .catch((err: unknown) => this.state.logger.error({ err }, "periodic task failed"))
+          .finally(() => (busy = false));
+      }),
+    );
   }
 
-  health() {
-    const { hosts, vms, reconciler } = this.state;
-    const all = [...hosts.all()];
+  health(): HealthReport {
+    const { state } = this;
+    let connected = 0;
+    for (const host of state.hosts.all()) if (state.hosts.isConnected(host.id)) connected += 1;
     return {
       healthy: true,
       details: {
-        hosts: all.length,
-        hostsConnected: all.filter((h) => hosts.isConnected(h.id)).length,
-        vms: vms.size,
-        reconcileQueue: reconciler.queueDepth,
+        role: state.lease.isActive ? "active" : "standby",
+        epoch: state.lease.current?.epoch ?? 0,
+        hosts: state.hosts.size,
+        hostsConnected: connected,
+        vms: state.vms.size,
+        configGeneration: state.documents.desiredGeneration,
+        realizedGeneration: state.sync.realizedGeneration,
       },
     };
   }
 
   async stop(): Promise<void> {
-    for (const timer of this.timers) clearInterval(timer);
-    this.state.reconciler.stop();
+    for (const timer of this.timers) timer.cancel();
+    this.state.lease.stop();
+    this.deactivate("the controller is stopping");
   }
 }

@@ -2,27 +2,31 @@
 // The controller process: `node packages/controller/dist/main.js --help`.
 
 import { runProcess } from "@simdc/bus";
-import { systemClock } from "@simdc/common";
+import { checkName } from "@simdc/common";
 import { Controller } from "./controller.js";
 import { controllerSettings } from "./settings.js";
 
 await runProcess({
   service: "controller",
   settings: controllerSettings,
-  idOf: (s) => s["controller-id"],
-  run: ({ bus, settings, logger }) =>
+  idOf: (s) => checkName("--controller-id", s["controller-id"]),
+  run: ({ bus, settings, logger, clock }) =>
     Controller.start(
       bus,
       {
         controllerId: settings["controller-id"],
         heartbeatIntervalMs: settings["heartbeat-interval-ms"],
         heartbeatMissesMax: settings["heartbeat-misses-max"],
+        metricsIntervalMs: settings["metrics-interval-ms"],
         cpuOvercommit: settings["cpu-overcommit"],
         memoryOvercommit: settings["memory-overcommit"],
         kvReplicas: settings["kv-replicas"],
-        resyncIntervalMs: settings["resync-interval-ms"],
+        leaseTtlMs: settings["lease-ttl-ms"],
+        inventoryIntervalMs: settings["inventory-interval-ms"],
+        documentChunkBytes: settings["document-chunk-bytes"],
       },
-      systemClock,
+      clock,
       logger,
+      bus.seed,
     ),
 });

@@ -1,5 +1,5 @@
-// The controller's settings: identity, heartbeat policy, overcommit ratios
-// and KV replication. Defaults follow REFERENCES.md where it has one.
+// The controller's settings: identity, heartbeat policy, overcommit ratios,
+// the lease and KV replication. Defaults follow REFERENCES.md where it has one.
 
 import type { SettingsSpec } from "@simdc/common";
 
@@ -8,7 +8,7 @@ export const controllerSettings = {
     kind: "string",
     env: "SIMDC_CONTROLLER_ID",
     default: "controller-1",
-    help: "this controller's process id",
+    help: "this controller's id; every controller of a datacenter needs its own",
   },
   "heartbeat-interval-ms": {
     kind: "int",
@@ -16,7 +16,7 @@ export const controllerSettings = {
     default: 1000,
     min: 50,
     max: 60_000,
-    help: "how often hosts and SAN nodes heartbeat",
+    help: "how often hosts and SAN nodes heartbeat (simulated ms)",
   },
   "heartbeat-misses-max": {
     kind: "int",
@@ -25,6 +25,14 @@ export const controllerSettings = {
     min: 1,
     max: 100,
     help: "missed heartbeats after which a host or SAN node is disconnected",
+  },
+  "metrics-interval-ms": {
+    kind: "int",
+    env: "SIMDC_METRICS_INTERVAL_MS",
+    default: 10_000,
+    min: 100,
+    max: 3_600_000,
+    help: "how often hosts publish their metrics (simulated ms)",
   },
   "cpu-overcommit": {
     kind: "number",
@@ -50,13 +58,29 @@ export const controllerSettings = {
     max: 5,
     help: "JetStream replicas of the desired-state buckets (3 in a NATS cluster)",
   },
-  "resync-interval-ms": {
+  "lease-ttl-ms": {
     kind: "int",
-    env: "SIMDC_RESYNC_INTERVAL_MS",
-    default: 5000,
+    env: "SIMDC_LEASE_TTL_MS",
+    default: 1500,
     min: 100,
     max: 600_000,
-    help: "how often every VM not yet realized is reconciled again",
+    help: "a standby takes over once the lease went this long unrenewed (simulated ms)",
+  },
+  "inventory-interval-ms": {
+    kind: "int",
+    env: "SIMDC_INVENTORY_INTERVAL_MS",
+    default: 30_000,
+    min: 100,
+    max: 3_600_000,
+    help: "how often each SAN node's volumes are compared with desired state (simulated ms)",
+  },
+  "document-chunk-bytes": {
+    kind: "int",
+    env: "SIMDC_DOCUMENT_CHUNK_BYTES",
+    default: 512 * 1024,
+    min: 1024,
+    max: 900 * 1024,
+    help: "bytes of VMs per chunk of a host document (under NATS's payload limit)",
   },
 } as const satisfies SettingsSpec;
 
@@ -64,8 +88,11 @@ export interface ControllerConfig {
   controllerId: string;
   heartbeatIntervalMs: number;
   heartbeatMissesMax: number;
+  metricsIntervalMs: number;
   cpuOvercommit: number;
   memoryOvercommit: number;
   kvReplicas: number;
-  resyncIntervalMs: number;
+  leaseTtlMs: number;
+  inventoryIntervalMs: number;
+  documentChunkBytes: number;
 }

@@ -4,17 +4,28 @@
 import type { Bus } from "@simdc/bus";
 import type { Clock, Logger } from "@simdc/common";
 import { simdc } from "@simdc/proto";
+import type { HostDocuments } from "./compile/host-documents.js";
 import type { EventPublisher } from "./events.js";
+import type { Lease } from "./lease/lease.js";
+import type { ObservedVms } from "./observe/observed-vms.js";
+import type { HostRanking } from "./placement/host-ranking.js";
 import type { OvercommitRatios } from "./placement/placement.js";
-import type { VmReconciler } from "./reconcile/vm-reconciler.js";
+import type { VolumeReconciler } from "./reconcile/volume-reconciler.js";
 import type { MemberRegistry } from "./registry/member-registry.js";
-import type { DesiredStore } from "./store/desired-store.js";
-import type { HostAllocation, SanAllocation } from "./store/kinds.js";
-import type { ObservedVms } from "./store/observed-vms.js";
+import type { VmStore, VolumeStore } from "./store/kinds.js";
+import type { RequestLog } from "./store/request-log.js";
+import type { HostSync } from "./sync/host-sync.js";
 
 import v1 = simdc.v1;
 
+/** Counters a status shows. */
+export interface ControllerCounters {
+  /** Messages refused: stale boot ids, generations from the future, taken ids, spoofed ids. */
+  refused: number;
+}
+
 export interface ControllerState {
+  controllerId: string;
   bus: Bus;
   clock: Clock;
   logger: Logger;
@@ -22,10 +33,20 @@ export interface ControllerState {
   ratios: OvercommitRatios;
   heartbeatIntervalMs: number;
   heartbeatMissesMax: number;
+  metricsIntervalMs: number;
+  seed: number;
+  lease: Lease;
+  /** The incarnation of the stored datacenter state (see DatacenterState). */
+  stateId: string;
   hosts: MemberRegistry<v1.Host>;
   sanNodes: MemberRegistry<v1.SanNode>;
-  vms: DesiredStore<v1.Vm, HostAllocation>;
-  volumes: DesiredStore<v1.Volume, SanAllocation>;
+  vms: VmStore;
+  volumes: VolumeStore;
+  requests: RequestLog;
+  documents: HostDocuments;
+  sync: HostSync;
   observed: ObservedVms;
-  reconciler: VmReconciler;
+  ranking: HostRanking;
+  volumeReconciler: VolumeReconciler;
+  counters: ControllerCounters;
 }

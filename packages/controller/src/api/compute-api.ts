@@ -1,108 +1,152 @@
 // ComputeService: create, read, list, delete, start and stop VMs. A change is
-// acknowledged only after it is in KV; the host acts on it afterwards, driven
-// by the reconciler, and the VM's status shows how far it got.
+// acknowledged once it is in KV (and the lease confirmed); the host realizes
+// it from its document afterwards, and the VM's status shows how far it got.
 
 import { computeService, endpoint, type Endpoint } from "@simdc/bus";
-import { alreadyExists, checkName, resourceExhausted } from "@simdc/common";
+import { alreadyExists, checkName, failedPrecondition, notFound, resourceExhausted, uniqueId } from "@simdc/common";
 import { simdc } from "@simdc/proto";
-import { placeVm, type PlacementHost } from "../placement/placement.js";
 import type { ControllerState } from "../state.js";
-import { page } from "./paging.js";
+import { withRequestId } from "../store/kinds.js";
+import { mutate } from "./mutation.js";
+import { page, pageOf } from "./paging.js";
 import { checkPowerState, checkVmSpec } from "./validate.js";
 
 import v1 = simdc.v1;
 
-/** The VM as the API shows it: desired state plus what its host reported. */
+const unknownReason = (message: string): v1.Status.$Properties => ({ code: v1.ErrorCode.ERROR_CODE_UNAVAILABLE, message });
+
+/**
+ * The VM as the API shows it: desired state plus what its host reported.
+ * It never shows a state the host has not reported: UNKNOWN until the
+ * controller has heard the host's state, DEFINED until the host holds this
+ * incarnation.
+ */
 export function vmView(state: ControllerState, vm: v1.Vm): v1.Vm {
-  const reported = state.observed.get(vm.id);
+  const hostId = vm.hostId;
+  const base = { vmId: vm.id, hostId, incarnation: vm.incarnation, observedGeneration: 0 };
   let status: v1.VmStatus.$Properties;
-  if (reported && reported.hostId === vm.hostId) {
-    status = reported;
+  if (!state.hosts.isConnected(hostId)) {
+    status = { ...base, state: v1.VmState.VM_STATE_UNKNOWN, reason: unknownReason(`host ${hostId} is disconnected`) };
+  } else if (!state.observed.isComplete(hostId)) {
+    status = { ...base, state: v1.VmState.VM_STATE_UNKNOWN, reason: unknownReason(`not heard from host ${hostId} since this controller started`) };
   } else {
-    status = { vmId: vm.id, state: v1.VmState.VM_STATE_DEFINED, hostId: vm.hostId, observedGeneration: 0 };
-  }
-  if (!state.hosts.isConnected(vm.hostId)) {
-    status = {
-      ...status,
-      state: v1.VmState.VM_STATE_UNKNOWN,
-      reason: { code: v1.ErrorCode.ERROR_CODE_UNAVAILABLE, message: `host ${vm.hostId} is disconnected` },
-    };
+    const reported = state.observed.get(hostId, vm.id);
+    status = reported && reported.incarnation === vm.incarnation ? reported : { ...base, state: v1.VmState.VM_STATE_DEFINED };
   }
   return v1.Vm.create({ ...vm, status });
 }
 
-export function placementHosts(state: ControllerState): PlacementHost[] {
-  const out: PlacementHost[] = [];
-  for (const host of state.hosts.all()) {
-    const allocation = state.vms.allocation(host.id);
-    out.push({
-      id: host.id,
-      connected: state.hosts.isConnected(host.id),
-      pcpus: host.capacity?.pcpus ?? 0,
-      memoryMib: host.capacity?.memoryMib ?? 0,
-      allocatedVcpus: allocation.vcpus,
-      allocatedMemoryMib: allocation.memoryMib,
-      vmCount: allocation.vmCount,
-      vmsMax: host.capacity?.vmsMax ?? 0,
-    });
-  }
-  return out;
+function hasRequest(record: v1.VmRecord | undefined, requestId: string): boolean {
+  return record !== undefined && record.requestIds.includes(requestId);
 }
 
 export function computeEndpoints(state: ControllerState): Endpoint<any, any>[] {
-  const { vms, reconciler } = state;
+  const { vms } = state;
 
-  async function changePower(vmId: string, power: v1.PowerState): Promise<v1.Vm> {
-    const { object: vm, revision } = vms.require(checkName("vm_id", vmId));
-    if (vm.powerState === power) return vmView(state, vm);
+  /** The live VM. @throws SimdcError NOT_FOUND. */
+  function requireVm(vmId: string): { vm: v1.Vm; record: v1.VmRecord; revision: number } {
+    const id = checkName("vm_id", vmId);
+    const entry = vms.entry(id);
+    if (!entry || entry.value.deleted || !entry.value.vm) throw notFound(`vm ${id} not found`);
+    return { vm: entry.value.vm as v1.Vm, record: entry.value, revision: entry.revision };
+  }
+
+  async function changePower(vmId: string, power: v1.PowerState, requestId: string): Promise<{ response: { vm: v1.Vm }; hosts: string[] }> {
+    const { vm, record, revision } = requireVm(vmId);
+    if (vm.powerState === power) return { response: { vm: vmView(state, vm) }, hosts: [vm.hostId] };
     const changed = v1.Vm.create({ ...vm, powerState: power, generation: vm.generation + 1 });
-    await vms.update(changed, revision);
-    reconciler.enqueue(changed.id);
-    return vmView(state, changed);
+    await vms.records.write(vm.id, v1.VmRecord.create({ vm: changed, requestIds: withRequestId(record.requestIds, requestId) }), revision);
+    return { response: { vm: vmView(state, changed) }, hosts: [vm.hostId] };
+  }
+
+  function replayPower(vmId: string) {
+    return (requestId: string) => {
+      const entry = vms.entry(vmId);
+      return hasRequest(entry?.value, requestId) && entry?.value.vm && !entry.value.deleted ? { vm: vmView(state, entry.value.vm as v1.Vm) } : undefined;
+    };
   }
 
   return [
-    endpoint(computeService.CreateVm, async (req) => {
-      const id = checkName("name", req.name);
-      const spec = checkVmSpec(req.spec);
-      const powerState = checkPowerState(req.powerState, v1.PowerState.POWER_STATE_ON);
-      // Checked before placement so a duplicate never reports a capacity error.
-      if (!vms.isFree(id)) throw alreadyExists(`vm ${id} exists already`);
-      const placement = placeVm(placementHosts(state), spec, state.ratios);
-      if (!placement.ok) {
-        const detail = placement.rejected.slice(0, 4).map((r) => `${r.hostId}: ${r.reason}`).join("; ");
-        throw resourceExhausted(detail ? `${placement.reason} (${detail})` : placement.reason);
-      }
-      const vm = v1.Vm.create({
-        id,
-        spec,
-        powerState,
-        generation: 1,
-        hostId: placement.hostId,
-        createdAtMs: state.clock.nowMs(),
-      });
-      await vms.create(vm);
-      state.events.publish("vm", id, "created", v1.EventKind.EVENT_KIND_VM_CREATED, `vm ${id} placed on ${vm.hostId}`);
-      reconciler.enqueue(id);
-      return {
-        vm: vmView(state, vm),
-        placement: { hostId: placement.hostId, reason: placement.reason, rejected: placement.rejected },
-      };
-    }),
-    endpoint(computeService.GetVm, (req) => ({ vm: vmView(state, vms.require(checkName("vm_id", req.vmId)).object) })),
+    endpoint(computeService.CreateVm, (req) =>
+      mutate(
+        state,
+        computeService.CreateVm,
+        req,
+        async (requestId) => {
+          const id = checkName("name", req.name);
+          const spec = checkVmSpec(req.spec);
+          const powerState = checkPowerState(req.powerState, v1.PowerState.POWER_STATE_ON);
+          // Checked before placement so a duplicate never reports a capacity error.
+          if (!vms.isFree(id)) throw alreadyExists(`vm ${id} exists already`);
+          const boot = state.volumes.get(spec.bootVolume);
+          if (!boot) throw notFound(`boot volume ${spec.bootVolume} does not exist`);
+          if (boot.state === v1.VolumeState.VOLUME_STATE_DELETING || boot.state === v1.VolumeState.VOLUME_STATE_FAILED) {
+            throw failedPrecondition(`boot volume ${spec.bootVolume} is ${v1.VolumeState[boot.state]!.replace("VOLUME_STATE_", "").toLowerCase()}`);
+          }
+          const placement = state.ranking.place(spec);
+          if (!placement.ok) {
+            const detail = placement.rejected.slice(0, 4).map((r) => `${r.hostId}: ${r.reason}`).join("; ");
+            throw resourceExhausted(detail ? `${placement.reason} (${detail})` : placement.reason);
+          }
+          const explained = v1.Placement.create({ hostId: placement.hostId, reason: placement.reason, rejected: placement.rejected });
+          const vm = v1.Vm.create({
+            id,
+            spec,
+            powerState,
+            generation: 1,
+            hostId: placement.hostId,
+            createdAtMs: state.clock.nowMs(),
+            incarnation: uniqueId(),
+            placement: explained,
+          });
+          const release = vms.reserve(vm);
+          try {
+            // A tombstone of an earlier VM of this name is replaced; the new one is a new incarnation.
+            await vms.records.write(id, v1.VmRecord.create({ vm, requestIds: withRequestId([], requestId) }), vms.entry(id)?.revision);
+          } finally {
+            release();
+          }
+          state.events.publish("vm", id, "created", v1.EventKind.EVENT_KIND_VM_CREATED, `vm ${id} placed on ${vm.hostId}`);
+          return { response: { vm: vmView(state, vm), placement: explained }, hosts: [vm.hostId] };
+        },
+        (requestId) => {
+          const entry = vms.entry(req.name);
+          const vm = entry?.value.vm;
+          return hasRequest(entry?.value, requestId) && vm && !entry.value.deleted ? { vm: vmView(state, vm as v1.Vm), placement: vm.placement } : undefined;
+        },
+      ),
+    ),
+    endpoint(computeService.GetVm, (req) => ({ vm: vmView(state, requireVm(req.vmId).vm) })),
     endpoint(computeService.ListVms, (req) => {
       const hostId = req.hostId ? checkName("host_id", req.hostId) : "";
-      const selected = hostId ? [...vms.onTarget(hostId)].map((id) => vms.require(id).object) : vms.all();
-      const { items, nextPageToken } = page(selected, req);
-      return { vms: items.map((vm) => vmView(state, vm)), nextPageToken };
+      const { ids, nextPageToken } = hostId ? pageOf([...vms.onTarget(hostId)], req) : page(vms, req);
+      const out: v1.Vm[] = [];
+      for (const id of ids) {
+        const vm = vms.get(id);
+        if (vm) out.push(vmView(state, vm));
+      }
+      return { vms: out, nextPageToken };
     }),
-    endpoint(computeService.DeleteVm, async (req) => {
-      const vm = await vms.delete(checkName("vm_id", req.vmId));
-      state.events.publish("vm", vm.id, "deleted", v1.EventKind.EVENT_KIND_VM_DELETED, `vm ${vm.id} deleted`);
-      reconciler.enqueue(vm.id);
-      return {};
-    }),
-    endpoint(computeService.StartVm, async (req) => ({ vm: await changePower(req.vmId, v1.PowerState.POWER_STATE_ON) })),
-    endpoint(computeService.StopVm, async (req) => ({ vm: await changePower(req.vmId, v1.PowerState.POWER_STATE_OFF) })),
+    endpoint(computeService.DeleteVm, (req) =>
+      mutate(
+        state,
+        computeService.DeleteVm,
+        req,
+        async (requestId) => {
+          const { vm, record, revision } = requireVm(req.vmId);
+          const tombstone = v1.VmRecord.create({ vm, deleted: true, deletedAtMs: state.clock.nowMs(), requestIds: withRequestId(record.requestIds, requestId) });
+          await vms.records.write(vm.id, tombstone, revision);
+          state.events.publish("vm", vm.id, "deleted", v1.EventKind.EVENT_KIND_VM_DELETED, `vm ${vm.id} deleted`);
+          return { response: {}, hosts: [vm.hostId] };
+        },
+        (requestId) => (hasRequest(vms.entry(req.vmId)?.value, requestId) && vms.entry(req.vmId)?.value.deleted ? {} : undefined),
+      ),
+    ),
+    endpoint(computeService.StartVm, (req) =>
+      mutate(state, computeService.StartVm, req, (id) => changePower(req.vmId, v1.PowerState.POWER_STATE_ON, id), replayPower(req.vmId)),
+    ),
+    endpoint(computeService.StopVm, (req) =>
+      mutate(state, computeService.StopVm, req, (id) => changePower(req.vmId, v1.PowerState.POWER_STATE_OFF, id), replayPower(req.vmId)),
+    ),
   ];
 }

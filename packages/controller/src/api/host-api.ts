@@ -1,11 +1,14 @@
-// HostService: hosts register (persisted) and are listed with what they have
-// been promised and when they were last heard from.
+// HostService: hosts register (stored) and are listed with what they have
+// been promised, when they were last heard from and how far they have
+// realized their documents; GetSyncStatus shows (and can wait for) the
+// datacenter-wide progress.
 
-import { endpoint, hostService, type Endpoint } from "@simdc/bus";
-import { checkName } from "@simdc/common";
+import { endpoint, hostService, Subjects, type Endpoint } from "@simdc/bus";
+import { checkName, invalidArgument } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 import type { ControllerState } from "../state.js";
-import { byId } from "./by-id.js";
+import { waitTimeoutMsDefault, waitTimeoutMsMax } from "./mutation.js";
+import { page } from "./paging.js";
 import { checkBootId, checkHostCapacity } from "./validate.js";
 
 import v1 = simdc.v1;
@@ -18,31 +21,68 @@ export function hostView(state: ControllerState, host: v1.Host): v1.Host {
     allocatedVcpus: allocation.vcpus,
     allocatedMemoryMib: allocation.memoryMib,
     vmCount: allocation.vmCount,
+    desiredGeneration: state.documents.generationOf(host.id),
+    realizedGeneration: state.sync.realizedOf(host.id),
   });
+}
+
+/**
+ * The id a registration names in its subject (the last token): NATS
+ * permissions let an agent publish only its own hosts' subjects, so this is
+ * who the caller is, whatever its payload says.
+ * @throws SimdcError INVALID_ARGUMENT when the payload names another id.
+ */
+export function callerId(subject: string, prefixTokens: number, claimed: string, field: string): string {
+  const id = checkName("the subject's id", Subjects.token(subject, prefixTokens + 4));
+  if (claimed !== id) throw invalidArgument(`${field} ${JSON.stringify(claimed)} differs from the id in the subject (${id})`);
+  return id;
 }
 
 export function hostEndpoints(state: ControllerState): Endpoint<any, any>[] {
   return [
-    endpoint(hostService.RegisterHost, async (req) => {
+    endpoint(hostService.RegisterHost, async (req, msg) => {
+      state.lease.requireActive();
+      const id = callerId(msg.subject, state.bus.subjects.prefixTokens, req.hostId, "host_id");
       const host = v1.Host.create({
-        id: checkName("host_id", req.hostId),
+        id,
         agentId: checkName("agent_id", req.agentId),
         capacity: checkHostCapacity(req.capacity),
         bootId: checkBootId(req.bootId),
       });
-      const transition = await state.hosts.register(host);
-      if (transition.rebooted) state.reconciler.resyncHost(host.id);
+      const previous = state.hosts.get(id);
+      try {
+        await state.hosts.register(host);
+      } catch (err) {
+        state.counters.refused += 1;
+        throw err;
+      }
+      // A new boot of the host starts from nothing; it reports what it builds from its document.
+      if (previous?.bootId !== host.bootId) state.observed.resetHost(id);
+      state.ranking.update(id);
+      state.documents.touch(id);
       return {
-        host: hostView(state, state.hosts.require(host.id)),
+        host: hostView(state, state.hosts.require(id)),
         heartbeatIntervalMs: state.heartbeatIntervalMs,
         heartbeatMissesMax: state.heartbeatMissesMax,
+        metricsIntervalMs: state.metricsIntervalMs,
       };
     }),
-    endpoint(hostService.ListHosts, () => {
-      const hosts = [...state.hosts.all()].map((h) => hostView(state, h));
-      hosts.sort(byId);
-      return { hosts };
+    endpoint(hostService.ListHosts, (req) => {
+      const { ids, nextPageToken } = page(state.hosts, req);
+      const hosts: v1.Host[] = [];
+      for (const id of ids) {
+        const host = state.hosts.get(id);
+        if (host) hosts.push(hostView(state, host));
+      }
+      return { hosts, nextPageToken };
     }),
     endpoint(hostService.GetHost, (req) => ({ host: hostView(state, state.hosts.require(checkName("host_id", req.hostId))) })),
+    endpoint(hostService.GetSyncStatus, async (req) => {
+      if (req.waitHosts) {
+        const generation = req.generation || state.documents.writtenGeneration;
+        await state.sync.waitRealized(generation, Math.min(req.waitTimeoutMs || waitTimeoutMsDefault, waitTimeoutMsMax));
+      }
+      return state.sync.status();
+    }),
   ];
 }

@@ -1,7 +1,10 @@
 // Chooses a host for a VM, the way a scheduler with filters and weighers does
 // (OpenStack's filter scheduler, vSphere's initial placement): filters drop
-// hosts that cannot take the VM and say why, the weigher ranks the rest.
-// Pure: it reads a snapshot of hosts and allocations and changes nothing.
+// hosts that cannot take the VM and say why, the weigher ranks the rest by
+// how loaded they are now, least loaded first. Pure: it reads a snapshot of
+// hosts and allocations and changes nothing. This is the full scan; the
+// controller keeps a ranking (host-ranking.ts) so that a create looks at a
+// few hosts, and uses the scan only to explain a refusal.
 
 export interface PlacementHost {
   id: string;
@@ -47,7 +50,8 @@ export function placeableMemoryMib(host: PlacementHost, ratios: OvercommitRatios
   return Math.floor(host.memoryMib * ratios.memory);
 }
 
-function rejectionReason(host: PlacementHost, vm: PlacementRequest, ratios: OvercommitRatios): string | null {
+/** Why `host` cannot take `vm`, or null when it can. */
+export function rejectionReason(host: PlacementHost, vm: PlacementRequest, ratios: OvercommitRatios): string | null {
   if (!host.connected) return "disconnected";
   if (host.vmCount >= host.vmsMax) return `VMs: holds ${host.vmCount}, its limit`;
   const vcpusMax = placeableVcpus(host, ratios);
@@ -61,11 +65,17 @@ function rejectionReason(host: PlacementHost, vm: PlacementRequest, ratios: Over
   return null;
 }
 
-/** The free share of the tighter resource after placing the VM: higher is less loaded. */
-function freeShareAfter(host: PlacementHost, vm: PlacementRequest, ratios: OvercommitRatios): number {
-  const cpuFree = 1 - (host.allocatedVcpus + vm.vcpus) / placeableVcpus(host, ratios);
-  const memoryFree = 1 - (host.allocatedMemoryMib + vm.memoryMib) / placeableMemoryMib(host, ratios);
+/** The free share of the tighter resource, after placing `vm` when given: higher is less loaded. */
+export function freeShare(host: PlacementHost, ratios: OvercommitRatios, vm: PlacementRequest = { vcpus: 0, memoryMib: 0 }): number {
+  const cpuFree = 1 - (host.allocatedVcpus + vm.vcpus) / Math.max(1, placeableVcpus(host, ratios));
+  const memoryFree = 1 - (host.allocatedMemoryMib + vm.memoryMib) / Math.max(1, placeableMemoryMib(host, ratios));
   return Math.min(cpuFree, memoryFree);
+}
+
+/** The explanation of a choice: how much of the chosen host's tighter resource stays free. */
+export function chosenReason(host: PlacementHost, vm: PlacementRequest, ratios: OvercommitRatios, of: string): string {
+  const percent = Math.round(freeShare(host, ratios, vm) * 100);
+  return `least loaded of ${of}: ${percent}% of its tighter resource stays free`;
 }
 
 /**
@@ -86,7 +96,7 @@ export function placeVm(hosts: Iterable<PlacementHost>, vm: PlacementRequest, ra
       continue;
     }
     candidates += 1;
-    const score = freeShareAfter(host, vm, ratios);
+    const score = freeShare(host, ratios);
     if (score > bestScore || (score === bestScore && best !== null && host.id < best.id)) {
       best = host;
       bestScore = score;
@@ -96,11 +106,5 @@ export function placeVm(hosts: Iterable<PlacementHost>, vm: PlacementRequest, ra
     const total = rejectedCount === 0 ? "no hosts are registered" : `all ${rejectedCount} hosts were filtered out`;
     return { ok: false, reason: `no host fits ${vm.vcpus} vCPUs and ${vm.memoryMib} MiB: ${total}`, rejected };
   }
-  const percent = Math.round(bestScore * 100);
-  return {
-    ok: true,
-    hostId: best.id,
-    reason: `least loaded of ${candidates} fitting hosts: ${percent}% of its tighter resource stays free`,
-    rejected,
-  };
+  return { ok: true, hostId: best.id, reason: chosenReason(best, vm, ratios, `${candidates} fitting hosts`), rejected };
 }

@@ -3,7 +3,7 @@
 // running runs again afterwards); a failure requeues it with capped
 // exponential backoff, reset by the next success.
 
-import type { Logger } from "@simdc/common";
+import type { Clock, Logger, Timer } from "@simdc/common";
 
 export type WorkResult = "done" | "retry";
 
@@ -19,12 +19,13 @@ export class WorkQueue {
   /** Keys re-added while running, to run again when they finish. */
   private readonly dirty = new Set<string>();
   private readonly failures = new Map<string, number>();
-  private readonly timers = new Map<string, NodeJS.Timeout>();
+  private readonly timers = new Map<string, Timer>();
   private stopped = false;
 
   constructor(
     private readonly work: (key: string) => Promise<WorkResult>,
     private readonly options: WorkQueueOptions,
+    private readonly clock: Clock,
     private readonly logger: Logger,
   ) {}
 
@@ -34,6 +35,8 @@ export class WorkQueue {
 
   add(key: string): void {
     if (this.stopped) return;
+    this.timers.get(key)?.cancel();
+    this.timers.delete(key);
     if (this.running.has(key)) {
       this.dirty.add(key);
       return;
@@ -45,17 +48,25 @@ export class WorkQueue {
   /** Adds the key after a delay (one pending timer per key; the earliest wins). */
   addAfter(key: string, delayMs: number): void {
     if (this.stopped || this.timers.has(key)) return;
-    const timer = setTimeout(() => {
-      this.timers.delete(key);
-      this.add(key);
-    }, delayMs);
-    timer.unref();
+    const timer = this.clock.after(
+      delayMs,
+      () => {
+        this.timers.delete(key);
+        this.add(key);
+      },
+      { unref: true },
+    );
     this.timers.set(key, timer);
+  }
+
+  /** Starts taking keys again after stop(). */
+  restart(): void {
+    this.stopped = false;
   }
 
   stop(): void {
     this.stopped = true;
-    for (const timer of this.timers.values()) clearTimeout(timer);
+    for (const timer of this.timers.values()) timer.cancel();
     this.timers.clear();
     this.queued.clear();
   }

@@ -32,6 +32,11 @@ export class Liveness {
     return this.lastSeenMs.get(id);
   }
 
+  /** Counts everyone as seen now: a full timeout of grace (after the observer itself was deaf). */
+  forgiveAll(): void {
+    const now = this.clock.nowMs();
+    for (const id of this.lastSeenMs.keys()) this.lastSeenMs.set(id, now);
+  }
 
   /** Ids silent for longer than the timeout. */
   silent(): string[] {

@@ -1,26 +1,33 @@
 // A registry of members that register and then heartbeat: hypervisor hosts
-// and SAN nodes. Registrations are persisted in KV, so a restarted controller
-// knows every member; liveness comes from the silence between heartbeats.
-// A restarted controller gives every known member a full timeout of grace
-// before judging it, so a controller restart does not disconnect the fleet.
+// and SAN nodes. Registrations are stored in KV (a fenced store), so every
+// controller knows every member; liveness comes from the silence between
+// heartbeats, which every controller hears, so a standby that takes over
+// knows at once who is alive. A restarted controller gives every known
+// member a full timeout of grace before judging it, and so does one whose
+// own connection to NATS was down: its silence is not theirs.
 
-import type { Bucket, Bus, EventObjectKind, MessageType } from "@simdc/bus";
-import { notFound, type Clock, type Logger } from "@simdc/common";
+import { type EventObjectKind, type MessageType } from "@simdc/bus";
+import { failedPrecondition, notFound, type Clock, type Logger } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 import type { EventPublisher } from "../events.js";
+import type { Lease } from "../lease/lease.js";
+import type { FencedStore } from "../store/fenced-store.js";
+import { SortedKeys } from "../store/sorted-keys.js";
 import { Liveness, type LivenessPolicy } from "./liveness.js";
 
 import v1 = simdc.v1;
 
 /** How one kind of member stores its connection state and boot id. */
 export interface MemberKind<T extends { id: string; bootId: string }> {
-  /** KV bucket name and event object kind. */
+  /** KV bucket name. */
   bucket: string;
   eventKind: EventObjectKind;
   noun: string;
   type: MessageType<T>;
   isConnected(member: T): boolean;
-  withConnected(member: T, connected: boolean, bootId: string): T;
+  withConnected(member: T, connected: boolean): T;
+  /** Who holds the id: another live holder may not take it over. */
+  holderOf(member: T): string;
   registeredEvent: v1.EventKind;
   connectedEvent: v1.EventKind;
   disconnectedEvent: v1.EventKind;
@@ -29,69 +36,79 @@ export interface MemberKind<T extends { id: string; bootId: string }> {
 export interface MemberTransition {
   id: string;
   connected: boolean;
-  /** True when the member's process restarted (a new boot id). */
   rebooted: boolean;
 }
 
+/** What a heartbeat told: a known incarnation of a member, or one to refuse. */
+export type HeartbeatVerdict =
+  | { kind: "ok"; transition: MemberTransition | null }
+  | { kind: "unknown" }
+  | { kind: "stale-boot"; registeredBootId: string };
+
 export interface RegistryOptions {
-  replicas: number;
   policy: LivenessPolicy;
   clock: Clock;
   events: EventPublisher;
   logger: Logger;
+  lease: Lease;
 }
 
 export class MemberRegistry<T extends { id: string; bootId: string }> {
-  private readonly members = new Map<string, T>();
   private readonly liveness: Liveness;
+  private readonly ids = new SortedKeys();
+  /** False while this controller's own connection to NATS is down. */
+  private listening = true;
 
-  private constructor(
+  constructor(
     private readonly kind: MemberKind<T>,
-    private readonly bucket: Bucket<T>,
+    readonly records: FencedStore<T>,
     private readonly options: RegistryOptions,
   ) {
     this.liveness = new Liveness(options.policy, options.clock);
+    for (const [id, entry] of records.all()) {
+      this.ids.add(id);
+      if (kind.isConnected(entry.value)) this.liveness.seen(id);
+    }
+    records.onChange((id, _before, after) => (after ? this.ids.add(id) : this.ids.delete(id)));
   }
 
-  static async open<T extends { id: string; bootId: string }>(
-    bus: Bus,
-    kind: MemberKind<T>,
-    options: RegistryOptions,
-  ): Promise<MemberRegistry<T>> {
-    const bucket = await bus.bucket(kind.bucket, kind.type, { replicas: options.replicas });
-    const registry = new MemberRegistry(kind, bucket, options);
-    const all = await bucket.loadAll((key, err) =>
-      options.logger.error({ key, err }, `skipping a ${kind.noun} record that does not decode`),
-    );
-    for (const [id, { value }] of all) {
-      registry.members.set(id, value);
-      if (kind.isConnected(value)) registry.liveness.seen(id);
-    }
-    return registry;
+  /** Up to `limit` member ids after `after`, in order. */
+  idsAfter(after: string, limit: number): string[] {
+    return this.ids.after(after, limit);
   }
 
   get timeoutMs(): number {
     return this.liveness.timeoutMs;
   }
 
+  get size(): number {
+    return this.records.size;
+  }
+
   get(id: string): T | undefined {
-    return this.members.get(id);
+    return this.records.get(id)?.value;
   }
 
   /** @throws SimdcError NOT_FOUND. */
   require(id: string): T {
-    const member = this.members.get(id);
+    const member = this.get(id);
     if (!member) throw notFound(`${this.kind.noun} ${id} not found`);
     return member;
   }
 
-  all(): IterableIterator<T> {
-    return this.members.values();
+  *all(): IterableIterator<T> {
+    for (const [, entry] of this.records.all()) yield entry.value;
   }
 
   isConnected(id: string): boolean {
-    const member = this.members.get(id);
+    const member = this.get(id);
     return member !== undefined && this.kind.isConnected(member);
+  }
+
+  /** True when `id` heartbeats within the timeout, whatever is stored. */
+  isAlive(id: string): boolean {
+    const last = this.liveness.lastSeen(id);
+    return last !== undefined && this.options.clock.nowMs() - last <= this.liveness.timeoutMs;
   }
 
   lastHeartbeatMs(id: string): number {
@@ -99,14 +116,21 @@ export class MemberRegistry<T extends { id: string; bootId: string }> {
   }
 
   /**
-   * Records a (re-)registration, persisted before it returns.
-   * @throws SimdcError UNAVAILABLE when KV does not answer.
+   * Records a (re-)registration, stored before it returns. Only the active
+   * controller registers.
+   * @throws SimdcError FAILED_PRECONDITION when another live holder has the
+   * id; CONFLICT when the record changed meanwhile; UNAVAILABLE.
    */
   async register(member: T): Promise<MemberTransition> {
-    const previous = this.members.get(member.id);
-    const registered = this.kind.withConnected(member, true, member.bootId);
-    await this.bucket.put(member.id, registered);
-    this.members.set(member.id, registered);
+    const entry = this.records.get(member.id);
+    const previous = entry?.value;
+    if (previous && this.kind.holderOf(previous) !== this.kind.holderOf(member) && this.isAlive(member.id) && this.kind.isConnected(previous)) {
+      throw failedPrecondition(
+        `${this.kind.noun} ${member.id} is held by ${this.kind.holderOf(previous)}, which is alive; ${this.kind.holderOf(member)} may take it once that one is gone`,
+      );
+    }
+    const registered = this.kind.withConnected(member, true);
+    await this.records.write(member.id, registered, entry?.revision);
     this.liveness.seen(member.id);
     const rebooted = previous !== undefined && previous.bootId !== member.bootId;
     if (!previous) {
@@ -119,46 +143,54 @@ export class MemberRegistry<T extends { id: string; bootId: string }> {
   }
 
   /**
-   * Records a heartbeat; unknown members are ignored (they register first).
-   * @returns the transition when the member was disconnected or rebooted, else null.
+   * Records a heartbeat of `id` from boot `bootId`. Only a registered
+   * incarnation counts; the caller refuses the others. While active, a
+   * member that was disconnected is stored connected again.
    */
-  async heartbeat(id: string, bootId: string): Promise<MemberTransition | null> {
-    const member = this.members.get(id);
-    if (!member) return null;
+  async heartbeat(id: string, bootId: string): Promise<HeartbeatVerdict> {
+    if (!this.listening) return { kind: "ok", transition: null };
+    const entry = this.records.get(id);
+    if (!entry) return { kind: "unknown" };
+    if (entry.value.bootId !== bootId) return { kind: "stale-boot", registeredBootId: entry.value.bootId };
     this.liveness.seen(id);
-    const wasConnected = this.kind.isConnected(member);
-    const rebooted = bootId !== member.bootId;
-    if (wasConnected && !rebooted) return null;
-    // Memory first, so heartbeats racing the KV write see the new state once.
-    const updated = this.kind.withConnected(member, true, bootId);
-    this.members.set(id, updated);
-    if (!wasConnected) this.announce(id, true);
-    await this.persist(updated);
-    return { id, connected: true, rebooted };
+    if (this.kind.isConnected(entry.value) || !this.options.lease.isActive) return { kind: "ok", transition: null };
+    await this.store(id, true);
+    return { kind: "ok", transition: { id, connected: true, rebooted: false } };
   }
 
-  /** Marks silent members disconnected. @returns their transitions. */
+  /** Marks silent members disconnected (active only). @returns their transitions. */
   async sweep(): Promise<MemberTransition[]> {
+    if (!this.listening || !this.options.lease.isActive) return [];
     const out: MemberTransition[] = [];
     for (const id of this.liveness.silent()) {
-      const member = this.members.get(id);
-      if (!member || !this.kind.isConnected(member)) continue;
-      const updated = this.kind.withConnected(member, false, member.bootId);
-      this.members.set(id, updated);
-      this.announce(id, false);
-      out.push({ id, connected: false, rebooted: false });
-      await this.persist(updated);
+      if (!this.isConnected(id)) continue;
+      if (await this.store(id, false)) out.push({ id, connected: false, rebooted: false });
     }
     return out;
   }
 
-  private async persist(member: T): Promise<void> {
+  /**
+   * Follows this controller's own connection: while it is down no heartbeat
+   * can arrive, so nobody is judged; once it is back, everyone gets a full
+   * timeout of grace.
+   */
+  connectionChanged(connected: boolean): void {
+    this.listening = connected;
+    if (connected) this.liveness.forgiveAll();
+  }
+
+  /** Stores the connection state; false when the record changed meanwhile (the next beat or sweep retries). */
+  private async store(id: string, connected: boolean): Promise<boolean> {
+    const entry = this.records.get(id);
+    if (!entry || this.kind.isConnected(entry.value) === connected) return false;
     try {
-      await this.bucket.put(member.id, member);
+      await this.records.write(id, this.kind.withConnected(entry.value, connected), entry.revision);
     } catch (err) {
-      // The state is re-derived from heartbeats; a lost write only delays what a restart sees.
-      this.options.logger.error({ err, id: member.id }, `could not persist ${this.kind.noun} state`);
+      this.options.logger.warn({ err: String(err), id }, `could not store the ${this.kind.noun}'s connection state`);
+      return false;
     }
+    this.announce(id, connected);
+    return true;
   }
 
   private announce(id: string, connected: boolean): void {
@@ -187,12 +219,9 @@ export const hostKind: MemberKind<v1.Host> = {
   noun: "host",
   type: v1.Host,
   isConnected: (h) => h.state === v1.HostState.HOST_STATE_CONNECTED,
-  withConnected: (h, connected, bootId) =>
-    v1.Host.create({
-      ...h,
-      bootId,
-      state: connected ? v1.HostState.HOST_STATE_CONNECTED : v1.HostState.HOST_STATE_DISCONNECTED,
-    }),
+  withConnected: (h, connected) =>
+    v1.Host.create({ ...h, state: connected ? v1.HostState.HOST_STATE_CONNECTED : v1.HostState.HOST_STATE_DISCONNECTED }),
+  holderOf: (h) => `agent ${h.agentId}`,
   registeredEvent: v1.EventKind.EVENT_KIND_HOST_REGISTERED,
   connectedEvent: v1.EventKind.EVENT_KIND_HOST_CONNECTED,
   disconnectedEvent: v1.EventKind.EVENT_KIND_HOST_DISCONNECTED,
@@ -204,7 +233,8 @@ export const sanNodeKind: MemberKind<v1.SanNode> = {
   noun: "SAN node",
   type: v1.SanNode,
   isConnected: (n) => n.connected,
-  withConnected: (n, connected, bootId) => v1.SanNode.create({ ...n, bootId, connected }),
+  withConnected: (n, connected) => v1.SanNode.create({ ...n, connected }),
+  holderOf: (n) => `node ${n.id}`,
   registeredEvent: v1.EventKind.EVENT_KIND_SAN_NODE_REGISTERED,
   connectedEvent: v1.EventKind.EVENT_KIND_SAN_NODE_CONNECTED,
   disconnectedEvent: v1.EventKind.EVENT_KIND_SAN_NODE_DISCONNECTED,

@@ -1,158 +1,137 @@
-// Desired state of one kind of object (VMs, volumes), cached in memory and
-// persisted in a JetStream KV bucket before any change is acknowledged. It
-// also keeps the totals each placement target (a host, a SAN node) has been
-// promised, counting objects whose creation is still being persisted, so
-// concurrent creates cannot overshoot a target.
+// Desired state of one kind of object (VMs, volumes) as the API sees it,
+// over a fenced store of its records: which objects live (deleted ones stay
+// a while as tombstones, for retried deletes), their ids in order for
+// paging, which objects each placement target (a host, a SAN node) holds and
+// the totals it has been promised, counting creates whose write is still in
+// flight so concurrent creates cannot overshoot a target.
 
-import type { Bucket, Bus, MessageType } from "@simdc/bus";
-import { alreadyExists, notFound, type Logger } from "@simdc/common";
+import type { Entry, FencedStore } from "./fenced-store.js";
+import { SortedKeys } from "./sorted-keys.js";
 
-export interface StoreKind<T, A> {
-  /** KV bucket name. */
-  bucket: string;
+export interface DesiredKind<R, T extends { id: string }, A> {
   noun: string;
-  type: MessageType<T>;
+  objectOf(record: R): T;
+  isDeleted(record: R): boolean;
   /** The host or SAN node the object is placed on ("" when none). */
   placementOf(object: T): string;
   emptyAllocation(): A;
   /** Adds (sign 1) or removes (sign -1) the object's resources to its target's totals. */
   account(allocation: A, object: T, sign: 1 | -1): void;
+  /** Another object this one uses (a VM's boot volume), indexed for referencing(). */
+  referenceOf?(object: T): string;
 }
 
 const noIds: ReadonlySet<string> = new Set();
 
-interface Entry<T> {
-  object: T;
-  revision: number;
-}
-
-export class DesiredStore<T extends { id: string }, A> {
-  private readonly objects = new Map<string, Entry<T>>();
-  /** Accepted objects whose KV write has not been acknowledged yet. */
-  private readonly pending = new Map<string, T>();
-  private readonly allocations = new Map<string, A>();
+export class DesiredStore<R, T extends { id: string }, A> {
+  private readonly ids = new SortedKeys();
   private readonly byTarget = new Map<string, Set<string>>();
+  private readonly byReference = new Map<string, Set<string>>();
+  private readonly allocations = new Map<string, A>();
+  /** Objects accepted whose create is not yet written. */
+  private readonly pending = new Map<string, T>();
+  private readonly targetListeners: ((target: string, id: string) => void)[] = [];
+  private readonly allocationListeners: ((target: string) => void)[] = [];
 
-  private constructor(
-    private readonly kind: StoreKind<T, A>,
-    private readonly bucket: Bucket<T>,
-  ) {}
+  constructor(
+    readonly records: FencedStore<R>,
+    private readonly kind: DesiredKind<R, T, A>,
+  ) {
+    for (const [key, entry] of records.all()) this.changed(key, undefined, entry);
+    records.onChange((key, before, after) => this.changed(key, before, after));
+  }
 
-  /** Opens the bucket and loads every object into memory. */
-  static async open<T extends { id: string }, A>(
-    bus: Bus,
-    kind: StoreKind<T, A>,
-    options: { replicas: number; logger: Logger },
-  ): Promise<DesiredStore<T, A>> {
-    const bucket = await bus.bucket(kind.bucket, kind.type, { replicas: options.replicas });
-    const store = new DesiredStore(kind, bucket);
-    const all = await bucket.loadAll((key, err) =>
-      options.logger.error({ key, err }, `skipping a ${kind.noun} record that does not decode`),
-    );
-    for (const { value, revision } of all.values()) {
-      store.store(value, revision);
-      store.account(value, 1);
-    }
-    return store;
+  /** Told when an object on `target` appears, changes or goes (`id` says which). */
+  onTargetChanged(listener: (target: string, id: string) => void): void {
+    this.targetListeners.push(listener);
+  }
+
+  /** Told when what `target` has been promised changes (reservations included). */
+  onAllocationChanged(listener: (target: string) => void): void {
+    this.allocationListeners.push(listener);
   }
 
   get size(): number {
-    return this.objects.size;
+    return this.ids.size;
   }
 
+  /** The live object, or undefined (also for a tombstone). */
   get(id: string): T | undefined {
-    return this.objects.get(id)?.object;
+    const entry = this.records.get(id);
+    return entry && !this.kind.isDeleted(entry.value) ? this.kind.objectOf(entry.value) : undefined;
   }
 
-  /** @throws SimdcError NOT_FOUND. */
-  require(id: string): Entry<T> {
-    const entry = this.objects.get(id);
-    if (!entry) throw notFound(`${this.kind.noun} ${id} not found`);
-    return entry;
+  /** The stored record, live or tombstone, with its revision. */
+  entry(id: string): Entry<R> | undefined {
+    return this.records.get(id);
+  }
+
+  /** True while `id` is neither live nor being created (a tombstone is free). */
+  isFree(id: string): boolean {
+    return this.get(id) === undefined && !this.pending.has(id);
+  }
+
+  /** Up to `limit` live ids after `after`, in order. */
+  idsAfter(after: string, limit: number): string[] {
+    return this.ids.after(after, limit);
   }
 
   *all(): IterableIterator<T> {
-    for (const entry of this.objects.values()) yield entry.object;
+    for (const [, entry] of this.records.all()) if (!this.kind.isDeleted(entry.value)) yield this.kind.objectOf(entry.value);
   }
 
-  ids(): IterableIterator<string> {
-    return this.objects.keys();
-  }
-
-  /** Ids of the stored objects placed on `target`. */
+  /** Ids of the live objects placed on `target`. */
   onTarget(target: string): ReadonlySet<string> {
     return this.byTarget.get(target) ?? noIds;
   }
 
-  /** What `target` has been promised, pending creates included. */
+  /** Ids of the live objects that use `reference` (the VMs booting from a volume). */
+  referencing(reference: string): ReadonlySet<string> {
+    return this.byReference.get(reference) ?? noIds;
+  }
+
+  /** What `target` has been promised, creates in flight included. */
   allocation(target: string): A {
     return this.allocations.get(target) ?? this.kind.emptyAllocation();
   }
 
-  /** True while `id` is neither stored nor being created. */
-  isFree(id: string): boolean {
-    return !this.objects.has(id) && !this.pending.has(id);
-  }
-
   /**
-   * Persists a new object. Its resources count against its target from the
-   * moment this is called, before the write is acknowledged.
-   * @throws SimdcError ALREADY_EXISTS, UNAVAILABLE when KV does not answer.
+   * Counts `object` against its target until the returned release is called
+   * (once its create is written, when the stored record takes over, or
+   * failed); marks the id taken meanwhile.
    */
-  async create(object: T): Promise<void> {
-    if (!this.isFree(object.id)) throw alreadyExists(`${this.kind.noun} ${object.id} exists already`);
+  reserve(object: T): () => void {
     this.pending.set(object.id, object);
     this.account(object, 1);
-    try {
-      const revision = await this.bucket.create(object.id, object);
-      this.store(object, revision);
-    } catch (err) {
-      this.account(object, -1);
-      throw err;
-    } finally {
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
       this.pending.delete(object.id);
-    }
+      this.account(object, -1);
+    };
   }
 
-  /**
-   * Persists a changed object if nobody changed it since `revision`.
-   * @throws SimdcError CONFLICT, UNAVAILABLE.
-   */
-  async update(object: T, revision: number): Promise<void> {
-    const newRevision = await this.bucket.update(object.id, object, revision);
-    const previous = this.objects.get(object.id);
-    if (previous) {
-      this.account(previous.object, -1);
-      this.index(previous.object, false);
+  private changed(id: string, before: Entry<R> | undefined, after: Entry<R> | undefined): void {
+    const was = before && !this.kind.isDeleted(before.value) ? this.kind.objectOf(before.value) : undefined;
+    const now = after && !this.kind.isDeleted(after.value) ? this.kind.objectOf(after.value) : undefined;
+    if (was) {
+      this.account(was, -1);
+      this.index(was, false);
     }
-    this.store(object, newRevision);
-    this.account(object, 1);
-  }
-
-  /** @throws SimdcError NOT_FOUND, UNAVAILABLE. */
-  async delete(id: string): Promise<T> {
-    const entry = this.require(id);
-    await this.bucket.delete(id);
-    if (this.objects.get(id) === entry) {
-      this.objects.delete(id);
-      this.index(entry.object, false);
-      this.account(entry.object, -1);
+    if (now) {
+      this.account(now, 1);
+      this.index(now, true);
     }
-    return entry.object;
-  }
-
-  private store(object: T, revision: number): void {
-    this.objects.set(object.id, { object, revision });
-    this.index(object, true);
+    if (now && !was) this.ids.add(id);
+    if (was && !now) this.ids.delete(id);
+    const targets = new Set([was ? this.kind.placementOf(was) : "", now ? this.kind.placementOf(now) : ""]);
+    for (const target of targets) if (target) for (const listener of this.targetListeners) listener(target, id);
   }
 
   private index(object: T, present: boolean): void {
-    const target = this.kind.placementOf(object);
-    if (!target) return;
-    let ids = this.byTarget.get(target);
-    if (!ids) this.byTarget.set(target, (ids = new Set()));
-    if (present) ids.add(object.id);
-    else ids.delete(object.id);
+    indexIn(this.byTarget, this.kind.placementOf(object), object.id, present);
+    if (this.kind.referenceOf) indexIn(this.byReference, this.kind.referenceOf(object), object.id, present);
   }
 
   private account(object: T, sign: 1 | -1): void {
@@ -161,5 +140,17 @@ export class DesiredStore<T extends { id: string }, A> {
     let allocation = this.allocations.get(target);
     if (!allocation) this.allocations.set(target, (allocation = this.kind.emptyAllocation()));
     this.kind.account(allocation, object, sign);
+    for (const listener of this.allocationListeners) listener(target);
+  }
+}
+
+function indexIn(index: Map<string, Set<string>>, key: string, id: string, present: boolean): void {
+  if (!key) return;
+  let ids = index.get(key);
+  if (!ids) index.set(key, (ids = new Set()));
+  if (present) ids.add(id);
+  else {
+    ids.delete(id);
+    if (ids.size === 0) index.delete(key);
   }
 }

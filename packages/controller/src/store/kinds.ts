@@ -3,7 +3,7 @@
 // volumes promise their size to a SAN node.
 
 import { simdc } from "@simdc/proto";
-import type { StoreKind } from "./desired-store.js";
+import type { DesiredKind, DesiredStore } from "./desired-store.js";
 
 import v1 = simdc.v1;
 
@@ -18,10 +18,13 @@ export interface SanAllocation {
   volumeCount: number;
 }
 
-export const vmKind: StoreKind<v1.Vm, HostAllocation> = {
-  bucket: "vms",
+export type VmStore = DesiredStore<v1.VmRecord, v1.Vm, HostAllocation>;
+export type VolumeStore = DesiredStore<v1.VolumeRecord, v1.Volume, SanAllocation>;
+
+export const vmKind: DesiredKind<v1.VmRecord, v1.Vm, HostAllocation> = {
   noun: "vm",
-  type: v1.Vm,
+  objectOf: (record) => record.vm as v1.Vm,
+  isDeleted: (record) => record.deleted || !record.vm,
   placementOf: (vm) => vm.hostId,
   emptyAllocation: () => ({ vcpus: 0, memoryMib: 0, vmCount: 0 }),
   account(a, vm, sign) {
@@ -29,12 +32,13 @@ export const vmKind: StoreKind<v1.Vm, HostAllocation> = {
     a.memoryMib += sign * (vm.spec?.memoryMib ?? 0);
     a.vmCount += sign;
   },
+  referenceOf: (vm) => vm.spec?.bootVolume ?? "",
 };
 
-export const volumeKind: StoreKind<v1.Volume, SanAllocation> = {
-  bucket: "volumes",
+export const volumeKind: DesiredKind<v1.VolumeRecord, v1.Volume, SanAllocation> = {
   noun: "volume",
-  type: v1.Volume,
+  objectOf: (record) => record.volume as v1.Volume,
+  isDeleted: (record) => record.deleted || !record.volume,
   placementOf: (volume) => volume.sanNodeId,
   emptyAllocation: () => ({ sizeMib: 0, volumeCount: 0 }),
   account(a, volume, sign) {
@@ -42,3 +46,12 @@ export const volumeKind: StoreKind<v1.Volume, SanAllocation> = {
     a.volumeCount += sign;
   },
 };
+
+/** How many request ids a record remembers (the requests that made it what it is). */
+export const requestIdsPerRecordMax = 8;
+
+/** `ids` with `requestId` appended (when given), keeping the newest few. */
+export function withRequestId(ids: readonly string[], requestId: string): string[] {
+  if (!requestId) return [...ids];
+  return [...ids, requestId].slice(-requestIdsPerRecordMax);
+}

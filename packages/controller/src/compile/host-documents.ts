@@ -1,0 +1,321 @@
+// Compiles desired state into one document per host (its VMs, where their
+// boot volumes live; later its flows, QoS and leases) and keeps each host's
+// document in KV current, the way OVN's northd compiles the northbound
+// database into the southbound one. Each write takes the next datacenter
+// configuration generation (nb_cfg); a host whose compiled document equals
+// the stored one is not written at all, which is why a restarted controller
+// sends nothing a host already has. Hosts are written one at a time each,
+// many at once, in the order they became dirty, so one busy host never
+// starves the others.
+
+import { encodeMessage, type Bus } from "@simdc/bus";
+import { bytesDigest, type Logger } from "@simdc/common";
+import { simdc } from "@simdc/proto";
+import type { Lease } from "../lease/lease.js";
+import type { MemberRegistry } from "../registry/member-registry.js";
+import type { FencedStore } from "../store/fenced-store.js";
+import type { VmStore, VolumeStore } from "../store/kinds.js";
+
+import v1 = simdc.v1;
+
+/** Host documents written at once. */
+export const documentWritesInFlightMax = 64;
+/** Bytes of VMs per document chunk; NATS's default payload limit is 1 MiB. */
+export const documentChunkBytesDefault = 512 * 1024;
+
+/** What the bucket holds for one host, rebuilt from its chunks. */
+interface StoredDocument {
+  agentId: string;
+  generation: number;
+  epoch: number;
+  chunkCount: number;
+  /** Chunk index -> {generation, digest of its VMs, revision, epoch}. */
+  chunks: Map<number, { generation: number; digest: number; vmCount: number; revision: number; epoch: number; key: string }>;
+}
+
+interface Waiter {
+  resolve(generation: number): void;
+  reject(err: Error): void;
+}
+
+/** The key of chunk `index` of a host's document. */
+export function documentKey(agentId: string, hostId: string, index: number): string {
+  return `${agentId}.${hostId}.${index}`;
+}
+
+export class HostDocuments {
+  private readonly stored = new Map<string, StoredDocument>();
+  /** Hosts waiting for a write, in the order they became dirty. */
+  private readonly dirty = new Set<string>();
+  private readonly writing = new Set<string>();
+  /** Callers waiting for the generation of the next write of a host. */
+  private readonly waiters = new Map<string, Waiter[]>();
+  /** Hosts whose stored document a deposed controller wrote: rewritten whatever it holds. */
+  private readonly forced = new Set<string>();
+  private readonly inFlight = new Set<number>();
+  private nbCfg = 0;
+  private listeners: ((hostId: string, generation: number) => void)[] = [];
+  private stateId = "";
+
+  constructor(
+    private readonly bus: Bus,
+    readonly docs: FencedStore<v1.HostDocument>,
+    private readonly vms: VmStore,
+    private readonly volumes: VolumeStore,
+    private readonly hosts: MemberRegistry<v1.Host>,
+    private readonly lease: Lease,
+    private readonly logger: Logger,
+    private readonly chunkBytesMax = documentChunkBytesDefault,
+  ) {
+    for (const [key, entry] of docs.all()) this.observe(key, undefined, entry.value ? { value: entry.value, revision: entry.revision, epoch: entry.epoch } : undefined);
+    docs.onChange((key, before, after) => this.observe(key, before, after));
+    vms.onTargetChanged((hostId) => this.touch(hostId));
+    // A boot volume that moves or changes state changes the documents of the hosts booting from it.
+    volumes.onTargetChanged((_node, volumeId) => {
+      for (const vmId of vms.referencing(volumeId)) {
+        const hostId = vms.get(vmId)?.hostId;
+        if (hostId) this.touch(hostId);
+      }
+    });
+  }
+
+  /** Told when a host's stored document reaches a new generation. */
+  onStored(listener: (hostId: string, generation: number) => void): void {
+    this.listeners.push(listener);
+  }
+
+  /** The newest generation assigned (nb_cfg). */
+  get desiredGeneration(): number {
+    return this.nbCfg;
+  }
+
+  /** Every document up to this generation is written (sb_cfg). */
+  get writtenGeneration(): number {
+    let low = this.nbCfg;
+    for (const g of this.inFlight) if (g - 1 < low) low = g - 1;
+    return low;
+  }
+
+  /** The generation of the host's complete stored document (0: none). */
+  generationOf(hostId: string): number {
+    const doc = this.stored.get(hostId);
+    return doc && this.isComplete(doc) ? doc.generation : 0;
+  }
+
+  /** The lease epoch of the host's stored document. */
+  epochOf(hostId: string): number {
+    return this.stored.get(hostId)?.epoch ?? 0;
+  }
+
+  /** Hosts that have a stored document. */
+  storedHosts(): IterableIterator<string> {
+    return this.stored.keys();
+  }
+
+  /**
+   * Generations must grow for every host, across controllers and lost
+   * stores: nothing is assigned at or below `generation` from now on.
+   */
+  raiseGeneration(generation: number): void {
+    if (generation > this.nbCfg) this.nbCfg = generation;
+  }
+
+  /** Becomes the writer: continues the generation sequence and rewrites what needs it. */
+  activate(stateId: string): void {
+    this.stateId = stateId;
+    for (const doc of this.stored.values()) this.raiseGeneration(doc.generation);
+    const hosts = new Set<string>([...this.stored.keys()]);
+    for (const host of this.hosts.all()) if (this.vms.onTarget(host.id).size > 0) hosts.add(host.id);
+    for (const hostId of hosts) this.dirty.add(hostId);
+    this.pump();
+  }
+
+  /** Marks the host's document for compiling (while active; a standby compiles everything when it takes over). */
+  touch(hostId: string): void {
+    if (!this.lease.isActive) return;
+    this.dirty.add(hostId);
+    this.pump();
+  }
+
+  /**
+   * Compiles the host's document (written when it changed) and resolves with
+   * the generation that carries every change made before the call: the
+   * stored one when nothing changed.
+   */
+  whenCarried(hostId: string): Promise<number> {
+    const promise = new Promise<number>((resolve, reject) => {
+      let list = this.waiters.get(hostId);
+      if (!list) this.waiters.set(hostId, (list = []));
+      list.push({ resolve, reject });
+    });
+    this.dirty.add(hostId);
+    this.pump();
+    return promise;
+  }
+
+  /** Forgets every waiter (the controller lost the lease or stops). */
+  deactivate(reason: Error): void {
+    for (const list of this.waiters.values()) for (const w of list) w.reject(reason);
+    this.waiters.clear();
+    this.dirty.clear();
+  }
+
+  private pump(): void {
+    if (!this.lease.isActive) return;
+    for (const hostId of this.dirty) {
+      if (this.writing.size >= documentWritesInFlightMax) return;
+      if (this.writing.has(hostId)) continue;
+      this.dirty.delete(hostId);
+      this.writing.add(hostId);
+      const waiters = this.waiters.get(hostId) ?? [];
+      this.waiters.delete(hostId);
+      void this.write(hostId).then(
+        (generation) => {
+          for (const w of waiters) w.resolve(generation);
+        },
+        (err: unknown) => {
+          this.logger.warn({ hostId, err: String(err) }, "could not write a host document; will retry");
+          // The change stays to be written: the host is dirty again, and its waiters wait for that write.
+          const again = this.waiters.get(hostId) ?? [];
+          this.waiters.set(hostId, [...waiters, ...again]);
+          this.dirty.add(hostId);
+        },
+      ).finally(() => {
+        this.writing.delete(hostId);
+        this.pump();
+      });
+    }
+  }
+
+  /** Compiles the host's document and writes it when it differs. @returns the generation that carries it. */
+  private async write(hostId: string): Promise<number> {
+    const host = this.hosts.get(hostId);
+    const stored = this.stored.get(hostId);
+    // A host that never registered has no agent to key its document by; nothing is placed on it either.
+    if (!host) return stored?.generation ?? 0;
+    const vms = this.compileVms(hostId);
+    const encoded = vms.map((vm) => encodeMessage(v1.DesiredVm, vm));
+    let digest = 0;
+    for (const bytes of encoded) digest = (digest + bytesDigest(bytes)) >>> 0;
+    const stateDigest = bytesDigest(new TextEncoder().encode(this.stateId));
+    digest = (digest + stateDigest) >>> 0;
+    if (stored && !this.forced.has(hostId) && stored.agentId === host.agentId && this.isComplete(stored) && this.digestOf(stored) === digest) {
+      return stored.generation;
+    }
+    const chunks = this.chunk(vms, encoded);
+    const generation = ++this.nbCfg;
+    this.inFlight.add(generation);
+    try {
+      for (let i = 0; i < chunks.length; i++) {
+        const doc = v1.HostDocument.create({
+          hostId,
+          generation,
+          epoch: this.lease.epoch,
+          stateId: this.stateId,
+          chunkIndex: i,
+          chunkCount: chunks.length,
+          vms: chunks[i]!,
+        });
+        await this.docs.put(documentKey(host.agentId, hostId, i), doc);
+      }
+      // Chunks past the new count, or under another agent, are stale now.
+      for (const [index, chunk] of stored?.chunks ?? []) {
+        const key = chunk.key;
+        if (index < chunks.length && key === documentKey(host.agentId, hostId, index)) continue;
+        const current = this.docs.get(key);
+        if (current) await this.docs.remove(key, current.revision);
+      }
+      this.forced.delete(hostId);
+      return generation;
+    } finally {
+      this.inFlight.delete(generation);
+    }
+  }
+
+  /** The host's VMs as it must realize them, in id order. */
+  private compileVms(hostId: string): v1.DesiredVm[] {
+    const ids = [...this.vms.onTarget(hostId)].sort();
+    const out: v1.DesiredVm[] = [];
+    for (const id of ids) {
+      const vm = this.vms.get(id);
+      if (!vm) continue;
+      const boot = this.volumes.get(vm.spec?.bootVolume ?? "");
+      out.push(
+        v1.DesiredVm.create({
+          vmId: vm.id,
+          incarnation: vm.incarnation,
+          spec: vm.spec,
+          powerState: vm.powerState,
+          generation: vm.generation,
+          bootVolume: boot
+            ? { volumeId: boot.id, sanNodeId: boot.sanNodeId, incarnation: boot.incarnation }
+            : { volumeId: vm.spec?.bootVolume ?? "" },
+        }),
+      );
+    }
+    return out;
+  }
+
+  /** Splits the VMs into chunks of at most chunkBytesMax encoded bytes (at least one chunk, one VM each). */
+  private chunk(vms: v1.DesiredVm[], encoded: Uint8Array[]): v1.DesiredVm[][] {
+    const chunks: v1.DesiredVm[][] = [[]];
+    let bytes = 0;
+    for (let i = 0; i < vms.length; i++) {
+      const size = encoded[i]!.length + 4;
+      if (bytes + size > this.chunkBytesMax && chunks[chunks.length - 1]!.length > 0) {
+        chunks.push([]);
+        bytes = 0;
+      }
+      chunks[chunks.length - 1]!.push(vms[i]!);
+      bytes += size;
+    }
+    return chunks;
+  }
+
+  private isComplete(doc: StoredDocument): boolean {
+    if (doc.chunkCount === 0) return false;
+    for (let i = 0; i < doc.chunkCount; i++) if (doc.chunks.get(i)?.generation !== doc.generation) return false;
+    return true;
+  }
+
+  private digestOf(doc: StoredDocument): number {
+    let digest = 0;
+    for (let i = 0; i < doc.chunkCount; i++) digest = (digest + (doc.chunks.get(i)?.digest ?? 0)) >>> 0;
+    return digest;
+  }
+
+  private observe(key: string, _before: unknown, after: { value: v1.HostDocument; revision: number; epoch: number } | undefined): void {
+    const [agentId, hostId, indexText] = key.split(".");
+    if (!agentId || !hostId || indexText === undefined) return;
+    const index = Number(indexText);
+    let doc = this.stored.get(hostId);
+    if (!after) {
+      if (doc && doc.chunks.get(index)?.key === key) doc.chunks.delete(index);
+      return;
+    }
+    const value = after.value;
+    if (!doc || value.generation > doc.generation || doc.agentId !== agentId) {
+      const previous = doc;
+      doc = { agentId, generation: value.generation, epoch: after.epoch, chunkCount: value.chunkCount, chunks: new Map() };
+      // Chunks of the same agent already in are kept: they may belong to this generation.
+      if (previous && previous.agentId === agentId) for (const [i, c] of previous.chunks) doc.chunks.set(i, c);
+      this.stored.set(hostId, doc);
+    }
+    let digest = bytesDigest(new TextEncoder().encode(value.stateId));
+    if (index !== 0) digest = 0;
+    for (const vm of value.vms) digest = (digest + bytesDigest(encodeMessage(v1.DesiredVm, vm))) >>> 0;
+    doc.chunks.set(index, { generation: value.generation, digest, vmCount: value.vms.length, revision: after.revision, epoch: after.epoch, key });
+    if (value.generation === doc.generation) {
+      doc.chunkCount = value.chunkCount;
+      doc.epoch = after.epoch;
+    }
+    this.raiseGeneration(value.generation);
+    if (this.docs.isLate(after)) {
+      // A deposed controller wrote this after the takeover (the store lets
+      // it through, as hosts judge documents by epoch): rewrite it.
+      this.forced.add(hostId);
+      this.touch(hostId);
+    }
+    if (this.isComplete(doc)) for (const listener of this.listeners) listener(hostId, doc.generation);
+  }
+}

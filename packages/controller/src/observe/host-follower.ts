@@ -1,0 +1,235 @@
+// Listens to the hosts: heartbeats (liveness, realized generation, the
+// digest of their VM states), VM status events, and SAN node heartbeats. The
+// subject says who speaks (NATS permissions bind it to the sender); a
+// heartbeat from a host the registry does not know, or from another boot of
+// it, is refused and counted, and the host is asked to register again. When
+// the digest disagrees with what was heard, or this controller just started,
+// the host's full state is asked for, one call per host at a time. Every
+// controller listens, the standby too, so it knows everything when it takes
+// over; only the active one writes or asks hosts to register.
+
+import { hostAgentService, hostScope, sanNodeService, Subjects, type Bus } from "@simdc/bus";
+import { isValidName, uniqueId, type Clock, type Logger } from "@simdc/common";
+import { simdc } from "@simdc/proto";
+import type { ControllerState } from "../state.js";
+import { withRequestId } from "../store/kinds.js";
+
+import v1 = simdc.v1;
+
+/** Full-state calls in flight at once. */
+export const hostStateCallsMax = 32;
+/** How long a full-state call may take, in ms. */
+export const hostStateCallTimeoutMs = 5_000;
+
+export class HostFollower {
+  private readonly asking = new Set<string>();
+  private readonly queued = new Map<string, string>();
+  /** When each host was last asked for its state, or prompted to register (simulated ms). */
+  private readonly lastAskedMs = new Map<string, number>();
+  private readonly lastPromptedMs = new Map<string, number>();
+  private readonly lastRefusalEventMs = new Map<string, number>();
+
+  constructor(private readonly state: ControllerState) {}
+
+  private get bus(): Bus {
+    return this.state.bus;
+  }
+
+  private get clock(): Clock {
+    return this.state.clock;
+  }
+
+  private get logger(): Logger {
+    return this.state.logger;
+  }
+
+  start(): void {
+    const { subjects } = this.bus;
+    const hostOf = (subject: string): string => Subjects.token(subject, subjects.eventIdToken);
+    this.bus.subscribe(subjects.event("host", "*", "heartbeat"), v1.HostHeartbeat, (beat, subject) => this.onHeartbeat(hostOf(subject), beat));
+    this.bus.subscribe(subjects.event("host", "*", "vm"), v1.VmStatus, (status, subject) => this.onVmStatus(hostOf(subject), status));
+    this.bus.subscribe(subjects.event("san", "*", "heartbeat"), v1.SanNodeHeartbeat, (beat, subject) => this.onSanHeartbeat(hostOf(subject), beat));
+  }
+
+  /** Refuses a message, counted, logged and reported (at most one event per id and liveness timeout). */
+  refuse(id: string, what: string, why: string): void {
+    const { state } = this;
+    state.counters.refused += 1;
+    this.logger.warn({ id, why }, `refused ${what}`);
+    const now = this.clock.nowMs();
+    if (now - (this.lastRefusalEventMs.get(id) ?? -Infinity) < state.hosts.timeoutMs) return;
+    this.lastRefusalEventMs.set(id, now);
+    if (state.lease.isActive) {
+      state.events.publish("host", id, "refused", v1.EventKind.EVENT_KIND_MESSAGE_REFUSED, `refused ${what} of ${id}: ${why}`, {
+        code: v1.ErrorCode.ERROR_CODE_FAILED_PRECONDITION,
+        message: why,
+      });
+    }
+  }
+
+  private async onHeartbeat(hostId: string, beat: v1.HostHeartbeat): Promise<void> {
+    const { state } = this;
+    if (!isValidName(hostId)) return;
+    if (beat.hostId && beat.hostId !== hostId) return this.refuse(hostId, "a heartbeat", `it names ${JSON.stringify(beat.hostId)} in a subject of ${hostId}`);
+    const verdict = await state.hosts.heartbeat(hostId, beat.bootId);
+    if (verdict.kind === "unknown") {
+      this.refuse(hostId, "a heartbeat", "the host is not registered");
+      return this.prompt(beat.agentId, hostId);
+    }
+    if (verdict.kind === "stale-boot") {
+      this.refuse(hostId, "a heartbeat", `boot ${beat.bootId.slice(0, 8)} is not the registered boot ${verdict.registeredBootId.slice(0, 8)}`);
+      return this.prompt(beat.agentId, hostId);
+    }
+    if (verdict.transition) {
+      state.ranking.update(hostId);
+      state.sync.update(hostId);
+    }
+    if (beat.stateId && beat.stateId !== state.stateId) {
+      // The host runs a document from a store this controller does not have: learn what it runs.
+      this.askState(hostId, beat.agentId);
+      return;
+    }
+    if (!state.sync.report(hostId, beat.realizedGeneration, state.lease.isActive)) {
+      this.refuse(hostId, "a heartbeat", `it reports generation ${beat.realizedGeneration}, which was never assigned (newest ${state.documents.desiredGeneration})`);
+    }
+    if (beat.vmCount === 0 && beat.vmDigest === 0 && !state.observed.isComplete(hostId)) state.observed.resetHost(hostId);
+    if (!state.observed.matches(hostId, beat.vmDigest, beat.vmCount)) this.askState(hostId, beat.agentId);
+  }
+
+  private onVmStatus(hostId: string, status: v1.VmStatus): void {
+    const { state } = this;
+    if (!isValidName(hostId) || !isValidName(status.vmId)) return;
+    if (status.hostId && status.hostId !== hostId) return this.refuse(hostId, "a VM status", `it names host ${status.hostId}`);
+    const fixed = status.hostId ? status : v1.VmStatus.create({ ...status, hostId });
+    const previous = state.observed.get(hostId, status.vmId);
+    if (!state.observed.record(hostId, fixed)) return;
+    const vm = state.vms.get(status.vmId);
+    if (state.lease.isActive && vm?.hostId === hostId && vm.incarnation === status.incarnation && previous?.state !== status.state) {
+      const name = v1.VmState[status.state]?.replace("VM_STATE_", "").toLowerCase() ?? String(status.state);
+      state.events.publish("vm", status.vmId, "state-changed", v1.EventKind.EVENT_KIND_VM_STATE_CHANGED, `vm ${status.vmId} is ${name} on ${hostId}`, status.reason ?? undefined);
+    }
+  }
+
+  private async onSanHeartbeat(nodeId: string, beat: v1.SanNodeHeartbeat): Promise<void> {
+    const { state } = this;
+    if (!isValidName(nodeId)) return;
+    if (beat.nodeId && beat.nodeId !== nodeId) return this.refuse(nodeId, "a SAN heartbeat", `it names ${JSON.stringify(beat.nodeId)}`);
+    const verdict = await state.sanNodes.heartbeat(nodeId, beat.bootId);
+    if (verdict.kind !== "ok") {
+      this.refuse(nodeId, "a SAN heartbeat", verdict.kind === "unknown" ? "the node is not registered" : "it is from another boot of the node");
+      return this.promptNode(nodeId);
+    }
+    if (verdict.transition) state.volumeReconciler.nodeConnected(nodeId);
+    const entry = state.sanNodes.records.get(nodeId);
+    if (state.lease.isActive && entry && (entry.value.writable !== beat.writable || entry.value.problem !== beat.problem)) {
+      try {
+        await state.sanNodes.records.write(nodeId, v1.SanNode.create({ ...entry.value, writable: beat.writable, problem: beat.problem }), entry.revision);
+      } catch (err) {
+        this.logger.debug({ nodeId, err: String(err) }, "could not store a SAN node's disk state; the next beat retries");
+      }
+    }
+  }
+
+  /** Asks a host it does not know (or knows another boot of) to register again, once per liveness timeout. */
+  private async prompt(agentId: string, hostId: string): Promise<void> {
+    if (!this.state.lease.isActive || !isValidName(agentId) || !this.due(this.lastPromptedMs, hostId, this.state.hosts.timeoutMs)) return;
+    try {
+      await this.bus.call(hostAgentService.Reregister, {}, { scopeId: hostScope(agentId, hostId), timeoutMs: hostStateCallTimeoutMs });
+    } catch (err) {
+      this.logger.debug({ hostId, err: String(err) }, "could not ask a host to register again");
+    }
+  }
+
+  private async promptNode(nodeId: string): Promise<void> {
+    if (!this.state.lease.isActive || !this.due(this.lastPromptedMs, `san/${nodeId}`, this.state.sanNodes.timeoutMs)) return;
+    try {
+      await this.bus.call(sanNodeService.Reregister, {}, { scopeId: nodeId, timeoutMs: hostStateCallTimeoutMs });
+    } catch (err) {
+      this.logger.debug({ nodeId, err: String(err) }, "could not ask a SAN node to register again");
+    }
+  }
+
+  private due(last: Map<string, number>, key: string, everyMs: number): boolean {
+    const now = this.clock.nowMs();
+    if (now - (last.get(key) ?? -Infinity) < everyMs) return false;
+    last.set(key, now);
+    return true;
+  }
+
+  /** Queues a full-state call to the host (one at a time per host, at most once per heartbeat interval). */
+  private askState(hostId: string, agentId: string): void {
+    if (!isValidName(agentId) || this.asking.has(hostId)) return;
+    if (!this.due(this.lastAskedMs, hostId, this.state.heartbeatIntervalMs)) return;
+    this.queued.set(hostId, agentId);
+    this.pump();
+  }
+
+  private pump(): void {
+    for (const [hostId, agentId] of this.queued) {
+      if (this.asking.size >= hostStateCallsMax) return;
+      this.queued.delete(hostId);
+      this.asking.add(hostId);
+      void this.fetchState(hostId, agentId).finally(() => {
+        this.asking.delete(hostId);
+        this.pump();
+      });
+    }
+  }
+
+  private async fetchState(hostId: string, agentId: string): Promise<void> {
+    const { state } = this;
+    let reply: v1.GetHostStateResponse;
+    try {
+      reply = await this.bus.call(hostAgentService.GetHostState, {}, { scopeId: hostScope(agentId, hostId), timeoutMs: hostStateCallTimeoutMs });
+    } catch (err) {
+      this.logger.debug({ hostId, err: String(err) }, "could not get a host's state");
+      return;
+    }
+    if (reply.hostId !== hostId || reply.bootId !== state.hosts.get(hostId)?.bootId) return;
+    const statuses: v1.VmStatus[] = [];
+    for (const report of reply.vms) {
+      const status = report.status ? v1.VmStatus.create({ ...report.status, hostId }) : null;
+      if (status && isValidName(status.vmId)) statuses.push(status);
+    }
+    state.observed.replaceHost(hostId, statuses);
+    if (reply.stateId && reply.stateId !== state.stateId) {
+      if (state.lease.isActive) await this.adopt(hostId, reply);
+      return;
+    }
+    state.sync.report(hostId, reply.realizedGeneration, state.lease.isActive);
+  }
+
+  /**
+   * Adopts what a host runs from a store this controller does not have (the
+   * store was lost): each VM whose name is free becomes desired state on
+   * that host, and the host's generations continue above what it realized.
+   */
+  private async adopt(hostId: string, reply: v1.GetHostStateResponse): Promise<void> {
+    const { state } = this;
+    state.documents.raiseGeneration(reply.realizedGeneration);
+    for (const report of reply.vms) {
+      const desired = report.desired ? v1.DesiredVm.create(report.desired) : null;
+      if (!desired || !isValidName(desired.vmId) || !state.vms.isFree(desired.vmId)) continue;
+      const vm = v1.Vm.create({
+        id: desired.vmId,
+        spec: desired.spec,
+        powerState: desired.powerState,
+        generation: desired.generation || 1,
+        hostId,
+        createdAtMs: this.clock.nowMs(),
+        incarnation: desired.incarnation || uniqueId(),
+        placement: { hostId, reason: `adopted from host ${hostId}, which ran it from an earlier store (${reply.stateId})` },
+      });
+      try {
+        await state.vms.records.write(vm.id, v1.VmRecord.create({ vm, requestIds: withRequestId([], "") }), state.vms.entry(vm.id)?.revision);
+      } catch (err) {
+        this.logger.warn({ vmId: vm.id, err: String(err) }, "could not adopt a VM");
+        continue;
+      }
+      const message = `vm ${vm.id} running on ${hostId} from an earlier store was adopted`;
+      this.logger.warn({ vmId: vm.id, hostId }, message);
+      state.events.publish("vm", vm.id, "adopted", v1.EventKind.EVENT_KIND_STATE_ADOPTED, message);
+    }
+    state.documents.touch(hostId);
+  }
+}
