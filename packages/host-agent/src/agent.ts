@@ -1,69 +1,109 @@
-// A host-agent process's role: it starts one SimHost per configured host id,
-// spreads their heartbeats over the interval, and stops them all. It holds no
-// VM or registration logic of its own; each host owns its identity and state.
+// A host-agent process's role: it runs its simulated hosts and gives them
+// what they share, so the process's cost grows with its hosts only where it
+// must. One NATS service answers for all of them (subjects carry the host
+// id, and fault rules judge each request by it); one KV watch brings every
+// host's document; one timer beats each host in its slot of the interval,
+// each heartbeat its own message, so a fault rule on one host cuts exactly
+// that host. It holds no VM logic of its own.
 
-import type { Bus, RunningRole } from "@simdc/bus";
-import { systemClock, type Clock, type HealthReport, type Logger } from "@simdc/common";
+import { barrierKey, endpoint, hostAgentService, hostScope, Subjects, type Bucket, type Bus, type RunningRole } from "@simdc/bus";
+import { notFound, Rng, type Clock, type HealthReport, type Logger, type Timer } from "@simdc/common";
+import { simdc } from "@simdc/proto";
 import type { AgentConfig } from "./config.js";
 import { SimHost } from "./host.js";
+import { heartbeatSlotsMax } from "./limits.js";
+import { checkPlan } from "./validate.js";
+
+import v1 = simdc.v1;
+
+/** How often the agent tries again to follow the documents before the controller created their bucket, in ms. */
+export const documentsRetryMs = 1_000;
+/** Refused documents an agent reports as events per host and minute, at most (all are counted and logged). */
+const refusalEventsPerHostMinute = 1;
 
 export interface HostAgentOptions {
   bus: Bus;
   logger: Logger;
+  clock: Clock;
+  /** The process's random stream; each host derives its own. */
+  rng: Rng;
   config: AgentConfig;
   /** VMs each host may hold; defaults to vmsPerHostMax. */
   vmsPerHostMax?: number;
-  clock?: Clock;
-  /** Jitter source in [0, 1); Math.random by default. */
-  random?: () => number;
 }
 
 export class HostAgent implements RunningRole {
-  private constructor(
-    private readonly config: AgentConfig,
-    private readonly hosts: Map<string, SimHost>,
-  ) {}
+  private readonly hosts = new Map<string, SimHost>();
+  /** Each host's chunks as last seen, by chunk index. */
+  private readonly chunks = new Map<string, Map<number, v1.HostDocument>>();
+  private readonly slots: SimHost[][];
+  private slot = 0;
+  private beats = 0;
+  private heartbeatIntervalMs: number;
+  private metricsIntervalMs = 0;
+  private beatTimer: Timer | null = null;
+  private retryTimer: Timer | null = null;
+  private following: { stop(): void } | null = null;
+  private service: Awaited<ReturnType<Bus["serve"]>> | null = null;
+  private refused = 0;
+  private readonly lastRefusalEventMs = new Map<string, number>();
+  private stopped = false;
+
+  private constructor(private readonly options: HostAgentOptions) {
+    const { config } = options;
+    this.heartbeatIntervalMs = config.heartbeatIntervalMs;
+    const slotCount = Math.min(heartbeatSlotsMax, config.hostIds.length);
+    this.slots = Array.from({ length: slotCount }, () => []);
+    config.hostIds.forEach((hostId, index) => {
+      const host = new SimHost({
+        bus: options.bus,
+        logger: options.logger,
+        clock: options.clock,
+        agentId: config.agentId,
+        hostId,
+        capacity: config.capacity,
+        timing: config.timing,
+        random: options.rng.derive(hostId).random,
+        ...(options.vmsPerHostMax !== undefined ? { vmsMax: options.vmsPerHostMax } : {}),
+        onIntervals: (heartbeatMs, metricsMs) => this.adoptIntervals(heartbeatMs, metricsMs),
+        onRealized: (realized) => realized.beat(),
+      });
+      this.hosts.set(hostId, host);
+      this.slots[index % slotCount]!.push(host);
+    });
+    options.bus.declareOwned(config.hostIds);
+  }
 
   /**
-   * Starts every host: each serves its endpoints before this resolves, and
-   * registers and heartbeats on its own from then on.
-   * @throws whatever serving an endpoint throws (a NATS failure); hosts already
-   * started are stopped first.
+   * Serves the hosts' endpoints, starts following their documents and
+   * beating, and starts every host's registration; resolves once the
+   * endpoints are served.
+   * @throws whatever serving throws (a NATS failure).
    */
   static async start(options: HostAgentOptions): Promise<HostAgent> {
-    const { config } = options;
-    const epochMs = (options.clock ?? systemClock).nowMs();
-    const hosts = new Map<string, SimHost>();
-    config.hostIds.forEach((hostId, index) => {
-      hosts.set(
-        hostId,
-        new SimHost({
-          bus: options.bus,
-          logger: options.logger,
-          agentId: config.agentId,
-          hostId,
-          capacity: config.capacity,
-          timing: config.timing,
-          heartbeatIntervalMs: config.heartbeatIntervalMs,
-          // Evenly spread phases: with 50 hosts, one beat every interval/50.
-          heartbeatPhase: index / config.hostIds.length,
-          heartbeatEpochMs: epochMs,
-          ...(options.vmsPerHostMax !== undefined ? { vmsMax: options.vmsPerHostMax } : {}),
-          ...(options.clock ? { clock: options.clock } : {}),
-          ...(options.random ? { random: options.random } : {}),
+    const agent = new HostAgent(options);
+    const { bus, config } = options;
+    agent.service = await bus.serve(
+      {
+        role: "host-agent",
+        scopeId: hostScope(config.agentId, "*"),
+        owner: (subject) => Subjects.token(subject, bus.subjects.hostIdToken),
+        description: `simulated hosts of ${config.agentId}`,
+      },
+      [
+        endpoint(hostAgentService.GetHostState, (_req, msg) => agent.hostOf(msg.subject).state()),
+        endpoint(hostAgentService.Reregister, (_req, msg) => {
+          agent.hostOf(msg.subject).reregister();
+          return {};
         }),
-      );
-    });
-    const agent = new HostAgent(config, hosts);
-    try {
-      for (const host of hosts.values()) await host.start();
-      // The server must have the subscriptions before callers are told the hosts serve.
-      await options.bus.flush();
-    } catch (err) {
-      await agent.stop();
-      throw err;
-    }
-    options.logger.info({ hosts: hosts.size }, "hosts started");
+      ],
+    );
+    // The server must have the subscriptions before callers are told the hosts serve.
+    await bus.flush();
+    agent.scheduleBeats();
+    for (const host of agent.hosts.values()) host.start();
+    void agent.followDocuments();
+    options.logger.info({ hosts: agent.hosts.size }, "hosts started");
     return agent;
   }
 
@@ -72,9 +112,122 @@ export class HostAgent implements RunningRole {
     return this.hosts.get(hostId);
   }
 
-  /** Stops every host (timers, VM drivers, endpoints); the bus stays open. */
+  /** Documents refused (malformed, or from a deposed controller). */
+  get documentsRefused(): number {
+    return this.refused;
+  }
+
+  /** @throws SimdcError NOT_FOUND for a host this agent does not run. */
+  private hostOf(subject: string): SimHost {
+    const hostId = Subjects.token(subject, this.options.bus.subjects.hostIdToken);
+    const host = this.hosts.get(hostId);
+    if (!host || !host.alive) throw notFound(`agent ${this.options.config.agentId} runs no host ${hostId}`);
+    return host;
+  }
+
+  /** Follows every document of this agent's hosts; retries until the controller has created the bucket. */
+  private async followDocuments(): Promise<void> {
+    const { bus, config, logger, clock } = this.options;
+    try {
+      const bucket: Bucket<v1.HostDocument> = await bus.bucket("docs", v1.HostDocument, { fenced: { epochOf: () => 0 }, bindOnly: true });
+      const following = await bucket.follow({
+        key: `${config.agentId}.>`,
+        onChange: (change) => this.onChunk(change.key, change.value),
+        onCorrupt: (key, err) => this.refuse(key.split(".")[1] ?? key, `a document chunk that does not decode: ${String(err)}`),
+      });
+      if (this.stopped) following.stop();
+      else this.following = following;
+    } catch (err) {
+      if (this.stopped) return;
+      logger.debug({ err: String(err) }, "host documents not available yet; trying again");
+      this.retryTimer = clock.after(documentsRetryMs, () => void this.followDocuments());
+    }
+  }
+
+  private onChunk(key: string, chunk: v1.HostDocument | null): void {
+    if (key === barrierKey) return;
+    const [, hostId, indexText] = key.split(".");
+    const host = hostId ? this.hosts.get(hostId) : undefined;
+    // A deleted chunk is no instruction: a host keeps running its last document.
+    if (!host || !chunk) return;
+    let held = this.chunks.get(host.id);
+    if (!held) this.chunks.set(host.id, (held = new Map()));
+    held.set(Number(indexText), chunk);
+    const count = chunk.chunkCount;
+    const parts: v1.HostDocument[] = [];
+    for (let i = 0; i < count; i++) {
+      const part = held.get(i);
+      if (!part || part.generation !== chunk.generation || part.chunkCount !== count || part.hostId !== host.id) return;
+      parts.push(part);
+    }
+    let plan;
+    try {
+      plan = checkPlan(parts);
+    } catch (err) {
+      return this.refuse(host.id, `a malformed document of generation ${chunk.generation}: ${(err as Error).message}`);
+    }
+    const refusal = host.applyPlan(plan);
+    if (refusal) this.refuse(host.id, `a document of epoch ${plan.epoch} from a deposed controller (it holds epoch ${refusal.heldEpoch})`);
+  }
+
+  private refuse(hostId: string, what: string): void {
+    const { bus, clock, logger } = this.options;
+    this.refused += 1;
+    logger.warn({ hostId, refused: this.refused }, `refused ${what}`);
+    const now = clock.nowMs();
+    if (now - (this.lastRefusalEventMs.get(hostId) ?? -Infinity) < 60_000 / refusalEventsPerHostMinute) return;
+    this.lastRefusalEventMs.set(hostId, now);
+    bus.publish(
+      bus.subjects.event("host", hostId, "refused"),
+      v1.Event,
+      {
+        kind: v1.EventKind.EVENT_KIND_MESSAGE_REFUSED,
+        objectId: hostId,
+        timeMs: now,
+        message: `host ${hostId} refused ${what}`,
+        status: { code: v1.ErrorCode.ERROR_CODE_FAILED_PRECONDITION, message: what },
+        source: this.options.config.agentId,
+      },
+      hostId,
+    );
+  }
+
+  /** The controller names the intervals in every registration reply; all hosts share them. */
+  private adoptIntervals(heartbeatIntervalMs: number, metricsIntervalMs: number): void {
+    this.metricsIntervalMs = metricsIntervalMs;
+    if (heartbeatIntervalMs === this.heartbeatIntervalMs) return;
+    this.heartbeatIntervalMs = heartbeatIntervalMs;
+    this.scheduleBeats();
+  }
+
+  /** One timer for all hosts: each tick beats the next slot's hosts, so every host beats once per interval. */
+  private scheduleBeats(): void {
+    this.beatTimer?.cancel();
+    if (this.stopped || this.slots.length === 0) return;
+    const tickMs = this.heartbeatIntervalMs / this.slots.length;
+    this.beatTimer = this.options.clock.every(tickMs, () => this.tick());
+  }
+
+  private tick(): void {
+    const hosts = this.slots[this.slot]!;
+    this.slot = (this.slot + 1) % this.slots.length;
+    if (this.slot === 0) this.beats += 1;
+    const metricsEvery = this.metricsIntervalMs > 0 ? Math.max(1, Math.round(this.metricsIntervalMs / this.heartbeatIntervalMs)) : 0;
+    const metricsDue = metricsEvery > 0 && this.beats % metricsEvery === 0;
+    for (const host of hosts) {
+      host.beat();
+      if (metricsDue) host.publishMetrics();
+    }
+  }
+
+  /** Stops every host, the timers, the watch and the service; the bus stays open. */
   async stop(): Promise<void> {
-    await Promise.all([...this.hosts.values()].map((host) => host.stop()));
+    this.stopped = true;
+    this.beatTimer?.cancel();
+    this.retryTimer?.cancel();
+    this.following?.stop();
+    for (const host of this.hosts.values()) host.stop();
+    await this.service?.stop();
   }
 
   /** Healthy while running; details count registered hosts and VMs. */
@@ -86,8 +239,8 @@ export class HostAgent implements RunningRole {
       vms += host.vmCount();
     }
     return {
-      healthy: true,
-      details: { agentId: this.config.agentId, hosts: this.hosts.size, hostsRegistered: registered, vms },
+      healthy: !this.stopped,
+      details: { agentId: this.options.config.agentId, hosts: this.hosts.size, hostsRegistered: registered, vms, documentsRefused: this.refused },
     };
   }
 }

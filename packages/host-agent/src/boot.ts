@@ -1,15 +1,15 @@
-// Opens a VM's boot volume over the storage API the way a real host would:
-// ask the controller which SAN node holds the volume, then read the first
-// blocks from that node. It retries peers that are UNAVAILABLE a bounded number
-// of times and turns every other outcome into a failure reason; it never
-// changes VM state itself.
+// Opens a VM's boot volume the way a real host would: read the first blocks
+// from the SAN node its document says holds the volume. The host never needs
+// the controller to boot. It retries peers that are UNAVAILABLE a bounded
+// number of times and turns every other outcome into a failure reason; it
+// never changes VM state itself.
 
-import { sanNodeService, storageService, type Bus } from "@simdc/bus";
-import { checkName, toSimdcError, type Logger, type SimdcError } from "@simdc/common";
+import { sanNodeService, type Bus } from "@simdc/bus";
+import { toSimdcError, type Clock, type Logger, type SimdcError } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 import { bootAttemptsMax, bootBackoff, bootCallTimeoutMs } from "./limits.js";
-import { pause } from "./pause.js";
 import { backoffDelayMs } from "./timing.js";
+import type { BootLocation } from "./validate.js";
 
 import v1 = simdc.v1;
 
@@ -21,7 +21,7 @@ export interface FailureReason {
 
 /** How opening a boot volume ended. */
 export type BootOutcome =
-  | { ok: true; sanNodeId: string; bytesRead: number }
+  | { ok: true; bytesRead: number }
   | { ok: false; reason: FailureReason }
   /** The VM or its host went away while booting; nobody wants the result. */
   | { ok: false; reason: null };
@@ -31,6 +31,7 @@ export interface BootContext {
   /** The host that boots: the sender fault rules see. */
   hostId: string;
   logger: Logger;
+  clock: Clock;
   /** Aborted when the VM is removed or its host stops. */
   signal: AbortSignal;
   random: () => number;
@@ -42,45 +43,36 @@ function reasonOf(err: SimdcError): FailureReason {
 }
 
 /**
- * Reads blocks [0, blockCount) of `volumeId` from the SAN node that holds it.
- * @returns ok with the node and the bytes read; or a failure reason: NOT_FOUND
- * "boot volume <id> not found" when the controller or the node does not know
- * the volume, UNAVAILABLE (or RESOURCE_EXHAUSTED) after bootAttemptsMax
- * attempts at unreachable (or busy) peers, any other code as the peer sent it.
- * Never throws operating errors.
+ * Reads blocks [0, blockCount) of the boot volume from its SAN node.
+ * @returns ok with the bytes read; or a failure reason: NOT_FOUND "boot
+ * volume <id> not found" when the controller did not know the volume or the
+ * node does not hold it, UNAVAILABLE (or RESOURCE_EXHAUSTED) after
+ * bootAttemptsMax attempts at an unreachable (or busy) node, any other code
+ * as the node sent it. Never throws operating errors.
  */
-export async function openBootVolume(ctx: BootContext, volumeId: string, blockCount: number): Promise<BootOutcome> {
+export async function openBootVolume(ctx: BootContext, boot: BootLocation, blockCount: number): Promise<BootOutcome> {
+  const notFound = { ok: false as const, reason: { code: v1.ErrorCode.ERROR_CODE_NOT_FOUND, message: `boot volume ${boot.volumeId} not found` } };
+  if (!boot.sanNodeId) return notFound;
   for (let attempt = 1; ; attempt++) {
     try {
-      return await readBootBlocks(ctx.bus, ctx.hostId, volumeId, blockCount);
+      const { data } = await ctx.bus.call(
+        sanNodeService.ReadBlocks,
+        { volumeId: boot.volumeId, lba: 0, blockCount },
+        { scopeId: boot.sanNodeId, timeoutMs: bootCallTimeoutMs, source: ctx.hostId },
+      );
+      return { ok: true, bytesRead: data.length };
     } catch (err) {
       if (ctx.signal.aborted) return { ok: false, reason: null };
       const failure = toSimdcError(err);
-      if (failure.code === "NOT_FOUND") {
-        return { ok: false, reason: { code: v1.ErrorCode.ERROR_CODE_NOT_FOUND, message: `boot volume ${volumeId} not found` } };
-      }
+      if (failure.code === "NOT_FOUND") return notFound;
       // A peer that is gone or too busy may answer the next attempt; anything else will not.
       const transient = failure.code === "UNAVAILABLE" || failure.code === "RESOURCE_EXHAUSTED";
       if (!transient || attempt >= bootAttemptsMax) {
-        ctx.logger.warn({ volumeId, attempt, code: failure.code, reason: failure.message }, "cannot open boot volume");
+        ctx.logger.warn({ volumeId: boot.volumeId, attempt, code: failure.code, reason: failure.message }, "cannot open boot volume");
         return { ok: false, reason: reasonOf(failure) };
       }
-      ctx.logger.debug({ volumeId, attempt, reason: failure.message }, "boot volume unreachable or busy; retrying");
-      if (!(await pause(backoffDelayMs(bootBackoff, attempt, ctx.random), ctx.signal))) {
-        return { ok: false, reason: null };
-      }
+      ctx.logger.debug({ volumeId: boot.volumeId, attempt, reason: failure.message }, "boot volume unreachable or busy; retrying");
+      if (!(await ctx.clock.sleep(backoffDelayMs(bootBackoff, attempt, ctx.random), ctx.signal))) return { ok: false, reason: null };
     }
   }
-}
-
-async function readBootBlocks(bus: Bus, hostId: string, volumeId: string, blockCount: number): Promise<BootOutcome> {
-  const { volume } = await bus.call(storageService.GetVolume, { volumeId }, { timeoutMs: bootCallTimeoutMs, source: hostId });
-  // The controller's answer is input too: a bad node id would be a bad subject.
-  const sanNodeId = checkName("volume.san_node_id", volume?.sanNodeId ?? "");
-  const { data } = await bus.call(
-    sanNodeService.ReadBlocks,
-    { volumeId, lba: 0, blockCount },
-    { scopeId: sanNodeId, timeoutMs: bootCallTimeoutMs, source: hostId },
-  );
-  return { ok: true, sanNodeId, bytesRead: data.length };
 }

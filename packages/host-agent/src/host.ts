@@ -1,35 +1,28 @@
 // One simulated hypervisor host: its identity on the wire, its registration
-// with the controller, its heartbeat timer, its HostAgentService endpoints and
-// the VMs it holds. Several hosts share one process and one bus but nothing
-// else; a host must not know about the others or about the process.
+// with the controller, the VMs it holds, and the document it realizes as one
+// step. Several hosts share one process, one bus, one document watch and one
+// heartbeat timer (the agent's), but nothing else; a host must not know
+// about the others. A host that loses the controller runs on with its last
+// document.
 
-import { randomUUID } from "node:crypto";
-import { endpoint, hostAgentService, hostService, type Bus, type Input, type MessageType } from "@simdc/bus";
+import { hostService, type Bus, type Input, type MessageType } from "@simdc/bus";
 import {
-  notFound,
+  addToDigest,
+  memberDigest,
+  removeFromDigest,
   resourceExhausted,
-  systemClock,
-  toSimdcError,
-  unavailable,
+  SimdcError,
+  uniqueId,
   type Clock,
   type Logger,
 } from "@simdc/common";
 import { simdc } from "@simdc/proto";
-import { pause } from "./pause.js";
-import {
-  heartbeatIntervalMsMax,
-  heartbeatIntervalMsMin,
-  registerBackoff,
-  registerCallTimeoutMs,
-  vmsPerHostMax,
-} from "./limits.js";
-import { backoffDelayMs, nextHeartbeatAtMs } from "./timing.js";
-import { checkApplyVm, checkRemoveVm } from "./validate.js";
+import { heartbeatIntervalMsMax, heartbeatIntervalMsMin, registerBackoff, registerCallTimeoutMs, vmsPerHostMax } from "./limits.js";
+import { backoffDelayMs } from "./timing.js";
+import type { HostPlan } from "./validate.js";
 import { SimVm, type VmTiming } from "./vm.js";
 
 import v1 = simdc.v1;
-
-type Service = Awaited<ReturnType<Bus["serve"]>>;
 
 /** The physical hardware a simulated host offers. */
 export interface HostCapacity {
@@ -42,74 +35,65 @@ export interface SimHostOptions {
   bus: Bus;
   /** The agent's logger; the host adds its id. */
   logger: Logger;
+  clock: Clock;
   agentId: string;
   hostId: string;
   capacity: HostCapacity;
   timing: VmTiming;
-  /** Used until the controller's registration reply names another, in ms. */
-  heartbeatIntervalMs: number;
-  /**
-   * Where in each interval this host beats, in [0, 1), measured from
-   * heartbeatEpochMs; the agent spreads its hosts' phases so they do not beat together.
-   */
-  heartbeatPhase: number;
-  heartbeatEpochMs: number;
-  /** Defaults to vmsPerHostMax. */
+  /** VMs the host may hold; defaults to vmsPerHostMax. */
   vmsMax?: number;
-  clock?: Clock;
-  /** Jitter source in [0, 1); Math.random by default. */
-  random?: () => number;
+  /** Jitter source in [0, 1), derived from the run's seed. */
+  random: () => number;
+  /** Told when the controller's registration reply names the heartbeat and metrics intervals. */
+  onIntervals(heartbeatIntervalMs: number, metricsIntervalMs: number): void;
+  /** Told when the host realized a document (so it reports at once). */
+  onRealized(host: SimHost): void;
 }
+
+/** The digest member of one VM's status, as host and controller both compute it. */
+function statusDigest(status: v1.VmStatus): number {
+  return memberDigest(status.vmId, status.incarnation, status.state, status.observedGeneration);
+}
+
+/** Why a host refused a document. */
+export type PlanRefusal = { kind: "stale-epoch"; heldEpoch: number } | null;
 
 export class SimHost {
   readonly id: string;
   /** Changes each time the host starts, so the controller can tell a restart from a gap. */
-  readonly bootId = randomUUID();
+  readonly bootId = uniqueId();
   private readonly bus: Bus;
   private readonly logger: Logger;
-  private readonly clock: Clock;
-  private readonly random: () => number;
   private readonly vmsMax: number;
   private readonly vms = new Map<string, SimVm>();
-  private readonly stopping = new AbortController();
-  private heartbeatIntervalMs: number;
+  /** The status last reported for each VM, and the digest over them. */
+  private readonly reported = new Map<string, v1.VmStatus>();
+  private digest = 0;
+  private reportSeq = 0;
   private heartbeatSeq = 0;
-  private heartbeatTimer: NodeJS.Timeout | null = null;
+  private readonly stopping = new AbortController();
+  private registering = false;
   private registered = false;
-  private service: Service | null = null;
+  /** Refused by the controller for good: another live agent holds this id. */
+  private evicted = false;
+  private realized = { generation: 0, epoch: 0, stateId: "" };
 
   constructor(private readonly options: SimHostOptions) {
     this.id = options.hostId;
     this.bus = options.bus;
     this.logger = options.logger.child({ hostId: options.hostId });
-    this.clock = options.clock ?? systemClock;
-    this.random = options.random ?? Math.random;
     this.vmsMax = options.vmsMax ?? vmsPerHostMax;
-    this.heartbeatIntervalMs = options.heartbeatIntervalMs;
   }
 
-  /**
-   * Serves the host's endpoints, starts its heartbeat and starts registering
-   * in the background; resolves once the endpoints are served (registration
-   * never holds up serving or heartbeating).
-   */
-  async start(): Promise<void> {
-    this.service = await this.bus.serve({ role: "host", scopeId: this.id, description: `simulated host ${this.id}` }, [
-      endpoint(hostAgentService.ApplyVm, (request) => this.applyVm(request)),
-      endpoint(hostAgentService.RemoveVm, (request) => this.removeVm(request)),
-    ]);
-    this.scheduleHeartbeat(this.clock.nowMs());
+  /** Starts registering in the background (registration never holds up anything else). */
+  start(): void {
     void this.register();
   }
 
-  /** Stops the timers, the VM drivers and the endpoints. Publishes nothing more. */
-  async stop(): Promise<void> {
+  /** Stops for good. A stopped host is a powered-off machine: its VMs end without a word. */
+  stop(): void {
     this.stopping.abort();
-    if (this.heartbeatTimer) clearTimeout(this.heartbeatTimer);
-    this.heartbeatTimer = null;
-    // A stopped host is a powered-off machine: its VMs end without a word.
     for (const vm of this.vms.values()) vm.discard();
-    await this.service?.stop();
   }
 
   /** True once the controller has accepted this host's registration. */
@@ -117,124 +101,207 @@ export class SimHost {
     return this.registered;
   }
 
+  /** False once stopped or evicted: such a host says nothing more. */
+  get alive(): boolean {
+    return !this.stopping.signal.aborted && !this.evicted;
+  }
+
   vmCount(): number {
     return this.vms.size;
   }
 
-  /** The interval the host heartbeats at now, in ms. */
-  currentHeartbeatIntervalMs(): number {
-    return this.heartbeatIntervalMs;
+  get realizedGeneration(): number {
+    return this.realized.generation;
   }
 
-  private applyVm(request: v1.ApplyVmRequest): v1.ApplyVmResponse.$Properties {
-    const desired = checkApplyVm(request);
-    if (this.stopping.signal.aborted) throw unavailable(`host ${this.id} is stopping`);
-    const known = this.vms.get(desired.vmId);
-    if (known) {
-      known.apply(desired);
-      return { status: known.status() };
+  /**
+   * Realizes a document as one step: VMs it names are created or updated
+   * (a new incarnation replaces the old), VMs it does not name are removed.
+   * @returns a refusal when the document comes from a deposed controller
+   * (an older epoch of the same stored state), else null.
+   */
+  applyPlan(plan: HostPlan): PlanRefusal {
+    if (!this.alive) return null;
+    const sameState = plan.stateId === this.realized.stateId;
+    if (sameState && plan.epoch < this.realized.epoch) return { kind: "stale-epoch", heldEpoch: this.realized.epoch };
+    if (sameState && plan.generation <= this.realized.generation) return null;
+    const wanted = new Set<string>();
+    for (const desired of plan.vms) {
+      wanted.add(desired.vmId);
+      const known = this.vms.get(desired.vmId);
+      if (known && known.incarnation === desired.incarnation) {
+        known.apply(desired);
+        continue;
+      }
+      if (known) this.remove(known);
+      const vm = new SimVm(desired, {
+        hostId: this.id,
+        bus: this.bus,
+        logger: this.logger,
+        clock: this.options.clock,
+        timing: this.options.timing,
+        random: this.options.random,
+        changed: (changed) => this.report(changed),
+      });
+      this.vms.set(vm.id, vm);
+      if (this.vms.size > this.vmsMax) {
+        const refusal = resourceExhausted(`host ${this.id} holds ${this.vmsMax} VMs, its limit`);
+        vm.refuse({ code: v1.ErrorCode.ERROR_CODE_RESOURCE_EXHAUSTED, message: refusal.message });
+        continue;
+      }
+      this.report(vm);
+      vm.drive();
     }
-    if (this.vms.size >= this.vmsMax) {
-      throw resourceExhausted(`host ${this.id} holds ${this.vms.size} VMs, its limit`);
-    }
-    const vm = new SimVm(desired, {
+    for (const vm of [...this.vms.values()]) if (!wanted.has(vm.id)) this.remove(vm);
+    this.realized = { generation: plan.generation, epoch: plan.epoch, stateId: plan.stateId };
+    this.logger.debug({ generation: plan.generation, vms: this.vms.size }, "document realized");
+    this.options.onRealized(this);
+    return null;
+  }
+
+  /** Everything the host holds, for GetHostState. */
+  state(): v1.GetHostStateResponse.$Properties {
+    const vms: v1.VmReport.$Properties[] = [];
+    for (const vm of this.vms.values()) vms.push({ status: this.reported.get(vm.id) ?? vm.status(), desired: vm.wanted.wire });
+    return {
       hostId: this.id,
-      bus: this.bus,
-      logger: this.logger,
-      timing: this.options.timing,
-      random: this.random,
-      report: (status) => this.publishStatus(status),
-    });
-    this.vms.set(vm.id, vm);
-    this.publishStatus(vm.status());
-    vm.drive();
-    return { status: vm.status() };
+      bootId: this.bootId,
+      realizedGeneration: this.realized.generation,
+      documentEpoch: this.realized.epoch,
+      stateId: this.realized.stateId,
+      vms,
+    };
   }
 
-  private removeVm(request: v1.RemoveVmRequest): v1.RemoveVmResponse.$Properties {
-    const vmId = checkRemoveVm(request);
-    const vm = this.vms.get(vmId);
-    if (!vm) throw notFound(`vm ${vmId} not found on host ${this.id}`);
-    this.vms.delete(vmId);
-    const last = vm.discard();
-    if (last) this.publishStatus(last);
-    this.logger.info({ vmId }, "vm removed");
-    return {};
-  }
-
-  private publishStatus(status: v1.VmStatus.$Properties): void {
-    this.publishSafely(this.bus.subjects.event("vm", status.vmId ?? "", "status"), v1.VmStatus, status);
-  }
-
-  private scheduleHeartbeat(afterMs: number): void {
-    const dueMs = nextHeartbeatAtMs(afterMs, this.options.heartbeatEpochMs, this.heartbeatIntervalMs, this.options.heartbeatPhase);
-    this.heartbeatTimer = setTimeout(() => {
-      this.publishHeartbeat();
-      // Counting from the slot that fired, not from now, so a timer that fires
-      // a little early does not beat twice.
-      this.scheduleHeartbeat(Math.max(dueMs, this.clock.nowMs()));
-    }, dueMs - this.clock.nowMs());
-  }
-
-  private publishHeartbeat(): void {
+  /** Publishes the heartbeat: liveness, what was realized, and the digest of the VM states. */
+  beat(): void {
+    if (!this.alive) return;
     // seq is a uint32 on the wire; it wraps after 2^32 beats, which the controller tolerates.
     this.heartbeatSeq = (this.heartbeatSeq + 1) >>> 0;
-    this.publishSafely(this.bus.subjects.event("host", this.id, "heartbeat"), v1.HostHeartbeat, {
+    this.publish(this.bus.subjects.event("host", this.id, "heartbeat"), v1.HostHeartbeat, {
       hostId: this.id,
       agentId: this.options.agentId,
       bootId: this.bootId,
       seq: this.heartbeatSeq,
-      sentAtMs: this.clock.nowMs(),
-      vms: [...this.vms.values()].map((vm) => vm.status()),
+      sentAtMs: this.options.clock.nowMs(),
+      realizedGeneration: this.realized.generation,
+      vmCount: this.reported.size,
+      vmDigest: this.digest,
+      documentEpoch: this.realized.epoch,
+      stateId: this.realized.stateId,
     });
   }
 
-  private publishSafely<T>(subject: string, type: MessageType<T>, message: Input<T>): void {
-    try {
-      this.bus.publish(subject, type, message, this.id);
-    } catch (err) {
-      // A closed connection throws; the next beat or status change reports again.
-      this.logger.warn({ err, subject }, "publish failed");
+  /** Publishes the sampled metrics: a few numbers, whatever the number of VMs. */
+  publishMetrics(): void {
+    if (!this.alive) return;
+    let running = 0;
+    let starting = 0;
+    let failed = 0;
+    let vcpus = 0;
+    let memoryMib = 0;
+    for (const [id, status] of this.reported) {
+      if (status.state === v1.VmState.VM_STATE_RUNNING) {
+        running += 1;
+        const spec = this.vms.get(id)?.wanted.spec;
+        vcpus += spec?.vcpus ?? 0;
+        memoryMib += spec?.memoryMib ?? 0;
+      } else if (status.state === v1.VmState.VM_STATE_STARTING) starting += 1;
+      else if (status.state === v1.VmState.VM_STATE_FAILED) failed += 1;
     }
+    this.publish(this.bus.subjects.event("host", this.id, "metrics"), v1.HostMetrics, {
+      hostId: this.id,
+      sampledAtMs: this.options.clock.nowMs(),
+      vmCount: this.vms.size,
+      vmsRunning: running,
+      vmsStarting: starting,
+      vmsFailed: failed,
+      vcpusRunning: vcpus,
+      memoryMibRunning: memoryMib,
+      realizedGeneration: this.realized.generation,
+      publishFailures: this.bus.publishFailureCount,
+    });
   }
 
-  /** Registers with capped backoff until the controller accepts, or the host stops. */
+  /** Registers again now (the controller asked: it does not know this boot). */
+  reregister(): void {
+    if (!this.evicted) void this.register();
+  }
+
+  private remove(vm: SimVm): void {
+    vm.discard();
+    this.vms.delete(vm.id);
+    const removed = v1.VmStatus.create({ ...vm.status(), state: v1.VmState.VM_STATE_REMOVED });
+    this.publishStatus(removed);
+    this.logger.info({ vmId: vm.id }, "vm removed");
+  }
+
+  private report(vm: SimVm): void {
+    if (!this.alive || this.vms.get(vm.id) !== vm) return;
+    this.publishStatus(vm.status());
+  }
+
+  private publishStatus(status: v1.VmStatus): void {
+    this.reportSeq = (this.reportSeq + 1) >>> 0;
+    status.reportSeq = this.reportSeq;
+    const previous = this.reported.get(status.vmId);
+    if (previous) this.digest = removeFromDigest(this.digest, statusDigest(previous));
+    if (status.state === v1.VmState.VM_STATE_REMOVED) this.reported.delete(status.vmId);
+    else {
+      this.reported.set(status.vmId, status);
+      this.digest = addToDigest(this.digest, statusDigest(status));
+    }
+    this.publish(this.bus.subjects.event("host", this.id, "vm"), v1.VmStatus, status);
+  }
+
+  private publish<T>(subject: string, type: MessageType<T>, message: Input<T>): void {
+    // A failed publish is logged, counted and reported by the bus; the digest brings the controller back in step.
+    this.bus.publish(subject, type, message, this.id);
+  }
+
+  /** Registers with capped backoff until the controller accepts, or the host stops or is evicted. */
   private async register(): Promise<void> {
+    if (this.registering) return;
+    this.registering = true;
     const request: v1.RegisterHostRequest.$Properties = {
       hostId: this.id,
       agentId: this.options.agentId,
       capacity: { ...this.options.capacity, vmsMax: this.vmsMax },
       bootId: this.bootId,
     };
-    for (let attempt = 1; !this.stopping.signal.aborted; attempt++) {
-      try {
-        const reply = await this.bus.call(hostService.RegisterHost, request, { timeoutMs: registerCallTimeoutMs, source: this.id });
-        if (this.stopping.signal.aborted) return;
-        this.onRegistered(reply, attempt);
-        return;
-      } catch (err) {
-        const failure = toSimdcError(err);
-        const context = { attempt, code: failure.code, reason: failure.message };
-        // UNAVAILABLE is expected while the controller is down; anything else is a refusal worth seeing.
-        if (failure.code !== "UNAVAILABLE") this.logger.error(context, "registration refused; retrying");
-        else if (attempt === 1 || attempt % 10 === 0) this.logger.warn(context, "controller unreachable; retrying registration");
-        if (!(await pause(backoffDelayMs(registerBackoff, attempt, this.random), this.stopping.signal))) return;
+    try {
+      for (let attempt = 1; this.alive; attempt++) {
+        try {
+          const reply = await this.bus.call(hostService.RegisterHost, request, { scopeId: this.id, timeoutMs: registerCallTimeoutMs, source: this.id });
+          if (!this.alive) return;
+          this.onRegistered(reply, attempt);
+          return;
+        } catch (err) {
+          if (!this.alive) return;
+          if (err instanceof SimdcError && err.code === "FAILED_PRECONDITION") {
+            // Another live agent holds this host id: two machines must not be one host.
+            this.evict(err.message);
+            return;
+          }
+          this.logger.warn({ attempt, err: String(err) }, "registration failed; retrying");
+          if (!(await this.options.clock.sleep(backoffDelayMs(registerBackoff, attempt, this.options.random), this.stopping.signal))) return;
+        }
       }
+    } finally {
+      this.registering = false;
     }
+  }
+
+  private evict(reason: string): void {
+    this.evicted = true;
+    for (const vm of this.vms.values()) vm.discard();
+    this.logger.error({ reason }, "the controller refused this host: it stops and says nothing more");
   }
 
   private onRegistered(reply: v1.RegisterHostResponse, attempts: number): void {
     this.registered = true;
-    const asked = reply.heartbeatIntervalMs;
-    if (asked > 0) {
-      const intervalMs = Math.min(heartbeatIntervalMsMax, Math.max(heartbeatIntervalMsMin, asked));
-      if (intervalMs !== asked) this.logger.warn({ asked, intervalMs }, "heartbeat interval out of bounds; clamped");
-      if (intervalMs !== this.heartbeatIntervalMs) {
-        this.heartbeatIntervalMs = intervalMs;
-        if (this.heartbeatTimer) clearTimeout(this.heartbeatTimer);
-        this.scheduleHeartbeat(this.clock.nowMs());
-      }
-    }
-    this.logger.info({ attempts, heartbeatIntervalMs: this.heartbeatIntervalMs }, "registered");
+    const clamp = (ms: number): number => Math.min(heartbeatIntervalMsMax, Math.max(heartbeatIntervalMsMin, ms));
+    if (reply.heartbeatIntervalMs > 0) this.options.onIntervals(clamp(reply.heartbeatIntervalMs), reply.metricsIntervalMs || 0);
+    this.logger.info({ attempts, heartbeatIntervalMs: reply.heartbeatIntervalMs }, "registered");
   }
 }

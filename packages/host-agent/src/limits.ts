@@ -2,8 +2,8 @@
 // reader can see every bound the agent enforces. Nothing here does I/O; the
 // values are the defaults the code uses, not settings a user must know about.
 
-/** Simulated hosts one agent process may hold (each has its own service and timer). */
-export const hostsPerAgentMax = 500;
+/** Simulated hosts one agent process may hold (they share its service, its document watch and its heartbeat timer). */
+export const hostsPerAgentMax = 1000;
 
 /**
  * VMs one simulated host may hold (vSphere 7's maximum per host); bounds the
@@ -23,6 +23,9 @@ export const bootBlocksMax = 1_024;
 /** Bounds on the heartbeat interval the controller may ask for, in ms. */
 export const heartbeatIntervalMsMin = 50;
 export const heartbeatIntervalMsMax = 60_000;
+
+/** Heartbeat slots per interval: the agent's timer fires this often per interval and beats one slot's hosts. */
+export const heartbeatSlotsMax = 50;
 
 /** How long one RegisterHost call may take before it counts as lost, in ms. */
 export const registerCallTimeoutMs = 2_000;

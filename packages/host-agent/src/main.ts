@@ -12,5 +12,5 @@ await runProcess({
   settings: hostAgentSettings,
   // Checks the host list and agent id before anything starts.
   idOf: (settings) => agentConfigOf(settings).agentId,
-  run: ({ bus, settings, logger }) => HostAgent.start({ bus, logger, config: agentConfigOf(settings) }),
+  run: ({ bus, settings, logger, clock, rng }) => HostAgent.start({ bus, logger, clock, rng, config: agentConfigOf(settings) }),
 });

@@ -6,6 +6,6 @@ export { SimVm } from "./vm.js";
 export type { VmTiming } from "./vm.js";
 export { agentConfigOf, parseHostIds, hostAgentSettings } from "./config.js";
 export type { AgentConfig } from "./config.js";
-export { checkApplyVm, checkRemoveVm } from "./validate.js";
-export type { DesiredVm } from "./validate.js";
+export { checkDesiredVm, checkPlan } from "./validate.js";
+export type { DesiredVm, HostPlan } from "./validate.js";
 export * from "./limits.js";

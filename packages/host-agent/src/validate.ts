@@ -1,7 +1,8 @@
-// Checks every field of the requests a host serves, at the edge, and turns
-// them into typed values the VM code can trust. protobufjs decodes an empty or
-// partial message into defaults, so zero values and unknown enum numbers are
-// refused here; nothing behind this file re-checks them.
+// Checks every field of the documents a host realizes, at the edge, and
+// turns them into typed values the VM code can trust. Documents come from KV
+// through the bus; protobufjs decodes a partial message into defaults, so
+// zero values and unknown enum numbers are refused here, and nothing behind
+// this file re-checks them.
 
 import { checkName, checkRange, invalidArgument } from "@simdc/common";
 import { simdc } from "@simdc/proto";
@@ -10,43 +11,78 @@ import { memoryMibPerVmMax, vcpusPerVmMax } from "./limits.js";
 import v1 = simdc.v1;
 
 const uint32Max = 0xffff_ffff;
+const incarnationLengthMax = 64;
 
 /** The power states a host can realize; UNSPECIFIED and unknown numbers are refused. */
 export type DesiredPowerState = v1.PowerState.POWER_STATE_ON | v1.PowerState.POWER_STATE_OFF;
 
+/** Where a boot volume lives; the node is "" when the controller did not know the volume. */
+export interface BootLocation {
+  volumeId: string;
+  sanNodeId: string;
+}
+
 /** What the controller wants of one VM, checked. */
 export interface DesiredVm {
   vmId: string;
+  incarnation: string;
   spec: { vcpus: number; memoryMib: number; bootVolume: string };
+  boot: BootLocation;
   powerState: DesiredPowerState;
-  /** Bumped by the controller on each change; at least 1. */
+  /** Bumped by the controller on each change of this incarnation; at least 1. */
   generation: number;
+  /** As it came, for GetHostState. */
+  wire: v1.DesiredVm;
+}
+
+/** A whole document (all chunks), checked. */
+export interface HostPlan {
+  generation: number;
+  epoch: number;
+  stateId: string;
+  vms: DesiredVm[];
 }
 
 /**
- * Checks an ApplyVm request field by field.
+ * Checks one VM of a document field by field.
  * @throws SimdcError INVALID_ARGUMENT naming the first bad field.
  */
-export function checkApplyVm(request: v1.ApplyVmRequest): DesiredVm {
-  const vmId = checkName("vm_id", request.vmId);
-  const spec = request.spec;
-  if (!spec) throw invalidArgument("spec is required");
-  const vcpus = checkRange("spec.vcpus", spec.vcpus ?? 0, 1, vcpusPerVmMax);
-  const memoryMib = checkRange("spec.memory_mib", spec.memoryMib ?? 0, 1, memoryMibPerVmMax);
-  const bootVolume = checkName("spec.boot_volume", spec.bootVolume ?? "");
-  const powerState = request.powerState;
+export function checkDesiredVm(vm: v1.DesiredVm): DesiredVm {
+  const vmId = checkName("vm_id", vm.vmId);
+  const incarnation = vm.incarnation;
+  if (!incarnation || incarnation.length > incarnationLengthMax) throw invalidArgument(`vm ${vmId}: incarnation must be 1-${incarnationLengthMax} characters`);
+  const spec = vm.spec;
+  if (!spec) throw invalidArgument(`vm ${vmId}: spec is required`);
+  const vcpus = checkRange(`vm ${vmId}: spec.vcpus`, spec.vcpus ?? 0, 1, vcpusPerVmMax);
+  const memoryMib = checkRange(`vm ${vmId}: spec.memory_mib`, spec.memoryMib ?? 0, 1, memoryMibPerVmMax);
+  const bootVolume = checkName(`vm ${vmId}: spec.boot_volume`, spec.bootVolume ?? "");
+  const node = vm.bootVolume?.sanNodeId ?? "";
+  const boot = { volumeId: bootVolume, sanNodeId: node ? checkName(`vm ${vmId}: boot_volume.san_node_id`, node) : "" };
+  const powerState = vm.powerState;
   if (powerState !== v1.PowerState.POWER_STATE_ON && powerState !== v1.PowerState.POWER_STATE_OFF) {
-    throw invalidArgument(`power_state must be POWER_STATE_ON or POWER_STATE_OFF, got ${powerState}`);
+    throw invalidArgument(`vm ${vmId}: power_state must be POWER_STATE_ON or POWER_STATE_OFF, got ${powerState}`);
   }
-  const generation = checkRange("generation", request.generation, 1, uint32Max);
-  return { vmId, spec: { vcpus, memoryMib, bootVolume }, powerState, generation };
+  const generation = checkRange(`vm ${vmId}: generation`, vm.generation, 1, uint32Max);
+  return { vmId, incarnation, spec: { vcpus, memoryMib, bootVolume }, boot, powerState, generation, wire: vm };
 }
 
 /**
- * Checks a RemoveVm request.
- * @returns the VM id.
- * @throws SimdcError INVALID_ARGUMENT when the id is not a valid name.
+ * Checks a document assembled from its chunks.
+ * @throws SimdcError INVALID_ARGUMENT for a bad generation, a repeated VM or a bad VM.
  */
-export function checkRemoveVm(request: v1.RemoveVmRequest): string {
-  return checkName("vm_id", request.vmId);
+export function checkPlan(chunks: v1.HostDocument[]): HostPlan {
+  const first = chunks[0];
+  if (!first) throw invalidArgument("a document needs at least one chunk");
+  const generation = checkRange("generation", first.generation, 1, uint32Max);
+  const seen = new Set<string>();
+  const vms: DesiredVm[] = [];
+  for (const chunk of chunks) {
+    for (const raw of chunk.vms) {
+      const vm = checkDesiredVm(v1.DesiredVm.create(raw));
+      if (seen.has(vm.vmId)) throw invalidArgument(`vm ${vm.vmId} appears twice`);
+      seen.add(vm.vmId);
+      vms.push(vm);
+    }
+  }
+  return { generation, epoch: first.epoch, stateId: first.stateId, vms };
 }

@@ -1,28 +1,26 @@
-// One VM on a simulated host: its desired state (from ApplyVm), the state the
-// host has realized, and the asynchronous driver that moves the second toward
-// the first one step at a time, reporting each change. It must not decide
-// placement or count capacity (the controller does), and it publishes only
-// through the callback its host gives it.
+// One VM on a simulated host: its desired state (from the host's document),
+// the state the host has realized, and the asynchronous driver that moves the
+// second toward the first one step at a time on the simulated clock,
+// reporting each change. It must not decide placement or count capacity (the
+// controller does), and it publishes only through the callback its host gives it.
 
 import type { Bus } from "@simdc/bus";
-import type { Logger } from "@simdc/common";
+import type { Clock, Logger } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 import { openBootVolume, type FailureReason } from "./boot.js";
-import { pause } from "./pause.js";
 import type { DesiredVm } from "./validate.js";
 
 import v1 = simdc.v1;
 
-const { VM_STATE_DEFINED, VM_STATE_STARTING, VM_STATE_RUNNING, VM_STATE_STOPPING, VM_STATE_STOPPED, VM_STATE_FAILED } =
-  v1.VmState;
+const { VM_STATE_DEFINED, VM_STATE_STARTING, VM_STATE_RUNNING, VM_STATE_STOPPING, VM_STATE_STOPPED, VM_STATE_FAILED } = v1.VmState;
 
 /** How long the simulated steps take and how much of the boot volume a boot reads. */
 export interface VmTiming {
   /** Blocks read from the start of the boot volume. */
   bootBlocks: number;
-  /** Time from the boot read to RUNNING, in ms. */
+  /** Time from the boot read to RUNNING, in simulated ms. */
   bootTimeMs: number;
-  /** Time from STOPPING to STOPPED, in ms. */
+  /** Time from STOPPING to STOPPED, in simulated ms. */
   stopTimeMs: number;
 }
 
@@ -31,14 +29,16 @@ export interface VmHost {
   hostId: string;
   bus: Bus;
   logger: Logger;
+  clock: Clock;
   timing: VmTiming;
   random: () => number;
-  /** Called with the VM's status after every change. */
-  report(status: v1.VmStatus.$Properties): void;
+  /** Called after every change of the VM's status. */
+  changed(vm: SimVm): void;
 }
 
 export class SimVm {
   readonly id: string;
+  readonly incarnation: string;
   private desired: DesiredVm;
   private state: v1.VmState = VM_STATE_DEFINED;
   private reason: FailureReason | null = null;
@@ -53,61 +53,60 @@ export class SimVm {
     private readonly host: VmHost,
   ) {
     this.id = desired.vmId;
+    this.incarnation = desired.incarnation;
     this.desired = desired;
   }
 
-  /** The status as heartbeats and replies carry it. */
-  status(): v1.VmStatus.$Properties {
-    return {
+  /** The status as events and the host's state carry it (the host adds its report sequence). */
+  status(): v1.VmStatus {
+    return v1.VmStatus.create({
       vmId: this.id,
       state: this.state,
       hostId: this.host.hostId,
       reason: this.reason,
       observedGeneration: this.observedGeneration,
-    };
-  }
-
-  /**
-   * Takes a newer desired state and drives toward it. A generation at or below
-   * the one already taken changes nothing (it is realized or in progress, or
-   * stale), which is what makes ApplyVm idempotent.
-   * @returns true when the request was newer and was taken.
-   */
-  apply(desired: DesiredVm): boolean {
-    if (desired.generation <= this.desired.generation) return false;
-    this.desired = desired;
-    this.drive();
-    return true;
-  }
-
-  /**
-   * Starts the driver unless one runs (a running driver picks up the newer
-   * desired state after its current step). Deferred, so the ApplyVm reply
-   * goes out before the first transition.
-   */
-  drive(): void {
-    if (this.driving || this.abort.signal.aborted) return;
-    this.driving = true;
-    setImmediate(() => {
-      void this.run().finally(() => {
-        this.driving = false;
-      });
+      incarnation: this.incarnation,
     });
   }
 
+  /** The desired state as the host holds it. */
+  get wanted(): DesiredVm {
+    return this.desired;
+  }
+
   /**
-   * Stops driving for good (the VM is removed or its host stops). A VM that
-   * was up ends STOPPED, since a removed VM no longer runs.
-   * @returns the final status to report, or null when nothing changed.
+   * Takes a newer desired state of the same incarnation and drives toward it.
+   * A generation at or below the one already taken changes nothing.
    */
-  discard(): v1.VmStatus.$Properties | null {
+  apply(desired: DesiredVm): void {
+    if (desired.generation <= this.desired.generation) return;
+    this.desired = desired;
+    this.drive();
+  }
+
+  /** Marks the VM failed without driving it (the host cannot take it). */
+  refuse(reason: FailureReason): void {
     this.abort.abort();
-    if (this.state === VM_STATE_STARTING || this.state === VM_STATE_RUNNING || this.state === VM_STATE_STOPPING) {
-      this.state = VM_STATE_STOPPED;
-      this.reason = null;
-      return this.status();
-    }
-    return null;
+    this.observedGeneration = this.desired.generation;
+    this.state = VM_STATE_FAILED;
+    this.reason = reason;
+    this.host.changed(this);
+  }
+
+  /** Starts the driver unless one runs (a running driver picks up the newer desired state after its current step). */
+  drive(): void {
+    if (this.driving || this.abort.signal.aborted) return;
+    this.driving = true;
+    void Promise.resolve()
+      .then(() => this.run())
+      .finally(() => {
+        this.driving = false;
+      });
+  }
+
+  /** Stops driving for good (the VM is removed or its host stops). */
+  discard(): void {
+    this.abort.abort();
   }
 
   private async run(): Promise<void> {
@@ -128,26 +127,23 @@ export class SimVm {
       return;
     }
     this.change(VM_STATE_STARTING, null, log);
-    const outcome = await openBootVolume(
-      { bus: this.host.bus, hostId: this.host.hostId, logger: log, signal: this.abort.signal, random: this.host.random },
-      target.spec.bootVolume,
-      this.host.timing.bootBlocks,
-    );
+    const { bus, hostId, clock, random, timing } = this.host;
+    const outcome = await openBootVolume({ bus, hostId, logger: log, clock, signal: this.abort.signal, random }, target.boot, timing.bootBlocks);
     if (this.abort.signal.aborted) return;
     if (!outcome.ok) {
       if (outcome.reason === null) return;
       this.settle(VM_STATE_FAILED, outcome.reason, target.generation, log);
       return;
     }
-    log.debug({ sanNodeId: outcome.sanNodeId, bytesRead: outcome.bytesRead }, "boot volume read");
-    if (!(await pause(this.host.timing.bootTimeMs, this.abort.signal))) return;
+    log.debug({ sanNodeId: target.boot.sanNodeId, bytesRead: outcome.bytesRead }, "boot volume read");
+    if (!(await clock.sleep(timing.bootTimeMs, this.abort.signal))) return;
     this.settle(VM_STATE_RUNNING, null, target.generation, log);
   }
 
   private async powerOff(target: DesiredVm, log: Logger): Promise<void> {
     if (this.state === VM_STATE_RUNNING) {
       this.change(VM_STATE_STOPPING, null, log);
-      if (!(await pause(this.host.timing.stopTimeMs, this.abort.signal))) return;
+      if (!(await this.host.clock.sleep(this.host.timing.stopTimeMs, this.abort.signal))) return;
     }
     // DEFINED, STOPPED and FAILED VMs run nothing, so OFF is realized at once.
     this.settle(VM_STATE_STOPPED, null, target.generation, log);
@@ -158,7 +154,7 @@ export class SimVm {
     this.state = state;
     this.reason = reason;
     log.debug({ state: v1.VmState[state] }, "vm state changed");
-    this.host.report(this.status());
+    this.host.changed(this);
   }
 
   /** A transition that realizes `generation`. */
