@@ -7,14 +7,15 @@ import { mkdir, open, readdir, readFile, stat, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import {
   alreadyExists,
+  failedPrecondition,
   checkName,
   checkRange,
   invalidArgument,
   notFound,
   resourceExhausted,
   SimdcError,
-  systemClock,
   unavailable,
+  wallClock,
   type Clock,
   type Logger,
 } from "@simdc/common";
@@ -75,13 +76,15 @@ export class BlockStore {
   private blockRequestsInFlight = 0;
   private readonly blockRequestsWaiting: (() => void)[] = [];
   private closed = false;
+  /** Why the disk cannot take writes now (read-only, I/O errors, full), or null. */
+  private problem: string | null = null;
 
   private constructor(options: BlockStoreOptions) {
     this.volumesDir = join(options.dataDir, "volumes");
     this.capacityMib = options.capacityMib;
     this.blockSizeBytes = options.blockSizeBytes;
     this.logger = options.logger;
-    this.clock = options.clock ?? systemClock;
+    this.clock = options.clock ?? wallClock;
     this.handles = new HandleCache(options.openVolumesMax ?? openVolumesMaxDefault, (volumeId, err) =>
       this.logger.warn({ volumeId, err }, "closing a volume's image file failed"),
     );
@@ -119,6 +122,16 @@ export class BlockStore {
     return [...this.volumes.keys()].sort();
   }
 
+  /** Every volume held, in id order. */
+  list(): VolumeMeta[] {
+    return this.volumeIds().map((id) => this.volumes.get(id)!);
+  }
+
+  /** Why the disk cannot take writes now (read-only, I/O errors, full), or null when it can. */
+  get diskProblem(): string | null {
+    return this.problem;
+  }
+
   /** The volume's metadata, or undefined when the node does not hold it. */
   volume(volumeId: string): VolumeMeta | undefined {
     return this.volumes.get(volumeId);
@@ -132,20 +145,22 @@ export class BlockStore {
   /**
    * Creates a zero-filled sparse volume of `sizeMib` MiB, durably (image and
    * metadata fsynced, directory fsynced). Creating a volume that exists with
-   * the same size returns it unchanged.
+   * the same size and incarnation returns it unchanged.
+   * @param incarnation the controller's incarnation of the volume.
+   * @param stateId the datacenter state it belongs to.
    * @throws SimdcError INVALID_ARGUMENT for a bad id or size, ALREADY_EXISTS
-   * when the volume exists with another size, RESOURCE_EXHAUSTED over capacity,
-   * over volumesMax or when too many volume operations wait.
+   * when the volume exists with another size or incarnation, RESOURCE_EXHAUSTED
+   * over capacity, over volumesMax or when too many volume operations wait.
    */
-  async createVolume(volumeId: string, sizeMib: number): Promise<CreatedVolume> {
+  async createVolume(volumeId: string, sizeMib: number, incarnation = "", stateId = ""): Promise<CreatedVolume> {
     checkName("volumeId", volumeId);
     checkRange("sizeMib", sizeMib, 1, volumeSizeMibMax);
     return this.volumeOps.run(async () => {
       this.checkOpen();
       const existing = this.volumes.get(volumeId);
       if (existing) {
-        if (existing.sizeMib === sizeMib) return { volume: existing, created: false };
-        throw alreadyExists(`volume ${volumeId} exists with ${existing.sizeMib} MiB, not ${sizeMib} MiB`);
+        if (existing.sizeMib === sizeMib && existing.incarnation === incarnation) return { volume: existing, created: false };
+        throw alreadyExists(`volume ${volumeId} exists with ${existing.sizeMib} MiB as incarnation ${JSON.stringify(existing.incarnation)}, not ${sizeMib} MiB as ${JSON.stringify(incarnation)}`);
       }
       if (this.volumes.size >= volumesMax) {
         throw resourceExhausted(`the node holds ${volumesMax} volumes, its limit`);
@@ -160,6 +175,8 @@ export class BlockStore {
         sizeMib,
         blockSizeBytes: this.blockSizeBytes,
         createdAtMs: this.clock.nowMs(),
+        incarnation,
+        stateId,
       };
       try {
         await this.writeImage(volume);
@@ -169,8 +186,9 @@ export class BlockStore {
       } catch (err) {
         await this.removeQuietly(metaFileName(volumeId));
         await this.removeQuietly(imageFileName(volumeId));
-        throw ioFailure("create", volumeId, err);
+        throw this.diskFailure("create", volumeId, err);
       }
+      this.problem = null;
       this.add(volume);
       return { volume, created: true };
     });
@@ -178,15 +196,19 @@ export class BlockStore {
 
   /**
    * Deletes a volume and both its files, after the requests already using it finish.
+   * @param incarnation when not "", only that incarnation is deleted.
    * @throws SimdcError INVALID_ARGUMENT for a bad id, NOT_FOUND when the node
-   * does not hold the volume.
+   * does not hold the volume, FAILED_PRECONDITION when it holds another incarnation.
    */
-  async deleteVolume(volumeId: string): Promise<void> {
+  async deleteVolume(volumeId: string, incarnation = ""): Promise<void> {
     checkName("volumeId", volumeId);
     return this.volumeOps.run(async () => {
       this.checkOpen();
       const volume = this.volumes.get(volumeId);
       if (!volume) throw notFound(`volume ${volumeId} not found`);
+      if (incarnation && volume.incarnation !== incarnation) {
+        throw failedPrecondition(`volume ${volumeId} is incarnation ${JSON.stringify(volume.incarnation)}, not ${JSON.stringify(incarnation)}`);
+      }
       // New requests see NOT_FOUND from here on; requests holding the file
       // finish before it is closed. Both happen in this one synchronous step,
       // so no request can open the file again in between.
@@ -198,7 +220,7 @@ export class BlockStore {
         await unlink(join(this.volumesDir, metaFileName(volumeId)));
       } catch (err) {
         this.add(volume);
-        throw ioFailure("delete", volumeId, err);
+        throw this.diskFailure("delete", volumeId, err);
       }
       try {
         await unlink(join(this.volumesDir, imageFileName(volumeId))).catch((err: NodeJS.ErrnoException) => {
@@ -206,7 +228,7 @@ export class BlockStore {
         });
         await syncDirectory(this.volumesDir);
       } catch (err) {
-        throw ioFailure("delete", volumeId, err);
+        throw this.diskFailure("delete", volumeId, err);
       }
     });
   }
@@ -247,12 +269,18 @@ export class BlockStore {
     const blockCount = data.length / blockSize;
     checkRange("blocks in data", blockCount, 1, blocksPerRequestMax);
     checkExtent(volume, lba, blockCount);
-    return this.withFile(volume, "write", async (lease) => {
-      // The request's bytes go to the file as they are, without a copy.
-      await writeFully(lease, data, lba * blockSize);
-      await lease.sync();
-      return blockCount;
-    });
+    try {
+      const written = await this.withFile(volume, "write", async (lease) => {
+        // The request's bytes go to the file as they are, without a copy.
+        await writeFully(lease, data, lba * blockSize);
+        await lease.sync();
+        return blockCount;
+      });
+      this.problem = null;
+      return written;
+    } catch (err) {
+      throw this.diskFailure("write", volumeId, err);
+    }
   }
 
   /**
@@ -308,6 +336,29 @@ export class BlockStore {
     const next = this.blockRequestsWaiting.shift();
     if (next) next();
     else this.blockRequestsInFlight -= 1;
+  }
+
+  /**
+   * Notes why the disk refused a write (read-only, I/O error, full), so the
+   * node reports itself not writable, and types the error.
+   */
+  private diskFailure(op: string, volumeId: string, err: unknown): SimdcError {
+    const code = ((err as { cause?: NodeJS.ErrnoException }).cause ?? (err as NodeJS.ErrnoException)).code;
+    const reasons: Record<string, string> = {
+      EROFS: "the disk is read-only",
+      EBADF: "the disk is read-only",
+      EIO: "the disk reports I/O errors",
+      ENOSPC: "the disk is full",
+      EDQUOT: "the disk is full",
+    };
+    const reason = code ? reasons[code] : undefined;
+    if (reason) {
+      if (this.problem !== reason) this.logger.error({ op, volumeId, code }, `${reason}: writes fail until it recovers`);
+      this.problem = reason;
+      if (code === "ENOSPC" || code === "EDQUOT") return resourceExhausted(`${op} on volume ${volumeId}: ${reason}`);
+      return new SimdcError("FAILED_PRECONDITION", `${op} on volume ${volumeId}: ${reason}`, { cause: err });
+    }
+    return ioFailure(op, volumeId, err);
   }
 
   private requireVolume(volumeId: string): VolumeMeta {
@@ -454,6 +505,6 @@ async function writeFully(lease: Lease, data: Uint8Array, position: number): Pro
 function ioFailure(op: string, volumeId: string, err: unknown): SimdcError {
   if (err instanceof SimdcError) return err;
   const code = (err as NodeJS.ErrnoException).code;
-  if (code === "ENOSPC" || code === "EDQUOT") return resourceExhausted(`${op} on volume ${volumeId}: the disk is full`);
+  if (code === "ENOSPC" || code === "EDQUOT") return new SimdcError("RESOURCE_EXHAUSTED", `${op} on volume ${volumeId}: the disk is full`, { cause: err });
   return new SimdcError("INTERNAL", `${op} on volume ${volumeId} failed: ${(err as Error).message}`, { cause: err });
 }

@@ -64,7 +64,11 @@ export class HandleCache {
       this.entries.set(key, entry);
       entry.users += 1;
     } else {
-      const opened = open(path, "r+");
+      // A disk that went read-only still serves reads: fall back to a read-only handle.
+      const opened = open(path, "r+").catch((err: NodeJS.ErrnoException) => {
+        if (err.code === "EROFS" || err.code === "EACCES" || err.code === "EPERM") return open(path, "r");
+        throw err;
+      });
       entry = { key, opened, syncs: new SyncBatcher(opened), users: 1, retired: null, onIdle: null };
       this.entries.set(key, entry);
       this.trim();

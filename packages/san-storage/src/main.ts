@@ -15,10 +15,12 @@ await runProcess({
     checkSanStorageSettings(settings);
     return settings["node-id"];
   },
-  run: ({ bus, settings, logger }) =>
+  run: ({ bus, settings, logger, clock, rng }) =>
     SanNode.start({
       bus,
       logger,
+      clock,
+      random: rng.random,
       nodeId: settings["node-id"],
       dataDir: settings["data-dir"],
       capacityMib: settings["capacity-mib"],

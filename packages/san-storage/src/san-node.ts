@@ -1,20 +1,12 @@
 // The SAN node role: serves SanNodeService for one node id on the bus,
 // registers with the controller (retrying with capped backoff, never holding
-// up service) and publishes a heartbeat every interval. Volumes and block I/O
-// live in the block store; this file only puts them on the wire.
+// up service) and publishes a heartbeat every interval, saying whether its
+// disk takes writes. Volumes and block I/O live in the block store; this
+// file only puts them on the wire.
 
-import { randomUUID } from "node:crypto";
-import { setTimeout as sleep } from "node:timers/promises";
 import { simdc } from "@simdc/proto";
 import { endpoint, sanNodeService, storageService, type Bus, type RunningRole } from "@simdc/bus";
-import {
-  checkName,
-  checkRange,
-  systemClock,
-  type Clock,
-  type HealthReport,
-  type Logger,
-} from "@simdc/common";
+import { checkName, checkRange, invalidArgument, uniqueId, type Clock, type HealthReport, type Logger, type Timer } from "@simdc/common";
 import { BlockStore } from "./block-store.js";
 import { blocksPerRequestMax, heartbeatIntervalMsMax, heartbeatIntervalMsMin, volumeSizeMibMax } from "./limits.js";
 import type { VolumeMeta } from "./volume-meta.js";
@@ -24,6 +16,7 @@ import v1 = simdc.v1;
 export interface SanNodeOptions {
   bus: Bus;
   logger: Logger;
+  clock: Clock;
   /** This node's id: its subjects are `<prefix>.san.<nodeId>.<Method>`. */
   nodeId: string;
   /** Directory holding `volumes/`. */
@@ -32,7 +25,6 @@ export interface SanNodeOptions {
   /** Block size of new volumes, in bytes. */
   blockSizeBytes: number;
   heartbeatIntervalMs: number;
-  clock?: Clock;
   /** Idle image files kept open (openVolumesMaxDefault when absent). */
   openVolumesMax?: number;
   /** First delay between registration attempts, in ms. */
@@ -41,20 +33,21 @@ export interface SanNodeOptions {
   registerBackoffMsMax?: number;
   /** How long one registration attempt waits for the controller, in ms. */
   registerTimeoutMs?: number;
-  /** Jitter source in [0, 1); Math.random when absent, injectable for reproducible runs. */
-  random?: () => number;
+  /** Jitter source in [0, 1), derived from the run's seed. */
+  random: () => number;
 }
 
 export const registerBackoffMsMinDefault = 250;
 export const registerBackoffMsMaxDefault = 5_000;
 export const registerTimeoutMsDefault = 2_000;
+const incarnationLengthMax = 64;
 
 type Service = Awaited<ReturnType<Bus["serve"]>>;
 
 export class SanNode implements RunningRole {
   readonly nodeId: string;
   /** Changes each time the node starts, so the controller can tell a restart. */
-  readonly bootId = randomUUID();
+  readonly bootId = uniqueId();
   readonly store: BlockStore;
   private readonly bus: Bus;
   private readonly logger: Logger;
@@ -62,19 +55,20 @@ export class SanNode implements RunningRole {
   private readonly options: SanNodeOptions;
   private readonly stopSignal = new AbortController();
   private service: Service | null = null;
-  private heartbeatTimer: NodeJS.Timeout | null = null;
+  private heartbeatTimer: Timer | null = null;
   private heartbeatSeq = 0;
   /** The option's value until the controller's registration reply sets it. */
   private heartbeatIntervalMs: number;
-  /** Unix time in ms when the controller accepted the registration; null before. */
+  /** Simulated time when the controller accepted the registration; null before. */
   private registeredAtMs: number | null = null;
+  private registering = false;
 
   private constructor(options: SanNodeOptions, store: BlockStore) {
     this.options = options;
     this.nodeId = options.nodeId;
     this.bus = options.bus;
     this.logger = options.logger;
-    this.clock = options.clock ?? systemClock;
+    this.clock = options.clock;
     this.store = store;
     this.heartbeatIntervalMs = options.heartbeatIntervalMs;
   }
@@ -93,7 +87,7 @@ export class SanNode implements RunningRole {
       capacityMib: options.capacityMib,
       blockSizeBytes: options.blockSizeBytes,
       logger: options.logger,
-      ...(options.clock ? { clock: options.clock } : {}),
+      clock: options.clock,
       ...(options.openVolumesMax !== undefined ? { openVolumesMax: options.openVolumesMax } : {}),
     });
     const node = new SanNode(options, store);
@@ -105,10 +99,7 @@ export class SanNode implements RunningRole {
     }
     node.startHeartbeats();
     void node.register();
-    node.logger.info(
-      { nodeId: node.nodeId, bootId: node.bootId, volumeCount: store.volumeCount, allocatedMib: store.allocatedMib },
-      "SAN node serving",
-    );
+    node.logger.info({ nodeId: node.nodeId, bootId: node.bootId, volumeCount: store.volumeCount, allocatedMib: store.allocatedMib }, "SAN node serving");
     return node;
   }
 
@@ -117,14 +108,17 @@ export class SanNode implements RunningRole {
     return this.registeredAtMs !== null;
   }
 
-  /** Healthy while serving; registration and volume counts are details. */
+  /** Healthy while serving and its disk takes writes; registration and volume counts are details. */
   health(): HealthReport {
+    const problem = this.store.diskProblem;
     return {
-      healthy: !this.stopSignal.signal.aborted,
+      healthy: !this.stopSignal.signal.aborted && problem === null,
       details: {
         nodeId: this.nodeId,
         registered: this.registered,
         registeredAtMs: this.registeredAtMs,
+        writable: problem === null,
+        problem,
         volumeCount: this.store.volumeCount,
         allocatedMib: this.store.allocatedMib,
         capacityMib: this.store.capacityMib,
@@ -136,7 +130,7 @@ export class SanNode implements RunningRole {
   async stop(): Promise<void> {
     if (this.stopSignal.signal.aborted) return;
     this.stopSignal.abort();
-    if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
+    this.heartbeatTimer?.cancel();
     this.heartbeatTimer = null;
     await this.service?.stop();
     await this.store.close();
@@ -152,13 +146,15 @@ export class SanNode implements RunningRole {
         endpoint(sanNodeService.CreateBackingVolume, async (req) => {
           const volumeId = checkName("volumeId", req.volumeId);
           const sizeMib = checkRange("sizeMib", req.sizeMib, 1, volumeSizeMibMax);
-          const { volume, created } = await this.store.createVolume(volumeId, sizeMib);
-          if (created) this.logger.info({ volumeId, sizeMib }, "created volume");
+          const incarnation = checkIncarnation("incarnation", req.incarnation, true);
+          const stateId = checkIncarnation("state_id", req.stateId, false);
+          const { volume, created } = await this.store.createVolume(volumeId, sizeMib, incarnation, stateId);
+          if (created) this.logger.info({ volumeId, sizeMib, incarnation }, "created volume");
           return { volume: this.toWire(volume) };
         }),
         endpoint(sanNodeService.DeleteBackingVolume, async (req) => {
           const volumeId = checkName("volumeId", req.volumeId);
-          await this.store.deleteVolume(volumeId);
+          await this.store.deleteVolume(volumeId, checkIncarnation("incarnation", req.incarnation, false));
           this.logger.info({ volumeId }, "deleted volume");
           return {};
         }),
@@ -171,16 +167,22 @@ export class SanNode implements RunningRole {
           const volumeId = checkName("volumeId", req.volumeId);
           return { blocksWritten: await this.store.writeBlocks(volumeId, req.lba, req.data) };
         }),
+        endpoint(sanNodeService.ListBackingVolumes, () => ({ volumes: this.store.list().map((v) => this.toWire(v)) })),
+        endpoint(sanNodeService.Reregister, () => {
+          void this.register();
+          return {};
+        }),
       ],
     );
   }
 
-  private toWire(volume: VolumeMeta): v1.Volume.$Properties {
+  private toWire(volume: VolumeMeta): v1.BackingVolume.$Properties {
     return {
-      id: volume.volumeId,
+      volumeId: volume.volumeId,
       sizeMib: volume.sizeMib,
       blockSizeBytes: volume.blockSizeBytes,
-      sanNodeId: this.nodeId,
+      incarnation: volume.incarnation,
+      stateId: volume.stateId,
       createdAtMs: volume.createdAtMs,
     };
   }
@@ -188,32 +190,31 @@ export class SanNode implements RunningRole {
   private startHeartbeats(): void {
     const subject = this.bus.subjects.event("san", this.nodeId, "heartbeat");
     const beat = (): void => {
-      this.heartbeatSeq += 1;
-      try {
-        this.bus.publish(subject, v1.SanNodeHeartbeat, {
-          nodeId: this.nodeId,
-          bootId: this.bootId,
-          seq: this.heartbeatSeq,
-          sentAtMs: this.clock.nowMs(),
-          capacityMib: this.store.capacityMib,
-          allocatedMib: this.store.allocatedMib,
-          volumeCount: this.store.volumeCount,
-        });
-      } catch (err) {
-        // A closed connection throws; the next beat tries again, and a missed
-        // heartbeat is exactly what the controller is there to notice.
-        this.logger.warn({ err, seq: this.heartbeatSeq }, "could not publish a heartbeat");
-      }
+      this.heartbeatSeq = (this.heartbeatSeq + 1) >>> 0;
+      const problem = this.store.diskProblem;
+      // A failed publish is logged, counted and reported by the bus; a missed
+      // heartbeat is exactly what the controller is there to notice.
+      this.bus.publish(subject, v1.SanNodeHeartbeat, {
+        nodeId: this.nodeId,
+        bootId: this.bootId,
+        seq: this.heartbeatSeq,
+        sentAtMs: this.clock.nowMs(),
+        capacityMib: this.store.capacityMib,
+        allocatedMib: this.store.allocatedMib,
+        volumeCount: this.store.volumeCount,
+        writable: problem === null,
+        problem: problem ?? "",
+      });
     };
     beat();
-    this.heartbeatTimer = setInterval(beat, this.heartbeatIntervalMs);
+    this.heartbeatTimer = this.clock.every(this.heartbeatIntervalMs, beat);
   }
 
   /** Beats at the controller's interval from now on (the node and the controller must agree). */
   private adoptHeartbeatInterval(intervalMs: number): void {
     if (intervalMs <= 0 || intervalMs === this.heartbeatIntervalMs || this.heartbeatTimer === null) return;
     this.heartbeatIntervalMs = Math.min(Math.max(intervalMs, heartbeatIntervalMsMin), heartbeatIntervalMsMax);
-    clearInterval(this.heartbeatTimer);
+    this.heartbeatTimer.cancel();
     this.startHeartbeats();
   }
 
@@ -223,44 +224,47 @@ export class SanNode implements RunningRole {
    * failure is logged and retried.
    */
   private async register(): Promise<void> {
+    if (this.registering) return;
+    this.registering = true;
     const backoffMsMin = this.options.registerBackoffMsMin ?? registerBackoffMsMinDefault;
     const backoffMsMax = this.options.registerBackoffMsMax ?? registerBackoffMsMaxDefault;
     const timeoutMs = this.options.registerTimeoutMs ?? registerTimeoutMsDefault;
-    const random = this.options.random ?? Math.random;
     const signal = this.stopSignal.signal;
     let backoffMs = backoffMsMin;
-    for (let attempt = 1; !signal.aborted; attempt += 1) {
-      try {
-        // Built afresh each attempt, so it lists the volumes as they are now.
-        const request: v1.RegisterSanNodeRequest.$Properties = {
-          nodeId: this.nodeId,
-          capacityMib: this.store.capacityMib,
-          blockSizeBytes: this.store.blockSizeBytes,
-          volumeIds: this.store.volumeIds(),
-          allocatedMib: this.store.allocatedMib,
-          bootId: this.bootId,
-        };
-        const response = await this.bus.call(storageService.RegisterSanNode, request, { timeoutMs });
-        if (signal.aborted) return;
-        this.registeredAtMs = this.clock.nowMs();
-        this.adoptHeartbeatInterval(response.heartbeatIntervalMs);
-        this.logger.info(
-          { attempt, volumeCount: request.volumeIds?.length, connected: response.node?.connected },
-          "registered with the controller",
-        );
-        return;
-      } catch (err) {
-        if (signal.aborted) return;
-        // Half fixed, half random, so nodes restarted together do not retry in step.
-        const delayMs = Math.round(backoffMs / 2 + (random() * backoffMs) / 2);
-        this.logger.warn({ attempt, err: String(err), retryInMs: delayMs }, "registration failed; retrying");
-        backoffMs = Math.min(backoffMs * 2, backoffMsMax);
+    try {
+      for (let attempt = 1; !signal.aborted; attempt += 1) {
         try {
-          await sleep(delayMs, undefined, { signal });
-        } catch {
-          // Aborted: the node is stopping, and the loop condition ends it.
+          const request: v1.RegisterSanNodeRequest.$Properties = {
+            nodeId: this.nodeId,
+            capacityMib: this.store.capacityMib,
+            blockSizeBytes: this.store.blockSizeBytes,
+            bootId: this.bootId,
+          };
+          const response = await this.bus.call(storageService.RegisterSanNode, request, { scopeId: this.nodeId, timeoutMs });
+          if (signal.aborted) return;
+          this.registeredAtMs = this.clock.nowMs();
+          this.adoptHeartbeatInterval(response.heartbeatIntervalMs);
+          this.logger.info({ attempt, connected: response.node?.connected }, "registered with the controller");
+          return;
+        } catch (err) {
+          if (signal.aborted) return;
+          // Half fixed, half random, so nodes restarted together do not retry in step.
+          const delayMs = Math.round(backoffMs / 2 + (this.options.random() * backoffMs) / 2);
+          this.logger.warn({ attempt, err: String(err), retryInMs: delayMs }, "registration failed; retrying");
+          backoffMs = Math.min(backoffMs * 2, backoffMsMax);
+          await this.clock.sleep(delayMs, signal);
         }
       }
+    } finally {
+      this.registering = false;
     }
   }
+}
+
+/** @throws SimdcError INVALID_ARGUMENT for an id that is too long, or empty when required. */
+function checkIncarnation(field: string, value: string, required: boolean): string {
+  if ((required && !value) || value.length > incarnationLengthMax) {
+    throw invalidArgument(`${field} must be ${required ? "1" : "0"}-${incarnationLengthMax} characters`);
+  }
+  return value;
 }

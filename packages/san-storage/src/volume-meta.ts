@@ -13,10 +13,15 @@ export interface VolumeMeta {
   blockSizeBytes: number;
   /** Unix time in ms. */
   createdAtMs: number;
+  /** The controller's incarnation of the volume ("" for volumes of format 1). */
+  incarnation: string;
+  /** The datacenter state the volume was created under ("" for format 1). */
+  stateId: string;
 }
 
-/** Version of the JSON layout, so a later format can tell old files apart. */
-export const metaFormatVersion = 1;
+/** Version of the JSON layout, so a later format can tell old files apart; format 1 had no incarnation. */
+export const metaFormatVersion = 2;
+const incarnationLengthMax = 64;
 
 /** Largest metadata file a scan reads, in bytes; anything bigger is not ours. */
 export const metaFileBytesMax = 4096;
@@ -56,7 +61,8 @@ export function parseMeta(volumeId: string, text: string): VolumeMeta {
   const value: unknown = JSON.parse(text);
   if (typeof value !== "object" || value === null) throw new Error("not a JSON object");
   const record = value as Record<string, unknown>;
-  if (record["version"] !== metaFormatVersion) throw new Error(`unknown version ${JSON.stringify(record["version"])}`);
+  const version = record["version"];
+  if (version !== metaFormatVersion && version !== 1) throw new Error(`unknown version ${JSON.stringify(version)}`);
   if (record["volumeId"] !== volumeId) {
     throw new Error(`volumeId ${JSON.stringify(record["volumeId"])} differs from the file name`);
   }
@@ -72,5 +78,10 @@ export function parseMeta(volumeId: string, text: string): VolumeMeta {
   if (typeof createdAtMs !== "number" || !Number.isFinite(createdAtMs) || createdAtMs < 0) {
     throw new Error(`createdAtMs ${JSON.stringify(createdAtMs)} is not a time`);
   }
-  return { volumeId, sizeMib, blockSizeBytes, createdAtMs };
+  const incarnation = version === 1 ? "" : record["incarnation"];
+  const stateId = version === 1 ? "" : record["stateId"];
+  for (const [field, value] of [["incarnation", incarnation], ["stateId", stateId]] as const) {
+    if (typeof value !== "string" || value.length > incarnationLengthMax) throw new Error(`${field} ${JSON.stringify(value)} is not a string of at most ${incarnationLengthMax} characters`);
+  }
+  return { volumeId, sizeMib, blockSizeBytes, createdAtMs, incarnation: incarnation as string, stateId: stateId as string };
 }
