@@ -1,16 +1,22 @@
 // How a CLI invocation finds the datacenter: --server, else NATS_URL (the NATS
-// convention), else what `simdc up` recorded in the data directory; and the
-// bus connection every command but `up` uses.
+// convention), else what `simdc up` recorded in the data directory; who it
+// connects as: --user (the operator by default), with the password from
+// SIMDC_NATS_PASSWORD or from what `simdc up` generated into the data
+// directory; and the bus connection every command but `up` uses.
 
+import { existsSync, readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { Bus } from "@simdc/bus";
 import { createLogger, failedPrecondition } from "@simdc/common";
 import { readUpRecord } from "./supervisor/record.js";
+import { credentialPath } from "./supervisor/supervisor.js";
 
 export interface GlobalOptions {
   server?: string;
   dataDir: string;
   prefix?: string;
+  /** The NATS user to connect as (operator, observer, ...). */
+  user?: string;
 }
 
 export const defaultDataDir = (): string => resolve(process.env["SIMDC_DATA_DIR"] ?? ".simdc");
@@ -18,6 +24,24 @@ export const defaultDataDir = (): string => resolve(process.env["SIMDC_DATA_DIR"
 export interface Target {
   natsUrl: string;
   prefix: string;
+  user?: string;
+  password?: string;
+}
+
+/** The credentials to connect with: the environment's, else those `simdc up` wrote for the user, else none. */
+function credentialsOf(options: GlobalOptions): { user?: string; password?: string } {
+  const user = options.user ?? process.env["SIMDC_NATS_USER"];
+  const password = process.env["SIMDC_NATS_PASSWORD"];
+  if (user && password) return { user, password };
+  const file = credentialPath(options.dataDir, user ?? "operator");
+  if (!existsSync(file)) return user ? { user } : {};
+  try {
+    const stored = JSON.parse(readFileSync(file, "utf8")) as { user: string; password: string };
+    return { user: stored.user, password: stored.password };
+  } catch {
+    // A file we cannot read is no credential; the server says no if it needs one.
+    return user ? { user } : {};
+  }
 }
 
 /** @throws SimdcError FAILED_PRECONDITION when no datacenter can be found. */
@@ -29,7 +53,7 @@ export function findTarget(options: GlobalOptions): Target {
       `no datacenter found: start one with 'simdc up', or point at NATS with --server or NATS_URL (looked in ${options.dataDir})`,
     );
   }
-  return { natsUrl, prefix: options.prefix ?? process.env["SIMDC_PREFIX"] ?? record?.prefix ?? "simdc" };
+  return { natsUrl, prefix: options.prefix ?? process.env["SIMDC_PREFIX"] ?? record?.prefix ?? "simdc", ...credentialsOf(options) };
 }
 
 export async function connectCli(options: GlobalOptions): Promise<Bus> {
@@ -41,5 +65,6 @@ export async function connectCli(options: GlobalOptions): Promise<Bus> {
     role: "cli",
     logger: createLogger({ service: "cli", id: `cli-${process.pid}`, level: process.env["LOG_LEVEL"] ?? "silent" }),
     connectTimeoutMs: 3_000,
+    ...(target.user ? { user: target.user, password: target.password ?? "" } : {}),
   });
 }

@@ -6,23 +6,28 @@ import { SimdcError, invalidArgument } from "@simdc/common";
 import type { Bus } from "@simdc/bus";
 import { connectCli, defaultDataDir, type GlobalOptions } from "./context.js";
 import { downCommand, faultCommand, logsCommand, statusCommand } from "./commands/ops.js";
-import { hostCommand, vmCommand, volumeCommand, type CommandContext } from "./commands/resources.js";
+import { hostCommand, syncCommand, vmCommand, volumeCommand, type CommandContext } from "./commands/resources.js";
 import { upCommand } from "./commands/up.js";
-import type { OutputFormat } from "./output.js";
+import { flushStdout, out, quietOnClosedPipe, type OutputFormat } from "./output.js";
 
-const usage = `usage: simdc [--server URL] [--data-dir DIR] [--prefix P] [-o table|json] <command>
+const usage = `usage: simdc [--server URL] [--data-dir DIR] [--prefix P] [--user U] [-o table|json] <command>
 
-  up [--hosts N] [--san M] [--hosts-per-agent K] [--nats-port P] [--demo]
+  up [--hosts N] [--san M] [--hosts-per-agent K] [--controllers C] [--nats-port P]
+     [--seed S] [--time-scale X] [--demo]
                          start a local datacenter in the foreground (Ctrl-C stops it)
   down                   stop the datacenter 'up' runs from --data-dir
-  status                 processes, hosts, SAN nodes and VMs at a glance
+  status                 seed, controllers, processes, hosts, SAN nodes, VMs, documents
   logs [process] [-f]    pretty-printed logs of one process or all
   host list|get <host>
+  sync [--wait] [--wait-timeout-ms T]
+                         how far the hosts realized their documents (--wait: until all have)
   vm create <name> --boot-volume V [--vcpus N] [--memory-mib M] [--off]
   vm list [--host H] | get|delete|start|stop <vm>
   volume create <name> [--size-mib N] | list | get|delete <volume>
+                         changing commands take --wait none|controller|hosts,
+                         --wait-timeout-ms T and --request-id ID
   fault kill|pause|resume|restart <process>
-                         process faults on what 'up' started
+                         process faults on what 'up' started (nats too)
   fault add <id> --action drop|delay|duplicate|partition [--subject S] [--from ID]
         [--to ID] [--percent P] [--delay-ms D] [--jitter-ms J] [--copies N]
   fault list | clear [id]
@@ -30,7 +35,9 @@ const usage = `usage: simdc [--server URL] [--data-dir DIR] [--prefix P] [-o tab
                          agent-2, controller, host-agent, ...)
 
 NATS is found from --server, else NATS_URL, else what 'up' recorded in --data-dir
-(default ./.simdc, or SIMDC_DATA_DIR).`;
+(default ./.simdc, or SIMDC_DATA_DIR). 'up' makes a NATS user per role; the CLI
+connects as --user (default operator) with the password 'up' wrote to
+<data dir>/auth/<user>.json, or SIMDC_NATS_USER and SIMDC_NATS_PASSWORD.`;
 
 /** Takes the global flags out of argv wherever they stand. */
 function splitGlobal(argv: string[]): { global: GlobalOptions; output: OutputFormat; rest: string[] } {
@@ -40,7 +47,7 @@ function splitGlobal(argv: string[]): { global: GlobalOptions; output: OutputFor
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     const [flag, inline] = arg.startsWith("--") && arg.includes("=") ? [arg.slice(0, arg.indexOf("=")), arg.slice(arg.indexOf("=") + 1)] : [arg, undefined];
-    if (!["--server", "--data-dir", "--prefix", "-o", "--output"].includes(flag)) {
+    if (!["--server", "--data-dir", "--prefix", "--user", "-o", "--output"].includes(flag)) {
       rest.push(arg);
       continue;
     }
@@ -49,6 +56,7 @@ function splitGlobal(argv: string[]): { global: GlobalOptions; output: OutputFor
     if (flag === "--server") global.server = value;
     else if (flag === "--data-dir") global.dataDir = value;
     else if (flag === "--prefix") global.prefix = value;
+    else if (flag === "--user") global.user = value;
     else if (value === "table" || value === "json") output = value;
     else throw invalidArgument(`-o must be table or json, got ${JSON.stringify(value)}`);
   }
@@ -70,7 +78,10 @@ async function main(argv: string[]): Promise<boolean> {
         await downCommand(global, rest.slice(1));
         return false;
       case "status":
-        await statusCommand(ctx, rest.slice(1));
+        await statusCommand(global, ctx, rest.slice(1));
+        return false;
+      case "sync":
+        await syncCommand(ctx, rest.slice(1));
         return false;
       case "logs":
         await logsCommand(global, rest.slice(1));
@@ -85,13 +96,13 @@ async function main(argv: string[]): Promise<boolean> {
         await volumeCommand(ctx, verb, more);
         return false;
       case "fault":
-        await faultCommand(ctx, verb, more);
+        await faultCommand(global, ctx, verb, more);
         return false;
       case undefined:
       case "help":
       case "--help":
       case "-h":
-        process.stdout.write(`${usage}\n`);
+        out(`${usage}\n`);
         return false;
       default:
         throw invalidArgument(`unknown command ${JSON.stringify(command)}; 'simdc help' lists them`);
@@ -101,17 +112,24 @@ async function main(argv: string[]): Promise<boolean> {
   }
 }
 
+/** Exits once stdout has taken everything written, so piped output is never cut short. */
+async function exit(code: number): Promise<never> {
+  await flushStdout();
+  process.exit(code);
+}
+
+quietOnClosedPipe();
 main(process.argv.slice(2)).then(
-  (keepRunning) => {
+  async (keepRunning) => {
     // 'up' keeps running on its children and timers; every other command is done.
-    if (!keepRunning) process.exit(0);
+    if (!keepRunning) await exit(0);
   },
-  (err: unknown) => {
+  async (err: unknown) => {
     if (err instanceof SimdcError) {
       process.stderr.write(`simdc: ${err.toString()}\n`);
-      process.exit(err.code === "INVALID_ARGUMENT" ? 2 : 1);
+      await exit(err.code === "INVALID_ARGUMENT" ? 2 : 1);
     }
     process.stderr.write(`simdc: INTERNAL: ${err instanceof Error ? err.stack : String(err)}\n`);
-    process.exit(1);
+    await exit(1);
   },
 );

@@ -1,6 +1,6 @@
 // Reads every page of a paged list, for commands that show a whole list.
 
-import { computeService, storageService, type Bus } from "@simdc/bus";
+import { computeService, hostService, storageService, type Bus } from "@simdc/bus";
 import type { simdc } from "@simdc/proto";
 
 /** Calls `fetchPage` with each next_page_token until the last page, and joins the pages. */
@@ -9,7 +9,7 @@ async function allPages<T>(fetchPage: (pageToken: string) => Promise<{ items: T[
   let pageToken = "";
   do {
     const page = await fetchPage(pageToken);
-    out.push(...page.items);
+    for (const item of page.items) out.push(item);
     pageToken = page.nextPageToken;
   } while (pageToken);
   return out;
@@ -18,7 +18,7 @@ async function allPages<T>(fetchPage: (pageToken: string) => Promise<{ items: T[
 /** Every VM (on `hostId` when set). */
 export function listAllVms(bus: Bus, hostId = ""): Promise<simdc.v1.Vm.$Properties[]> {
   return allPages(async (pageToken) => {
-    const reply = await bus.call(computeService.ListVms, { hostId, pageToken });
+    const reply = await bus.call(computeService.ListVms, { hostId, pageToken, pageSize: 2000 });
     return { items: reply.vms, nextPageToken: reply.nextPageToken };
   });
 }
@@ -26,7 +26,15 @@ export function listAllVms(bus: Bus, hostId = ""): Promise<simdc.v1.Vm.$Properti
 /** Every volume. */
 export function listAllVolumes(bus: Bus): Promise<simdc.v1.Volume.$Properties[]> {
   return allPages(async (pageToken) => {
-    const reply = await bus.call(storageService.ListVolumes, { pageToken });
+    const reply = await bus.call(storageService.ListVolumes, { pageToken, pageSize: 2000 });
     return { items: reply.volumes, nextPageToken: reply.nextPageToken };
+  });
+}
+
+/** Every host. */
+export function listAllHosts(bus: Bus): Promise<simdc.v1.Host.$Properties[]> {
+  return allPages(async (pageToken) => {
+    const reply = await bus.call(hostService.ListHosts, { pageToken, pageSize: 2000 });
+    return { items: reply.hosts, nextPageToken: reply.nextPageToken };
   });
 }

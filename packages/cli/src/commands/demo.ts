@@ -2,7 +2,7 @@
 // datacenter at once. Safe to run again on the same data: what exists is kept.
 
 import { computeService, storageService, type Bus } from "@simdc/bus";
-import { SimdcError } from "@simdc/common";
+import { SimdcError, wallClock, wallNowMs } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 import { printTable, vmState } from "../output.js";
 import { listAllVms } from "../paging.js";
@@ -36,12 +36,12 @@ export async function runDemo(bus: Bus, say: (line: string) => void): Promise<vo
       }),
     );
   }
-  const deadline = Date.now() + demoTimeoutMs;
+  const deadline = wallNowMs() + demoTimeoutMs;
   let vms: v1.Vm.$Properties[] = [];
-  while (Date.now() < deadline) {
+  while (wallNowMs() < deadline) {
     vms = (await listAllVms(bus)).filter((vm) => demoVms.some((d) => d.name === vm.id));
     if (vms.every((vm) => vm.status?.state === v1.VmState.VM_STATE_RUNNING)) break;
-    await new Promise((r) => setTimeout(r, 100));
+    await wallClock.sleep(100);
   }
   printTable(
     ["VM", "STATE", "HOST", "VCPUS", "MEMORY MIB", "BOOT VOLUME"],

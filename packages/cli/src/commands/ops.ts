@@ -8,18 +8,21 @@ import { join } from "node:path";
 import {
   addFaultRule,
   clearFaultRules,
+  controllerService,
   hostService,
   readFaultRules,
   storageService,
   supervisorService,
+  type RpcMethod,
 } from "@simdc/bus";
-import { checkName, failedPrecondition, invalidArgument } from "@simdc/common";
+import { checkName, failedPrecondition, invalidArgument, wallClock, wallNowMs } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 import { prettyFactory } from "pino-pretty";
 import { intFlag, parse, positionals, stringFlag } from "../args.js";
-import { listAllVms } from "../paging.js";
+import { listAllHosts, listAllVms } from "../paging.js";
 import type { GlobalOptions } from "../context.js";
-import { enumName, plain, printJson, printTable, processState, vmState } from "../output.js";
+import { enumName, out, plain, printJson, printTable, processState, vmState } from "../output.js";
+import { callControlSocket, controlSocketPath } from "../supervisor/control-socket.js";
 import { isAlive, isRecordedProcess, readAnyUpRecord, removeUpRecord } from "../supervisor/record.js";
 import type { CommandContext } from "./resources.js";
 
@@ -38,34 +41,55 @@ export async function downCommand(global: GlobalOptions, argv: string[]): Promis
     process.kill(pid, "SIGCONT");
     process.kill(pid, "SIGTERM");
   }
-  const deadline = Date.now() + 30_000;
-  while (pids.some(isAlive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  const deadline = wallNowMs() + 30_000;
+  while (pids.some(isAlive) && wallNowMs() < deadline) await wallClock.sleep(100);
   const left = pids.filter(isAlive);
   if (left.length > 0) throw failedPrecondition(`pids ${left.join(", ")} did not stop within 30 s`);
   if (!supervisorAlive) removeUpRecord(global.dataDir);
-  process.stdout.write(supervisorAlive ? "simdc: datacenter stopped\n" : `simdc: stopped ${pids.length} processes left by a killed supervisor\n`);
+  out(supervisorAlive ? "simdc: datacenter stopped\n" : `simdc: stopped ${pids.length} processes left by a killed supervisor\n`);
 }
 
-export async function statusCommand(ctx: CommandContext, argv: string[]): Promise<void> {
+/**
+ * Calls the supervisor of `simdc up`: over its unix socket when this machine
+ * has it (it answers while NATS is down), else over NATS.
+ */
+async function callSupervisor<Req, Res>(global: GlobalOptions, ctx: CommandContext, method: RpcMethod<Req, Res>, request: Req, timeoutMs: number): Promise<Res> {
+  const socket = controlSocketPath(global.dataDir);
+  if (existsSync(socket)) return callControlSocket(socket, method, request, timeoutMs);
+  return (await ctx.bus()).call(method, request as never, { scopeId: "supervisor", timeoutMs });
+}
+
+export async function statusCommand(global: GlobalOptions, ctx: CommandContext, argv: string[]): Promise<void> {
   positionals(parse(argv, {}), []);
   const bus = await ctx.bus();
-  const [processes, hosts, vms, nodes] = await Promise.all([
-    bus.call(supervisorService.ListProcesses, {}, { scopeId: "supervisor", timeoutMs: 2_000 }).then(
-      (r) => r.processes,
+  const [supervised, controller, hosts, vms, nodes, sync] = await Promise.all([
+    callSupervisor(global, ctx, supervisorService.ListProcesses, v1.ListProcessesRequest.create(), 2_000).then(
+      (r) => r,
       () => null,
     ),
-    bus.call(hostService.ListHosts, {}).then((r) => r.hosts),
+    bus.call(controllerService.GetControllerStatus, {}, { timeoutMs: 2_000 }),
+    listAllHosts(bus),
     listAllVms(bus),
     bus.call(storageService.ListSanNodes, {}).then((r) => r.nodes),
+    bus.call(hostService.GetSyncStatus, {}),
   ]);
+  const processes = supervised?.processes ?? null;
   if (ctx.output === "json") {
     return printJson({
+      controller: plain(v1.GetControllerStatusResponse, controller),
       processes: processes?.map((p) => plain(v1.ManagedProcess, p)) ?? null,
+      sync: plain(v1.GetSyncStatusResponse, sync),
       hosts: hosts.map((h) => plain(v1.Host, h)),
       sanNodes: nodes.map((n) => plain(v1.SanNode, n)),
       vms: vms.map((vm) => plain(v1.Vm, vm)),
     });
   }
+  const lease = controller.lease;
+  out(
+    `datacenter: seed ${controller.seed}, time scale ${controller.timeScale}x; active controller ${controller.controllerId} ` +
+      `(epoch ${lease?.epoch ?? 0}); state ${controller.stateId.slice(0, 8) || "-"}\n` +
+      `reproduce: simdc up --seed ${controller.seed} --time-scale ${controller.timeScale}\n\n`,
+  );
   if (processes) {
     printTable(
       ["PROCESS", "ROLE", "PID", "STATE", "HOSTS", "RESTARTS", "EXIT"],
@@ -79,7 +103,7 @@ export async function statusCommand(ctx: CommandContext, argv: string[]): Promis
         p.exitReason ?? "",
       ]),
     );
-    process.stdout.write("\n");
+    out("\n");
   }
   const connected = hosts.filter((h) => h.state === v1.HostState.HOST_STATE_CONNECTED).length;
   const sanUp = nodes.filter((n) => n.connected).length;
@@ -89,7 +113,8 @@ export async function statusCommand(ctx: CommandContext, argv: string[]): Promis
     byState.set(state, (byState.get(state) ?? 0) + 1);
   }
   const vmSummary = [...byState].map(([s, n]) => `${n} ${s}`).join(", ") || "none";
-  process.stdout.write(`hosts: ${connected}/${hosts.length} connected; SAN nodes: ${sanUp}/${nodes.length} connected; VMs: ${vmSummary}\n`);
+  out(`hosts: ${connected}/${hosts.length} connected; SAN nodes: ${sanUp}/${nodes.length} connected; VMs: ${vmSummary}\n`);
+  out(`documents: generation ${sync.desiredGeneration} written up to ${sync.writtenGeneration}, realized by every live host up to ${sync.realizedGeneration} (${sync.laggingCount} hosts behind)\n`);
 }
 
 function summarize(ids: string[]): string {
@@ -115,18 +140,15 @@ const faultUsage =
   "usage: simdc fault add <id> --action drop|delay|duplicate|partition [--subject S] [--from ID] [--to ID] " +
   "[--percent P] [--delay-ms D] [--jitter-ms J] [--copies N] | list | clear [id] | kill|pause|resume|restart <process>";
 
-export async function faultCommand(ctx: CommandContext, verb: string | undefined, argv: string[]): Promise<void> {
+export async function faultCommand(global: GlobalOptions, ctx: CommandContext, verb: string | undefined, argv: string[]): Promise<void> {
   if (verb === "add" || verb === "list" || verb === "clear") return faultRuleCommand(ctx, verb, argv);
   const action = verb ? actions[verb] : undefined;
   if (action === undefined) throw invalidArgument(faultUsage);
   const [name] = positionals(parse(argv, {}), ["process"]);
-  const { process: proc } = await (await ctx.bus()).call(
-    supervisorService.SignalProcess,
-    { name: checkName("process", name!), action },
-    { scopeId: "supervisor", timeoutMs: 15_000 },
-  );
+  const request = v1.SignalProcessRequest.create({ name: checkName("process", name!), action });
+  const { process: proc } = await callSupervisor(global, ctx, supervisorService.SignalProcess, request, 15_000);
   if (ctx.output === "json") return printJson(plain(v1.ManagedProcess, proc));
-  process.stdout.write(`${verb} ${proc?.name}: now ${processState(proc?.state ?? 0)} (pid ${proc?.pid})\n`);
+  out(`${verb} ${proc?.name}: now ${processState(proc?.state ?? 0)} (pid ${proc?.pid})\n`);
 }
 
 async function faultRuleCommand(ctx: CommandContext, verb: "add" | "list" | "clear", argv: string[]): Promise<void> {
@@ -157,14 +179,14 @@ async function faultRuleCommand(ctx: CommandContext, verb: "add" | "list" | "cle
       jitterMs: intFlag(parsed.flags, "jitter-ms", 0, 0, 1_000_000),
       copies: intFlag(parsed.flags, "copies", 1, 1, 1_000),
     });
-    process.stdout.write(`fault rule ${id} added (generation ${set.generation})\n`);
+    out(`fault rule ${id} added (generation ${set.generation})\n`);
     return;
   }
   if (verb === "clear") {
     const parsed = parse(argv, {});
     if (parsed.positionals.length > 1) throw invalidArgument("usage: simdc fault clear [id]");
     const set = await clearFaultRules(bus, parsed.positionals[0]);
-    process.stdout.write(`fault rules cleared: ${parsed.positionals[0] ?? "all"} (generation ${set.generation})\n`);
+    out(`fault rules cleared: ${parsed.positionals[0] ?? "all"} (generation ${set.generation})\n`);
     return;
   }
   positionals(parse(argv, {}), []);
@@ -173,7 +195,7 @@ async function faultRuleCommand(ctx: CommandContext, verb: "add" | "list" | "cle
   if (ctx.output === "json") {
     return printJson({ rules: plain(v1.FaultRuleSet, set), processes: others.map((r) => plain(v1.FaultReport, r)) });
   }
-  process.stdout.write(`fault rules, generation ${set.generation}:\n`);
+  out(`fault rules, generation ${set.generation}:\n`);
   printTable(
     ["RULE", "ACTION", "SUBJECT", "FROM", "TO", "PERCENT", "DELAY MS", "JITTER MS", "COPIES"],
     set.rules.map((r) => [
@@ -188,7 +210,7 @@ async function faultRuleCommand(ctx: CommandContext, verb: "add" | "list" | "cle
       String(r.copies ?? 0),
     ]),
   );
-  process.stdout.write(`\napplied by ${others.length} processes:\n`);
+  out(`\napplied by ${others.length} processes:\n`);
   printTable(
     ["PROCESS", "GENERATION", "DROPPED", "DELAYED", "DUPLICATED", "IDENTITIES"],
     others.map((r) => [
@@ -219,7 +241,7 @@ export async function logsCommand(global: GlobalOptions, argv: string[]): Promis
   const show = (source: string, line: string): void => {
     if (!line.trim()) return;
     const text = line.startsWith("{") ? pretty(line).trimEnd() : line;
-    process.stdout.write(names.length > 1 ? `${source.padEnd(10)} ${text}\n` : `${text}\n`);
+    out(names.length > 1 ? `${source.padEnd(10)} ${text}\n` : `${text}\n`);
   };
   const entries: { at: string; source: string; line: string }[] = [];
   const offsets = new Map<string, number>();
@@ -233,7 +255,7 @@ export async function logsCommand(global: GlobalOptions, argv: string[]): Promis
   for (const e of entries.slice(-linesMax)) show(e.source, e.line);
   if (!parsed.flags["follow"]) return;
   for (;;) {
-    await new Promise((r) => setTimeout(r, 250));
+    await wallClock.sleep(250);
     for (const n of names) {
       const file = join(logsDir, `${n}.log`);
       const size = statSync(file).size;

@@ -1,12 +1,13 @@
-// simdc host|vm|volume: the public API, one call a command, printed as a
-// table or JSON.
+// simdc host|vm|volume|sync: the public API, one call a command, printed as a
+// table or JSON. Changing commands take --wait none|controller|hosts (as
+// ovn-nbctl's --wait) and --request-id, which makes a retried command act once.
 
 import { computeService, hostService, storageService, type Bus } from "@simdc/bus";
 import { invalidArgument } from "@simdc/common";
 import { simdc } from "@simdc/proto";
-import { intFlag, parse, positionals, stringFlag, type FlagSpec } from "../args.js";
-import { listAllVms, listAllVolumes } from "../paging.js";
-import { ago, hostState, plain, powerState, printJson, printTable, vmState, type OutputFormat } from "../output.js";
+import { intFlag, parse, positionals, stringFlag, type FlagSpec, type Parsed } from "../args.js";
+import { listAllHosts, listAllVms, listAllVolumes } from "../paging.js";
+import { ago, hostState, out, plain, powerState, printJson, printTable, vmState, volumeState, type OutputFormat } from "../output.js";
 
 import v1 = simdc.v1;
 
@@ -15,15 +16,47 @@ export interface CommandContext {
   output: OutputFormat;
 }
 
+/** Flags every changing command takes. */
+const mutationFlags: FlagSpec = {
+  wait: { type: "string" },
+  "wait-timeout-ms": { type: "string" },
+  "request-id": { type: "string" },
+};
+
+const waits: Record<string, v1.WaitFor> = {
+  none: v1.WaitFor.WAIT_FOR_NONE,
+  controller: v1.WaitFor.WAIT_FOR_CONTROLLER,
+  hosts: v1.WaitFor.WAIT_FOR_HOSTS,
+};
+
+/** The Mutation of a changing command's flags. @throws SimdcError INVALID_ARGUMENT. */
+function mutationOf(flags: Parsed["flags"]): v1.IMutation {
+  const waitName = stringFlag(flags, "wait") ?? "none";
+  const wait = waits[waitName];
+  if (wait === undefined) throw invalidArgument(`--wait must be none, controller or hosts, got ${JSON.stringify(waitName)}`);
+  return {
+    wait,
+    waitTimeoutMs: intFlag(flags, "wait-timeout-ms", 0, 1, 600_000),
+    requestId: stringFlag(flags, "request-id") ?? "",
+  };
+}
+
+function resultNote(result: v1.IMutationResult | null | undefined): string {
+  const parts: string[] = [];
+  if (result?.configGeneration) parts.push(`generation ${result.configGeneration}`);
+  if (result?.replayed) parts.push("replayed: an earlier request with this id already did it");
+  return parts.length ? ` (${parts.join("; ")})` : "";
+}
+
 export async function hostCommand(ctx: CommandContext, verb: string | undefined, argv: string[]): Promise<void> {
   const bus = await ctx.bus();
   switch (verb) {
     case "list": {
       positionals(parse(argv, {}), []);
-      const { hosts } = await bus.call(hostService.ListHosts, {});
+      const hosts = await listAllHosts(bus);
       if (ctx.output === "json") return printJson(hosts.map((h) => plain(v1.Host, h)));
       printTable(
-        ["HOST", "STATE", "AGENT", "PCPUS", "VCPUS", "MEMORY MIB", "ALLOCATED MIB", "VMS", "HEARTBEAT"],
+        ["HOST", "STATE", "AGENT", "PCPUS", "VCPUS", "MEMORY MIB", "ALLOCATED MIB", "VMS", "GEN", "REALIZED", "HEARTBEAT"],
         hosts.map((h) => [
           h.id ?? "",
           hostState(h.state ?? 0),
@@ -33,6 +66,8 @@ export async function hostCommand(ctx: CommandContext, verb: string | undefined,
           String(h.capacity?.memoryMib ?? 0),
           String(h.allocatedMemoryMib ?? 0),
           String(h.vmCount ?? 0),
+          String(h.desiredGeneration ?? 0),
+          String(h.realizedGeneration ?? 0),
           ago(h.lastHeartbeatMs ?? 0),
         ]),
       );
@@ -48,11 +83,34 @@ export async function hostCommand(ctx: CommandContext, verb: string | undefined,
   }
 }
 
+/** simdc sync [--wait] [--wait-timeout-ms T]: how far the hosts realized their documents (ovn-nbctl sync). */
+export async function syncCommand(ctx: CommandContext, argv: string[]): Promise<void> {
+  const parsed = parse(argv, { wait: { type: "boolean" }, "wait-timeout-ms": { type: "string" } });
+  positionals(parsed, []);
+  const status = await (await ctx.bus()).call(
+    hostService.GetSyncStatus,
+    { waitHosts: parsed.flags["wait"] === true, waitTimeoutMs: intFlag(parsed.flags, "wait-timeout-ms", 0, 1, 600_000) },
+    { timeoutMs: 610_000 },
+  );
+  if (ctx.output === "json") return printJson(plain(v1.GetSyncStatusResponse, status));
+  out(
+    `generations: desired ${status.desiredGeneration}, written ${status.writtenGeneration}, realized by every live host ${status.realizedGeneration}; ` +
+      `${status.liveHosts} live hosts, ${status.laggingCount} behind\n`,
+  );
+  if (status.lagging.length > 0) {
+    printTable(
+      ["HOST", "DOCUMENT", "REALIZED"],
+      status.lagging.map((h) => [h.hostId ?? "", String(h.desiredGeneration ?? 0), String(h.realizedGeneration ?? 0)]),
+    );
+  }
+}
+
 const vmCreateFlags: FlagSpec = {
   vcpus: { type: "string" },
   "memory-mib": { type: "string" },
   "boot-volume": { type: "string" },
   off: { type: "boolean" },
+  ...mutationFlags,
 };
 
 function printVms(ctx: CommandContext, vms: v1.Vm.$Properties[]): void {
@@ -75,14 +133,15 @@ function printVms(ctx: CommandContext, vms: v1.Vm.$Properties[]): void {
 }
 
 export async function vmCommand(ctx: CommandContext, verb: string | undefined, argv: string[]): Promise<void> {
+  // A wait for the hosts can take as long as the caller allows; the call waits a little longer.
+  const callTimeout = (flags: Parsed["flags"]): { timeoutMs: number } => ({ timeoutMs: intFlag(flags, "wait-timeout-ms", 30_000, 1, 600_000) + 10_000 });
   switch (verb) {
     case "create": {
       const parsed = parse(argv, vmCreateFlags);
       const [name] = positionals(parsed, ["name"]);
       const bootVolume = stringFlag(parsed.flags, "boot-volume");
       if (!bootVolume) throw invalidArgument("--boot-volume is required");
-      const bus = await ctx.bus();
-      const { vm, placement } = await bus.call(computeService.CreateVm, {
+      const request = {
         name: name!,
         spec: {
           vcpus: intFlag(parsed.flags, "vcpus", 1, 0, 1_000_000),
@@ -90,16 +149,17 @@ export async function vmCommand(ctx: CommandContext, verb: string | undefined, a
           bootVolume,
         },
         powerState: parsed.flags["off"] ? v1.PowerState.POWER_STATE_OFF : v1.PowerState.POWER_STATE_ON,
-      });
-      if (ctx.output === "json") return printJson({ vm: plain(v1.Vm, vm), placement: plain(v1.Placement, placement) });
-      process.stdout.write(`vm ${vm?.id} placed on ${placement?.hostId}: ${placement?.reason}\n`);
+        mutation: mutationOf(parsed.flags),
+      };
+      const { vm, placement, result } = await (await ctx.bus()).call(computeService.CreateVm, request, callTimeout(parsed.flags));
+      if (ctx.output === "json") return printJson({ vm: plain(v1.Vm, vm), placement: plain(v1.Placement, placement), result: plain(v1.MutationResult, result) });
+      out(`vm ${vm?.id} placed on ${placement?.hostId}: ${placement?.reason}${resultNote(result)}\n`);
       return;
     }
     case "list": {
       const parsed = parse(argv, { host: { type: "string" } });
       positionals(parsed, []);
-      const bus = await ctx.bus();
-      const vms = await listAllVms(bus, stringFlag(parsed.flags, "host") ?? "");
+      const vms = await listAllVms(await ctx.bus(), stringFlag(parsed.flags, "host") ?? "");
       return printVms(ctx, vms);
     }
     case "get": {
@@ -108,18 +168,20 @@ export async function vmCommand(ctx: CommandContext, verb: string | undefined, a
       return printJson(plain(v1.Vm, vm));
     }
     case "delete": {
-      const [id] = positionals(parse(argv, {}), ["vm"]);
-      await (await ctx.bus()).call(computeService.DeleteVm, { vmId: id! });
-      process.stdout.write(`vm ${id} deleted\n`);
+      const parsed = parse(argv, mutationFlags);
+      const [id] = positionals(parsed, ["vm"]);
+      const { result } = await (await ctx.bus()).call(computeService.DeleteVm, { vmId: id!, mutation: mutationOf(parsed.flags) }, callTimeout(parsed.flags));
+      out(`vm ${id} deleted${resultNote(result)}\n`);
       return;
     }
     case "start":
     case "stop": {
-      const [id] = positionals(parse(argv, {}), ["vm"]);
+      const parsed = parse(argv, mutationFlags);
+      const [id] = positionals(parsed, ["vm"]);
       const method = verb === "start" ? computeService.StartVm : computeService.StopVm;
-      const { vm } = await (await ctx.bus()).call(method, { vmId: id! });
+      const { vm, result } = await (await ctx.bus()).call(method, { vmId: id!, mutation: mutationOf(parsed.flags) }, callTimeout(parsed.flags));
       if (ctx.output === "json") return printJson(plain(v1.Vm, vm));
-      process.stdout.write(`vm ${id}: power ${powerState(vm?.powerState ?? 0)} (generation ${vm?.generation})\n`);
+      out(`vm ${id}: power ${powerState(vm?.powerState ?? 0)} (vm generation ${vm?.generation})${resultNote(result)}\n`);
       return;
     }
     default:
@@ -130,12 +192,16 @@ export async function vmCommand(ctx: CommandContext, verb: string | undefined, a
 export async function volumeCommand(ctx: CommandContext, verb: string | undefined, argv: string[]): Promise<void> {
   switch (verb) {
     case "create": {
-      const parsed = parse(argv, { "size-mib": { type: "string" } });
+      const parsed = parse(argv, { "size-mib": { type: "string" }, ...mutationFlags });
       const [name] = positionals(parsed, ["name"]);
       const sizeMib = intFlag(parsed.flags, "size-mib", 1024, 0, 1_000_000_000);
-      const { volume } = await (await ctx.bus()).call(storageService.CreateVolume, { name: name!, sizeMib });
+      const { volume, result } = await (await ctx.bus()).call(
+        storageService.CreateVolume,
+        { name: name!, sizeMib, mutation: mutationOf(parsed.flags) },
+        { timeoutMs: 30_000 },
+      );
       if (ctx.output === "json") return printJson(plain(v1.Volume, volume));
-      process.stdout.write(`volume ${volume?.id} (${volume?.sizeMib} MiB) on ${volume?.sanNodeId}\n`);
+      out(`volume ${volume?.id} (${volume?.sizeMib} MiB) on ${volume?.sanNodeId}: ${volumeState(volume?.state ?? 0)}${resultNote(result)}\n`);
       return;
     }
     case "list": {
@@ -143,8 +209,8 @@ export async function volumeCommand(ctx: CommandContext, verb: string | undefine
       const volumes = await listAllVolumes(await ctx.bus());
       if (ctx.output === "json") return printJson(volumes.map((v) => plain(v1.Volume, v)));
       printTable(
-        ["VOLUME", "SIZE MIB", "BLOCK SIZE", "SAN NODE"],
-        volumes.map((v) => [v.id ?? "", String(v.sizeMib ?? 0), String(v.blockSizeBytes ?? 0), v.sanNodeId ?? ""]),
+        ["VOLUME", "STATE", "SIZE MIB", "BLOCK SIZE", "SAN NODE", "REASON"],
+        volumes.map((v) => [v.id ?? "", volumeState(v.state ?? 0), String(v.sizeMib ?? 0), String(v.blockSizeBytes ?? 0), v.sanNodeId ?? "", v.reason?.message ?? ""]),
       );
       return;
     }
@@ -154,9 +220,10 @@ export async function volumeCommand(ctx: CommandContext, verb: string | undefine
       return printJson(plain(v1.Volume, volume));
     }
     case "delete": {
-      const [id] = positionals(parse(argv, {}), ["volume"]);
-      await (await ctx.bus()).call(storageService.DeleteVolume, { volumeId: id! });
-      process.stdout.write(`volume ${id} deleted\n`);
+      const parsed = parse(argv, mutationFlags);
+      const [id] = positionals(parsed, ["volume"]);
+      const { result } = await (await ctx.bus()).call(storageService.DeleteVolume, { volumeId: id!, mutation: mutationOf(parsed.flags) }, { timeoutMs: 30_000 });
+      out(`volume ${id} deleted${resultNote(result)}\n`);
       return;
     }
     default:

@@ -7,16 +7,17 @@ import { existsSync, mkdirSync } from "node:fs";
 import { createConnection } from "node:net";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { hostService, storageService, type Bus } from "@simdc/bus";
-import { failedPrecondition } from "@simdc/common";
+import { storageService, type Bus } from "@simdc/bus";
+import { failedPrecondition, freshSeed, seedMax, timeScaleMax, timeScaleMin, wallClock, wallNowMs } from "@simdc/common";
 import { destination, pino } from "pino";
 import { simdc } from "@simdc/proto";
 import { intFlag, numberFlag, parse, positionals, type FlagSpec } from "../args.js";
-import type { GlobalOptions } from "../context.js";
+import { connectCli, type GlobalOptions } from "../context.js";
 import { ensureNatsServer } from "../launch/nats-server.js";
 import { isRecordedProcess, readAnyUpRecord, readUpRecord, removeUpRecord, writeUpRecord } from "../supervisor/record.js";
 import { Supervisor } from "../supervisor/supervisor.js";
-import { planTopology, type ProcessPlan } from "../supervisor/topology.js";
+import { hostsMax, hostsPerAgentMax, planTopology, type ProcessPlan } from "../supervisor/topology.js";
+import { listAllHosts } from "../paging.js";
 import { runDemo } from "./demo.js";
 
 import v1 = simdc.v1;
@@ -25,6 +26,9 @@ const upFlags: FlagSpec = {
   hosts: { type: "string" },
   san: { type: "string" },
   "hosts-per-agent": { type: "string" },
+  controllers: { type: "string" },
+  seed: { type: "string" },
+  "time-scale": { type: "string" },
   "nats-port": { type: "string" },
   demo: { type: "boolean" },
   pcpus: { type: "string" },
@@ -50,10 +54,13 @@ export async function upCommand(global: GlobalOptions, argv: string[]): Promise<
   const heartbeatIntervalMs = intFlag(f, "heartbeat-interval-ms", 1000, 50, 60_000);
   const heartbeatMissesMax = intFlag(f, "heartbeat-misses-max", 3, 1, 100);
   const readyTimeoutMs = intFlag(f, "ready-timeout-ms", 120_000, 1_000, 3_600_000);
+  const seed = intFlag(f, "seed", freshSeed(), 0, seedMax);
+  const timeScale = numberFlag(f, "time-scale", 1, timeScaleMin, timeScaleMax);
   const plans = planTopology({
-    hosts: intFlag(f, "hosts", 3, 0, 100_000),
+    hosts: intFlag(f, "hosts", 3, 1, hostsMax),
     sanNodes: intFlag(f, "san", 2, 0, 1000),
-    hostsPerAgent: intFlag(f, "hosts-per-agent", 1, 0, 100_000),
+    hostsPerAgent: intFlag(f, "hosts-per-agent", 1, 1, hostsPerAgentMax),
+    controllers: intFlag(f, "controllers", 1, 1, 3),
     dataDir,
     pcpus: intFlag(f, "pcpus", 16, 1, 4096),
     memoryMib: intFlag(f, "memory-mib", 65536, 1, 64 * 1024 * 1024),
@@ -88,8 +95,9 @@ export async function upCommand(global: GlobalOptions, argv: string[]): Promise<
     destination({ dest: join(dataDir, "logs", "supervisor.log"), append: true, sync: false }),
   );
 
-  const startedAt = Date.now();
-  const supervisor = new Supervisor({ dataDir, natsBinary, natsPort, prefix, extraArgs: { controller: controllerArgs }, logger, say });
+  const startedAt = wallNowMs();
+  const run = { seed, timeScale, timeOriginMs: startedAt };
+  const supervisor = new Supervisor({ dataDir, natsBinary, natsPort, prefix, run, extraArgs: { controller: controllerArgs }, logger, say });
   let stopping = false;
   const stop = async (signal: string): Promise<void> => {
     if (stopping) return;
@@ -105,16 +113,22 @@ export async function upCommand(global: GlobalOptions, argv: string[]): Promise<
   process.on("SIGTERM", () => void stop("SIGTERM"));
 
   say(`starting nats-server on port ${natsPort} and ${plans.length} processes (data in ${dataDir})`);
-  const bus = await supervisor.start(plans);
+  say(`seed ${seed}, time scale ${timeScale}x; the same run again: simdc up --seed ${seed} --time-scale ${timeScale} ...`);
+  await supervisor.start(plans);
+  // Waiting and the demo act as the operator, as a user at the terminal would.
+  const operator = supervisor.credentialOf("operator");
+  const bus = await connectCli({ server: supervisor.natsUrl, dataDir, prefix, user: operator.user });
   const record = { natsUrl: supervisor.natsUrl, prefix, supervisorPid: process.pid, dataDir, startedAtMs: startedAt };
   writeUpRecord({ ...record, pids: supervisor.pids() });
   supervisor.onStarted = () => writeUpRecord({ ...record, pids: supervisor.pids() });
   const ready = await waitReady(bus, plans, readyTimeoutMs);
-  const seconds = ((Date.now() - startedAt) / 1000).toFixed(2);
+  const seconds = ((wallNowMs() - startedAt) / 1000).toFixed(2);
   if (ready) {
     const hosts = plans.flatMap((p) => p.hostIds).length;
     const sanNodes = plans.filter((p) => p.role === "san-storage").length;
-    say(`ready in ${seconds} s: ${hosts} hosts in ${plans.length - sanNodes - 1} agent processes, ${sanNodes} SAN nodes, NATS at ${supervisor.natsUrl}`);
+    const controllers = plans.filter((p) => p.role === "controller").length;
+    const agents = plans.filter((p) => p.role === "host-agent").length;
+    say(`ready in ${seconds} s: ${hosts} hosts in ${agents} agent processes, ${sanNodes} SAN nodes, ${controllers} controller(s), NATS at ${supervisor.natsUrl}`);
   } else {
     say(`not every host and SAN node registered within ${readyTimeoutMs} ms; see the logs`);
   }
@@ -137,20 +151,17 @@ async function portInUse(port: number): Promise<boolean> {
 async function waitReady(bus: Bus, plans: ProcessPlan[], timeoutMs: number): Promise<boolean> {
   const hostIds = new Set(plans.flatMap((p) => p.hostIds));
   const sanIds = new Set(plans.filter((p) => p.role === "san-storage").map((p) => p.name));
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
+  const deadline = wallNowMs() + timeoutMs;
+  while (wallNowMs() < deadline) {
     try {
-      const [{ hosts }, { nodes }] = await Promise.all([
-        bus.call(hostService.ListHosts, {}, { timeoutMs: 1_000 }),
-        bus.call(storageService.ListSanNodes, {}, { timeoutMs: 1_000 }),
-      ]);
+      const [hosts, { nodes }] = await Promise.all([listAllHosts(bus), bus.call(storageService.ListSanNodes, {}, { timeoutMs: 1_000 })]);
       const connected = hosts.filter((h) => h.state === v1.HostState.HOST_STATE_CONNECTED && hostIds.has(h.id ?? ""));
       const sanReady = nodes.filter((n) => n.connected && sanIds.has(n.id ?? ""));
       if (connected.length === hostIds.size && sanReady.length === sanIds.size) return true;
     } catch {
       // The controller is still starting; ask again.
     }
-    await new Promise((r) => setTimeout(r, 50));
+    await wallClock.sleep(hostIds.size > 1000 ? 500 : 50);
   }
   return false;
 }

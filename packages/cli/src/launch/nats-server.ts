@@ -6,13 +6,15 @@ import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync } from "node:fs";
 import { createServer } from "node:net";
 import { delimiter, join } from "node:path";
-import { failedPrecondition, unavailable } from "@simdc/common";
+import { failedPrecondition, unavailable, wallClock } from "@simdc/common";
 
 export interface NatsServerOptions {
   /** TCP port; a free one is picked when absent. */
   port?: number;
   /** JetStream store directory. */
   storeDir: string;
+  /** A configuration file (users and permissions); flags still set address, port and store. */
+  configFile?: string;
   /** Where the server's own log goes (its stderr); inherited when absent. */
   logFd?: number;
   readyTimeoutMs?: number;
@@ -84,7 +86,7 @@ export async function freePort(): Promise<number> {
 export async function startNatsServer(binary: string, options: NatsServerOptions): Promise<NatsServerHandle> {
   const port = options.port ?? (await freePort());
   mkdirSync(options.storeDir, { recursive: true });
-  const args = ["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", options.storeDir];
+  const args = [...(options.configFile ? ["-c", options.configFile] : []), "-a", "127.0.0.1", "-p", String(port), "-js", "-sd", options.storeDir];
   const child = spawn(binary, args, {
     stdio: ["ignore", options.logFd ?? "ignore", "pipe"],
     // Its own process group: a Ctrl-C meant for the supervisor must not reach it first.
@@ -93,20 +95,20 @@ export async function startNatsServer(binary: string, options: NatsServerOptions
   const readyTimeoutMs = options.readyTimeoutMs ?? 10_000;
   await new Promise<void>((resolve, reject) => {
     let seen = "";
-    const timer = setTimeout(() => {
+    const timer = wallClock.after(readyTimeoutMs, () => {
       child.kill("SIGKILL");
       reject(unavailable(`nats-server did not report ready within ${readyTimeoutMs} ms:\n${seen.slice(-2000)}`));
-    }, readyTimeoutMs);
+    });
     const onData = (chunk: Buffer): void => {
       seen += chunk.toString();
       if (seen.includes("Server is ready")) {
-        clearTimeout(timer);
+        timer.cancel();
         resolve();
       }
     };
     child.stderr!.on("data", onData);
     child.once("exit", (code) => {
-      clearTimeout(timer);
+      timer.cancel();
       reject(unavailable(`nats-server exited with code ${code} before it was ready:\n${seen.slice(-2000)}`));
     });
   });
@@ -136,9 +138,9 @@ export async function startNatsServer(binary: string, options: NatsServerOptions
 export async function stopChild(child: ChildProcess, graceMs = 5_000, signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
   await new Promise<void>((resolve) => {
-    const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
+    const timer = wallClock.after(graceMs, () => child.kill("SIGKILL"));
     child.once("exit", () => {
-      clearTimeout(timer);
+      timer.cancel();
       resolve();
     });
     child.kill("SIGCONT");

@@ -1,28 +1,40 @@
-// The supervisor behind `simdc up`: starts nats-server and every service as a
-// separate child process, serves SupervisorService so other CLI invocations
-// can inject process faults, and stops everything on SIGINT/SIGTERM. It
-// never restarts a process by itself: experiments must see failures.
+// The supervisor behind `simdc up`: starts nats-server (with a user per role)
+// and every service as a separate child process, serves SupervisorService
+// on NATS (to the operator only) and on a unix socket (so a NATS fault can be
+// undone), and stops everything on SIGINT/SIGTERM. It never restarts a
+// process by itself: experiments must see failures.
 
-import { mkdirSync, openSync } from "node:fs";
+import { mkdirSync, openSync, writeFileSync } from "node:fs";
+import type { Server } from "node:net";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { Bus, endpoint, supervisorService } from "@simdc/bus";
-import { checkName, failedPrecondition, invalidArgument, notFound, type Logger } from "@simdc/common";
+import { Bus, endpoint, supervisorService, type Endpoint } from "@simdc/bus";
+import { checkName, failedPrecondition, invalidArgument, notFound, wallNowMs, type Logger } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 import { launchNodeProcess, type NodeProcess } from "../launch/node-process.js";
 import { startNatsServer } from "../launch/nats-server.js";
+import { controlSocketPath, serveControlSocket } from "./control-socket.js";
+import { authorizationConfig, usersFor, type RoleUser } from "./credentials.js";
 import type { ProcessPlan } from "./topology.js";
 
 import v1 = simdc.v1;
 
 const packagesDir = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
 
+/** How every process of the datacenter runs: its seed and its clock. */
+export interface RunSettings {
+  seed: number;
+  timeScale: number;
+  timeOriginMs: number;
+}
+
 export interface SupervisorOptions {
   dataDir: string;
   natsBinary: string;
   natsPort: number;
   prefix: string;
-  /** Flags every service gets (heartbeat policy and the like), by role. */
+  run: RunSettings;
+  /** Flags every service of a role gets (heartbeat policy and the like). */
   extraArgs: Partial<Record<ProcessPlan["role"], string[]>>;
   logger: Logger;
   /** Human-readable progress for the terminal. */
@@ -46,9 +58,16 @@ interface Managed {
   stopping: boolean;
 }
 
+/** Where `simdc up` keeps the credentials of each role: <data dir>/auth/<user>.json. */
+export function credentialPath(dataDir: string, user: string): string {
+  return join(dataDir, "auth", `${user}.json`);
+}
+
 export class Supervisor {
   private readonly managed = new Map<string, Managed>();
   private bus: Bus | null = null;
+  private socket: Server | null = null;
+  private users = new Map<string, RoleUser>();
   natsUrl = "";
   /** Called after every start or restart of a process (the record of pids is rewritten). */
   onStarted: () => void = () => undefined;
@@ -59,32 +78,62 @@ export class Supervisor {
     return join(this.options.dataDir, "logs");
   }
 
-  /** Starts nats-server and waits for it; then every planned service. */
+  /** The credentials `up` made for `user` (operator, observer, a process name). */
+  credentialOf(user: string): { user: string; password: string } {
+    const found = this.users.get(user);
+    if (!found) throw notFound(`no NATS user ${user}`);
+    return { user: found.user, password: found.password };
+  }
+
+  /** Writes the credentials, starts nats-server and waits for it; then every planned service. */
   async start(plans: ProcessPlan[]): Promise<Bus> {
     mkdirSync(this.logsDir, { recursive: true });
+    this.writeCredentials(plans);
     const nats: Managed = this.entry(null, "nats", "nats-server");
     this.managed.set("nats", nats);
     await this.startNats(nats);
     this.natsUrl = `nats://127.0.0.1:${this.options.natsPort}`;
+    const supervisor = this.users.get("supervisor")!;
     this.bus = await Bus.connect({
       servers: this.natsUrl,
       prefix: this.options.prefix,
       processId: "supervisor",
       role: "supervisor",
       logger: this.options.logger,
+      seed: this.options.run.seed,
+      user: supervisor.user,
+      password: supervisor.password,
       connectTimeoutMs: 10_000,
     });
     await this.bus.followFaultRules();
-    await this.bus.serve({ role: "supervisor", scopeId: "supervisor", description: "simdc up: process faults" }, [
-      endpoint(supervisorService.ListProcesses, () => ({ processes: [...this.managed.values()].map((m) => this.view(m)) })),
+    const endpoints: Endpoint<any, any>[] = [
+      endpoint(supervisorService.ListProcesses, () => ({
+        processes: [...this.managed.values()].map((m) => this.view(m)),
+        seed: this.options.run.seed,
+        timeScale: this.options.run.timeScale,
+      })),
       endpoint(supervisorService.SignalProcess, (req) => this.signal(req)),
-    ]);
+    ];
+    await this.bus.serve({ role: "supervisor", scopeId: "supervisor", description: "simdc up: process faults" }, endpoints);
+    this.socket = await serveControlSocket(controlSocketPath(this.options.dataDir), endpoints);
     for (const plan of plans) {
       const m = this.entry(plan, plan.name, plan.role);
       this.managed.set(plan.name, m);
       this.startService(m);
     }
     return this.bus;
+  }
+
+  /** nats.conf with a user per role, and each role's credentials, readable by the operator only. */
+  private writeCredentials(plans: ProcessPlan[]): void {
+    const dir = join(this.options.dataDir, "auth");
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const users = usersFor(this.options.prefix, plans);
+    this.users = new Map(users.map((u) => [u.user, u]));
+    writeFileSync(join(dir, "nats.conf"), authorizationConfig(users), { mode: 0o600 });
+    for (const u of users) {
+      writeFileSync(credentialPath(this.options.dataDir, u.user), `${JSON.stringify({ user: u.user, password: u.password })}\n`, { mode: 0o600 });
+    }
   }
 
   private entry(plan: ProcessPlan | null, name: string, role: string): Managed {
@@ -106,6 +155,7 @@ export class Supervisor {
     const handle = await startNatsServer(this.options.natsBinary, {
       port: this.options.natsPort,
       storeDir: join(this.options.dataDir, "nats"),
+      configFile: join(this.options.dataDir, "auth", "nats.conf"),
       logFd: openSync(m.logFile, "a"),
     });
     this.track(m, handle);
@@ -113,10 +163,21 @@ export class Supervisor {
 
   private startService(m: Managed): void {
     const plan = m.plan!;
+    const { run } = this.options;
+    const user = this.users.get(plan.name)!;
     const shared = ["--nats-url", this.natsUrl, "--prefix", this.options.prefix, ...(this.options.extraArgs[plan.role] ?? [])];
     const proc = launchNodeProcess({
       script: join(packagesDir, plan.role, "dist", "main.js"),
       args: [...plan.args, ...shared],
+      // Secrets and the run's settings go in the environment: flags show in ps.
+      env: {
+        ...process.env,
+        SIMDC_NATS_USER: user.user,
+        SIMDC_NATS_PASSWORD: user.password,
+        SIMDC_SEED: String(run.seed),
+        SIMDC_TIME_SCALE: String(run.timeScale),
+        SIMDC_TIME_ORIGIN_MS: String(run.timeOriginMs),
+      },
       logFile: m.logFile,
       detached: true,
     });
@@ -129,7 +190,7 @@ export class Supervisor {
     m.state = v1.ProcessState.PROCESS_STATE_RUNNING;
     this.onStarted();
     m.exitReason = "";
-    m.startedAtMs = Date.now();
+    m.startedAtMs = wallNowMs();
     m.stopping = false;
     proc.child.once("exit", (code, signal) => {
       if (m.proc !== proc) return;
@@ -148,7 +209,6 @@ export class Supervisor {
     for (const m of this.managed.values()) if (m.proc) out[m.name] = m.proc.pid;
     return out;
   }
-
 
   private view(m: Managed): v1.ManagedProcess {
     return v1.ManagedProcess.create({
@@ -216,17 +276,19 @@ export class Supervisor {
   }
 
   private publish(name: string, eventName: string, kind: v1.EventKind, message: string): void {
+    // With NATS down (a fault) the bus reports the failed publish itself; the log line stands.
     this.bus?.publish(this.bus.subjects.event("process", name, eventName), v1.Event, {
       kind,
       objectId: name,
-      timeMs: Date.now(),
+      timeMs: wallNowMs(),
       message,
       source: "supervisor",
     });
   }
 
-  /** Stops agents first, then SAN nodes, the controller, and NATS last. */
+  /** Stops agents first, then SAN nodes, the controllers, and NATS last. */
   async stop(): Promise<void> {
+    this.socket?.close();
     const order = ["host-agent", "san-storage", "controller"];
     for (const role of order) {
       await Promise.all([...this.managed.values()].filter((m) => m.role === role).map((m) => this.stopOne(m)));

@@ -19,27 +19,38 @@ export interface TopologyOptions {
   hosts: number;
   sanNodes: number;
   hostsPerAgent: number;
+  /** One active controller and the rest standbys. */
+  controllers: number;
   dataDir: string;
   pcpus: number;
   memoryMib: number;
   sanCapacityMib: number;
 }
 
-export const hostsMax = 1000;
+export const hostsMax = 10_000;
+export const hostsPerAgentMax = 1_000;
 export const sanNodesMax = 16;
+export const controllersMax = 3;
 
 /**
- * One controller, `sanNodes` SAN nodes and ceil(hosts / hostsPerAgent) agents.
+ * `controllers` controllers (named controller-1.., or just "controller" when
+ * there is one), `sanNodes` SAN nodes and ceil(hosts / hostsPerAgent) agents.
  * @throws SimdcError INVALID_ARGUMENT for counts out of range.
  */
 export function planTopology(options: TopologyOptions): ProcessPlan[] {
-  const { hosts, sanNodes, hostsPerAgent } = options;
+  const { hosts, sanNodes, hostsPerAgent, controllers } = options;
   if (!Number.isInteger(hosts) || hosts < 1 || hosts > hostsMax) throw invalidArgument(`--hosts must be 1-${hostsMax}`);
   if (!Number.isInteger(sanNodes) || sanNodes < 1 || sanNodes > sanNodesMax) throw invalidArgument(`--san must be 1-${sanNodesMax}`);
-  if (!Number.isInteger(hostsPerAgent) || hostsPerAgent < 1 || hostsPerAgent > hosts) {
-    throw invalidArgument(`--hosts-per-agent must be 1-${hosts} (the number of hosts)`);
+  if (!Number.isInteger(controllers) || controllers < 1 || controllers > controllersMax) throw invalidArgument(`--controllers must be 1-${controllersMax}`);
+  const perAgentMax = Math.min(hosts, hostsPerAgentMax);
+  if (!Number.isInteger(hostsPerAgent) || hostsPerAgent < 1 || hostsPerAgent > perAgentMax) {
+    throw invalidArgument(`--hosts-per-agent must be 1-${perAgentMax} (at most the number of hosts, and ${hostsPerAgentMax})`);
   }
-  const plans: ProcessPlan[] = [{ name: "controller", role: "controller", args: [], hostIds: [] }];
+  const plans: ProcessPlan[] = [];
+  for (let c = 1; c <= controllers; c++) {
+    const name = controllers === 1 ? "controller" : `controller-${c}`;
+    plans.push({ name, role: "controller", args: ["--controller-id", `controller-${c}`], hostIds: [] });
+  }
   for (let i = 1; i <= sanNodes; i++) {
     const name = `san-${i}`;
     plans.push({

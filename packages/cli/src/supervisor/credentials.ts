@@ -1,0 +1,180 @@
+// Who may say what on the bus: one NATS user per role with subject
+// permissions, written into the nats-server configuration `simdc up` (or the
+// compose set-up) generates. An agent publishes only its own hosts' subjects
+// and serves only its own hosts' endpoints; only the controller drives hosts
+// and manages SAN volumes; block I/O comes only from hosts and the
+// controller; the supervisor obeys only the operator; an observer reads.
+// Pure: it makes text and random passwords, and writes nothing itself.
+
+import { uniqueId } from "@simdc/common";
+import type { ProcessPlan } from "./topology.js";
+
+export interface Credential {
+  user: string;
+  password: string;
+}
+
+export interface Permissions {
+  publish: { allow?: string[]; deny?: string[] };
+  subscribe: { allow?: string[]; deny?: string[] };
+  /** May answer requests it received (replies to the requester's inbox). */
+  allowResponses: boolean;
+}
+
+export interface RoleUser extends Credential {
+  permissions: Permissions;
+}
+
+/** A fresh password: 32 hex digits, never derived from the run's seed. */
+export function newPassword(): string {
+  return uniqueId().replaceAll("-", "");
+}
+
+/** The KV subjects and JetStream API calls that reading (watching, getting) one bucket needs. */
+function kvReader(prefix: string, bucket: string): string[] {
+  const stream = `KV_${prefix.replaceAll(".", "-")}-${bucket}`;
+  return [
+    `$JS.API.INFO`,
+    `$JS.API.STREAM.INFO.${stream}`,
+    `$JS.API.STREAM.MSG.GET.${stream}`,
+    `$JS.API.DIRECT.GET.${stream}.>`,
+    `$JS.API.CONSUMER.CREATE.${stream}`,
+    `$JS.API.CONSUMER.CREATE.${stream}.>`,
+    `$JS.API.CONSUMER.DELETE.${stream}.>`,
+    `$JS.API.CONSUMER.INFO.${stream}.>`,
+    // Flow control answers of the ordered consumers that watches use.
+    `$JS.FC.${stream}.>`,
+  ];
+}
+
+/** The fault rule bucket: every process follows it, and may create it when it starts first. */
+function faultFollower(prefix: string): string[] {
+  const stream = `KV_${prefix.replaceAll(".", "-")}-faults`;
+  return [...kvReader(prefix, "faults"), `$JS.API.STREAM.CREATE.${stream}`];
+}
+
+/** What every process subscribes to: its replies, service discovery and fault reports. */
+function commonSubscriptions(prefix: string, processId: string): string[] {
+  return [`_INBOX.${processId}.>`, "$SRV.>", `${prefix}.ctl.faults.report`];
+}
+
+export function operatorUser(password: string): RoleUser {
+  return { user: "operator", password, permissions: { publish: { allow: [">"] }, subscribe: { allow: [">"] }, allowResponses: true } };
+}
+
+/** Reads events and the read-only API; changes nothing. */
+export function observerUser(prefix: string, password: string): RoleUser {
+  const api = `${prefix}.api.v1`;
+  return {
+    user: "observer",
+    password,
+    permissions: {
+      publish: {
+        allow: [
+          `${api}.*.List*`,
+          `${api}.*.Get*`,
+          "$SRV.>",
+          `${prefix}.ctl.faults.report`,
+          ...kvReader(prefix, "faults"),
+        ],
+      },
+      subscribe: { allow: [`${prefix}.evt.>`, "_INBOX.>"] },
+      allowResponses: false,
+    },
+  };
+}
+
+/** Everything but the supervisor: the controller runs the datacenter. */
+export function controllerUser(prefix: string, name: string, password: string): RoleUser {
+  return {
+    user: name,
+    password,
+    permissions: {
+      publish: { allow: [">"], deny: [`${prefix}.ctl.supervisor.>`] },
+      subscribe: { allow: [">"] },
+      allowResponses: true,
+    },
+  };
+}
+
+/** Its own hosts' subjects only; block I/O to any SAN node; its hosts' documents. */
+export function agentUser(prefix: string, agentId: string, hostIds: string[], password: string): RoleUser {
+  const publish = [
+    ...hostIds.flatMap((h) => [`${prefix}.evt.host.${h}.>`, `${prefix}.api.v1.HostService.RegisterHost.${h}`]),
+    `${prefix}.evt.process.${agentId}.>`,
+    `${prefix}.san.*.ReadBlocks`,
+    `${prefix}.san.*.WriteBlocks`,
+    `${prefix}.dp.>`,
+    ...faultFollower(prefix),
+    ...kvReader(prefix, "docs"),
+  ];
+  return {
+    user: agentId,
+    password,
+    permissions: {
+      publish: { allow: publish },
+      subscribe: { allow: [...commonSubscriptions(prefix, agentId), `${prefix}.host.${agentId}.>`, `${prefix}.dp.${agentId}.>`] },
+      allowResponses: true,
+    },
+  };
+}
+
+/** Its own node's subjects only. */
+export function sanUser(prefix: string, nodeId: string, password: string): RoleUser {
+  return {
+    user: nodeId,
+    password,
+    permissions: {
+      publish: {
+        allow: [
+          `${prefix}.evt.san.${nodeId}.>`,
+          `${prefix}.evt.process.${nodeId}.>`,
+          `${prefix}.api.v1.StorageService.RegisterSanNode.${nodeId}`,
+          ...faultFollower(prefix),
+        ],
+      },
+      subscribe: { allow: [...commonSubscriptions(prefix, nodeId), `${prefix}.san.${nodeId}.>`] },
+      allowResponses: true,
+    },
+  };
+}
+
+/** Serves process faults to the operator; publishes what happened to its processes. */
+export function supervisorUser(prefix: string, password: string): RoleUser {
+  return {
+    user: "supervisor",
+    password,
+    permissions: {
+      publish: { allow: [`${prefix}.evt.process.>`, ...faultFollower(prefix)] },
+      subscribe: { allow: [...commonSubscriptions(prefix, "supervisor"), `${prefix}.ctl.supervisor.>`] },
+      allowResponses: true,
+    },
+  };
+}
+
+/** The users of a planned datacenter, one per process, plus operator, observer and supervisor. */
+export function usersFor(prefix: string, plans: ProcessPlan[], password: (user: string) => string = newPassword): RoleUser[] {
+  const users = [operatorUser(password("operator")), observerUser(prefix, password("observer")), supervisorUser(prefix, password("supervisor"))];
+  for (const plan of plans) {
+    if (plan.role === "controller") users.push(controllerUser(prefix, plan.name, password(plan.name)));
+    else if (plan.role === "san-storage") users.push(sanUser(prefix, plan.name, password(plan.name)));
+    else users.push(agentUser(prefix, plan.name, plan.hostIds, password(plan.name)));
+  }
+  return users;
+}
+
+function list(subjects: string[] | undefined): string {
+  return `[${(subjects ?? []).map((s) => JSON.stringify(s)).join(", ")}]`;
+}
+
+/** The `authorization` block of a nats-server configuration for these users. */
+export function authorizationConfig(users: RoleUser[]): string {
+  const lines = users.map((u) => {
+    const { publish, subscribe, allowResponses } = u.permissions;
+    const pub = `publish: { allow: ${list(publish.allow)}${publish.deny ? `, deny: ${list(publish.deny)}` : ""} }`;
+    const sub = `subscribe: { allow: ${list(subscribe.allow)}${subscribe.deny ? `, deny: ${list(subscribe.deny)}` : ""} }`;
+    const responses = allowResponses ? ", allow_responses: true" : "";
+    return `    { user: ${JSON.stringify(u.user)}, password: ${JSON.stringify(u.password)}, permissions: { ${pub}, ${sub}${responses} } }`;
+  });
+  return `authorization {\n  users: [\n${lines.join(",\n")}\n  ]\n}\n`;
+}
