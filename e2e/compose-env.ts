@@ -6,6 +6,7 @@
 
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import {
@@ -61,6 +62,21 @@ function requireImages(): void {
   }
 }
 
+/**
+ * Makes the compose datacenter's NATS users when they are missing (what
+ * `bash scripts/setup.sh --docker` does), so the project can start.
+ * @throws Error when the generator fails.
+ */
+function ensureCredentials(): void {
+  const made = spawnSync(process.execPath, [join(repoRoot, "deploy", "compose-credentials.mjs")], { encoding: "utf8", timeout: 30_000 });
+  if (made.status !== 0) throw new Error(`deploy/compose-credentials.mjs failed: ${made.stderr || made.stdout}`);
+}
+
+/** The credentials the compose set-up made for `user` (operator, observer, a service name). */
+export function composeCredential(user: string): { user: string; password: string } {
+  return JSON.parse(readFileSync(join(repoRoot, "deploy", ".auth", "auth", `${user}.json`), "utf8")) as { user: string; password: string };
+}
+
 /** A running compose project of the repository's docker-compose.yml. */
 export class ComposeProject {
   private constructor(
@@ -78,6 +94,7 @@ export class ComposeProject {
     // The reaper image cannot be pulled here; afterAll removes the project.
     process.env["TESTCONTAINERS_RYUK_DISABLED"] = "true";
     requireImages();
+    ensureCredentials();
     // Unique, so parallel runs and leftovers of a crashed run never collide.
     const projectName = `simdc-e2e-${randomBytes(4).toString("hex")}`;
     const environment = await new DockerComposeEnvironment(repoRoot, "docker-compose.yml")

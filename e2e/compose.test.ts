@@ -9,10 +9,10 @@
 // is skipped with a message, since unit and integration tests need no Docker.
 
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { computeService, hostService, storageService, type Bus } from "@simdc/bus";
+import { computeService, controllerService, hostService, storageService, type Bus } from "@simdc/bus";
 import { simdc } from "@simdc/proto";
 import { connectTestBus, eventually } from "@simdc/testkit";
-import { ComposeProject, composeStartupTimeoutMs, probeDocker } from "./compose-env.js";
+import { ComposeProject, composeCredential, composeStartupTimeoutMs, probeDocker } from "./compose-env.js";
 
 import v1 = simdc.v1;
 
@@ -158,7 +158,8 @@ describe.skipIf(!docker.ok && !inCi)("e2e: docker-compose.yml", () => {
       const startedAtMs = Date.now();
       project = await ComposeProject.up();
       console.info(`e2e: compose project ${project.projectName} healthy in ${Date.now() - startedAtMs} ms`);
-      bus = await connectTestBus(project.natsUrl());
+      const operator = composeCredential("operator");
+      bus = await connectTestBus(project.natsUrl(), { user: operator.user, password: operator.password, processId: "operator" });
       for (const name of ["connected", "disconnected"]) {
         bus.subscribe(bus.subjects.event("host", "*", name), v1.Event, (event) => {
           hostEvents.push({ event, atMs: Date.now() });
@@ -182,7 +183,7 @@ describe.skipIf(!docker.ok && !inCi)("e2e: docker-compose.yml", () => {
 
   afterEach(async (context) => {
     if (context.task.result?.state !== "fail" || !project) return;
-    for (const service of ["controller", ...agentServices]) {
+    for (const service of ["controller-1", "controller-2", ...agentServices]) {
       console.error(`--- last log lines of ${service} ---\n${await project.logTail(service).catch(String)}`);
     }
   });
@@ -299,21 +300,27 @@ describe.skipIf(!docker.ok && !inCi)("e2e: docker-compose.yml", () => {
     expect(await project!.logTail(service, 500)).toContain('"natsStatus":"reconnect"');
   });
 
-  it("e2e: a killed and restarted controller keeps every VM and volume and disconnects no host", async () => {
+  it("e2e: a killed active controller is replaced by the standby, which keeps every VM and volume and disconnects no host", async () => {
     // Proves desired state lives in the 3-replica KV of the NATS cluster, not
-    // in the controller: after SIGKILL and start the VM and its volume are
-    // there at the same generation and still running, and the restarted
-    // controller's grace period keeps every host CONNECTED (no
-    // HOST_DISCONNECTED event from the restart).
+    // in a controller: after the active controller's container is killed, the
+    // standby takes over with the VM and its volume at the same generation and
+    // still running, every host stays CONNECTED (no HOST_DISCONNECTED event),
+    // and the killed one, started again, stands by.
     const hosts = await waitFleetConnected();
     const vm = await runningVm("vm-e2e-ctl");
     const eventStart = hostEvents.length;
-    const container = await project!.container("controller");
+    const before = await bus.call(controllerService.GetControllerStatus, {}, { timeoutMs: 3_000 });
+    const active = before.controllerId;
+    const standby = active === "controller-1" ? "controller-2" : "controller-1";
+    const container = await project!.container(active);
 
     await container.kill();
-    await container.start();
     const restartedAtMs = Date.now();
-    const kept = await eventually("the restarted controller serving VM vm-e2e-ctl", () => getVm("vm-e2e-ctl"), recoveryTimeoutMs, 250);
+    const kept = await eventually("the standby serving VM vm-e2e-ctl", () => getVm("vm-e2e-ctl"), recoveryTimeoutMs, 250);
+    const after = await bus.call(controllerService.GetControllerStatus, {}, { timeoutMs: 3_000 });
+    expect(after.controllerId).toBe(standby);
+    expect(after.lease?.epoch).toBeGreaterThan(before.lease?.epoch ?? 0);
+    await container.start();
     expect(kept.generation).toBe(vm.generation);
     expect(kept.hostId).toBe(vm.hostId);
     const volume = await bus.call(storageService.GetVolume, { volumeId: "vol-vm-e2e-ctl" });
@@ -333,5 +340,7 @@ describe.skipIf(!docker.ok && !inCi)("e2e: docker-compose.yml", () => {
     }
     const disconnects = hostEvents.slice(eventStart).filter((e) => e.event.kind === v1.EventKind.EVENT_KIND_HOST_DISCONNECTED);
     expect(disconnects.map((e) => e.event.objectId)).toEqual([]);
+    // The restarted controller stands by: the one that took over keeps serving.
+    expect((await bus.call(controllerService.GetControllerStatus, {}, { timeoutMs: 3_000 })).controllerId).toBe(standby);
   });
 });

@@ -15,7 +15,9 @@ import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   computeService,
+  controllerService,
   hostAgentService,
+  hostScope,
   hostService,
   sanNodeService,
   storageService,
@@ -137,7 +139,7 @@ describe("python client", () => {
   it("python client: discovers the API in $SRV.INFO, runs a VM to RUNNING and reads typed errors", async () => {
     const vmStatuses: v1.VmStatus[] = [];
     const vmEvents: v1.Event[] = [];
-    bus.subscribe(bus.subjects.event("vm", "*", "status"), v1.VmStatus, (s) => void vmStatuses.push(s));
+    bus.subscribe(bus.subjects.event("host", "*", "vm"), v1.VmStatus, (s) => void vmStatuses.push(s));
     bus.subscribe(bus.subjects.event("vm", "*", "created"), v1.Event, (e) => void vmEvents.push(e));
     await bus.flush();
 
@@ -147,12 +149,13 @@ describe("python client", () => {
 
     // Every rpc the controller serves is found, at the subject the TS bus uses,
     // and so are the host's and the SAN node's; none disagrees with the protos.
-    const api = [hostService, computeService, storageService].flatMap(rpcsOf);
+    // Registrations are served for every caller (the caller's id is the last token); one agent serves all its hosts.
+    const api = [hostService, computeService, storageService, controllerService].flatMap(rpcsOf);
     for (const method of api) {
-      expect(result.subjects[method.rpc], method.rpc).toBe(bus.subjectOf(method));
+      expect(result.subjects[method.rpc], method.rpc).toBe(bus.subjectOf(method, method.scope === "api-by-id" ? "*" : undefined));
     }
     for (const method of [...rpcsOf(hostAgentService), ...rpcsOf(sanNodeService)]) {
-      const scopeId = method.scope === "host" ? "host-1" : "san-1";
+      const scopeId = method.scope === "host" ? hostScope("agent-1", "*") : "san-1";
       expect(result.subjects[method.rpc], method.rpc).toBe(bus.subjectOf(method, scopeId));
     }
     expect(result.rpcs).toHaveLength(api.length + rpcsOf(hostAgentService).length + rpcsOf(sanNodeService).length);

@@ -74,5 +74,7 @@ npm run --silent build
 
 if [ "$want_docker" = true ]; then
   bash deploy/build-images.sh
+  # The compose datacenter's NATS users (kept when they exist).
+  node deploy/compose-credentials.mjs
 fi
 say "ready"

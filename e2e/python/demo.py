@@ -110,13 +110,12 @@ def run(args: argparse.Namespace, protos: Protos) -> dict:
         errors = {
             "notFound": error_of(client, "simdc.v1.ComputeService/GetVm", vm_id=f"no-such-vm-{suffix}"),
             "invalidArgument": error_of(client, "simdc.v1.ComputeService/CreateVm", name="Not A Name"),
-            # Nobody serves a host that does not exist, so NATS itself answers
-            # 503 at once; the subject follows <prefix>.host.<hostId>.<Method>.
+            # Nobody serves an agent that does not exist, so NATS itself answers
+            # 503 at once; the subject follows <prefix>.host.<agentId>.<hostId>.<Method>.
             "noResponders": error_of(
                 client,
-                "simdc.v1.HostAgentService/RemoveVm",
-                subject=f"{args.prefix}.host.no-such-host-{suffix}.RemoveVm",
-                vm_id=vm_name,
+                "simdc.v1.HostAgentService/GetHostState",
+                subject=f"{args.prefix}.host.no-such-agent-{suffix}.host-1.GetHostState",
                 timeout_s=2.0,
             ),
         }

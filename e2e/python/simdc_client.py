@@ -409,8 +409,10 @@ def discover(nc: NatsConnection, prefix: str, timeout_s: float = 2.0) -> list[En
     """Asks every NATS service for $SRV.INFO and keeps simdc's endpoints under `prefix`.
 
     An endpoint is simdc's when its metadata names an rpc; it is under prefix
-    when its subject is <prefix>.api.v1.<Service>.<Method> or
-    <prefix>.<host|san|ctl>.<id>.<Method>, with <Method> the rpc's method, so a
+    when its subject is <prefix>.api.v1.<Service>.<Method> (a registration:
+    <prefix>.api.v1.<Service>.<Method>.*, the caller's id in the last token),
+    <prefix>.host.<agentId>.*.<Method> (an agent serving all its hosts) or
+    <prefix>.<san|ctl>.<id>.<Method>, with <Method> the rpc's method, so a
     datacenter whose prefix merely starts with ours ("simdc.b") is told apart.
     """
     endpoints: list[Endpoint] = []
@@ -423,8 +425,14 @@ def discover(nc: NatsConnection, prefix: str, timeout_s: float = 2.0) -> list[En
             if not rpc or not subject.startswith(prefix + "."):
                 continue
             tokens = subject[len(prefix) + 1 :].split(".")
-            shape_ok = (tokens[:2] == ["api", "v1"] and len(tokens) == 4) or (tokens[0] in ("host", "san", "ctl") and len(tokens) == 3)
-            if shape_ok and tokens[-1] == rpc.rpartition("/")[2]:
+            method = rpc.rpartition("/")[2]
+            if tokens[:2] == ["api", "v1"]:
+                shape_ok = len(tokens) == 4 or (len(tokens) == 5 and tokens[4] == "*")
+                named = len(tokens) > 3 and tokens[3] == method
+            else:
+                shape_ok = (tokens[0] == "host" and len(tokens) == 4) or (tokens[0] in ("san", "ctl") and len(tokens) == 3)
+                named = tokens[-1] == method
+            if shape_ok and named:
                 endpoints.append(
                     Endpoint(rpc, subject, info.get("name", ""), meta.get("request", ""), meta.get("response", ""))
                 )

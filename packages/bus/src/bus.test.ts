@@ -7,7 +7,7 @@ import { connect, type NatsConnection } from "nats";
 import { simdc } from "@simdc/proto";
 import { notFound, SimdcError } from "@simdc/common";
 import { startTestNats, connectTestBus, type TestNats } from "@simdc/testkit";
-import { Bus, computeService, endpoint, hostAgentService } from "./mod.js";
+import { Bus, computeService, endpoint, hostAgentService, hostScope } from "./mod.js";
 
 import v1 = simdc.v1;
 
@@ -122,6 +122,34 @@ describe("kv", () => {
     expect((await bucket.get("vm-1"))?.revision).toBe(rev2);
   });
 
+  it("kv: a fenced bucket stamps the writer's epoch and follow reports changes in order after the stored keys", async () => {
+    let epoch = 3;
+    const bucket = await client.bucket("test-fenced", v1.Vm, { fenced: { epochOf: () => epoch }, history: 3 });
+    await bucket.put("vm-1", { id: "vm-1", generation: 1 });
+    const seen: string[] = [];
+    const following = await bucket.follow({
+      onChange: (c) => seen.push(`${c.key}:${c.value?.generation ?? "gone"}@${c.epoch}`),
+      onCorrupt: () => undefined,
+    });
+    expect(seen).toEqual(["vm-1:1@3"]);
+    epoch = 4;
+    const rev = await bucket.put("vm-1", { id: "vm-1", generation: 2 });
+    await bucket.delete("vm-1", rev);
+    await expect.poll(() => seen.length).toBe(3);
+    expect(seen).toEqual(["vm-1:1@3", "vm-1:2@4", "vm-1:gone@0"]);
+    expect((await bucket.history("vm-1")).map((h) => h.epoch)).toEqual([3, 4, 0]);
+    following.stop();
+  });
+
+  it("kv: the barrier mark orders every write before it below, every write after it above", async () => {
+    const bucket = await client.bucket("test-barrier", v1.Vm);
+    const before = await bucket.put("vm-1", { id: "vm-1" });
+    const barrier = await bucket.writeBarrier();
+    const after = await bucket.put("vm-2", { id: "vm-2" });
+    expect(before).toBeLessThan(barrier);
+    expect(after).toBeGreaterThan(barrier);
+  });
+
   it("kv: loadAll returns every live key in one pass", async () => {
     const bucket = await client.bucket("test-load", v1.Vm);
     expect((await bucket.loadAll(() => undefined)).size).toBe(0);
@@ -137,15 +165,34 @@ describe("kv", () => {
 describe("bus limits", () => {
   it("bus: a reply over the server's payload limit becomes RESOURCE_EXHAUSTED, and the server lives on", async () => {
     const big = await connectTestBus(nats.url, { processId: "big-1" });
-    await big.serve({ role: "big", scopeId: "host-big", description: "test" }, [
-      endpoint(hostAgentService.RemoveVm, () => ({})),
-      endpoint(hostAgentService.ApplyVm, () => ({ status: { vmId: "x".repeat(2 * 1024 * 1024) } })),
+    const scopeId = hostScope("agent-big", "host-big");
+    await big.serve({ role: "big", scopeId, description: "test" }, [
+      endpoint(hostAgentService.Reregister, () => ({})),
+      endpoint(hostAgentService.GetHostState, () => ({ hostId: "x".repeat(2 * 1024 * 1024) })),
     ]);
-    await expect(client.call(hostAgentService.ApplyVm, { vmId: "vm-1" }, { scopeId: "host-big" })).rejects.toMatchObject({
+    await expect(client.call(hostAgentService.GetHostState, {}, { scopeId })).rejects.toMatchObject({
       code: "RESOURCE_EXHAUSTED",
       message: expect.stringMatching(/over the server's 1048576-byte limit/),
     });
-    await expect(client.call(hostAgentService.RemoveVm, { vmId: "vm-1" }, { scopeId: "host-big" })).resolves.toBeDefined();
+    await expect(client.call(hostAgentService.Reregister, {}, { scopeId })).resolves.toBeDefined();
     await big.close();
+  });
+
+  it("bus: a publish over the payload limit is not sent, and says so in a PUBLISH_FAILED event", async () => {
+    const events: v1.Event[] = [];
+    const sub = raw.subscribe("simdc.evt.process.loud-1.publish-failed", {
+      callback: (_err, msg) => events.push(v1.Event.decode(msg.data)),
+    });
+    await raw.flush();
+    const loud = await connectTestBus(nats.url, { processId: "loud-1" });
+    const sent = loud.publish("simdc.evt.host.host-1.metrics", v1.HostMetrics, { hostId: "x".repeat(2 * 1024 * 1024) }, "host-1");
+    expect(sent).toBe(false);
+    expect(loud.publishFailureCount).toBe(1);
+    await loud.flush();
+    await expect.poll(() => events.length).toBe(1);
+    expect(events[0]).toMatchObject({ kind: v1.EventKind.EVENT_KIND_PUBLISH_FAILED, objectId: "host-1" });
+    expect(events[0]?.message).toMatch(/simdc.v1.HostMetrics on simdc.evt.host.host-1.metrics.*over the server's 1048576-byte limit/);
+    sub.unsubscribe();
+    await loud.close();
   });
 });

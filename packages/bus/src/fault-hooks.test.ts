@@ -5,7 +5,7 @@
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { simdc } from "@simdc/proto";
-import { createLogger } from "@simdc/common";
+import { createLogger, wallClock } from "@simdc/common";
 import { startTestNats, eventually, type TestNats } from "@simdc/testkit";
 import { addFaultRule, Bus, clearFaultRules, computeService, endpoint, readFaultRules } from "./mod.js";
 
@@ -18,11 +18,12 @@ let agent: Bus;
 let operator: Bus;
 const received: string[] = [];
 
-async function bus(processId: string, role: string): Promise<Bus> {
+async function bus(processId: string, role: string, seed = 0): Promise<Bus> {
   const b = await Bus.connect({
     servers: nats.url,
     processId,
     role,
+    seed,
     logger: createLogger({ service: role, id: processId, level: "silent" }),
     connectTimeoutMs: 5_000,
   });
@@ -33,7 +34,7 @@ async function bus(processId: string, role: string): Promise<Bus> {
 async function waitApplied(generation: number): Promise<void> {
   await eventually(`generation ${generation} applied everywhere`, async () => {
     const reports = await operator.faultReports(200);
-    return reports.length >= 2 && reports.every((r) => r.generation === generation) ? true : undefined;
+    return reports.length >= 2 && reports.every((r) => r.generation === generation || r.processId.startsWith("run-")) ? true : undefined;
   });
 }
 
@@ -48,10 +49,7 @@ beforeAll(async () => {
   await controller.serve({ role: "controller", description: "test" }, [
     endpoint(computeService.GetVm, (req) => ({ vm: { id: req.vmId } })),
   ]);
-  // The agent process serves two simulated hosts, as a multi-host agent does:
-  // a rule naming one of them must not touch the other.
-  await agent.serve({ role: "host", scopeId: "host-7", description: "test" }, []);
-  await agent.serve({ role: "host", scopeId: "host-8", description: "test" }, []);
+  agent.declareOwned(["host-7", "host-8"]);
   controller.subscribe("simdc.evt.host.*.heartbeat", v1.HostHeartbeat, (beat) => void received.push(beat.hostId));
   await controller.flush();
 });
@@ -82,7 +80,7 @@ describe("fault hooks", () => {
     }
     await agent.flush();
     await eventually("host-8's beat", () => (received.includes("host-8") ? true : undefined));
-    await new Promise((r) => setTimeout(r, 100));
+    await wallClock.sleep(100);
     expect(received).toEqual(["host-8"]);
     await waitApplied((await clearFaultRules(operator, "iso")).generation);
     agent.publish("simdc.evt.host.host-7.heartbeat", v1.HostHeartbeat, { hostId: "host-7" }, "host-7");
@@ -133,11 +131,60 @@ describe("fault hooks", () => {
     await late.flush();
     agent.publish("simdc.evt.vm.vm-1.status", v1.VmStatus, { vmId: "vm-1" });
     await agent.flush();
-    await new Promise((r) => setTimeout(r, 150));
+    await late.flush();
     expect(got).toEqual([]);
     expect((await readFaultRules(operator)).rules.map((r) => r.id)).toEqual(["late"]);
     await late.close();
     await clearFaultRules(operator);
+  });
+
+  it("fault hooks: a subscription is judged by the host that owns it, so cutting one host of an agent leaves its siblings alone", async () => {
+    // Host-to-host traffic on the underlay: agent-1 subscribes once for all its
+    // hosts, and the host id in the subject says whose message it is.
+    const other = await bus("agent-2", "host-agent");
+    const delivered: string[] = [];
+    agent.subscribe(agent.subjects.underlay("agent-1", "*"), v1.HostHeartbeat, (m, subject) => void delivered.push(`${m.hostId}->${subject.split(".").pop()}`), {
+      owner: (subject) => subject.split(".")[3] ?? "",
+    });
+    await agent.flush();
+    const set = await addFaultRule(operator, { id: "iso-7", action: A.FAULT_ACTION_PARTITION, source: "host-7" });
+    await waitApplied(set.generation);
+    for (const to of ["host-7", "host-8"]) other.publish(other.subjects.underlay("agent-1", to), v1.HostHeartbeat, { hostId: "host-9" }, "host-9");
+    await other.flush();
+    await eventually("host-8's packet", () => (delivered.includes("host-9->host-8") ? true : undefined));
+    await agent.flush();
+    expect(delivered).toEqual(["host-9->host-8"]);
+    const reports = await operator.faultReports(200);
+    expect(reports.find((r) => r.processId === "agent-1")?.identities).toEqual(expect.arrayContaining(["host-7", "host-8"]));
+    await waitApplied((await clearFaultRules(operator)).generation);
+    other.publish(other.subjects.underlay("agent-1", "host-7"), v1.HostHeartbeat, { hostId: "host-9" }, "host-9");
+    await eventually("host-7's packet after healing", () => (delivered.includes("host-9->host-7") ? true : undefined));
+    await other.close();
+  });
+
+  it("fault hooks: two runs with the same seed drop the same messages; another seed drops others", async () => {
+    const run = async (seed: number): Promise<number[]> => {
+      const sender = await bus(`run-${seed}-a`, "host-agent", seed);
+      const receiver = await bus(`run-${seed}-b`, "controller", seed);
+      const got: number[] = [];
+      receiver.subscribe("simdc.evt.host.host-1.heartbeat", v1.HostHeartbeat, (beat) => void got.push(beat.seq));
+      await receiver.flush();
+      for (let seq = 1; seq <= 300; seq++) sender.publish("simdc.evt.host.host-1.heartbeat", v1.HostHeartbeat, { hostId: "host-1", seq }, "host-1");
+      await sender.flush();
+      await receiver.flush();
+      await Promise.all([sender.close(), receiver.close()]);
+      return got;
+    };
+    const set = await addFaultRule(operator, { id: "lossy", action: A.FAULT_ACTION_DROP, subject: "simdc.evt.host.host-1.heartbeat", percent: 50 });
+    await waitApplied(set.generation);
+    const first = await run(11);
+    const again = await run(11);
+    const other = await run(12);
+    expect(first.length).toBeGreaterThan(100);
+    expect(first.length).toBeLessThan(200);
+    expect(again).toEqual(first);
+    expect(other).not.toEqual(first);
+    await waitApplied((await clearFaultRules(operator)).generation);
   });
 
   it("fault hooks: malformed rules and unknown ids are refused and change nothing", async () => {

@@ -37,12 +37,10 @@ describe("faults", () => {
     expect(alone.decide("x", ["host-2"], ["san-2"]).kind).toBe("deliver");
   });
 
-  it("faults: delays stay within delay + jitter", () => {
-    let seed = 1;
-    const random = (): number => ((seed = (seed * 16807) % 2147483647) - 1) / 2147483646;
-    const rules = new FaultRules(1, [{ id: "d", action: A.FAULT_ACTION_DELAY, delayMs: 100, jitterMs: 50 }], random);
-    const delays = Array.from({ length: 500 }, () => {
-      const v = rules.decide("x", [], []);
+  it("faults: delays stay within delay + jitter, spread by message", () => {
+    const rules = new FaultRules(1, [{ id: "d", action: A.FAULT_ACTION_DELAY, delayMs: 100, jitterMs: 50 }], 42);
+    const delays = Array.from({ length: 500 }, (_, seq) => {
+      const v = rules.decide("x", ["host-1"], [], { sender: "host-1", seq });
       return v.kind === "delay" ? v.delayMs : -1;
     });
     expect(Math.min(...delays)).toBeGreaterThanOrEqual(100);
@@ -51,12 +49,26 @@ describe("faults", () => {
   });
 
   it("faults: percent samples matching messages", () => {
-    let seed = 7;
-    const random = (): number => ((seed = (seed * 16807) % 2147483647) - 1) / 2147483646;
-    const rules = new FaultRules(1, [{ id: "d", action: A.FAULT_ACTION_DROP, percent: 30 }], random);
-    const dropped = Array.from({ length: 2000 }, () => rules.decide("x", [], [])).filter((v) => v.kind === "drop").length;
+    const rules = new FaultRules(1, [{ id: "d", action: A.FAULT_ACTION_DROP, percent: 30 }], 7);
+    const dropped = Array.from({ length: 2000 }, (_, seq) => rules.decide("x", [], [], { sender: "host-1", seq })).filter((v) => v.kind === "drop").length;
     expect(dropped).toBeGreaterThan(500);
     expect(dropped).toBeLessThan(700);
+  });
+
+  it("faults: the same seed decides the same on the same messages, whatever order they come in", () => {
+    const rule = { id: "lossy", action: A.FAULT_ACTION_DROP, percent: 50 };
+    const messages = Array.from({ length: 400 }, (_, i) => ({ sender: `host-${i % 7}`, seq: Math.floor(i / 7), subject: `simdc.evt.host.host-${i % 7}.heartbeat` }));
+    const verdicts = (seed: number, order: typeof messages): Map<string, string> =>
+      new Map(order.map((m) => [`${m.sender}/${m.seq}`, new FaultRules(1, [rule], seed).decide(m.subject, [m.sender], [], m).kind]));
+    const first = verdicts(1234, messages);
+    const rerun = verdicts(1234, [...messages].reverse());
+    expect(rerun).toEqual(first);
+    const otherSeed = verdicts(99, messages);
+    expect([...otherSeed].filter(([k, v]) => first.get(k) !== v).length).toBeGreaterThan(100);
+    // A reply is keyed by its request but decided apart from it.
+    const r = new FaultRules(1, [rule], 1234);
+    const legs = Array.from({ length: 200 }, (_, seq) => [r.decide("s", [], [], { sender: "a", seq }).kind, r.decide("s", [], [], { sender: "a", seq }, "reply").kind]);
+    expect(legs.some(([request, reply]) => request !== reply)).toBe(true);
   });
 
   it("faults: duplicates carry their copies, the first matching rule wins", () => {
