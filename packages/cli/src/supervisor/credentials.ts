@@ -6,6 +6,7 @@
 // controller; the supervisor obeys only the operator; an observer reads.
 // Pure: it makes text and random passwords, and writes nothing itself.
 
+import { computeService, controllerService, hostService, storageService, type RpcMethod } from "@simdc/bus";
 import { uniqueId } from "@simdc/common";
 import type { ProcessPlan } from "./topology.js";
 
@@ -62,17 +63,21 @@ export function operatorUser(password: string): RoleUser {
   return { user: "operator", password, permissions: { publish: { allow: [">"] }, subscribe: { allow: [">"] }, allowResponses: true } };
 }
 
+/** The API methods that only read (List*, Get*): NATS permissions match whole tokens, so they are named one by one. */
+function readOnlyApi(prefix: string): string[] {
+  const methods: RpcMethod<unknown, unknown>[] = [hostService, computeService, storageService, controllerService].flatMap((s) => Object.values(s));
+  return methods.filter((m) => m.scope === "api" && /^(List|Get)/.test(m.method)).map((m) => `${prefix}.api.v1.${m.service}.${m.method}`);
+}
+
 /** Reads events and the read-only API; changes nothing. */
 export function observerUser(prefix: string, password: string): RoleUser {
-  const api = `${prefix}.api.v1`;
   return {
     user: "observer",
     password,
     permissions: {
       publish: {
         allow: [
-          `${api}.*.List*`,
-          `${api}.*.Get*`,
+          ...readOnlyApi(prefix),
           "$SRV.>",
           `${prefix}.ctl.faults.report`,
           ...kvReader(prefix, "faults"),
