@@ -42,6 +42,11 @@ fi
 command -v protoc >/dev/null || apt_install protobuf-compiler
 /usr/bin/python3 -c 'import google.protobuf' 2>/dev/null || apt_install python3 python3-protobuf
 
+# The SAN tests trace the process's system calls (strace) to check its
+# fdatasyncs, and fail a loop-mounted ext4 (mkfs.ext4) to make a read-only disk.
+command -v strace >/dev/null || apt_install strace
+command -v mkfs.ext4 >/dev/null || [ -x /usr/sbin/mkfs.ext4 ] || apt_install e2fsprogs
+
 if [ "$want_docker" = true ]; then
   command -v dockerd >/dev/null || apt_install docker.io
   command -v docker-compose >/dev/null || apt_install docker-compose

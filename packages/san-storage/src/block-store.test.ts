@@ -1,9 +1,11 @@
 // Proves the block store on real files, without NATS: blocks round-trip and
-// never-written blocks read as zeros, volumes are sparse, create and delete are
-// idempotent where promised and leave the files they should, a restart finds
-// what was written, a scan survives garbage in the data dir, the open-file
-// cache stays within its limit, concurrent writers sharing fdatasyncs all
-// land, and no write is acknowledged before an fdatasync that began after it.
+// never-written blocks read as zeros, volumes are sparse, create is idempotent
+// only for the same size and incarnation and delete only removes the
+// incarnation it names, list() and the metadata (format 2, with format 1
+// still read) say what the node holds, a restart finds what was written, a
+// scan survives garbage in the data dir, the open-file cache stays within its
+// limit, concurrent writers sharing fdatasyncs all land, and no write is
+// acknowledged before an fdatasync that began after it.
 
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from "node:fs";
@@ -20,6 +22,10 @@ import {
   bytesPerMib,
   volumeOpsQueuedMax,
 } from "./mod.js";
+
+/** The incarnation and state id most tests create volumes with; the incarnation tests use others. */
+const inc = "inc-1";
+const stateId = "state-1";
 
 const silent = createLogger({ service: "test", id: "block-store", level: process.env["LOG_LEVEL"] ?? "silent" });
 const cleanups: (() => Promise<void> | void)[] = [];
@@ -71,8 +77,10 @@ function openImages(dataDir: string): string[] {
 
 describe("block store", () => {
   it("block store: blocks round-trip and never-written blocks read as zeros", async () => {
+    // Proves the basic contract of a block device: what is written reads back, anything else reads as zeros, up to
+    // the last block and the largest request.
     const { store } = await openStore();
-    await store.createVolume("vol-1", 4);
+    await store.createVolume("vol-1", 4, inc, stateId);
     const data = pattern(3, 4096, 1);
     expect(await store.writeBlocks("vol-1", 10, data)).toBe(3);
     expect((await store.readBlocks("vol-1", 10, 3)).equals(data)).toBe(true);
@@ -91,58 +99,163 @@ describe("block store", () => {
   });
 
   it("block store: a volume is a sparse file of its full size that uses little disk", async () => {
+    // Proves volumes are thin (a sparse image) and that the metadata file is format 2 with every field.
     const { store, dataDir } = await openStore();
-    await store.createVolume("vol-big", 256);
+    await store.createVolume("vol-big", 256, inc, stateId);
     await store.writeBlocks("vol-big", 0, pattern(1, 4096, 4));
     const image = statSync(join(dataDir, "volumes", "vol-big.img"));
     expect(image.size).toBe(256 * bytesPerMib);
     // Allocated 512-byte units: one written block plus file-system slack, far below 256 MiB.
     expect(image.blocks * 512).toBeLessThan(1 * bytesPerMib);
     const meta: unknown = JSON.parse(readFileSync(join(dataDir, "volumes", "vol-big.json"), "utf8"));
-    expect(meta).toMatchObject({ volumeId: "vol-big", sizeMib: 256, blockSizeBytes: 4096 });
+    expect(meta).toEqual({
+      version: 2,
+      volumeId: "vol-big",
+      sizeMib: 256,
+      blockSizeBytes: 4096,
+      createdAtMs: store.volume("vol-big")?.createdAtMs,
+      incarnation: inc,
+      stateId,
+    });
   });
 
   it("block store: a volume's block size is its own, so a node restarted with another setting addresses it the same", async () => {
+    // Proves a volume keeps the block size it was created with across a restart with another setting.
     const { store, dataDir } = await openStore({ blockSizeBytes: 512 });
-    await store.createVolume("vol-512", 1);
+    await store.createVolume("vol-512", 1, inc, stateId);
     const data = pattern(2, 512, 5);
     await store.writeBlocks("vol-512", 2047, data.subarray(0, 512));
     await store.close();
     const { store: again } = await openStore({ dataDir, blockSizeBytes: 4096 });
     expect(again.volume("vol-512")?.blockSizeBytes).toBe(512);
     expect((await again.readBlocks("vol-512", 2047, 1)).equals(data.subarray(0, 512))).toBe(true);
-    await again.createVolume("vol-4k", 1);
+    await again.createVolume("vol-4k", 1, inc, stateId);
     expect(again.volume("vol-4k")?.blockSizeBytes).toBe(4096);
   });
 
-  it("block store: create is idempotent for the same size and refuses another size or too much", async () => {
+  it("block store: create is idempotent for the same size and incarnation and refuses another size or too much", async () => {
+    // Proves a retried create returns the existing volume, and a create that does not fit is refused.
     const { store } = await openStore({ capacityMib: 10 });
-    const first = await store.createVolume("vol-1", 4);
+    const first = await store.createVolume("vol-1", 4, inc, stateId);
     expect(first.created).toBe(true);
-    const second = await store.createVolume("vol-1", 4);
+    const second = await store.createVolume("vol-1", 4, inc, stateId);
     expect(second).toEqual({ volume: first.volume, created: false });
-    await expect(store.createVolume("vol-1", 5)).rejects.toMatchObject({ code: "ALREADY_EXISTS" });
-    await expect(store.createVolume("vol-2", 7)).rejects.toMatchObject({ code: "RESOURCE_EXHAUSTED" });
-    await store.createVolume("vol-2", 6);
+    await expect(store.createVolume("vol-1", 5, inc, stateId)).rejects.toMatchObject({ code: "ALREADY_EXISTS" });
+    await expect(store.createVolume("vol-2", 7, inc, stateId)).rejects.toMatchObject({ code: "RESOURCE_EXHAUSTED" });
+    await store.createVolume("vol-2", 6, inc, stateId);
     expect(store.allocatedMib).toBe(10);
     expect(store.volumeIds()).toEqual(["vol-1", "vol-2"]);
   });
 
-  it("block store: delete removes both files, and a re-created volume reads as zeros", async () => {
+  it("block store: a create of another incarnation of a held volume is ALREADY_EXISTS and leaves the volume as it was", async () => {
+    // Proves a new incarnation never silently takes over (or truncates) the one the node holds.
     const { store, dataDir } = await openStore();
-    await store.createVolume("vol-1", 1);
+    const first = await store.createVolume("vol-1", 4, "inc-a", "state-a");
+    const data = pattern(2, 4096, 11);
+    await store.writeBlocks("vol-1", 0, data);
+    // The same incarnation again, even under another state id, is the volume that exists.
+    expect(await store.createVolume("vol-1", 4, "inc-a", "state-b")).toEqual({ volume: first.volume, created: false });
+    const metaBefore = readFileSync(join(dataDir, "volumes", "vol-1.json"), "utf8");
+    for (const [size, incarnation] of [
+      [4, "inc-b"],
+      [4, ""],
+      [5, "inc-b"],
+    ] as const) {
+      const refused = store.createVolume("vol-1", size, incarnation, "state-a");
+      await expect(refused, `${size} MiB as ${incarnation}`).rejects.toMatchObject({ code: "ALREADY_EXISTS" });
+      await expect(refused).rejects.toThrow(/inc-a/);
+    }
+    expect(store.volume("vol-1")).toEqual(first.volume);
+    expect(readFileSync(join(dataDir, "volumes", "vol-1.json"), "utf8")).toBe(metaBefore);
+    expect((await store.readBlocks("vol-1", 0, 2)).equals(data)).toBe(true);
+    expect(store.allocatedMib).toBe(4);
+  });
+
+  it("block store: a delete naming another incarnation is FAILED_PRECONDITION and keeps the volume; naming its own or none deletes it", async () => {
+    // Proves a late delete of an old incarnation cannot remove a re-created volume.
+    const { store, dataDir } = await openStore();
+    await store.createVolume("vol-1", 1, "inc-a", stateId);
+    await store.createVolume("vol-2", 1, "inc-c", stateId);
+    const data = pattern(1, 4096, 12);
+    await store.writeBlocks("vol-1", 3, data);
+    await expect(store.deleteVolume("vol-1", "inc-b")).rejects.toMatchObject({ code: "FAILED_PRECONDITION" });
+    expect(store.volumeIds()).toEqual(["vol-1", "vol-2"]);
+    expect(readdirSync(join(dataDir, "volumes")).sort()).toEqual(["vol-1.img", "vol-1.json", "vol-2.img", "vol-2.json"]);
+    expect((await store.readBlocks("vol-1", 3, 1)).equals(data)).toBe(true);
+
+    await store.deleteVolume("vol-1", "inc-a");
+    // No incarnation means whichever the node holds.
+    await store.deleteVolume("vol-2");
+    expect(store.volumeIds()).toEqual([]);
+    expect(readdirSync(join(dataDir, "volumes"))).toEqual([]);
+    await expect(store.deleteVolume("vol-1", "inc-a")).rejects.toMatchObject({ code: "NOT_FOUND" });
+  });
+
+  it("block store: list() gives every volume with its size, incarnation and state id, in id order, also after a restart", async () => {
+    // Proves the inventory the controller reads comes from the metadata on disk, the same before and after a restart.
+    const { store, dataDir } = await openStore({ blockSizeBytes: 512 });
+    await store.createVolume("vol-b", 2, "inc-b", "state-1");
+    await store.createVolume("vol-a", 1, "inc-a", "state-2");
+    await store.createVolume("vol-c", 3, "inc-c", "");
+    const expected = [
+      { volumeId: "vol-a", sizeMib: 1, blockSizeBytes: 512, incarnation: "inc-a", stateId: "state-2" },
+      { volumeId: "vol-b", sizeMib: 2, blockSizeBytes: 512, incarnation: "inc-b", stateId: "state-1" },
+      { volumeId: "vol-c", sizeMib: 3, blockSizeBytes: 512, incarnation: "inc-c", stateId: "" },
+    ];
+    const listed = store.list();
+    expect(listed).toMatchObject(expected);
+    expect(listed.every((v) => typeof v.createdAtMs === "number" && v.createdAtMs > 0)).toBe(true);
+    await store.deleteVolume("vol-b", "inc-b");
+    await store.close();
+    const { store: again } = await openStore({ dataDir });
+    expect(again.list()).toEqual(listed.filter((v) => v.volumeId !== "vol-b"));
+  });
+
+  it("block store: a volume whose metadata is format 1 still loads, with an empty incarnation and state id", async () => {
+    // Proves volumes written before incarnations existed survive the upgrade, readable and deletable.
+    const { store, dataDir } = await openStore();
+    await store.close();
+    const dir = join(dataDir, "volumes");
+    // What a node of format 1 wrote: no incarnation, no state id.
+    writeFileSync(join(dir, "vol-old.json"), `${JSON.stringify({ version: 1, volumeId: "vol-old", sizeMib: 2, blockSizeBytes: 4096, createdAtMs: 1_600_000_000_000 })}\n`);
+    const data = pattern(3, 4096, 13);
+    const image = Buffer.alloc(2 * bytesPerMib);
+    data.copy(image, 7 * 4096);
+    writeFileSync(join(dir, "vol-old.img"), image);
+
+    const { store: again } = await openStore({ dataDir });
+    expect(again.list()).toEqual([
+      { volumeId: "vol-old", sizeMib: 2, blockSizeBytes: 4096, createdAtMs: 1_600_000_000_000, incarnation: "", stateId: "" },
+    ]);
+    expect(again.allocatedMib).toBe(2);
+    expect((await again.readBlocks("vol-old", 7, 3)).equals(data)).toBe(true);
+    // Its incarnation is "": creating it as that is idempotent, as any other is not.
+    expect((await again.createVolume("vol-old", 2, "", "")).created).toBe(false);
+    await expect(again.createVolume("vol-old", 2, inc, stateId)).rejects.toMatchObject({ code: "ALREADY_EXISTS" });
+    await expect(again.deleteVolume("vol-old", inc)).rejects.toMatchObject({ code: "FAILED_PRECONDITION" });
+    // Its file is left as it was until it is deleted.
+    expect(JSON.parse(readFileSync(join(dir, "vol-old.json"), "utf8"))).toMatchObject({ version: 1 });
+    await again.deleteVolume("vol-old");
+    expect(readdirSync(dir)).toEqual([]);
+  });
+
+  it("block store: delete removes both files, and a re-created volume reads as zeros", async () => {
+    // Proves a delete leaves nothing behind, so a new volume of the same id never sees the old data.
+    const { store, dataDir } = await openStore();
+    await store.createVolume("vol-1", 1, inc, stateId);
     await store.writeBlocks("vol-1", 0, pattern(4, 4096, 6));
     await store.deleteVolume("vol-1");
     expect(readdirSync(join(dataDir, "volumes"))).toEqual([]);
     await expect(store.deleteVolume("vol-1")).rejects.toMatchObject({ code: "NOT_FOUND" });
     await expect(store.readBlocks("vol-1", 0, 1)).rejects.toMatchObject({ code: "NOT_FOUND" });
-    await store.createVolume("vol-1", 1);
+    await store.createVolume("vol-1", 1, inc, stateId);
     expect((await store.readBlocks("vol-1", 0, 4)).equals(Buffer.alloc(4 * 4096))).toBe(true);
   });
 
   it("block store: a delete waits for writes in flight and later requests see NOT_FOUND", async () => {
+    // Proves a delete neither closes a file under a running write nor lets a later request reach the file.
     const { store } = await openStore();
-    await store.createVolume("vol-1", 1);
+    await store.createVolume("vol-1", 1, inc, stateId);
     const writes = Array.from({ length: 16 }, (_, i) => store.writeBlocks("vol-1", i, pattern(1, 4096, i)));
     const deleted = store.deleteVolume("vol-1");
     // Every write started before the delete completes normally.
@@ -152,9 +265,10 @@ describe("block store", () => {
   });
 
   it("block store: a reopened store finds its volumes and their blocks", async () => {
+    // Proves a restart finds every volume and its data.
     const { store, dataDir } = await openStore();
-    await store.createVolume("vol-a", 2);
-    await store.createVolume("vol-b", 3);
+    await store.createVolume("vol-a", 2, inc, stateId);
+    await store.createVolume("vol-b", 3, inc, stateId);
     const data = pattern(5, 4096, 7);
     await store.writeBlocks("vol-b", 100, data);
     await store.close();
@@ -165,8 +279,10 @@ describe("block store", () => {
   });
 
   it("block store: the scan logs and skips garbage, never failing", async () => {
+    // Proves a data dir with broken, foreign or half-written files (format 1 and 2) still opens, keeping only good
+    // volumes and deleting nothing but temp files.
     const { store, dataDir } = await openStore();
-    await store.createVolume("vol-good", 1);
+    await store.createVolume("vol-good", 1, inc, stateId);
     await store.close();
     const dir = join(dataDir, "volumes");
     writeFileSync(join(dir, "vol-garbage.json"), "{not json");
@@ -177,6 +293,15 @@ describe("block store", () => {
     writeFileSync(join(dir, "vol-badsize.json"), JSON.stringify({ version: 1, volumeId: "vol-badsize", sizeMib: 0, blockSizeBytes: 4096, createdAtMs: 1 }));
     writeFileSync(join(dir, "vol-shortimg.json"), JSON.stringify({ version: 1, volumeId: "vol-shortimg", sizeMib: 1, blockSizeBytes: 4096, createdAtMs: 1 }));
     writeFileSync(join(dir, "vol-shortimg.img"), "short");
+    const v2 = { version: 2, sizeMib: 1, blockSizeBytes: 4096, createdAtMs: 1, stateId: "" };
+    writeFileSync(join(dir, "vol-noinc.json"), JSON.stringify({ ...v2, volumeId: "vol-noinc" }));
+    writeFileSync(join(dir, "vol-noinc.img"), Buffer.alloc(bytesPerMib));
+    writeFileSync(join(dir, "vol-numinc.json"), JSON.stringify({ ...v2, volumeId: "vol-numinc", incarnation: 7 }));
+    writeFileSync(join(dir, "vol-numinc.img"), Buffer.alloc(bytesPerMib));
+    writeFileSync(join(dir, "vol-longinc.json"), JSON.stringify({ ...v2, volumeId: "vol-longinc", incarnation: "x".repeat(65) }));
+    writeFileSync(join(dir, "vol-longinc.img"), Buffer.alloc(bytesPerMib));
+    writeFileSync(join(dir, "vol-v3.json"), JSON.stringify({ ...v2, version: 3, volumeId: "vol-v3", incarnation: "i" }));
+    writeFileSync(join(dir, "vol-v3.img"), Buffer.alloc(bytesPerMib));
     writeFileSync(join(dir, "Bad.Name.json"), "{}");
     writeFileSync(join(dir, "vol-orphan.img"), "");
     writeFileSync(join(dir, "vol-x.json.tmp"), "half");
@@ -197,9 +322,13 @@ describe("block store", () => {
       "vol-badsize.json",
       "vol-dir.json",
       "vol-garbage.json",
+      "vol-longinc.json",
       "vol-noimage.json",
+      "vol-noinc.json",
+      "vol-numinc.json",
       "vol-other.json",
       "vol-shortimg.json",
+      "vol-v3.json",
     ]);
     expect(lines.some((l) => l.includes("vol-orphan.img") && l.includes("image without metadata"))).toBe(true);
     expect(existsSync(join(dir, "vol-x.json.tmp"))).toBe(false);
@@ -209,9 +338,10 @@ describe("block store", () => {
   });
 
   it("block store: the open-file cache stays within its limit while I/O moves across volumes", async () => {
+    // Proves the cache bounds the open image files (counted in /proc) and closes them all on close().
     const { store, dataDir } = await openStore({ openVolumesMax: 2 });
     const ids = ["vol-1", "vol-2", "vol-3", "vol-4", "vol-5"];
-    for (const id of ids) await store.createVolume(id, 1);
+    for (const id of ids) await store.createVolume(id, 1, inc, stateId);
     for (let round = 0; round < 3; round++) {
       for (const [i, id] of ids.entries()) {
         await store.writeBlocks(id, round, pattern(1, 4096, i * 10 + round));
@@ -229,8 +359,9 @@ describe("block store", () => {
   });
 
   it("block store: many concurrent writers sharing fdatasyncs all land", async () => {
+    // Proves group commit loses no write.
     const { store, dataDir } = await openStore();
-    await store.createVolume("vol-1", 4);
+    await store.createVolume("vol-1", 4, inc, stateId);
     const writes = Array.from({ length: 60 }, (_, i) => store.writeBlocks("vol-1", i * 4, pattern(4, 4096, 100 + i)));
     expect(await Promise.all(writes)).toEqual(Array(60).fill(4));
     await store.close();
@@ -241,8 +372,9 @@ describe("block store", () => {
   });
 
   it("block store: no write resolves before an fdatasync that began after its bytes were written", async () => {
+    // Proves the durability rule in process, by watching every FileHandle's write and datasync.
     const { store, dataDir } = await openStore();
-    await store.createVolume("vol-1", 4);
+    await store.createVolume("vol-1", 4, inc, stateId);
     // Watch every FileHandle's write and datasync through their shared prototype.
     const probe = await open(join(dataDir, "volumes", "vol-1.img"), "r");
     const proto = Object.getPrototypeOf(probe) as FileHandle;
@@ -285,8 +417,9 @@ describe("block store", () => {
   });
 
   it("block store: requests beyond the in-flight and queue limits are refused RESOURCE_EXHAUSTED, the rest land", async () => {
+    // Proves the block request and volume operation limits hold exactly, failing only what is past them.
     const { store } = await openStore({ capacityMib: 4096 });
-    await store.createVolume("vol-1", 2); // 512 blocks: room for every write below
+    await store.createVolume("vol-1", 2, inc, stateId); // 512 blocks: room for every write below
     const writes = await Promise.allSettled(
       Array.from({ length: blockRequestsInFlightMax + blockRequestsQueuedMax + 10 }, (_, i) =>
         store.writeBlocks("vol-1", i, pattern(1, 4096, i)),
@@ -299,7 +432,7 @@ describe("block store", () => {
     expect(writes.filter((w) => w.status === "fulfilled")).toHaveLength(blockRequestsInFlightMax + blockRequestsQueuedMax);
 
     const creates = await Promise.allSettled(
-      Array.from({ length: volumeOpsQueuedMax + 5 }, (_, i) => store.createVolume(`vol-q${i}`, 1)),
+      Array.from({ length: volumeOpsQueuedMax + 5 }, (_, i) => store.createVolume(`vol-q${i}`, 1, inc, stateId)),
     );
     const queueFull = creates.filter((c) => c.status === "rejected");
     expect(queueFull).toHaveLength(5);
@@ -308,9 +441,13 @@ describe("block store", () => {
   });
 
   it("block store: bad ids never become paths", async () => {
+    // Proves no request can name a file outside the volumes directory.
     const { store, dataDir } = await openStore();
     for (const id of ["../x", "a.b", "*", ">", "", "../../etc/passwd", "A"]) {
-      await expect(store.createVolume(id, 1)).rejects.toMatchObject({ code: "INVALID_ARGUMENT" });
+      await expect(store.createVolume(id, 1, inc, stateId)).rejects.toMatchObject({ code: "INVALID_ARGUMENT" });
+      await expect(store.deleteVolume(id, inc)).rejects.toMatchObject({ code: "INVALID_ARGUMENT" });
+      await expect(store.readBlocks(id, 0, 1)).rejects.toMatchObject({ code: "INVALID_ARGUMENT" });
+      await expect(store.writeBlocks(id, 0, pattern(1, 4096, 0))).rejects.toMatchObject({ code: "INVALID_ARGUMENT" });
     }
     expect(readdirSync(join(dataDir, "volumes"))).toEqual([]);
     expect(readdirSync(dataDir)).toEqual(["volumes"]);

@@ -306,7 +306,7 @@ export class BlockStore {
       // Waiting in line may have outlasted the volume or the node.
       this.checkOpen();
       if (this.volumes.get(volume.volumeId) !== volume) throw notFound(`volume ${volume.volumeId} not found`);
-      const leased = this.handles.acquire(volume.volumeId, join(this.volumesDir, imageFileName(volume.volumeId)));
+      const leased = this.handles.acquire(volume.volumeId, join(this.volumesDir, imageFileName(volume.volumeId)), op === "write");
       lease = await leased;
       return await work(lease);
     } catch (err) {

@@ -28,6 +28,8 @@ interface Entry {
   retired: Promise<void> | null;
   /** Starts the close once a retired entry has no users. */
   onIdle: (() => void) | null;
+  /** True once the file was opened read-only because the disk refused read-write. */
+  readOnly: () => boolean;
 }
 
 export class HandleCache {
@@ -51,13 +53,22 @@ export class HandleCache {
   }
 
   /**
-   * Leases the file of `key`, opening `path` read-write when it is not cached.
+   * Leases the file of `key`, opening `path` read-write when it is not cached
+   * (read-only when the disk refuses read-write).
    * The lease counts from the moment of the call, before the returned promise
    * settles, so a retire() made afterwards waits for it.
+   * @param forWrite the lease is for a write: a file cached read-only is
+   * opened afresh, since the disk may take writes again.
    * @throws the file system's error when the file cannot be opened.
    */
-  async acquire(key: string, path: string): Promise<Lease> {
+  async acquire(key: string, path: string, forWrite = false): Promise<Lease> {
     let entry = this.entries.get(key);
+    // Without this a volume read while the disk was read-only would refuse
+    // writes until its file left the cache, long after the disk recovered.
+    if (entry?.readOnly() && forWrite) {
+      void this.retireEntry(entry);
+      entry = undefined;
+    }
     if (entry) {
       // Re-inserting moves the key to the end of the Map's order: most recently used.
       this.entries.delete(key);
@@ -65,11 +76,15 @@ export class HandleCache {
       entry.users += 1;
     } else {
       // A disk that went read-only still serves reads: fall back to a read-only handle.
+      let readOnly = false;
       const opened = open(path, "r+").catch((err: NodeJS.ErrnoException) => {
-        if (err.code === "EROFS" || err.code === "EACCES" || err.code === "EPERM") return open(path, "r");
+        if (err.code === "EROFS" || err.code === "EACCES" || err.code === "EPERM") {
+          readOnly = true;
+          return open(path, "r");
+        }
         throw err;
       });
-      entry = { key, opened, syncs: new SyncBatcher(opened), users: 1, retired: null, onIdle: null };
+      entry = { key, opened, syncs: new SyncBatcher(opened), users: 1, retired: null, onIdle: null, readOnly: () => readOnly };
       this.entries.set(key, entry);
       this.trim();
     }

@@ -2,7 +2,9 @@
 // dist/main.js; build first): every write it acknowledged before a SIGKILL
 // under concurrent load reads back exactly after a restart on the same data
 // dir (a write in flight at the kill may read old or new, block by block); it
-// reports its health over HTTP and exits 0 on SIGTERM; and a bad flag ends it with exit code 2 and one line.
+// reports its health over HTTP and exits 0 on SIGTERM; and a bad flag ends it
+// with exit code 2 and one line. A SIGKILL leaves the page cache alone, so
+// this cannot see a missing fdatasync: fdatasync-trace.test.ts does.
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { existsSync } from "node:fs";
@@ -64,18 +66,20 @@ function startNode(nodeId: string, dataDir: string, extraArgs: string[] = []): T
 }
 
 
-/** Waits until the node answers on the bus (NOT_FOUND for a volume nobody made). */
-async function waitServing(nodeId: string, child: TestService): Promise<void> {
-  await eventually(
+/** Waits until the node answers on the bus; returns the volumes it holds. */
+async function waitServing(nodeId: string, child: TestService): Promise<string[]> {
+  return eventually(
     `${nodeId} serving`,
     async () => {
       if (child.child.exitCode !== null) throw new Error(`exited early:\n${child.output()}`);
       try {
-        await client.call(sanNodeService.DeleteBackingVolume, { volumeId: "vol-none" }, { scopeId: nodeId, timeoutMs: 1_000 });
+        const listed = await client.call(sanNodeService.ListBackingVolumes, {}, { scopeId: nodeId, timeoutMs: 1_000 });
+        return listed.volumes.map((v) => v.volumeId ?? "");
       } catch (err) {
-        if (err instanceof SimdcError && err.code === "NOT_FOUND") return true;
+        // Not serving yet: nobody answers until the node has subscribed.
+        if (err instanceof SimdcError && err.code === "UNAVAILABLE") return undefined;
+        throw err;
       }
-      return undefined;
     },
     30_000,
   );
@@ -104,20 +108,24 @@ describe("san-storage process", () => {
   it(
     "san-storage process: every write acknowledged before a SIGKILL under load reads back after restart",
     async () => {
+      // Proves no acknowledged write is lost or torn by a crash under load, and that the check reached the writes
+      // acknowledged just before the kill.
       const nodeId = "san-kill";
       const dir = tempDir("san-kill");
       dirs.push(dir);
       const first = startNode(nodeId, dir.path);
       await waitServing(nodeId, first);
       const volumeId = "vol-load";
-      await client.call(sanNodeService.CreateBackingVolume, { volumeId, sizeMib: 2 }, { scopeId: nodeId });
+      await client.call(sanNodeService.CreateBackingVolume, { volumeId, sizeMib: 2, incarnation: "inc-load" }, { scopeId: nodeId });
 
       // Each writer owns a disjoint run of blocks and has one write in flight at
       // a time, so for every block the acknowledged content is exact and at most
       // one unacknowledged write may also have landed.
       const writers = 32;
       const blocksPerWriter = 16;
-      const acked: (number | null)[] = Array(writers * blocksPerWriter).fill(null); // seq of the last acked write, null = zeros
+      const blockCount = writers * blocksPerWriter;
+      // For each block, the last acknowledged write to it (null: never, so zeros).
+      const acked: ({ seq: number; ackIndex: number } | null)[] = Array(blockCount).fill(null);
       const inFlight: ({ seq: number; lba: number; count: number } | null)[] = Array(writers).fill(null);
       const errorsBeforeKill: string[] = [];
       let ackCount = 0;
@@ -134,9 +142,9 @@ describe("san-storage process", () => {
           inFlight[writer] = { seq, lba, count };
           try {
             const res = await client.call(sanNodeService.WriteBlocks, { volumeId, lba, data }, { scopeId: nodeId, timeoutMs: 3_000 });
-            expect(res.blocksWritten).toBe(count);
-            for (let b = 0; b < count; b++) acked[lba + b] = seq;
-            ackCount += 1;
+            if (res.blocksWritten !== count) throw new Error(`write ${writer}/${seq}: ${res.blocksWritten} of ${count} blocks written`);
+            const ackIndex = ackCount++;
+            for (let b = 0; b < count; b++) acked[lba + b] = { seq, ackIndex };
             inFlight[writer] = null;
           } catch (err) {
             // After the kill a write in flight fails; it stays in inFlight as
@@ -151,6 +159,7 @@ describe("san-storage process", () => {
       await eventually("400 acknowledged writes", () => (ackCount >= 400 ? true : undefined), 60_000, 5);
       first.signal("SIGKILL");
       killed = true;
+      const ackedAtKill = ackCount;
       const pendingAtKill = inFlight.filter((w) => w !== null).length;
       await Promise.all(load);
       expect(await first.exited).toBe("SIGKILL");
@@ -158,34 +167,52 @@ describe("san-storage process", () => {
       expect(pendingAtKill).toBeGreaterThan(0);
 
       const second = startNode(nodeId, dir.path);
-      await waitServing(nodeId, second);
-      const blockCount = writers * blocksPerWriter;
+      expect(await waitServing(nodeId, second)).toEqual([volumeId]);
       const image = new Uint8Array(blockCount * blockSize);
       for (let lba = 0; lba < blockCount; lba += 128) {
         const res = await client.call(sanNodeService.ReadBlocks, { volumeId, lba, blockCount: 128 }, { scopeId: nodeId });
         image.set(res.data, lba * blockSize);
       }
 
-      let checkedAcked = 0;
+      /** What a block holds, from the header every written block carries. */
+      const describeBlock = (block: Uint8Array): string => {
+        if (sameBytes(block, new Uint8Array(blockSize))) return "zeros";
+        const view = new DataView(block.buffer, block.byteOffset, blockSize);
+        return `writer ${view.getUint32(0)} write ${view.getUint32(4)} block ${view.getUint32(8)}`;
+      };
+      const lost: string[] = [];
+      const verifiedAckIndexes = new Set<number>();
       let landedUnacked = 0;
       for (let lba = 0; lba < blockCount; lba++) {
         const writer = Math.floor(lba / blocksPerWriter);
         const got = image.subarray(lba * blockSize, (lba + 1) * blockSize);
-        const seq = acked[lba] ?? null;
-        const accepted = seq === null ? new Uint8Array(blockSize) : expectedBlock(writer, seq, lba);
+        const last = acked[lba] ?? null;
+        const accepted = last === null ? new Uint8Array(blockSize) : expectedBlock(writer, last.seq, lba);
         if (sameBytes(got, accepted)) {
-          if (seq !== null) checkedAcked += 1;
+          if (last !== null) verifiedAckIndexes.add(last.ackIndex);
           continue;
         }
+        // Only the writer's write in flight at the kill may have replaced it, whole block by whole block.
         const pending = inFlight[writer];
-        const covered = pending && lba >= pending.lba && lba < pending.lba + pending.count;
-        expect(covered, `block ${lba} (writer ${writer}) lost its acknowledged write ${seq}`).toBeTruthy();
-        expect(sameBytes(got, expectedBlock(writer, pending!.seq, lba)), `block ${lba} holds neither old nor new`).toBe(true);
-        landedUnacked += 1;
+        if (pending && lba >= pending.lba && lba < pending.lba + pending.count && sameBytes(got, expectedBlock(writer, pending.seq, lba))) {
+          landedUnacked += 1;
+          continue;
+        }
+        lost.push(`block ${lba} holds ${describeBlock(got)}, not ${last === null ? "zeros" : `its acknowledged write ${last.seq}`}`);
       }
-      expect(checkedAcked).toBeGreaterThan(100);
+      expect(lost).toEqual([]);
+      // The check reached the writes acknowledged last before the kill, the
+      // ones a node that acknowledged before writing would lose: at least one
+      // block of most of them still shows (the rest were overwritten by an
+      // acknowledged or in-flight write of the same writer).
+      const lastBeforeKill = Array.from({ length: writers }, (_, i) => ackedAtKill - 1 - i);
+      const lastVerified = lastBeforeKill.filter((i) => verifiedAckIndexes.has(i)).length;
       // Visible when run with --reporter=verbose; either outcome is allowed for unacked writes.
-      console.info(`acked writes ${ackCount}, in flight at kill ${pendingAtKill}, unacked blocks that landed ${landedUnacked}`);
+      console.info(
+        `acked writes ${ackCount} (${ackCount - ackedAtKill} after the kill signal), in flight at kill ${pendingAtKill}, ` +
+          `unacked blocks that landed ${landedUnacked}, last ${writers} acked before the kill seen on disk ${lastVerified}`,
+      );
+      expect(lastVerified).toBeGreaterThan(writers / 2);
 
       second.signal("SIGTERM");
       expect(await second.exited).toBe(0);
@@ -193,24 +220,26 @@ describe("san-storage process", () => {
     180_000,
   );
 
-  it("san-storage process: exits 0 on SIGTERM", async () => {
+  it("san-storage process: reports its health over HTTP and exits 0 on SIGTERM", async () => {
+    // Proves the process reports its health (including a writable disk) over HTTP and stops cleanly.
     const nodeId = "san-term";
     const dir = tempDir("san-term");
     dirs.push(dir);
     const healthPort = await freePort();
     const child = startNode(nodeId, dir.path, ["--health-port", String(healthPort)]);
     await waitServing(nodeId, child);
-    await client.call(sanNodeService.CreateBackingVolume, { volumeId: "vol-a", sizeMib: 1 }, { scopeId: nodeId });
+    await client.call(sanNodeService.CreateBackingVolume, { volumeId: "vol-a", sizeMib: 1, incarnation: "inc-a" }, { scopeId: nodeId });
     // No controller runs here, so the node serves unregistered and says so.
     const health = await fetch(`http://127.0.0.1:${healthPort}/healthz`);
     expect(health.status).toBe(200);
-    expect(await health.json()).toMatchObject({ status: "ok", nodeId, registered: false, volumeCount: 1 });
+    expect(await health.json()).toMatchObject({ status: "ok", nats: "connected", nodeId, registered: false, volumeCount: 1, writable: true, problem: null });
     child.signal("SIGTERM");
     expect(await child.exited, child.output()).toBe(0);
     expect(child.output()).not.toMatch(/"level":(50|60)/);
   });
 
   it("san-storage process: a bad flag exits 2 with one line on stderr", async () => {
+    // Proves bad settings end the process before it connects, with one line a user can act on.
     for (const args of [
       ["--bogus"],
       ["--data-dir", "/tmp/x"],
