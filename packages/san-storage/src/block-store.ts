@@ -132,6 +132,27 @@ export class BlockStore {
     return this.problem;
   }
 
+  /**
+   * Writes and fsyncs a small file beside the volumes, so the node knows
+   * whether its disk takes writes even while nobody writes a volume (a disk
+   * that went read-only, or came back).
+   */
+  async probeDisk(): Promise<void> {
+    const path = join(this.volumesDir, "..", "disk-probe");
+    try {
+      const file = await open(path, "w", 0o644);
+      try {
+        await file.write(`${this.clock.nowMs()}\n`);
+        await file.sync();
+      } finally {
+        await file.close();
+      }
+      this.problem = null;
+    } catch (err) {
+      this.diskFailure("probe", "(none)", err);
+    }
+  }
+
   /** The volume's metadata, or undefined when the node does not hold it. */
   volume(volumeId: string): VolumeMeta | undefined {
     return this.volumes.get(volumeId);

@@ -2,7 +2,7 @@
 // tests and harnesses), its block store, settings and limits. The process
 // itself is main.ts; nothing here starts anything on import.
 
-export { SanNode } from "./san-node.js";
+export { SanNode, diskProbeEveryBeats } from "./san-node.js";
 export type { SanNodeOptions } from "./san-node.js";
 export { BlockStore, volumeBlockCount } from "./block-store.js";
 export type { BlockStoreOptions, CreatedVolume } from "./block-store.js";

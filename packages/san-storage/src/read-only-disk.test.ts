@@ -23,7 +23,7 @@ import { simdc } from "@simdc/proto";
 import { createLogger, ManualClock, Rng, type Clock } from "@simdc/common";
 import { sanNodeService, type Bus } from "@simdc/bus";
 import { connectTestBus, eventually, startTestNats, tempDir, type TestNats } from "@simdc/testkit";
-import { SanNode } from "./mod.js";
+import { SanNode, diskProbeEveryBeats } from "./mod.js";
 
 import v1 = simdc.v1;
 
@@ -251,5 +251,30 @@ describe("read-only disk", () => {
     const back = await h.client.call(sanNodeService.ReadBlocks, { volumeId: "vol-a", lba: 0, blockCount: 9 }, call);
     expect(Buffer.from(back.data).equals(Buffer.concat([data, Buffer.alloc(4 * blockSize), repaired]))).toBe(true);
     await h.client.call(sanNodeService.WriteBlocks, { volumeId: "vol-b", lba: 8, data: repaired }, call);
+  });
+
+  it("read-only disk: the node's disk probe finds a disk that went read-only, and one that came back, with no write at all", async ({ skip }) => {
+    // Proves a node reports its disk truthfully even while nobody writes: a
+    // node whose disk went read-only must not keep saying it is healthy.
+    const { mountPoint } = mountOrSkip(skip, "tmpfs", (mnt) => ["-t", "tmpfs", "-o", "size=16m", "simdc-san-probe", mnt]);
+    const nodeId = "san-probe";
+    const h = await harness("probe", nodeId);
+    const clock = new ManualClock();
+    const node = await h.start(mountPoint, nodeId, clock);
+    const beatsUntil = async (writable: boolean): Promise<v1.SanNodeHeartbeat> => {
+      for (let i = 0; i < 3 * diskProbeEveryBeats; i++) {
+        const beat = await nextBeat(h, clock, node);
+        if (beat.writable === writable) return beat;
+      }
+      throw new Error(`no heartbeat said writable=${writable} within ${3 * diskProbeEveryBeats} beats`);
+    };
+    expect((await beatsUntil(true)).problem).toBe("");
+    // The node holds no file open for writing, so the disk can be remounted under it.
+    run("mount", ["-o", "remount,ro", mountPoint]);
+    expect(await beatsUntil(false)).toMatchObject({ writable: false, problem: readOnlyProblem });
+    expect(node.health()).toMatchObject({ healthy: false, details: { writable: false } });
+    run("mount", ["-o", "remount,rw", mountPoint]);
+    expect(await beatsUntil(true)).toMatchObject({ writable: true, problem: "" });
+    expect(node.health().healthy).toBe(true);
   });
 });

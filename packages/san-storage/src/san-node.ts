@@ -41,6 +41,8 @@ export const registerBackoffMsMinDefault = 250;
 export const registerBackoffMsMaxDefault = 5_000;
 export const registerTimeoutMsDefault = 2_000;
 const incarnationLengthMax = 64;
+/** Heartbeats between probes of the disk: a node learns its disk went read-only (or came back) without waiting for a write. */
+export const diskProbeEveryBeats = 5;
 
 type Service = Awaited<ReturnType<Bus["serve"]>>;
 
@@ -62,6 +64,7 @@ export class SanNode implements RunningRole {
   /** Simulated time when the controller accepted the registration; null before. */
   private registeredAtMs: number | null = null;
   private registering = false;
+  private probing = false;
 
   private constructor(options: SanNodeOptions, store: BlockStore) {
     this.options = options;
@@ -191,6 +194,7 @@ export class SanNode implements RunningRole {
     const subject = this.bus.subjects.event("san", this.nodeId, "heartbeat");
     const beat = (): void => {
       this.heartbeatSeq = (this.heartbeatSeq + 1) >>> 0;
+      if (this.heartbeatSeq % diskProbeEveryBeats === 0) this.probeDisk();
       const problem = this.store.diskProblem;
       // A failed publish is logged, counted and reported by the bus; a missed
       // heartbeat is exactly what the controller is there to notice.
@@ -208,6 +212,13 @@ export class SanNode implements RunningRole {
     };
     beat();
     this.heartbeatTimer = this.clock.every(this.heartbeatIntervalMs, beat);
+  }
+
+  /** Probes whether the disk takes writes, one probe at a time; the next heartbeat carries the answer. */
+  private probeDisk(): void {
+    if (this.probing || this.stopSignal.signal.aborted) return;
+    this.probing = true;
+    void this.store.probeDisk().finally(() => (this.probing = false));
   }
 
   /** Beats at the controller's interval from now on (the node and the controller must agree). */
