@@ -125,9 +125,10 @@ export class SimHost {
     const sameState = plan.stateId === this.realized.stateId;
     if (sameState && plan.epoch < this.realized.epoch) return { kind: "stale-epoch", heldEpoch: this.realized.epoch };
     if (sameState && plan.generation <= this.realized.generation) return null;
-    const wanted = new Set<string>();
+    // VMs the document drops go first, so the limit counts the VMs the document names.
+    const wanted = new Set(plan.vms.map((desired) => desired.vmId));
+    for (const vm of [...this.vms.values()]) if (!wanted.has(vm.id)) this.remove(vm);
     for (const desired of plan.vms) {
-      wanted.add(desired.vmId);
       const known = this.vms.get(desired.vmId);
       if (known && known.incarnation === desired.incarnation) {
         known.apply(desired);
@@ -152,7 +153,6 @@ export class SimHost {
       this.report(vm);
       vm.drive();
     }
-    for (const vm of [...this.vms.values()]) if (!wanted.has(vm.id)) this.remove(vm);
     this.realized = { generation: plan.generation, epoch: plan.epoch, stateId: plan.stateId };
     this.logger.debug({ generation: plan.generation, vms: this.vms.size }, "document realized");
     this.options.onRealized(this);

@@ -1,15 +1,17 @@
 // Proves the host-agent process (node packages/host-agent/dist/main.js; build
-// first) against a real nats-server and a stand-in controller served on the
-// bus: one process runs many hosts, each with its own registration, its own
-// staggered heartbeats and its own ApplyVm subject; registration retries until
-// the controller appears while the hosts already serve and heartbeat; SIGTERM
-// exits 0; a bad flag exits 2 with one line on stderr.
+// first) against a real nats-server, a stand-in controller served on the bus
+// and documents written into KV as the controller writes them: one process
+// runs many hosts, each with its own registration, its own heartbeats spread
+// over the interval and its own document; registration retries until a
+// controller appears while the hosts already beat, and documents are followed
+// once their bucket appears; SIGTERM exits 0; a bad flag exits 2 with one
+// line on stderr.
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { existsSync } from "node:fs";
 import { connect, type NatsConnection } from "nats";
 import { simdc } from "@simdc/proto";
-import { endpoint, hostAgentService, hostService, type Bus } from "@simdc/bus";
+import { endpoint, hostAgentService, hostScope, hostService, type Bus } from "@simdc/bus";
 import {
   connectTestBus,
   eventually,
@@ -30,7 +32,7 @@ let raw: NatsConnection;
 const buses: Bus[] = [];
 
 beforeAll(async () => {
-  if (!existsSync(mainJs)) throw new Error(`${mainJs} is missing: build first (npx tsc -b packages/host-agent)`);
+  if (!existsSync(mainJs)) throw new Error(`${mainJs} is missing: build first (npx tsc -b)`);
   nats = await startTestNats();
   raw = await connect({ servers: nats.url });
 });
@@ -49,19 +51,50 @@ async function stopAgent(agent: TestService): Promise<number | NodeJS.Signals> {
   return agent.exited;
 }
 
-/** A stand-in controller that records registrations and answers with `intervalMs`. */
-async function standInController(prefix: string, intervalMs: number): Promise<v1.RegisterHostRequest[]> {
-  const registrations: v1.RegisterHostRequest[] = [];
+async function busFor(prefix: string): Promise<Bus> {
   const bus = await connectTestBus(nats.url, { prefix });
   buses.push(bus);
+  return bus;
+}
+
+/** A stand-in controller that records registrations (with the id of their subject) and answers with `intervalMs`. */
+async function standInController(prefix: string, intervalMs: number): Promise<{ subjectId: string; request: v1.RegisterHostRequest }[]> {
+  const registrations: { subjectId: string; request: v1.RegisterHostRequest }[] = [];
+  const bus = await busFor(prefix);
   await bus.serve({ role: "controller", description: "stand-in controller" }, [
-    endpoint(hostService.RegisterHost, (req) => {
-      registrations.push(req);
-      return { host: { id: req.hostId, agentId: req.agentId }, heartbeatIntervalMs: intervalMs, heartbeatMissesMax: 3 };
+    endpoint(hostService.RegisterHost, (request, msg) => {
+      registrations.push({ subjectId: msg.subject.split(".").at(-1)!, request });
+      return { host: { id: request.hostId, agentId: request.agentId }, heartbeatIntervalMs: intervalMs, heartbeatMissesMax: 3 };
     }),
   ]);
   await bus.flush();
   return registrations;
+}
+
+/** Writes each host's document with one VM that is OFF (so no SAN node is needed), as the controller does. */
+async function writeDocuments(prefix: string, agentId: string, hostIds: string[]): Promise<void> {
+  const bus = await busFor(prefix);
+  const docs = await bus.bucket("docs", v1.HostDocument, { fenced: { epochOf: () => 1 } });
+  for (const hostId of hostIds) {
+    await docs.put(`${agentId}.${hostId}.0`, {
+      hostId,
+      generation: 7,
+      epoch: 1,
+      stateId: "state-p",
+      chunkIndex: 0,
+      chunkCount: 1,
+      vms: [
+        {
+          vmId: `vm-of-${hostId}`,
+          incarnation: "i1",
+          spec: { vcpus: 1, memoryMib: 512, bootVolume: "vol-boot" },
+          powerState: v1.PowerState.POWER_STATE_OFF,
+          generation: 1,
+          bootVolume: { volumeId: "vol-boot", sanNodeId: "san-1" },
+        },
+      ],
+    });
+  }
 }
 
 /** Records every heartbeat under `prefix`, with when it arrived. */
@@ -77,28 +110,38 @@ async function watchHeartbeats(prefix: string): Promise<{ hostId: string; atMs: 
   return seen;
 }
 
+async function health(port: number): Promise<Record<string, unknown>> {
+  return (await (await fetch(`http://127.0.0.1:${port}/healthz`)).json()) as Record<string, unknown>;
+}
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 describe("process", () => {
-  it("process: one agent with 20 hosts registers each once, heartbeats per host per interval, staggered, and serves each host", async () => {
+  it("process: one agent with 20 hosts registers each once, beats per host per interval spread over the interval, and each host realizes its own document", async () => {
+    // One process, twenty machines: each registers under its own subject
+    // once, beats at the controller's interval in a slot of its own, answers
+    // on its own subject and runs only the VMs of its own document; after
+    // SIGTERM none of them says anything more.
     const prefix = "many";
+    const agentId = "agent-many";
     const intervalMs = 250;
     const hostIds = Array.from({ length: 20 }, (_, i) => `host-${i + 1}`);
     const registrations = await standInController(prefix, intervalMs);
+    await writeDocuments(prefix, agentId, hostIds);
     const beats = await watchHeartbeats(prefix);
-    const agent = startAgent(["--nats-url", nats.url, "--prefix", prefix, "--agent-id", "agent-many", "--hosts", hostIds.join(",")]);
+    const agent = startAgent(["--nats-url", nats.url, "--prefix", prefix, "--agent-id", agentId, "--hosts", hostIds.join(",")]);
     try {
       await eventually("20 registrations", () => (registrations.length >= 20 ? true : undefined), 20_000);
-      await sleep(1_000);
-      expect(registrations.map((r) => r.hostId).sort()).toEqual([...hostIds].sort());
-      expect(new Set(registrations.map((r) => r.bootId)).size).toBe(20);
-      for (const r of registrations) {
-        expect(r.agentId).toBe("agent-many");
-        expect(r.capacity).toMatchObject({ pcpus: 16, memoryMib: 65_536, nics: 2 });
+      expect(registrations.map((r) => r.subjectId).sort()).toEqual([...hostIds].sort());
+      expect(new Set(registrations.map((r) => r.request.bootId)).size).toBe(20);
+      for (const { subjectId, request } of registrations) {
+        expect(request.hostId).toBe(subjectId);
+        expect(request.agentId).toBe(agentId);
+        expect(request.capacity).toMatchObject({ pcpus: 16, memoryMib: 65_536, nics: 2 });
       }
 
       // Count over a window of 12 intervals, once every host runs at the interval from the reply.
+      await sleep(2 * intervalMs);
       const windowStartMs = Date.now();
       const windowMs = 12 * intervalMs;
       await sleep(windowMs + 200);
@@ -107,12 +150,12 @@ describe("process", () => {
         const mine = inWindow.filter((b) => b.hostId === hostId);
         expect(mine.length, hostId).toBeGreaterThanOrEqual(10);
         expect(mine.length, hostId).toBeLessThanOrEqual(13);
-        expect(mine.every((b) => b.beat.agentId === "agent-many")).toBe(true);
-        const bootId = registrations.find((r) => r.hostId === hostId)?.bootId;
-        expect(mine.every((b) => b.beat.bootId === bootId)).toBe(true);
+        const bootId = registrations.find((r) => r.subjectId === hostId)?.request.bootId;
+        expect(mine.every((b) => b.beat.agentId === agentId && b.beat.bootId === bootId)).toBe(true);
+        expect(mine.every((b) => b.beat.realizedGeneration === 7 && b.beat.vmCount === 1)).toBe(true);
       }
-      // Staggered: where in the interval each host's beats land spreads over
-      // it; hosts that beat together would fill one or two of ten slots.
+      // Spread: where in the interval each host's beats land; hosts that beat
+      // together would fill one or two of ten slots.
       const slots = new Set(
         hostIds.map((hostId) => {
           const first = inWindow.find((b) => b.hostId === hostId)!;
@@ -121,75 +164,59 @@ describe("process", () => {
       );
       expect(slots.size).toBeGreaterThanOrEqual(6);
 
-      // Each host serves its own subject and reports only its own VMs.
-      const client = await connectTestBus(nats.url, { prefix });
-      buses.push(client);
-      for (const [i, hostId] of hostIds.entries()) {
-        const reply = await client.call(
-          hostAgentService.ApplyVm,
-          { vmId: `vm-${i + 1}`, spec: { vcpus: 1, memoryMib: 512, bootVolume: "vol-boot" }, powerState: v1.PowerState.POWER_STATE_OFF, generation: 1 },
-          { scopeId: hostId },
-        );
-        expect(reply.status?.hostId).toBe(hostId);
+      // Each host answers on its own subject with its own document's VM.
+      const client = await busFor(prefix);
+      for (const hostId of hostIds) {
+        const state = await eventually(`${hostId}'s VM stopped`, async () => {
+          const reply = await client.call(hostAgentService.GetHostState, {}, { scopeId: hostScope(agentId, hostId) });
+          return reply.vms.every((r) => r.status?.state === v1.VmState.VM_STATE_STOPPED) ? reply : undefined;
+        });
+        expect(state.hostId).toBe(hostId);
+        expect(state.realizedGeneration).toBe(7);
+        expect(state.vms.map((r) => `${r.status?.vmId}@${r.status?.hostId}`)).toEqual([`vm-of-${hostId}@${hostId}`]);
       }
-      const sinceMs = Date.now() + 400;
-      await eventually(
-        "every host's heartbeat lists just its VM",
-        () => {
-          for (const [i, hostId] of hostIds.entries()) {
-            const last = beats.filter((b) => b.hostId === hostId && b.atMs > sinceMs).at(-1);
-            if (!last) return undefined;
-            const vms = last.beat.vms.map((s) => `${s.vmId}@${s.hostId}:${v1.VmState[s.state ?? 0]}`);
-            expect(vms).toEqual([`vm-${i + 1}@${hostId}:VM_STATE_STOPPED`]);
-          }
-          return true;
-        },
-        10_000,
-      );
       // Registration happens once per host, not once per heartbeat or request.
       expect(registrations).toHaveLength(20);
     } finally {
       expect(await stopAgent(agent)).toBe(0);
     }
+    // Nothing can announce an absence: wait a few intervals and count.
     const countAtExit = beats.length;
-    await sleep(600);
+    await sleep(3 * intervalMs);
     expect(beats.length).toBe(countAtExit);
   });
 
-  it("process: registration retries until the controller appears, while the hosts already serve and heartbeat", async () => {
+  it("process: registration retries until a controller appears, while the hosts already beat and follow their documents once the bucket exists", async () => {
+    // The agent does not wait for the controller: its hosts beat at the
+    // configured interval and follow their documents as soon as the
+    // controller has created the bucket, and each registers once a
+    // controller answers.
     const prefix = "late";
+    const agentId = "agent-late";
     const hostIds = ["host-r1", "host-r2", "host-r3"];
     const beats = await watchHeartbeats(prefix);
     const healthPort = await freePort();
     const agent = startAgent([
-      "--nats-url", nats.url, "--prefix", prefix, "--agent-id", "agent-late", "--hosts", hostIds.join(","),
+      "--nats-url", nats.url, "--prefix", prefix, "--agent-id", agentId, "--hosts", hostIds.join(","),
       "--heartbeat-interval-ms", "200", "--health-port", String(healthPort),
     ]);
     try {
-      await eventually(
-        "heartbeats of every host",
-        () => (hostIds.every((h) => beats.some((b) => b.hostId === h)) ? true : undefined),
-        20_000,
+      await eventually("heartbeats of every host", () => (hostIds.every((h) => beats.some((b) => b.hostId === h)) ? true : undefined), 20_000);
+      // Long enough for several failed attempts at the backoff's start, and a retry of the document watch.
+      await sleep(1_500);
+      expect(await health(healthPort)).toMatchObject({ status: "ok", hosts: 3, hostsRegistered: 0, vms: 0 });
+
+      await writeDocuments(prefix, agentId, hostIds);
+      await eventually("every document realized", () =>
+        hostIds.every((h) => beats.some((b) => b.hostId === h && b.beat.realizedGeneration === 7)) ? true : undefined,
       );
-      const client = await connectTestBus(nats.url, { prefix });
-      buses.push(client);
-      const reply = await client.call(
-        hostAgentService.ApplyVm,
-        { vmId: "vm-early", spec: { vcpus: 1, memoryMib: 512, bootVolume: "vol-boot" }, powerState: v1.PowerState.POWER_STATE_OFF, generation: 1 },
-        { scopeId: "host-r2" },
-      );
-      expect(reply.status?.hostId).toBe("host-r2");
-      // Long enough for several failed attempts at the backoff's start.
-      await sleep(2_000);
-      const before = (await (await fetch(`http://127.0.0.1:${healthPort}/healthz`)).json()) as Record<string, unknown>;
-      expect(before).toMatchObject({ status: "ok", hosts: 3, hostsRegistered: 0, vms: 1 });
+      expect(await health(healthPort)).toMatchObject({ hostsRegistered: 0, vms: 3 });
 
       const registrations = await standInController(prefix, 300);
       await eventually("every host registered", () => (registrations.length >= 3 ? true : undefined), 15_000);
-      await sleep(1_000);
-      expect(registrations.map((r) => r.hostId).sort()).toEqual(hostIds);
-      const after = (await (await fetch(`http://127.0.0.1:${healthPort}/healthz`)).json()) as Record<string, unknown>;
-      expect(after).toMatchObject({ status: "ok", hosts: 3, hostsRegistered: 3, vms: 1 });
+      expect(registrations.map((r) => r.subjectId).sort()).toEqual(hostIds);
+      await eventually("health says all registered", async () => ((await health(healthPort))["hostsRegistered"] === 3 ? true : undefined));
+      expect(await health(healthPort)).toMatchObject({ status: "ok", hosts: 3, hostsRegistered: 3, vms: 3 });
     } finally {
       expect(await stopAgent(agent)).toBe(0);
     }
@@ -204,13 +231,16 @@ describe("process", () => {
     { name: "a host id that is a wildcard", args: ["--agent-id", "a1", "--hosts", "host-1,>"] },
     { name: "an empty host id", args: ["--agent-id", "a1", "--hosts", "host-1,,host-2"] },
     { name: "a repeated host id", args: ["--agent-id", "a1", "--hosts", "host-1,host-1"] },
+    { name: "more hosts than one agent runs", args: ["--agent-id", "a1", "--hosts", Array.from({ length: 1_001 }, (_, i) => `h-${i}`).join(",")] },
     { name: "a bad agent id", args: ["--agent-id", "Agent_1", "--hosts", "host-1"] },
     { name: "pcpus not a number", args: ["--agent-id", "a1", "--hosts", "host-1", "--pcpus", "many"] },
     { name: "pcpus 0", args: ["--agent-id", "a1", "--hosts", "host-1", "--pcpus", "0"] },
     { name: "boot blocks over the limit", args: ["--agent-id", "a1", "--hosts", "host-1", "--boot-blocks", "100000"] },
+    { name: "a heartbeat interval under the minimum", args: ["--agent-id", "a1", "--hosts", "host-1", "--heartbeat-interval-ms", "10"] },
   ];
 
   it("process: a bad flag exits 2 with one line on stderr", async () => {
+    // A bad setting ends the process before it touches NATS, saying why in one line.
     for (const c of badFlags) {
       const agent = startAgent(["--nats-url", nats.url, ...c.args]);
       expect(await agent.exited, c.name).toBe(2);
