@@ -637,7 +637,7 @@ function natsRequestError(err: NatsError, method: RpcMethod<unknown, unknown>, t
   if (err.code === NatsErrorCode.NoResponders) return unavailable(`nobody serves ${method.rpc}`, err);
   if (err.code === NatsErrorCode.Timeout) return unavailable(`${method.rpc} got no reply within ${timeoutMs} ms`, err);
   if (err.code === NatsErrorCode.PermissionsViolation) {
-    return new SimdcError("FAILED_PRECONDITION", `this role may not call ${method.rpc}: ${err.message}`, { cause: err });
+    return new SimdcError("PERMISSION_DENIED", `this role may not call ${method.rpc}: ${err.message}`, { cause: err });
   }
   return unavailable(`${method.rpc} failed: ${err.message}`, err);
 }

@@ -14,6 +14,7 @@ export const errorCodes = {
   UNAVAILABLE: 503,
   INTERNAL: 500,
   DEADLINE_EXCEEDED: 504,
+  PERMISSION_DENIED: 403,
 } as const;
 
 export type ErrorCodeName = keyof typeof errorCodes;

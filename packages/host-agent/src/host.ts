@@ -301,7 +301,9 @@ export class SimHost {
   private onRegistered(reply: v1.RegisterHostResponse, attempts: number): void {
     this.registered = true;
     const clamp = (ms: number): number => Math.min(heartbeatIntervalMsMax, Math.max(heartbeatIntervalMsMin, ms));
-    if (reply.heartbeatIntervalMs > 0) this.options.onIntervals(clamp(reply.heartbeatIntervalMs), reply.metricsIntervalMs || 0);
+    // Metrics no more often than heartbeats, and no rarer than an hour.
+    const metricsMs = reply.metricsIntervalMs ? Math.min(3_600_000, Math.max(reply.metricsIntervalMs, clamp(reply.heartbeatIntervalMs))) : 0;
+    if (reply.heartbeatIntervalMs > 0) this.options.onIntervals(clamp(reply.heartbeatIntervalMs), metricsMs);
     this.logger.info({ attempts, heartbeatIntervalMs: reply.heartbeatIntervalMs }, "registered");
   }
 }
