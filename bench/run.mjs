@@ -1,14 +1,20 @@
 // simdc's benchmarks, each next to a baseline taken in the same run on the
 // same machine (these machines are shared and noisy, so only ratios and
-// same-run figures mean anything):
-//   1. GetVm round trip (p50, p99) against a bare NATS request/reply with the
-//      same payload sizes, each served by a separate process;
-//   2. CreateVm end to end (accepted, placed, persisted) over many VMs with
-//      requests in flight, against raw JetStream KV creates of the same size
-//      and concurrency; boot (create to RUNNING) measured on its own;
-//   3. `simdc up` until ready, and peak memory per process, for 10 hosts and
-//      for 100 hosts in 2 agent processes.
-// Usage: node bench/run.mjs [--vms 10000] [--in-flight 64] [--rounds 5] [--only getvm,createvm,up]
+// same-run figures mean anything). Every datacenter is started with the real
+// `simdc up` (its processes, its NATS users), and driven as the operator.
+//   getvm     GetVm round trip (p50, p99) against a bare NATS request/reply with
+//             the same payload sizes, each served by a separate process.
+//   createvm  CreateVm (accepted, placed, persisted) at 100, 1,000 and 10,000
+//             hosts, 64 in flight, against raw JetStream KV creates.
+//   scale     10,000 hosts (1,000 per agent) and 200,000 VMs: processes, memory,
+//             and idle CPU with nothing changing, next to 1,000 hosts and 20,000 VMs.
+//   restart   1,000 hosts and 20,000 VMs: a killed controller restarted is
+//             serving in how long, how many documents it writes again, and how
+//             long a standby takes over when the active one dies.
+//   wait      1,000 hosts: a change acknowledged with --wait=hosts (every live
+//             host realized it), p50 and p99.
+//   up        `simdc up` until ready, 10 hosts and 100 hosts.
+// Usage: node bench/run.mjs [--only getvm,createvm,scale,restart,wait,up] [--rounds 5]
 
 import { execFile, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -17,20 +23,19 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs, promisify } from "node:util";
 import { connect } from "nats";
-import { computeService, hostService, storageService } from "@simdc/bus";
+import { computeService, controllerService, hostService, storageService } from "@simdc/bus";
 import { simdc } from "@simdc/proto";
-import { connectTestBus, eventually, startService, startTestNats } from "@simdc/testkit";
+import { connectTestBus, eventually } from "@simdc/testkit";
 import { freePort } from "@simdc/cli";
 
 const v1 = simdc.v1;
 const here = dirname(fileURLToPath(import.meta.url));
 const cli = join(here, "..", "packages", "cli", "dist", "main.js");
+const run = promisify(execFile);
 const { values: opts } = parseArgs({
   options: {
-    vms: { type: "string", default: "10000" },
-    "in-flight": { type: "string", default: "64" },
     rounds: { type: "string", default: "5" },
-    only: { type: "string", default: "getvm,createvm,up" },
+    only: { type: "string", default: "getvm,createvm,scale,restart,wait,up" },
   },
 });
 const only = new Set(opts.only.split(","));
@@ -40,6 +45,7 @@ const percentile = (sorted, p) => sorted[Math.min(sorted.length - 1, Math.floor(
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const ms = (x) => `${x.toFixed(3)} ms`;
 const nowMs = () => Number(process.hrtime.bigint()) / 1e6;
+const sleep = (t) => new Promise((r) => setTimeout(r, t));
 
 /** Round-trip times of `count` sequential calls of `once`, after `warmup` unmeasured ones. */
 async function roundTrips(once, count, warmup) {
@@ -53,7 +59,7 @@ async function roundTrips(once, count, warmup) {
   return [...out].sort((a, b) => a - b);
 }
 
-/** Runs `count` calls of `once(i)` with `inFlight` in flight; returns per-call latencies and the wall time. */
+/** Runs `count` calls of `once(i)` with `concurrency` in flight; returns per-call latencies and the wall time. */
 async function inFlight(once, count, concurrency) {
   const latencies = new Float64Array(count);
   let next = 0;
@@ -70,52 +76,105 @@ async function inFlight(once, count, concurrency) {
   return { wallMs: nowMs() - started, sorted: [...latencies].sort((a, b) => a - b) };
 }
 
-async function datacenter(hosts, pcpus, memoryMib) {
-  const nats = await startTestNats();
-  const dir = mkdtempSync(join(tmpdir(), "simdc-bench-"));
-  const procs = [
-    startService("controller", ["--nats-url", nats.url], { LOG_LEVEL: "warn" }),
-    startService("san-storage", ["--nats-url", nats.url, "--node-id", "san-1", "--data-dir", join(dir, "san-1")], { LOG_LEVEL: "warn" }),
-  ];
-  const hostIds = Array.from({ length: hosts }, (_, i) => `host-${i + 1}`);
-  procs.push(
-    startService("host-agent", ["--nats-url", nats.url, "--agent-id", "agent-1", "--hosts", hostIds.join(","), "--pcpus", String(pcpus), "--memory-mib", String(memoryMib)], { LOG_LEVEL: "warn" }),
-  );
-  const bus = await connectTestBus(nats.url);
-  await eventually("hosts connected", async () => {
-    const { hosts: list } = await bus.call(hostService.ListHosts, {}, { timeoutMs: 500 });
-    const { nodes } = await bus.call(storageService.ListSanNodes, {}, { timeoutMs: 500 });
-    return list.filter((h) => h.state === v1.HostState.HOST_STATE_CONNECTED).length === hosts && nodes.length === 1 ? true : undefined;
-  }, 30_000);
-  await bus.call(storageService.CreateVolume, { name: "boot", sizeMib: 64 });
+/** CPU seconds (user + system) a process has used, from /proc; NaN when it is gone. */
+function cpuSeconds(pid) {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return NaN;
+  }
+}
+
+/** Resident memory now (VmRSS) and at its peak (VmHWM), in MiB. */
+function memoryMib(pid) {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, "utf8");
+    const get = (name) => Number(new RegExp(`${name}:\\s+(\\d+) kB`).exec(status)?.[1] ?? NaN) / 1024;
+    return { rss: get("VmRSS"), peak: get("VmHWM") };
+  } catch {
+    return { rss: NaN, peak: NaN };
+  }
+}
+
+/** A datacenter started with `simdc up`, and an operator's bus to it. */
+async function up(args, readyTimeoutMs = 600_000) {
+  const dataDir = mkdtempSync(join(tmpdir(), "simdc-bench-"));
+  const port = await freePort();
+  const started = nowMs();
+  const child = spawn(process.execPath, [cli, "up", "--data-dir", dataDir, "--nats-port", String(port), "--ready-timeout-ms", String(readyTimeoutMs), ...args], {
+    stdio: ["ignore", "pipe", "inherit"],
+    env: { ...process.env, LOG_LEVEL: "warn" },
+  });
+  let out = "";
+  await new Promise((resolve, reject) => {
+    child.stdout.on("data", (c) => {
+      out += c;
+      if (out.includes("ready in")) resolve();
+      if (out.includes("not every host")) reject(new Error(out));
+    });
+    child.once("exit", () => reject(new Error(`simdc up exited: ${out}`)));
+  });
+  const readyS = (nowMs() - started) / 1000;
+  const operator = JSON.parse(readFileSync(join(dataDir, "auth", "operator.json"), "utf8"));
+  const url = `nats://127.0.0.1:${port}`;
+  const bus = await connectTestBus(url, { user: operator.user, password: operator.password, processId: "bench" });
+  const simdcCli = async (...a) => (await run(process.execPath, [cli, "--data-dir", dataDir, ...a], { maxBuffer: 1 << 28 })).stdout;
   return {
-    nats,
+    dataDir,
+    url,
+    operator,
     bus,
-    procs,
-    async dispose() {
+    readyS,
+    supervisorPid: child.pid,
+    simdc: simdcCli,
+    async processes() {
+      return JSON.parse(await simdcCli("-o", "json", "status")).processes;
+    },
+    async stop() {
       await bus.close();
-      await Promise.all(procs.map((p) => p.stop()));
-      await nats.dispose();
-      rmSync(dir, { recursive: true, force: true });
+      await run(process.execPath, [cli, "--data-dir", dataDir, "down"]).catch(() => undefined);
+      rmSync(dataDir, { recursive: true, force: true });
     },
   };
 }
 
+/** Creates `count` VMs (64 in flight) named `<prefix>-<i>`; returns the rate and latencies. */
+async function createVms(dc, count, prefix = "vm", extra = {}) {
+  const result = await inFlight(
+    (i) => dc.bus.call(computeService.CreateVm, { name: `${prefix}-${i}`, spec: { vcpus: 1, memoryMib: 128, bootVolume: "boot" }, ...extra }, { timeoutMs: 60_000 }),
+    count,
+    64,
+  );
+  return { ...result, rate: (count / result.wallMs) * 1000 };
+}
+
+async function waitAllRunning(dc, count, timeoutMs) {
+  await eventually(`${count} VMs running`, async () => {
+    let running = 0;
+    let pageToken = "";
+    do {
+      const page = await dc.bus.call(computeService.ListVms, { pageToken, pageSize: 2000 }, { timeoutMs: 30_000 });
+      for (const vm of page.vms) if (vm.status.state === v1.VmState.VM_STATE_RUNNING) running += 1;
+      pageToken = page.nextPageToken;
+    } while (pageToken);
+    return running >= count ? true : undefined;
+  }, timeoutMs, 2_000);
+}
+
 async function benchGetVm() {
   console.log("\n== GetVm round trip vs bare NATS request/reply (one in flight, separate server processes) ==");
-  const dc = await datacenter(1, 16, 65536);
+  const dc = await up(["--hosts", "1", "--san", "1"]);
+  await dc.bus.call(storageService.CreateVolume, { name: "boot", sizeMib: 64 });
   await dc.bus.call(computeService.CreateVm, { name: "vm-1", spec: { vcpus: 1, memoryMib: 512, bootVolume: "boot" } });
-  await eventually("vm-1 running", async () => {
-    const { vm } = await dc.bus.call(computeService.GetVm, { vmId: "vm-1" });
-    return vm.status.state === v1.VmState.VM_STATE_RUNNING ? true : undefined;
-  });
-  // The baseline carries the same bytes both ways as GetVm does.
+  await waitAllRunning(dc, 1, 30_000);
+  // The baseline carries the same bytes both ways as GetVm does, on the same server, as the operator.
   const requestBytes = v1.GetVmRequest.encode({ vmId: "vm-1" }).finish().length;
   const { vm } = await dc.bus.call(computeService.GetVm, { vmId: "vm-1" });
   const replyBytes = v1.GetVmResponse.encode({ vm }).finish().length;
-  const responder = spawn(process.execPath, [join(here, "bare-responder.mjs"), dc.nats.url, "bench.bare", String(replyBytes)], { stdio: ["ignore", "pipe", "inherit"] });
+  const responder = spawn(process.execPath, [join(here, "bare-responder.mjs"), dc.url, "bench.bare", String(replyBytes), dc.operator.user, dc.operator.password], { stdio: ["ignore", "pipe", "inherit"] });
   await new Promise((r) => responder.stdout.once("data", r));
-  const raw = await connect({ servers: dc.nats.url });
+  const raw = await connect({ servers: dc.url, user: dc.operator.user, pass: dc.operator.password });
   const payload = new Uint8Array(requestBytes).fill(1);
   const bare = () => raw.request("bench.bare", payload, { timeout: 5_000 });
   const getVm = () => dc.bus.call(computeService.GetVm, { vmId: "vm-1" });
@@ -137,89 +196,163 @@ async function benchGetVm() {
   console.log(`GetVm p50 / bare p50 = ${(getP50 / bareP50).toFixed(2)}x (target <= 1.5x)`);
   responder.kill("SIGTERM");
   await raw.close();
-  await dc.dispose();
+  await dc.stop();
 }
 
 async function benchCreateVm() {
-  const vms = Number(opts.vms);
-  const concurrency = Number(opts["in-flight"]);
-  console.log(`\n== CreateVm end to end (accept, place, persist): ${vms} VMs, ${concurrency} in flight ==`);
-  // Room for every VM: 10 hosts x 256 pCPUs x 4 = 10,240 vCPUs.
-  const dc = await datacenter(10, 256, 1_048_576);
-  const statusSeen = new Map();
-  const created = new Map();
-  dc.bus.subscribe(dc.bus.subjects.event("vm", "*", "status"), v1.VmStatus, (s) => {
-    if (s.state === v1.VmState.VM_STATE_RUNNING && !statusSeen.has(s.vmId)) statusSeen.set(s.vmId, nowMs());
-  });
-  // Baseline: raw KV creates of a VM record's size, same concurrency, same server.
-  const kvBus = await connectTestBus(dc.nats.url);
-  const bucket = await kvBus.bucket("bench-baseline", v1.Vm);
-  const sample = v1.Vm.create({ id: "vm-00000", spec: { vcpus: 1, memoryMib: 64, bootVolume: "boot" }, powerState: 1, generation: 1, hostId: "host-10", createdAtMs: Date.now() });
-  const baseline = await inFlight((i) => bucket.create(`vm-${i}`, { ...sample, id: `vm-${i}` }), vms, concurrency);
-  const create = await inFlight(async (i) => {
-    await dc.bus.call(computeService.CreateVm, { name: `vm-${i}`, spec: { vcpus: 1, memoryMib: 64, bootVolume: "boot" } }, { timeoutMs: 30_000 });
-    created.set(`vm-${i}`, nowMs());
-  }, vms, concurrency);
-  const rate = (r) => (vms / r.wallMs) * 1000;
-  console.log(`raw KV create   ${rate(baseline).toFixed(0)}/s  p50 ${ms(percentile(baseline.sorted, 50))}  p99 ${ms(percentile(baseline.sorted, 99))}`);
-  console.log(`CreateVm        ${rate(create).toFixed(0)} VMs/s  p50 ${ms(percentile(create.sorted, 50))}  p99 ${ms(percentile(create.sorted, 99))} (target >= 1000 VMs/s)`);
-  const bootStart = nowMs();
-  await eventually(`every VM running (${vms})`, () => (statusSeen.size >= vms ? true : undefined), 120_000, 200).catch((err) => {
-    console.log(`only ${statusSeen.size} of ${vms} VMs reported RUNNING`);
-    throw err;
-  });
-  const boots = [...created].map(([id, at]) => statusSeen.get(id) - at).sort((a, b) => a - b);
-  console.log(`boot (create acknowledged -> RUNNING, asynchronous): p50 ${ms(percentile(boots, 50))}  p99 ${ms(percentile(boots, 99))}; all ${vms} running ${((nowMs() - bootStart) / 1000).toFixed(1)} s after the last create`);
-  await kvBus.close();
-  await dc.dispose();
-}
-
-/** Peak resident memory (VmHWM) of a process, in MiB, or NaN when it is gone. */
-function peakMib(pid) {
-  try {
-    const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-    return m ? Number(m[1]) / 1024 : NaN;
-  } catch {
-    return NaN;
+  const vms = 20_000;
+  console.log(`\n== CreateVm end to end (accept, place, persist, lease confirmed): ${vms} VMs, 64 in flight ==`);
+  for (const hosts of [100, 1_000, 10_000]) {
+    const perAgent = Math.min(hosts, 1_000);
+    const dc = await up(["--hosts", String(hosts), "--hosts-per-agent", String(perAgent), "--san", "2"]);
+    await dc.bus.call(storageService.CreateVolume, { name: "boot", sizeMib: 64 });
+    // Baseline: raw KV creates of a VM record's size, same concurrency, same server.
+    const bucket = await dc.bus.bucket("bench-baseline", v1.Vm);
+    const sample = v1.Vm.create({ id: "vm-00000", spec: { vcpus: 1, memoryMib: 128, bootVolume: "boot" }, powerState: 1, generation: 1, hostId: "host-10", createdAtMs: Date.now() });
+    const baseline = await inFlight((i) => bucket.create(`vm-${i}`, { ...sample, id: `vm-${i}` }), vms, 64);
+    const create = await createVms(dc, vms);
+    console.log(
+      `${String(hosts).padStart(6)} hosts: CreateVm ${create.rate.toFixed(0)} VMs/s  p50 ${ms(percentile(create.sorted, 50))}  p99 ${ms(percentile(create.sorted, 99))}` +
+        `   | raw KV create ${((vms / baseline.wallMs) * 1000).toFixed(0)}/s p99 ${ms(percentile(baseline.sorted, 99))}  (target >= 2000 VMs/s)`,
+    );
+    await dc.stop();
   }
 }
 
-async function benchUp(hosts, hostsPerAgent, sanNodes, targetS) {
-  const times = [];
-  let memory = null;
+/** CPU cores used by every process of the datacenter over `windowS` with nothing changing, and memory. */
+async function idleFootprint(dc, windowS) {
+  const processes = await dc.processes();
+  const pids = [{ name: "supervisor", pid: dc.supervisorPid }, ...processes.map((p) => ({ name: p.name, pid: p.pid }))];
+  const before = pids.map((p) => cpuSeconds(p.pid));
+  await sleep(windowS * 1000);
+  const after = pids.map((p) => cpuSeconds(p.pid));
+  const cores = pids.map((p, i) => ({ name: p.name, cores: (after[i] - before[i]) / windowS, ...memoryMib(p.pid) }));
+  return {
+    processes: pids.length,
+    cores: cores.reduce((s, c) => s + c.cores, 0),
+    rssMib: cores.reduce((s, c) => s + c.rss, 0),
+    peakMib: cores.reduce((s, c) => s + c.peak, 0),
+    top: [...cores].sort((a, b) => b.cores - a.cores).slice(0, 4).map((c) => `${c.name} ${(c.cores * 100).toFixed(1)}%`).join(", "),
+  };
+}
+
+async function benchScale() {
+  console.log("\n== scale: processes, memory and idle CPU (nothing changing) ==");
+  for (const [hosts, vms] of [[1_000, 20_000], [10_000, 200_000]]) {
+    const dc = await up(["--hosts", String(hosts), "--hosts-per-agent", String(Math.min(hosts, 1_000)), "--san", "2"]);
+    await dc.bus.call(storageService.CreateVolume, { name: "boot", sizeMib: 64 });
+    const create = await createVms(dc, vms);
+    await waitAllRunning(dc, vms, 900_000);
+    // Settle: the last boots, documents and metrics out of the way.
+    await sleep(10_000);
+    const idle = await idleFootprint(dc, 30);
+    console.log(
+      `${String(hosts).padStart(6)} hosts, ${vms} VMs (created at ${create.rate.toFixed(0)}/s, ready ${dc.readyS.toFixed(1)} s): ${idle.processes} processes, ` +
+        `idle CPU ${(idle.cores * 100).toFixed(1)}% of a core in all (${idle.top}), memory ${idle.rssMib.toFixed(0)} MiB resident, ${idle.peakMib.toFixed(0)} MiB at the peaks`,
+    );
+    await dc.stop();
+  }
+  console.log("targets at 10,000 hosts: at most 16 processes and 6 GiB, idle CPU at most one core");
+}
+
+/** Serving again: the first ListHosts answered. */
+async function serving(dc, since) {
+  await eventually("the controller serving", () => dc.bus.call(hostService.GetSyncStatus, {}, { timeoutMs: 200 }).then(() => true), 30_000, 5);
+  return nowMs() - since;
+}
+
+async function docsRevision(dc) {
+  const status = await dc.bus.call(hostService.GetSyncStatus, {});
+  return status.desiredGeneration;
+}
+
+async function benchRestart() {
+  console.log("\n== controller restart and failover: 1,000 hosts, 20,000 VMs ==");
+  const dc = await up(["--hosts", "1000", "--hosts-per-agent", "500", "--san", "2", "--controllers", "2"]);
+  await dc.bus.call(storageService.CreateVolume, { name: "boot", sizeMib: 64 });
+  await createVms(dc, 20_000);
+  await waitAllRunning(dc, 20_000, 300_000);
+  await sleep(3_000);
+  const restarts = [];
+  const resent = [];
+  const failovers = [];
   for (let r = 0; r < 3; r++) {
-    const dataDir = mkdtempSync(join(tmpdir(), "simdc-bench-up-"));
-    const port = await freePort();
-    const started = nowMs();
-    const up = spawn(process.execPath, [cli, "up", "--data-dir", dataDir, "--nats-port", String(port), "--hosts", String(hosts), "--hosts-per-agent", String(hostsPerAgent), "--san", String(sanNodes)], { stdio: ["ignore", "pipe", "inherit"] });
-    let out = "";
-    await new Promise((resolve, reject) => {
-      up.stdout.on("data", (c) => {
-        out += c;
-        if (out.includes("ready in")) resolve();
-        if (out.includes("not every host")) reject(new Error(out));
-      });
-      up.once("exit", () => reject(new Error(`simdc up exited: ${out}`)));
-    });
-    times.push((nowMs() - started) / 1000);
-    if (r === 0) {
-      const { stdout } = await promisify(execFile)(process.execPath, [cli, "--data-dir", dataDir, "-o", "json", "status"]);
-      const processes = JSON.parse(stdout).processes;
-      memory = [{ name: "supervisor (simdc up)", pid: up.pid }, ...processes].map((p) => `${p.name} ${peakMib(p.pid).toFixed(0)} MiB`);
-    }
-    await promisify(execFile)(process.execPath, [cli, "--data-dir", dataDir, "down"]);
-    rmSync(dataDir, { recursive: true, force: true });
+    const { controllerId } = await dc.bus.call(controllerService.GetControllerStatus, {});
+    const generationBefore = await docsRevision(dc);
+    const nats = await connect({ servers: dc.url, user: dc.operator.user, pass: dc.operator.password });
+    const docsBefore = (await (await nats.jetstreamManager()).streams.info("KV_simdc-docs")).state.last_seq;
+    // Failover: the active one dies; the standby takes over.
+    await dc.simdc("fault", "kill", controllerId);
+    const killedAt = nowMs();
+    failovers.push(await serving(dc, killedAt));
+    // Restart: the killed one comes back as a standby; then the other dies, and it must take over from KV.
+    await dc.simdc("fault", "restart", controllerId);
+    await sleep(2_000);
+    const other = (await dc.bus.call(controllerService.GetControllerStatus, {})).controllerId;
+    await dc.simdc("fault", "kill", other);
+    const restartAt = nowMs();
+    restarts.push(await serving(dc, restartAt));
+    await sleep(3_000);
+    const docsAfter = (await (await nats.jetstreamManager()).streams.info("KV_simdc-docs")).state.last_seq;
+    // Writes to the docs bucket since: barrier marks (one per takeover) do not count as documents.
+    resent.push(docsAfter - docsBefore - 2);
+    if ((await docsRevision(dc)) !== generationBefore) console.log("  (the configuration generation moved during the restart)");
+    await dc.simdc("fault", "restart", other);
+    await sleep(2_000);
+    await nats.close();
   }
-  console.log(`simdc up, ${hosts} hosts in ${Math.ceil(hosts / hostsPerAgent)} agent processes, ${sanNodes} SAN nodes: ready in ${median(times).toFixed(2)} s (median of ${times.map((t) => t.toFixed(2)).join(", ")}; target <= ${targetS} s)`);
-  console.log(`  peak memory: ${memory.join(", ")}`);
+  console.log(`failover to the standby (active SIGKILLed -> API answering): median ${median(failovers).toFixed(0)} ms (${failovers.map((x) => x.toFixed(0)).join(", ")}; target <= 2000 ms)`);
+  console.log(`controller restart as the only one left (standby from KV -> API answering): median ${median(restarts).toFixed(0)} ms (${restarts.map((x) => x.toFixed(0)).join(", ")}; target <= 1000 ms)`);
+  console.log(`documents written again for hosts already realized: ${resent.join(", ")} (target 0)`);
+  await dc.stop();
+}
+
+async function benchWait() {
+  console.log("\n== --wait=hosts at 1,000 hosts: a change acknowledged once every live host realized it ==");
+  const dc = await up(["--hosts", "1000", "--hosts-per-agent", "500", "--san", "2"]);
+  await dc.bus.call(storageService.CreateVolume, { name: "boot", sizeMib: 64 });
+  const waits = [];
+  const nones = [];
+  for (let i = 0; i < 300; i++) {
+    const t = nowMs();
+    const res = await dc.bus.call(
+      computeService.CreateVm,
+      { name: `w-${i}`, spec: { vcpus: 1, memoryMib: 128, bootVolume: "boot" }, mutation: { wait: v1.WaitFor.WAIT_FOR_HOSTS } },
+      { timeoutMs: 60_000 },
+    );
+    waits.push(nowMs() - t);
+    if (!res.result.configGeneration) throw new Error("no generation in the answer");
+    const t2 = nowMs();
+    await dc.bus.call(computeService.CreateVm, { name: `n-${i}`, spec: { vcpus: 1, memoryMib: 128, bootVolume: "boot" } }, { timeoutMs: 60_000 });
+    nones.push(nowMs() - t2);
+  }
+  waits.sort((a, b) => a - b);
+  nones.sort((a, b) => a - b);
+  console.log(`CreateVm --wait=hosts: p50 ${ms(percentile(waits, 50))}  p99 ${ms(percentile(waits, 99))}   | --wait=none: p50 ${ms(percentile(nones, 50))}  p99 ${ms(percentile(nones, 99))}`);
+  await dc.stop();
+}
+
+async function benchUp() {
+  console.log("\n== simdc up until the controller sees every host connected and every SAN node registered ==");
+  for (const [hosts, perAgent] of [[10, 1], [100, 50]]) {
+    const times = [];
+    let memory = "";
+    for (let r = 0; r < 3; r++) {
+      const dc = await up(["--hosts", String(hosts), "--hosts-per-agent", String(perAgent), "--san", "2"]);
+      times.push(dc.readyS);
+      if (r === 0) memory = (await dc.processes()).map((p) => `${p.name} ${memoryMib(p.pid).peak.toFixed(0)} MiB`).join(", ");
+      await dc.stop();
+    }
+    console.log(`simdc up, ${hosts} hosts in ${Math.ceil(hosts / perAgent)} agent processes, 2 SAN nodes: ready in ${median(times).toFixed(2)} s (median of ${times.map((t) => t.toFixed(2)).join(", ")})`);
+    console.log(`  peak memory: ${memory}`);
+  }
 }
 
 console.log(`simdc benchmarks, ${new Date().toISOString()}, node ${process.version}`);
 if (only.has("getvm")) await benchGetVm();
 if (only.has("createvm")) await benchCreateVm();
-if (only.has("up")) {
-  console.log("\n== simdc up until the controller sees every host connected and every SAN node registered ==");
-  await benchUp(10, 1, 2, 5);
-  await benchUp(100, 50, 2, 10);
-}
+if (only.has("scale")) await benchScale();
+if (only.has("restart")) await benchRestart();
+if (only.has("wait")) await benchWait();
+if (only.has("up")) await benchUp();
 process.exit(0);
