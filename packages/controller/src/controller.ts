@@ -4,7 +4,7 @@
 // documents and reconciles volumes. It talks to hosts and SAN nodes only
 // over the bus.
 
-import type { Bus, MessageType, RunningRole } from "@simdc/bus";
+import { endpoint, type Bus, type MessageType, type RunningRole } from "@simdc/bus";
 import { uniqueId, unavailable, type Clock, type HealthReport, type Logger, type Timer } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 import { computeEndpoints } from "./api/compute-api.js";
@@ -153,16 +153,19 @@ export class Controller implements RunningRole {
   private async activate(epoch: number): Promise<void> {
     const { state } = this;
     const started = state.clock.nowMs();
-    for (const store of this.stores) await store.activate(epoch);
+    await Promise.all(this.stores.map((store) => store.activate(epoch)));
     state.stateId = await this.ensureDatacenterState();
     state.documents.activate(state.stateId);
     state.volumeReconciler.activate();
-    this.api = await state.bus.serve({ role: "controller", description: "simdc control plane: compute, hosts, storage, controller status" }, [
-      ...hostEndpoints(state),
-      ...computeEndpoints(state),
-      ...storageEndpoints(state),
-      ...controllerEndpoints(state, () => this.writesReverted()),
-    ]);
+    const endpoints = [...hostEndpoints(state), ...computeEndpoints(state), ...storageEndpoints(state), ...controllerEndpoints(state, () => this.writesReverted())];
+    // Reads too: a controller deposed while paused must not answer from stale state before it learns so.
+    const guarded = endpoints.map((ep) =>
+      endpoint(ep.method, (request, msg) => {
+        state.lease.requireFresh();
+        return ep.handle(request, msg);
+      }),
+    );
+    this.api = await state.bus.serve({ role: "controller", description: "simdc control plane: compute, hosts, storage, controller status" }, guarded);
     await state.bus.flush();
     const message = `controller ${state.controllerId} is active at epoch ${epoch}`;
     state.logger.warn({ epoch, takeoverMs: state.clock.nowMs() - started, stateId: state.stateId }, "serving as the active controller");

@@ -61,10 +61,10 @@ export const controllerSettings = {
   "lease-ttl-ms": {
     kind: "int",
     env: "SIMDC_LEASE_TTL_MS",
-    default: 1500,
+    default: 1000,
     min: 100,
     max: 600_000,
-    help: "a standby takes over once the lease went this long unrenewed (simulated ms)",
+    help: "a standby takes over once the lease went this long unrenewed; the active one renews it 5 times as often (simulated ms)",
   },
   "inventory-interval-ms": {
     kind: "int",

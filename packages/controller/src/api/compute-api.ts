@@ -23,15 +23,17 @@ const unknownReason = (message: string): v1.Status.$Properties => ({ code: v1.Er
  */
 export function vmView(state: ControllerState, vm: v1.Vm): v1.Vm {
   const hostId = vm.hostId;
-  const base = { vmId: vm.id, hostId, incarnation: vm.incarnation, observedGeneration: 0 };
+  const heard = state.observed.get(hostId, vm.id);
+  const reported = heard && heard.incarnation === vm.incarnation ? heard : undefined;
+  // What the host realized last stays known while nobody knows its state now.
+  const base = { vmId: vm.id, hostId, incarnation: vm.incarnation, observedGeneration: reported?.observedGeneration ?? 0 };
   let status: v1.VmStatus.$Properties;
   if (!state.hosts.isConnected(hostId)) {
     status = { ...base, state: v1.VmState.VM_STATE_UNKNOWN, reason: unknownReason(`host ${hostId} is disconnected`) };
   } else if (!state.observed.isComplete(hostId)) {
     status = { ...base, state: v1.VmState.VM_STATE_UNKNOWN, reason: unknownReason(`not heard from host ${hostId} since this controller started`) };
   } else {
-    const reported = state.observed.get(hostId, vm.id);
-    status = reported && reported.incarnation === vm.incarnation ? reported : { ...base, state: v1.VmState.VM_STATE_DEFINED };
+    status = reported ?? { ...base, state: v1.VmState.VM_STATE_DEFINED };
   }
   return v1.Vm.create({ ...vm, status });
 }

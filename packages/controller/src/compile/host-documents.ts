@@ -56,6 +56,12 @@ export class HostDocuments {
   private nbCfg = 0;
   private listeners: ((hostId: string, generation: number) => void)[] = [];
   private stateId = "";
+  /**
+   * Hosts that run a document of another stored state (this controller lost
+   * its store): a document from here would make them drop every VM, so none
+   * is written until their VMs are adopted.
+   */
+  private readonly held = new Set<string>();
 
   constructor(
     private readonly bus: Bus,
@@ -153,6 +159,16 @@ export class HostDocuments {
     return promise;
   }
 
+  /** Writes nothing for the host until release(): it runs a document of another stored state. */
+  hold(hostId: string): void {
+    this.held.add(hostId);
+  }
+
+  /** Writes the host's documents again (its VMs were adopted, or it runs this stored state). */
+  release(hostId: string): void {
+    if (this.held.delete(hostId)) this.touch(hostId);
+  }
+
   /** Forgets every waiter (the controller lost the lease or stops). */
   deactivate(reason: Error): void {
     for (const list of this.waiters.values()) for (const w of list) w.reject(reason);
@@ -192,7 +208,7 @@ export class HostDocuments {
     const host = this.hosts.get(hostId);
     const stored = this.stored.get(hostId);
     // A host that never registered has no agent to key its document by; nothing is placed on it either.
-    if (!host) return stored?.generation ?? 0;
+    if (!host || this.held.has(hostId)) return stored?.generation ?? 0;
     const vms = this.compileVms(hostId);
     const encoded = vms.map((vm) => encodeMessage(v1.DesiredVm, vm));
     let digest = 0;

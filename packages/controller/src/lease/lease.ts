@@ -5,7 +5,9 @@
 // knows it was deposed. Every record a controller writes carries its epoch,
 // and an answer to a client goes out only after a renewal that began after
 // the change was written (confirm), so a controller that was deposed while
-// paused can never acknowledge a change its successor will undo.
+// paused can never acknowledge a change its successor will undo; nor does it
+// answer anything, reads included, once its last renewal began a whole TTL
+// ago (requireFresh), since a standby may have taken over meanwhile.
 
 import type { Bucket, Bus } from "@simdc/bus";
 import { SimdcError, unavailable, type Clock, type Logger, type Timer } from "@simdc/common";
@@ -41,6 +43,14 @@ export class Lease {
   /** Simulated time at which the lease last changed, as seen here. */
   private seenChangedAtMs: number;
   private myEpoch = 0;
+  /**
+   * Local time at which the newest successful write of the lease by this
+   * controller (its takeover or a renewal) began. A standby takes over only
+   * after it saw the lease unchanged for a whole TTL, so until this plus the
+   * TTL no other controller can be active; after it (a pause, a stalled
+   * renewal) this one may have been deposed without knowing it yet.
+   */
+  private heldFromMs = -Infinity;
   private renewing = false;
   private renewTimer: Timer | null = null;
   private checkTimer: Timer | null = null;
@@ -126,6 +136,21 @@ export class Lease {
     if (this.role !== "active") throw notActive(this.seen);
   }
 
+  /**
+   * As requireActive, and also refuses once this controller's last renewal
+   * began a whole TTL ago: another controller may have taken over meanwhile
+   * (this one was paused) and the next renewal will tell. For answering
+   * clients, reads included, never from state that may be stale.
+   * @throws SimdcError UNAVAILABLE.
+   */
+  requireFresh(): void {
+    this.requireActive();
+    const { clock, ttlMs } = this.options;
+    if (clock.nowMs() >= this.heldFromMs + ttlMs) {
+      throw unavailable(`this controller has not renewed its lease for ${ttlMs} ms and may have been replaced; retry`);
+    }
+  }
+
   private observe(lease: v1.ControllerLease | null, revision: number): void {
     const changed = revision !== this.seenRevision;
     this.seen = lease;
@@ -152,11 +177,13 @@ export class Lease {
     this.takingOver = true;
     const { controllerId, bootId, ttlMs, clock, logger } = this.options;
     const epoch = (previous?.epoch ?? 0) + 1;
-    const next = v1.ControllerLease.create({ holderId: controllerId, holderBootId: bootId, epoch, renewedAtMs: clock.nowMs(), ttlMs });
+    const startedMs = clock.nowMs();
+    const next = v1.ControllerLease.create({ holderId: controllerId, holderBootId: bootId, epoch, renewedAtMs: startedMs, ttlMs });
     try {
       const written = revision > 0 ? await this.bucket.update(leaseKey, next, revision) : await this.bucket.create(leaseKey, next);
       this.observe(next, written);
       this.myEpoch = epoch;
+      this.heldFromMs = startedMs;
       this.role = "active";
       logger.warn({ epoch, previousHolder: previous?.holderId ?? null }, "took the controller lease");
       for (const listener of this.activeListeners) await listener(epoch);
@@ -185,10 +212,14 @@ export class Lease {
     const batch = this.waiting;
     this.waiting = [];
     const { controllerId, bootId, ttlMs, clock } = this.options;
-    const next = v1.ControllerLease.create({ holderId: controllerId, holderBootId: bootId, epoch: this.myEpoch, renewedAtMs: clock.nowMs(), ttlMs });
+    const startedMs = clock.nowMs();
+    const next = v1.ControllerLease.create({ holderId: controllerId, holderBootId: bootId, epoch: this.myEpoch, renewedAtMs: startedMs, ttlMs });
     try {
       const revision = await this.bucket.update(leaseKey, next, this.seenRevision);
-      if (this.role === "active") this.observe(next, revision);
+      if (this.role === "active") {
+        this.observe(next, revision);
+        this.heldFromMs = startedMs;
+      }
       for (const waiter of batch) waiter.resolve();
     } catch (err) {
       const reason = err instanceof SimdcError && err.code === "CONFLICT" ? "another controller took the lease" : `renewal failed: ${(err as Error).message}`;

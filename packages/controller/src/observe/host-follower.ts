@@ -72,6 +72,9 @@ export class HostFollower {
     if (!isValidName(hostId)) return;
     if (beat.hostId && beat.hostId !== hostId) return this.refuse(hostId, "a heartbeat", `it names ${JSON.stringify(beat.hostId)} in a subject of ${hostId}`);
     const verdict = await state.hosts.heartbeat(hostId, beat.bootId);
+    // A host that runs a document of a store this controller does not have
+    // gets no document before its VMs are adopted: it would drop them all.
+    if (verdict.kind !== "stale-boot" && beat.stateId && beat.stateId !== state.stateId) state.documents.hold(hostId);
     if (verdict.kind === "unknown") {
       this.refuse(hostId, "a heartbeat", "the host is not registered");
       return this.prompt(beat.agentId, hostId);
@@ -89,6 +92,7 @@ export class HostFollower {
       this.askState(hostId, beat.agentId);
       return;
     }
+    state.documents.release(hostId);
     if (!state.sync.report(hostId, beat.realizedGeneration, state.lease.isActive)) {
       this.refuse(hostId, "a heartbeat", `it reports generation ${beat.realizedGeneration}, which was never assigned (newest ${state.documents.desiredGeneration})`);
     }
@@ -230,6 +234,8 @@ export class HostFollower {
       this.logger.warn({ vmId: vm.id, hostId }, message);
       state.events.publish("vm", vm.id, "adopted", v1.EventKind.EVENT_KIND_STATE_ADOPTED, message);
     }
+    // Its VMs are desired state now: its next document carries them.
+    state.documents.release(hostId);
     state.documents.touch(hostId);
   }
 }

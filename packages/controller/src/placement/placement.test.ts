@@ -3,7 +3,7 @@
 // host wins, and a refusal says why for each host.
 
 import { describe, expect, it } from "vitest";
-import { placeVm, type PlacementHost } from "./placement.js";
+import { placeVm, rejectionsListedMax, type PlacementHost } from "./placement.js";
 
 const host = (id: string, over: Partial<PlacementHost> = {}): PlacementHost => ({
   id,
@@ -53,13 +53,35 @@ describe("placement", () => {
   });
 
   it("placement: refuses with a reason when nothing fits or nothing is registered", () => {
-    expect(placeVm([], { vcpus: 1, memoryMib: 1 }, ratios)).toMatchObject({ ok: false, reason: /no hosts are registered/ });
+    expect(placeVm([], { vcpus: 1, memoryMib: 1 }, ratios)).toMatchObject({ ok: false, reason: expect.stringMatching(/no hosts are registered/) });
     const full = placeVm([host("host-1"), host("host-2")], { vcpus: 9, memoryMib: 1 }, ratios);
-    expect(full).toMatchObject({ ok: false, reason: /all 2 hosts were filtered out/ });
-    expect(full.rejected).toHaveLength(2);
+    expect(full).toMatchObject({ ok: false, reason: expect.stringMatching(/^no host fits 9 vCPUs and 1 MiB: all 2 hosts were filtered out$/) });
+    expect(full.rejected).toEqual([
+      { hostId: "host-1", reason: "CPU: 0+9 vCPUs > 8 (4 pCPUs x 2)" },
+      { hostId: "host-2", reason: "CPU: 0+9 vCPUs > 8 (4 pCPUs x 2)" },
+    ]);
   });
 
   it("placement: ties go to the lower id", () => {
     expect(placeVm([host("host-2"), host("host-1")], { vcpus: 1, memoryMib: 1 }, ratios)).toMatchObject({ hostId: "host-1" });
+    expect(placeVm([host("host-1"), host("host-2")], { vcpus: 1, memoryMib: 1 }, ratios)).toMatchObject({ hostId: "host-1" });
+  });
+
+  it("placement: the tighter resource decides how loaded a host is", () => {
+    // host-1 has CPU to spare but little memory left; host-2 is half used on both,
+    // and after the VM its CPU (5 of 8 vCPUs) is the tighter resource: 38% free.
+    const result = placeVm(
+      [host("host-1", { allocatedVcpus: 0, allocatedMemoryMib: 11_000 }), host("host-2", { allocatedVcpus: 4, allocatedMemoryMib: 6144 })],
+      { vcpus: 1, memoryMib: 1 },
+      ratios,
+    );
+    expect(result).toMatchObject({ ok: true, hostId: "host-2", reason: expect.stringMatching(/: 38% of its tighter resource stays free$/) });
+  });
+
+  it("placement: lists at most rejectionsListedMax rejections however many hosts refuse", () => {
+    const hosts = Array.from({ length: rejectionsListedMax + 10 }, (_, i) => host(`host-${i}`, { connected: false }));
+    const refused = placeVm(hosts, { vcpus: 1, memoryMib: 1 }, ratios);
+    expect(refused).toMatchObject({ ok: false, reason: expect.stringMatching(/all 42 hosts were filtered out/) });
+    expect(refused.rejected).toHaveLength(rejectionsListedMax);
   });
 });
