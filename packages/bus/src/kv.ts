@@ -158,6 +158,19 @@ export class Bucket<T> {
   }
 
   /**
+   * When the bucket's stream was made: it changes when the bucket was deleted
+   * and made anew, which a watch does not notice on its own.
+   * @throws SimdcError UNAVAILABLE when the bucket does not exist (or NATS does not answer).
+   */
+  async madeAt(): Promise<string> {
+    try {
+      return (await this.kv.status()).streamInfo.created;
+    } catch (err) {
+      throw unavailable(`KV status ${this.name} failed: ${(err as Error).message}`, err);
+    }
+  }
+
+  /**
    * Writes the barrier mark (an empty value under barrierKey).
    * @returns its revision: every write that completed before this call has a
    * lower one, every write made after it a higher one.
@@ -216,6 +229,8 @@ export class Bucket<T> {
     key?: string;
     onChange: (change: Change<T>) => void;
     onCorrupt: (key: string, err: unknown) => void;
+    /** Told when the watch ends without stop() (its stream was deleted, the connection closed). */
+    onEnded?: (err?: unknown) => void;
   }): Promise<Following> {
     let resolveReady!: () => void;
     const ready = new Promise<void>((r) => (resolveReady = r));
@@ -225,6 +240,7 @@ export class Bucket<T> {
     } catch (err) {
       throw unavailable(`KV watch ${this.name} failed: ${(err as Error).message}`, err);
     }
+    let stopped = false;
     void (async () => {
       for await (const entry of watcher) {
         if (entry.operation !== "PUT") {
@@ -240,9 +256,17 @@ export class Bucket<T> {
         }
         options.onChange({ key: entry.key, value: decoded.value, revision: entry.revision, epoch: decoded.epoch });
       }
-    })();
+    })().then(
+      () => stopped || options.onEnded?.(),
+      (err: unknown) => stopped || options.onEnded?.(err),
+    );
     await ready;
-    return { stop: () => watcher.stop() };
+    return {
+      stop: () => {
+        stopped = true;
+        watcher.stop();
+      },
+    };
   }
 
   /**

@@ -90,7 +90,7 @@ export class Controller implements RunningRole {
     const ranking = new HostRanking(snapshot, function* () {
       for (const host of hosts.all()) yield snapshot(host.id)!;
     }, ratios);
-    const documents = new HostDocuments(bus, docRecords, vms, volumes, hosts, lease, logger, config.documentChunkBytes);
+    const documents = new HostDocuments(bus, docRecords, vms, volumes, hosts, lease, logger, clock, config.documentChunkBytes);
     const sync = new HostSync(documents, hosts, clock);
     const state: ControllerState = {
       controllerId: config.controllerId,
@@ -135,7 +135,10 @@ export class Controller implements RunningRole {
     });
     const stores = [vmRecords, volumeRecords, hostRecords, sanRecords, docRecords, requestRecords];
     const controller = new Controller(state, new HostFollower(state), stores);
-    state.stateId = (await (await bus.bucket(controllerBucket, v1.DatacenterState)).get(datacenterKey))?.value.stateId ?? "";
+    // Followed, not read once: a standby that started before the state existed, or a store made anew, learns its id.
+    await (await bus.bucket(controllerBucket, v1.DatacenterState)).watchKey(datacenterKey, (value) => {
+      if (value?.stateId) state.stateId = value.stateId;
+    });
     controller.follower.start();
     bus.onConnectionChange((connected) => {
       hosts.connectionChanged(connected);

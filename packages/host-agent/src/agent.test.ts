@@ -1044,6 +1044,28 @@ describe("without a controller", () => {
     ]);
     expect(agent.health().details).toMatchObject({ hosts: 2, hostsRegistered: 0, vms: 3 });
   });
+  it("without a controller: a host keeps its VMs when the documents' bucket is deleted, and follows the new bucket", async () => {
+    // A controller that lost its store makes the bucket anew: the agent's
+    // watch of the old one ends, it runs its last documents meanwhile, and it
+    // takes the documents written into the new bucket.
+    await stage.serveController();
+    await stage.startAgent("agent-r3", ["host-r5"]);
+    await stage.writeDocument("agent-r3", "host-r5", [desiredVm("vm-r7")]);
+    await stage.waitForState("vm-r7", VM_STATE_RUNNING);
+    const jsm = await (await connect({ servers: nats.url })).jetstreamManager();
+    await jsm.streams.delete(`KV_${stage.prefix}-docs`);
+    stage.docs = await stage.peers.bucket("docs", v1.HostDocument, { fenced: { epochOf: () => epoch } });
+    const mark = stage.seen.length;
+    const generation = await stage.writeDocument("agent-r3", "host-r5", [desiredVm("vm-r7"), desiredVm("vm-r8")], { stateId: "state-new", generation: 1 });
+    const beat = await eventually(
+      "host-r5 realizing the new bucket's document",
+      () => stage.seen.slice(mark).find((s) => s.kind === "heartbeat" && s.hostId === "host-r5" && s.beat.stateId === "state-new" && s.beat.realizedGeneration === generation),
+      15_000,
+    );
+    expect(beat).toBeDefined();
+    await stage.waitForState("vm-r8", VM_STATE_RUNNING);
+    expect(vmsOf(await stage.hostState("agent-r3", "host-r5")).map((v) => `${v.vmId}:${v1.VmState[v.state]}`)).toEqual(["vm-r7:VM_STATE_RUNNING", "vm-r8:VM_STATE_RUNNING"]);
+  });
 });
 
 describe("fault rules", () => {

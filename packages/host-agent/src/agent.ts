@@ -6,8 +6,8 @@
 // each heartbeat its own message, so a fault rule on one host cuts exactly
 // that host. It holds no VM logic of its own.
 
-import { barrierKey, endpoint, hostAgentService, hostScope, Subjects, type Bucket, type Bus, type RunningRole } from "@simdc/bus";
-import { notFound, Rng, type Clock, type HealthReport, type Logger, type Timer } from "@simdc/common";
+import { endpoint, hostAgentService, hostScope, Subjects, type Bucket, type Bus, type RunningRole } from "@simdc/bus";
+import { notFound, Rng, wallClock, type Clock, type HealthReport, type Logger, type Timer } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 import type { AgentConfig } from "./config.js";
 import { SimHost } from "./host.js";
@@ -18,6 +18,12 @@ import v1 = simdc.v1;
 
 /** How often the agent tries again to follow the documents before the controller created their bucket, in ms. */
 export const documentsRetryMs = 1_000;
+/**
+ * How often the agent checks that the documents' bucket is the one it
+ * follows, in real ms: a bucket deleted and made anew (a controller that
+ * lost its store) ends no watch, so it is noticed by the bucket's creation time.
+ */
+export const documentsCheckMs = 5_000;
 /** Refused documents an agent reports as events per host and minute, at most (all are counted and logged). */
 const refusalEventsPerHostMinute = 1;
 
@@ -44,6 +50,8 @@ export class HostAgent implements RunningRole {
   private beatTimer: Timer | null = null;
   private retryTimer: Timer | null = null;
   private following: { stop(): void } | null = null;
+  private documentsMadeAt = "";
+  private checkTimer: Timer | null = null;
   private service: Awaited<ReturnType<Bus["serve"]>> | null = null;
   private refused = 0;
   private readonly lastRefusalEventMs = new Map<string, number>();
@@ -130,13 +138,29 @@ export class HostAgent implements RunningRole {
     const { bus, config, logger, clock } = this.options;
     try {
       const bucket: Bucket<v1.HostDocument> = await bus.bucket("docs", v1.HostDocument, { fenced: { epochOf: () => 0 }, bindOnly: true });
+      const madeAt = await bucket.madeAt();
+      this.chunks.clear();
       const following = await bucket.follow({
         key: `${config.agentId}.>`,
         onChange: (change) => this.onChunk(change.key, change.value),
-        onCorrupt: (key, err) => this.refuse(key.split(".")[1] ?? key, `a document chunk that does not decode: ${String(err)}`),
+        onCorrupt: (key, err) => {
+          const hostId = key.split(".")[1] ?? "";
+          if (this.hosts.has(hostId)) this.refuse(hostId, `a document chunk that does not decode: ${String(err)}`);
+        },
+        // The watch ended (its stream gone): follow again; the hosts run their last documents meanwhile.
+        onEnded: (err) => {
+          if (this.stopped) return;
+          logger.warn({ err: err === undefined ? null : String(err) }, "the host documents' watch ended; following them again");
+          this.following = null;
+          this.retryTimer = clock.after(documentsRetryMs, () => void this.followDocuments());
+        },
       });
-      if (this.stopped) following.stop();
-      else this.following = following;
+      if (this.stopped) return following.stop();
+      this.following = following;
+      this.documentsMadeAt = madeAt;
+      this.checkTimer?.cancel();
+      // Real time, not simulated: this watches NATS, not the simulation.
+      this.checkTimer = wallClock.every(documentsCheckMs, () => void this.checkDocumentsBucket(bucket), { unref: true });
     } catch (err) {
       if (this.stopped) return;
       logger.debug({ err: String(err) }, "host documents not available yet; trying again");
@@ -144,9 +168,26 @@ export class HostAgent implements RunningRole {
     }
   }
 
+  /** Follows the bucket anew when it was deleted and made again; the hosts run their last documents meanwhile. */
+  private async checkDocumentsBucket(bucket: Bucket<v1.HostDocument>): Promise<void> {
+    let madeAt: string;
+    try {
+      madeAt = await bucket.madeAt();
+    } catch {
+      // Gone for now (or NATS away): looked at again next time.
+      return;
+    }
+    if (this.stopped || madeAt === this.documentsMadeAt || !this.following) return;
+    this.options.logger.warn({ was: this.documentsMadeAt, now: madeAt }, "the host documents' bucket was made anew; following it");
+    this.following.stop();
+    this.following = null;
+    this.checkTimer?.cancel();
+    await this.followDocuments();
+  }
+
   private onChunk(key: string, chunk: v1.HostDocument | null): void {
-    if (key === barrierKey) return;
-    const [, hostId, indexText] = key.split(".");
+    const [, hostId, indexText, extra] = key.split(".");
+    if (extra !== undefined) return;
     const host = hostId ? this.hosts.get(hostId) : undefined;
     // A deleted chunk is no instruction: a host keeps running its last document.
     if (!host || !chunk) return;
@@ -225,6 +266,7 @@ export class HostAgent implements RunningRole {
     this.stopped = true;
     this.beatTimer?.cancel();
     this.retryTimer?.cancel();
+    this.checkTimer?.cancel();
     this.following?.stop();
     for (const host of this.hosts.values()) host.stop();
     await this.service?.stop();

@@ -9,7 +9,7 @@
 // starves the others.
 
 import { encodeMessage, type Bus } from "@simdc/bus";
-import { bytesDigest, type Logger } from "@simdc/common";
+import { bytesDigest, type Clock, type Logger } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 import type { Lease } from "../lease/lease.js";
 import type { MemberRegistry } from "../registry/member-registry.js";
@@ -20,6 +20,9 @@ import v1 = simdc.v1;
 
 /** Host documents written at once. */
 export const documentWritesInFlightMax = 64;
+/** Delays before writing a host's document again after a failed write: doubling, capped. */
+export const documentRetryMsMin = 100;
+export const documentRetryMsMax = 5_000;
 /** Bytes of VMs per document chunk; NATS's default payload limit is 1 MiB. */
 export const documentChunkBytesDefault = 512 * 1024;
 
@@ -53,6 +56,8 @@ export class HostDocuments {
   /** Hosts whose stored document a deposed controller wrote: rewritten whatever it holds. */
   private readonly forced = new Set<string>();
   private readonly inFlight = new Set<number>();
+  /** Failed writes in a row, per host, for the retry delay. */
+  private readonly failures = new Map<string, number>();
   private nbCfg = 0;
   private listeners: ((hostId: string, generation: number) => void)[] = [];
   private stateId = "";
@@ -71,6 +76,7 @@ export class HostDocuments {
     private readonly hosts: MemberRegistry<v1.Host>,
     private readonly lease: Lease,
     private readonly logger: Logger,
+    private readonly clock: Clock,
     private readonly chunkBytesMax = documentChunkBytesDefault,
   ) {
     for (const [key, entry] of docs.all()) this.observe(key, undefined, entry.value ? { value: entry.value, revision: entry.revision, epoch: entry.epoch } : undefined);
@@ -187,14 +193,18 @@ export class HostDocuments {
       this.waiters.delete(hostId);
       void this.write(hostId).then(
         (generation) => {
+          this.failures.delete(hostId);
           for (const w of waiters) w.resolve(generation);
         },
         (err: unknown) => {
-          this.logger.warn({ hostId, err: String(err) }, "could not write a host document; will retry");
-          // The change stays to be written: the host is dirty again, and its waiters wait for that write.
+          const failures = (this.failures.get(hostId) ?? 0) + 1;
+          this.failures.set(hostId, failures);
+          const delayMs = Math.min(documentRetryMsMax, documentRetryMsMin * 2 ** (failures - 1));
+          this.logger.warn({ hostId, err: String(err), retryInMs: delayMs }, "could not write a host document; will retry");
+          // The change stays to be written: its waiters wait for the next write, which comes after a delay.
           const again = this.waiters.get(hostId) ?? [];
           this.waiters.set(hostId, [...waiters, ...again]);
-          this.dirty.add(hostId);
+          this.clock.after(delayMs, () => this.touch(hostId));
         },
       ).finally(() => {
         this.writing.delete(hostId);

@@ -56,7 +56,8 @@ export class ObservedVms {
   record(hostId: string, status: v1.VmStatus): boolean {
     const view = this.view(hostId);
     const previous = view.vms.get(status.vmId);
-    if (previous && previous.reportSeq >= status.reportSeq && previous.incarnation === status.incarnation) return false;
+    // Report numbers grow for as long as the host runs (a reboot resets the view), whatever the incarnation.
+    if (previous && previous.reportSeq >= status.reportSeq) return false;
     if (previous) view.digest = removeFromDigest(view.digest, vmStatusDigest(previous));
     if (status.state === v1.VmState.VM_STATE_REMOVED) {
       view.vms.delete(status.vmId);

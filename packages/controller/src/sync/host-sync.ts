@@ -4,7 +4,7 @@
 // realized at least g. A caller can wait for that (--wait=hosts), and it
 // blocks on one stale host that still heartbeats, as ovn-nbctl --wait=hv does.
 
-import { deadlineExceeded, type Clock, type Timer } from "@simdc/common";
+import { deadlineExceeded, invalidArgument, type Clock, type Timer } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 import type { HostDocuments } from "../compile/host-documents.js";
 import type { MemberRegistry } from "../registry/member-registry.js";
@@ -88,9 +88,13 @@ export class HostSync {
 
   /**
    * Resolves once every live host has realized `generation`.
-   * @throws SimdcError DEADLINE_EXCEEDED after `timeoutMs`, naming the hosts behind.
+   * @throws SimdcError INVALID_ARGUMENT for a generation never assigned;
+   * DEADLINE_EXCEEDED after `timeoutMs`, naming the hosts behind.
    */
   waitRealized(generation: number, timeoutMs: number): Promise<void> {
+    if (generation > this.documents.desiredGeneration) {
+      return Promise.reject(invalidArgument(`generation ${generation} was never assigned (the newest is ${this.documents.desiredGeneration})`));
+    }
     if (this.realizedGeneration >= generation) return Promise.resolve();
     return new Promise((resolve, reject) => {
       const waiter: Waiter = {
