@@ -588,11 +588,12 @@ export class Bus {
 
   /** Opens (creating if needed) a KV bucket of protobuf values. */
   async bucket<T>(name: string, type: MessageType<T>, options: BucketOptions = {}): Promise<Bucket<T>> {
-    return Bucket.open(this.jetstream(), this.subjects.bucket(name), type, options);
+    return Bucket.open(this.jetstream(options.timeoutMs), this.subjects.bucket(name), type, options);
   }
 
-  private jetstream(): JetStreamClient {
-    return this.nc.jetstream();
+  /** A JetStream client whose requests (KV reads and writes) give up after `timeoutMs` when given. */
+  private jetstream(timeoutMs?: number): JetStreamClient {
+    return this.nc.jetstream(timeoutMs ? { timeout: timeoutMs } : {});
   }
 
   /** Waits until everything published so far has reached the server. */

@@ -27,6 +27,8 @@ export interface BucketOptions {
   history?: number;
   /** Only bind to a bucket that exists (its creator chose its settings); fail when it does not. */
   bindOnly?: boolean;
+  /** How long a read or write may wait for JetStream, in ms (the client's default, 5 s, when absent). */
+  timeoutMs?: number;
 }
 
 export interface Stored<T> {

@@ -6,8 +6,8 @@
 
 import { existsSync, readFileSync } from "node:fs";
 import { resolve } from "node:path";
-import { Bus } from "@simdc/bus";
-import { createLogger, failedPrecondition } from "@simdc/common";
+import { Bus, type RpcMethod } from "@simdc/bus";
+import { createLogger, failedPrecondition, SimdcError, wallClock } from "@simdc/common";
 import { readUpRecord } from "./supervisor/record.js";
 import { credentialPath } from "./supervisor/supervisor.js";
 
@@ -56,9 +56,33 @@ export function findTarget(options: GlobalOptions): Target {
   return { natsUrl, prefix: options.prefix ?? process.env["SIMDC_PREFIX"] ?? record?.prefix ?? "simdc", ...credentialsOf(options) };
 }
 
+/** Attempts at a read (List*, Get*) that finds no controller able to answer, as during a failover. */
+export const readAttemptsMax = 4;
+
+/**
+ * A read is safe to repeat, so one answered UNAVAILABLE (a controller taking
+ * over, or one whose lease may have lapsed) is asked again after a pause;
+ * a change is never repeated behind the user's back.
+ */
+function retryReads(bus: Bus): Bus {
+  const call = bus.call.bind(bus);
+  bus.call = (async (method: RpcMethod<unknown, unknown>, request: never, options?: object) => {
+    const read = /^(List|Get)/.test(method.method);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await call(method, request, options);
+      } catch (err) {
+        if (!read || attempt >= readAttemptsMax || !(err instanceof SimdcError && err.code === "UNAVAILABLE")) throw err;
+        await wallClock.sleep(250 * attempt);
+      }
+    }
+  }) as Bus["call"];
+  return bus;
+}
+
 export async function connectCli(options: GlobalOptions): Promise<Bus> {
   const target = findTarget(options);
-  return Bus.connect({
+  return retryReads(await Bus.connect({
     servers: target.natsUrl,
     prefix: target.prefix,
     processId: `cli-${process.pid}`,
@@ -66,5 +90,5 @@ export async function connectCli(options: GlobalOptions): Promise<Bus> {
     logger: createLogger({ service: "cli", id: `cli-${process.pid}`, level: process.env["LOG_LEVEL"] ?? "silent" }),
     connectTimeoutMs: 3_000,
     ...(target.user ? { user: target.user, password: target.password ?? "" } : {}),
-  });
+  }));
 }

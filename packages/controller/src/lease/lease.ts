@@ -70,7 +70,8 @@ export class Lease {
 
   /** Opens the lease key and starts following it; starts as a standby. */
   static async open(bus: Bus, replicas: number, options: LeaseOptions): Promise<Lease> {
-    const bucket = await bus.bucket(controllerBucket, v1.ControllerLease, { replicas, fenced: undefined });
+    // A renewal that hangs is a renewal that failed: the store's answer must come within the lease's own time.
+    const bucket = await bus.bucket(controllerBucket, v1.ControllerLease, { replicas, timeoutMs: Math.max(100, Math.floor(options.ttlMs / 2)) });
     const lease = new Lease(bucket, options);
     await bucket.follow({
       key: leaseKey,
@@ -222,15 +223,34 @@ export class Lease {
       }
       for (const waiter of batch) waiter.resolve();
     } catch (err) {
-      const reason = err instanceof SimdcError && err.code === "CONFLICT" ? "another controller took the lease" : `renewal failed: ${(err as Error).message}`;
-      for (const waiter of batch) waiter.reject(unavailable(`this controller could not confirm its lease (${reason}); the change may not have been made, retry`));
-      if (err instanceof SimdcError && err.code === "CONFLICT") this.depose(reason);
+      const conflict = err instanceof SimdcError && err.code === "CONFLICT";
+      if (conflict && (await this.stillMine())) {
+        // An earlier renewal that timed out landed after all: the lease is ours at a newer revision. Renew again.
+        this.waiting = [...batch, ...this.waiting];
+      } else {
+        const reason = conflict ? "another controller took the lease" : `renewal failed: ${(err as Error).message}`;
+        for (const waiter of batch) waiter.reject(unavailable(`this controller could not confirm its lease (${reason}); the change may not have been made, retry`));
+        if (conflict) this.depose(reason);
+      }
     } finally {
       this.renewing = false;
     }
     if (this.role === "active") {
       if (this.waiting.length > 0) void this.renew();
       else this.scheduleRenew();
+    }
+  }
+
+  /** Reads the lease: true (and taken in) when it is still this controller's, at its epoch. */
+  private async stillMine(): Promise<boolean> {
+    try {
+      const stored = await this.bucket.get(leaseKey);
+      if (!stored || stored.value.holderBootId !== this.options.bootId || stored.value.epoch !== this.myEpoch) return false;
+      this.observe(stored.value, stored.revision);
+      return true;
+    } catch {
+      // Unreadable now: judged as lost, and the next check competes for it again.
+      return false;
     }
   }
 
