@@ -9,7 +9,7 @@
 
 import { execFile } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { connect, type NatsConnection } from "nats";
+import { connect, headers, type NatsConnection } from "nats";
 import { simdc as proto } from "@simdc/proto";
 import { wallClock } from "@simdc/common";
 import { eventually } from "@simdc/testkit";
@@ -45,10 +45,12 @@ async function delivered(user: string, subject: string, data: Uint8Array): Promi
 }
 
 /** Calls `subject` as `user`: "ok", an error header's code, or "refused" when NATS refused the request. */
-async function requestAs(user: string, subject: string, data: Uint8Array): Promise<string> {
+async function requestAs(user: string, subject: string, data: Uint8Array, token?: string): Promise<string> {
   const nc = await dc.nats(user);
   try {
-    const reply = await nc.request(subject, data, { timeout: 1_500 });
+    const h = headers();
+    if (token) h.set("Simdc-Operator-Token", token);
+    const reply = await nc.request(subject, data, { timeout: 1_500, headers: h });
     return reply.headers?.get("Nats-Service-Error-Code") || "ok";
   } catch (err) {
     return /permission/i.test(String(err)) || /timeout/i.test(String(err)) ? "refused" : `error: ${String(err)}`;
@@ -93,8 +95,13 @@ describe("permissions", () => {
     expect(await requestAs("observer", "simdc.api.v1.ComputeService.ListVms", new Uint8Array())).toBe("ok");
     const create = v1.CreateVmRequest.encode({ name: "spy", spec: { vcpus: 1, memoryMib: 1, bootVolume: "v" } }).finish();
     expect(await requestAs("observer", "simdc.api.v1.ComputeService.CreateVm", create)).toBe("refused");
-    expect(await requestAs("controller", "simdc.ctl.supervisor.ListProcesses", new Uint8Array())).toBe("refused");
-    expect(await requestAs("operator", "simdc.ctl.supervisor.ListProcesses", new Uint8Array())).toBe("ok");
+    // The supervisor obeys only the operator's token: the controller may reach it, but is refused.
+    const token = (dc.credential("operator") as { supervisorToken?: string }).supervisorToken;
+    expect(token).toMatch(/^[0-9a-f]{32}$/);
+    expect(await requestAs("controller", "simdc.ctl.supervisor.ListProcesses", new Uint8Array())).toBe("403");
+    expect(await requestAs("controller", "simdc.ctl.supervisor.SignalProcess", v1.SignalProcessRequest.encode({ name: "agent-1", action: 1 }).finish())).toBe("403");
+    expect(await requestAs("operator", "simdc.ctl.supervisor.ListProcesses", new Uint8Array())).toBe("403");
+    expect(await requestAs("operator", "simdc.ctl.supervisor.ListProcesses", new Uint8Array(), token)).toBe("ok");
   });
 
   it("permissions: a registration of a host held by a live agent, and a heartbeat naming another host, are refused and counted", async () => {

@@ -11,6 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { headers } from "nats";
 import { simdc as proto } from "@simdc/proto";
 import { wallClock } from "@simdc/common";
 import { eventually } from "@simdc/testkit";
@@ -136,13 +137,19 @@ describe("simdc up", () => {
       [v1.SignalProcessRequest.encode({ name: "agent-9", action: 1 }).finish(), "404", /^NOT_FOUND: no process named agent-9/],
       [v1.SignalProcessRequest.encode({ name: "agent-1", action: 3 }).finish(), "412", /^FAILED_PRECONDITION: agent-1 is not paused/],
     ];
+    // Over NATS the supervisor asks for the operator's token, which `up` wrote beside the operator's password.
+    const withToken = headers();
+    withToken.set("Simdc-Operator-Token", (dc.credential("operator") as { supervisorToken?: string }).supervisorToken ?? "");
     for (const [body, code, text] of cases) {
-      const reply = await nc.request(subject, body, { timeout: 5_000 });
+      const reply = await nc.request(subject, body, { timeout: 5_000, headers: withToken });
       expect(reply.headers?.get("Nats-Service-Error-Code")).toBe(code);
       expect(reply.headers?.get("Nats-Service-Error")).toMatch(text);
     }
-    const list = await nc.request(`${prefix}.ctl.supervisor.ListProcesses`, new Uint8Array([0xff]), { timeout: 5_000 });
+    const list = await nc.request(`${prefix}.ctl.supervisor.ListProcesses`, new Uint8Array([0xff]), { timeout: 5_000, headers: withToken });
     expect(list.headers?.get("Nats-Service-Error-Code")).toBe("400");
+    const noToken = await nc.request(subject, v1.SignalProcessRequest.encode({ name: "agent-1", action: 1 }).finish(), { timeout: 5_000 });
+    expect(noToken.headers?.get("Nats-Service-Error-Code")).toBe("403");
+    expect(noToken.headers?.get("Nats-Service-Error")).toMatch(/^PERMISSION_DENIED: only the operator drives the supervisor/);
     await nc.close();
     const strip = (s: string) => JSON.parse(s, (k, v) => (k === "lastHeartbeatMs" ? 0 : v));
     expect(strip(await simdc("-o", "json", "status")).processes).toEqual(strip(before).processes);

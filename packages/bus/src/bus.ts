@@ -89,6 +89,8 @@ export interface CallOptions {
   timeoutMs?: number;
   /** Who sends, when one process speaks for several (a simulated host); fault rules match it. */
   source?: string;
+  /** Extra headers for the server (a token it requires). */
+  headers?: Record<string, string>;
 }
 
 export const callTimeoutMsDefault = 5_000;
@@ -268,10 +270,9 @@ export class Bus {
     const timeoutMs = options.timeoutMs ?? callTimeoutMsDefault;
     let reply: Msg;
     try {
-      reply = await this.nc.request(subject, encodeMessage(method.request, request), {
-        timeout: timeoutMs,
-        headers: this.sourceHeaders(subject, options.source),
-      });
+      const h = this.sourceHeaders(subject, options.source);
+      for (const [name, value] of Object.entries(options.headers ?? {})) h.set(name, value);
+      reply = await this.nc.request(subject, encodeMessage(method.request, request), { timeout: timeoutMs, headers: h });
     } catch (err) {
       throw natsRequestError(err as NatsError, method, timeoutMs);
     }

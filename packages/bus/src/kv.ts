@@ -233,6 +233,13 @@ export class Bucket<T> {
     onCorrupt: (key: string, err: unknown) => void;
     /** Told when the watch ends without stop() (its stream was deleted, the connection closed). */
     onEnded?: (err?: unknown) => void;
+    /**
+     * True when the follower already holds this revision of the key (its own
+     * write coming back): the entry is then not decoded, only its revision
+     * reported to onKnown.
+     */
+    isKnown?: (key: string, revision: number) => boolean;
+    onKnown?: (revision: number) => void;
   }): Promise<Following> {
     let resolveReady!: () => void;
     const ready = new Promise<void>((r) => (resolveReady = r));
@@ -245,6 +252,10 @@ export class Bucket<T> {
     let stopped = false;
     void (async () => {
       for await (const entry of watcher) {
+        if (options.isKnown?.(entry.key, entry.revision)) {
+          options.onKnown?.(entry.revision);
+          continue;
+        }
         if (entry.operation !== "PUT") {
           options.onChange({ key: entry.key, value: null, revision: entry.revision, epoch: 0 });
           continue;

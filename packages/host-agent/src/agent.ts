@@ -109,7 +109,10 @@ export class HostAgent implements RunningRole {
     // The server must have the subscriptions before callers are told the hosts serve.
     await bus.flush();
     agent.scheduleBeats();
-    for (const host of agent.hosts.values()) host.start();
+    // First registrations spread over an interval, so a thousand hosts do not ask the controller at once.
+    const spreadMs = config.heartbeatIntervalMs / Math.max(1, agent.hosts.size);
+    let index = 0;
+    for (const host of agent.hosts.values()) host.start(index++ * spreadMs);
     void agent.followDocuments();
     options.logger.info({ hosts: agent.hosts.size }, "hosts started");
     return agent;
@@ -203,7 +206,7 @@ export class HostAgent implements RunningRole {
     }
     let plan;
     try {
-      plan = checkPlan(parts);
+      plan = checkPlan(parts, (vmId) => host.heldVm(vmId));
     } catch (err) {
       return this.refuse(host.id, `a malformed document of generation ${chunk.generation}: ${(err as Error).message}`);
     }

@@ -27,7 +27,9 @@ export const hostAgentSettings = {
   nics: { kind: "int", env: "SIMDC_NICS", default: 2, min: 1, max: 64, help: "network interfaces of each host" },
   "boot-blocks": {
     kind: "int",
-    default: 8,
+    env: "SIMDC_BOOT_BLOCKS",
+    // The boot sector by default; more make every boot a heavier read of the SAN (a boot storm is its own experiment).
+    default: 1,
     min: 1,
     max: bootBlocksMax,
     help: "blocks a VM reads from its boot volume when it boots",

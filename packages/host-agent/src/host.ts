@@ -19,7 +19,7 @@ import {
 import { simdc } from "@simdc/proto";
 import { heartbeatIntervalMsMax, heartbeatIntervalMsMin, registerBackoff, registerCallTimeoutMs, vmsPerHostMax } from "./limits.js";
 import { backoffDelayMs } from "./timing.js";
-import type { HostPlan } from "./validate.js";
+import type { DesiredVm, HostPlan } from "./validate.js";
 import { SimVm, type VmTiming } from "./vm.js";
 
 import v1 = simdc.v1;
@@ -85,9 +85,15 @@ export class SimHost {
     this.vmsMax = options.vmsMax ?? vmsPerHostMax;
   }
 
-  /** Starts registering in the background (registration never holds up anything else). */
-  start(): void {
-    void this.register();
+  /**
+   * Starts registering in the background after `delayMs` (the agent spreads
+   * its hosts' first registrations over an interval, as their heartbeats);
+   * registration never holds up anything else.
+   */
+  start(delayMs = 0): void {
+    void this.options.clock.sleep(delayMs, this.stopping.signal).then((slept) => {
+      if (slept) void this.register();
+    });
   }
 
   /** Stops for good. A stopped host is a powered-off machine: its VMs end without a word. */
@@ -108,6 +114,11 @@ export class SimHost {
 
   vmCount(): number {
     return this.vms.size;
+  }
+
+  /** The desired state the host holds for a VM, as checked when it came. */
+  heldVm(vmId: string): DesiredVm | undefined {
+    return this.vms.get(vmId)?.wanted;
   }
 
   get realizedGeneration(): number {
@@ -173,9 +184,13 @@ export class SimHost {
     };
   }
 
-  /** Publishes the heartbeat: liveness, what was realized, and the digest of the VM states. */
+  /**
+   * Publishes the heartbeat: liveness, what was realized, and the digest of
+   * the VM states. A host beats once it has registered: before that the
+   * controller would only refuse the beat.
+   */
   beat(): void {
-    if (!this.alive) return;
+    if (!this.alive || !this.registered) return;
     // seq is a uint32 on the wire; it wraps after 2^32 beats, which the controller tolerates.
     this.heartbeatSeq = (this.heartbeatSeq + 1) >>> 0;
     this.publish(this.bus.subjects.event("host", this.id, "heartbeat"), v1.HostHeartbeat, {
@@ -299,11 +314,14 @@ export class SimHost {
   }
 
   private onRegistered(reply: v1.RegisterHostResponse, attempts: number): void {
+    const first = !this.registered;
     this.registered = true;
     const clamp = (ms: number): number => Math.min(heartbeatIntervalMsMax, Math.max(heartbeatIntervalMsMin, ms));
     // Metrics no more often than heartbeats, and no rarer than an hour.
     const metricsMs = reply.metricsIntervalMs ? Math.min(3_600_000, Math.max(reply.metricsIntervalMs, clamp(reply.heartbeatIntervalMs))) : 0;
     if (reply.heartbeatIntervalMs > 0) this.options.onIntervals(clamp(reply.heartbeatIntervalMs), metricsMs);
     this.logger.info({ attempts, heartbeatIntervalMs: reply.heartbeatIntervalMs }, "registered");
+    // The first beat says at once what the host realized while it registered.
+    if (first) this.beat();
   }
 }

@@ -27,11 +27,15 @@ export const heartbeatIntervalMsMax = 60_000;
 /** Heartbeat slots per interval: the agent's timer fires this often per interval and beats one slot's hosts. */
 export const heartbeatSlotsMax = 50;
 
-/** How long one RegisterHost call may take before it counts as lost, in ms. */
-export const registerCallTimeoutMs = 2_000;
+/**
+ * How long one RegisterHost call may take before it counts as lost, in ms:
+ * generous, since a controller registering thousands of hosts at once
+ * answers late, and a retry that comes too soon only adds to its load.
+ */
+export const registerCallTimeoutMs = 10_000;
 
 /** Retry delays between RegisterHost attempts: doubling from initialMs, capped at maxMs. */
-export const registerBackoff = { initialMs: 250, maxMs: 5_000 } as const;
+export const registerBackoff = { initialMs: 500, maxMs: 10_000 } as const;
 
 /** How long a boot call (GetVolume, ReadBlocks) may take, in ms. */
 export const bootCallTimeoutMs = 2_000;

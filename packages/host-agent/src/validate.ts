@@ -67,10 +67,14 @@ export function checkDesiredVm(vm: v1.DesiredVm): DesiredVm {
 }
 
 /**
- * Checks a document assembled from its chunks.
+ * Checks a document assembled from its chunks. A VM the host already holds
+ * checked at the same incarnation and generation is taken as it was (its
+ * spec cannot change without a new generation), so a document of many VMs
+ * costs a check only for the VMs that changed.
+ * @param held the host's checked VMs, by id.
  * @throws SimdcError INVALID_ARGUMENT for a bad generation, a repeated VM or a bad VM.
  */
-export function checkPlan(chunks: v1.HostDocument[]): HostPlan {
+export function checkPlan(chunks: v1.HostDocument[], held?: (vmId: string) => DesiredVm | undefined): HostPlan {
   const first = chunks[0];
   if (!first) throw invalidArgument("a document needs at least one chunk");
   const generation = checkRange("generation", first.generation, 1, uint32Max);
@@ -78,7 +82,8 @@ export function checkPlan(chunks: v1.HostDocument[]): HostPlan {
   const vms: DesiredVm[] = [];
   for (const chunk of chunks) {
     for (const raw of chunk.vms) {
-      const vm = checkDesiredVm(v1.DesiredVm.create(raw));
+      const known = held?.(raw.vmId ?? "");
+      const vm = known && known.incarnation === raw.incarnation && known.generation === raw.generation ? known : checkDesiredVm(v1.DesiredVm.create(raw));
       if (seen.has(vm.vmId)) throw invalidArgument(`vm ${vm.vmId} appears twice`);
       seen.add(vm.vmId);
       vms.push(vm);

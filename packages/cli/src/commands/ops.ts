@@ -23,6 +23,8 @@ import { listAllHosts, listAllVms } from "../paging.js";
 import type { GlobalOptions } from "../context.js";
 import { enumName, out, plain, printJson, printTable, processState, vmState } from "../output.js";
 import { callControlSocket, controlSocketPath } from "../supervisor/control-socket.js";
+import { operatorTokenHeader } from "../supervisor/credentials.js";
+import { credentialPath } from "../supervisor/supervisor.js";
 import { isAlive, isRecordedProcess, readAnyUpRecord, removeUpRecord } from "../supervisor/record.js";
 import type { CommandContext } from "./resources.js";
 
@@ -56,7 +58,18 @@ export async function downCommand(global: GlobalOptions, argv: string[]): Promis
 async function callSupervisor<Req, Res>(global: GlobalOptions, ctx: CommandContext, method: RpcMethod<Req, Res>, request: Req, timeoutMs: number): Promise<Res> {
   const socket = controlSocketPath(global.dataDir);
   if (existsSync(socket)) return callControlSocket(socket, method, request, timeoutMs);
-  return (await ctx.bus()).call(method, request as never, { scopeId: "supervisor", timeoutMs });
+  const token = operatorToken(global.dataDir);
+  return (await ctx.bus()).call(method, request as never, { scopeId: "supervisor", timeoutMs, headers: token ? { [operatorTokenHeader]: token } : {} });
+}
+
+/** The token `simdc up` gave the operator for its supervisor, when this machine has it. */
+function operatorToken(dataDir: string): string | undefined {
+  try {
+    return (JSON.parse(readFileSync(credentialPath(dataDir, "operator"), "utf8")) as { supervisorToken?: string }).supervisorToken;
+  } catch {
+    // No file: the supervisor will say who may drive it.
+    return undefined;
+  }
 }
 
 export async function statusCommand(global: GlobalOptions, ctx: CommandContext, argv: string[]): Promise<void> {

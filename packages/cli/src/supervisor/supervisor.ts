@@ -9,12 +9,12 @@ import type { Server } from "node:net";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Bus, endpoint, supervisorService, type Endpoint } from "@simdc/bus";
-import { checkName, failedPrecondition, invalidArgument, notFound, wallNowMs, type Logger } from "@simdc/common";
+import { checkName, failedPrecondition, invalidArgument, notFound, SimdcError, wallNowMs, type Logger } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 import { launchNodeProcess, type NodeProcess } from "../launch/node-process.js";
 import { startNatsServer } from "../launch/nats-server.js";
 import { controlSocketPath, serveControlSocket } from "./control-socket.js";
-import { authorizationConfig, usersFor, type RoleUser } from "./credentials.js";
+import { authorizationConfig, newPassword, operatorTokenHeader, usersFor, type RoleUser } from "./credentials.js";
 import type { ProcessPlan } from "./topology.js";
 
 import v1 = simdc.v1;
@@ -68,6 +68,8 @@ export class Supervisor {
   private bus: Bus | null = null;
   private socket: Server | null = null;
   private users = new Map<string, RoleUser>();
+  /** What a request over NATS must carry to be the operator's (the socket needs none: its file mode is the check). */
+  private readonly operatorToken = newPassword();
   natsUrl = "";
   /** Called after every start or restart of a process (the record of pids is rewritten). */
   onStarted: () => void = () => undefined;
@@ -114,7 +116,16 @@ export class Supervisor {
       })),
       endpoint(supervisorService.SignalProcess, (req) => this.signal(req)),
     ];
-    await this.bus.serve({ role: "supervisor", scopeId: "supervisor", description: "simdc up: process faults" }, endpoints);
+    // Over NATS only the operator's token opens the door; the socket is the operator's by its file mode.
+    const guarded = endpoints.map((ep) =>
+      endpoint(ep.method, (request, msg) => {
+        if (msg.headers?.get(operatorTokenHeader) !== this.operatorToken) {
+          throw new SimdcError("PERMISSION_DENIED", `only the operator drives the supervisor (its token is in ${credentialPath(this.options.dataDir, "operator")})`);
+        }
+        return ep.handle(request, msg);
+      }),
+    );
+    await this.bus.serve({ role: "supervisor", scopeId: "supervisor", description: "simdc up: process faults" }, guarded);
     this.socket = await serveControlSocket(controlSocketPath(this.options.dataDir), endpoints);
     for (const plan of plans) {
       const m = this.entry(plan, plan.name, plan.role);
@@ -132,7 +143,8 @@ export class Supervisor {
     this.users = new Map(users.map((u) => [u.user, u]));
     writeFileSync(join(dir, "nats.conf"), authorizationConfig(users), { mode: 0o600 });
     for (const u of users) {
-      writeFileSync(credentialPath(this.options.dataDir, u.user), `${JSON.stringify({ user: u.user, password: u.password })}\n`, { mode: 0o600 });
+      const token = u.user === "operator" ? { supervisorToken: this.operatorToken } : {};
+      writeFileSync(credentialPath(this.options.dataDir, u.user), `${JSON.stringify({ user: u.user, password: u.password, ...token })}\n`, { mode: 0o600 });
     }
   }
 

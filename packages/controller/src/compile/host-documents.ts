@@ -20,6 +20,13 @@ import v1 = simdc.v1;
 
 /** Host documents written at once. */
 export const documentWritesInFlightMax = 64;
+/**
+ * Least time between two writes of one host's document, in simulated ms:
+ * changes to a busy host that come closer together are written together
+ * (batched), so a host's document is not rewritten for every one of many
+ * changes; a host changed now and then is written at once.
+ */
+export const documentWriteSpacingMs = 250;
 /** Delays before writing a host's document again after a failed write: doubling, capped. */
 export const documentRetryMsMin = 100;
 export const documentRetryMsMax = 5_000;
@@ -34,6 +41,16 @@ interface StoredDocument {
   chunkCount: number;
   /** Chunk index -> {generation, digest of its VMs, revision, epoch}. */
   chunks: Map<number, { generation: number; digest: number; vmCount: number; revision: number; epoch: number; key: string }>;
+}
+
+/** One VM as compiled into a document: its form, its encoded size and digest, and the versions they were made from. */
+interface Compiled {
+  /** The revisions of the VM's record and of its boot volume's it was made from. */
+  revision: number;
+  volumeRevision: number;
+  vm: v1.DesiredVm;
+  size: number;
+  digest: number;
 }
 
 interface Waiter {
@@ -56,6 +73,12 @@ export class HostDocuments {
   /** Hosts whose stored document a deposed controller wrote: rewritten whatever it holds. */
   private readonly forced = new Set<string>();
   private readonly inFlight = new Set<number>();
+  /** When each host's document was last written (simulated ms), for the spacing. */
+  private readonly lastWrittenMs = new Map<string, number>();
+  /** Hosts waiting out the spacing before their next write. */
+  private readonly spacing = new Set<string>();
+  /** Each VM's compiled form, by id (dropped when the VM goes). */
+  private readonly compiled = new Map<string, Compiled>();
   /** Failed writes in a row, per host, for the retry delay. */
   private readonly failures = new Map<string, number>();
   private nbCfg = 0;
@@ -81,7 +104,10 @@ export class HostDocuments {
   ) {
     for (const [key, entry] of docs.all()) this.observe(key, undefined, entry.value ? { value: entry.value, revision: entry.revision, epoch: entry.epoch } : undefined);
     docs.onChange((key, before, after) => this.observe(key, before, after));
-    vms.onTargetChanged((hostId) => this.touch(hostId));
+    vms.onTargetChanged((hostId, vmId) => {
+      if (!vms.get(vmId)) this.compiled.delete(vmId);
+      this.touch(hostId);
+    });
     // A boot volume that moves or changes state changes the documents of the hosts booting from it.
     volumes.onTargetChanged((_node, volumeId) => {
       for (const vmId of vms.referencing(volumeId)) {
@@ -184,9 +210,20 @@ export class HostDocuments {
 
   private pump(): void {
     if (!this.lease.isActive) return;
+    const now = this.clock.nowMs();
     for (const hostId of this.dirty) {
       if (this.writing.size >= documentWritesInFlightMax) return;
-      if (this.writing.has(hostId)) continue;
+      if (this.writing.has(hostId) || this.spacing.has(hostId)) continue;
+      const dueMs = (this.lastWrittenMs.get(hostId) ?? -Infinity) + documentWriteSpacingMs;
+      if (dueMs > now) {
+        // Written a moment ago: the changes made meanwhile go out together once the spacing is over.
+        this.spacing.add(hostId);
+        this.clock.after(dueMs - now, () => {
+          this.spacing.delete(hostId);
+          this.pump();
+        });
+        continue;
+      }
       this.dirty.delete(hostId);
       this.writing.add(hostId);
       const waiters = this.waiters.get(hostId) ?? [];
@@ -220,19 +257,20 @@ export class HostDocuments {
     // A host that never registered has no agent to key its document by; nothing is placed on it either.
     if (!host || this.held.has(hostId)) return stored?.generation ?? 0;
     const vms = this.compileVms(hostId);
-    const encoded = vms.map((vm) => encodeMessage(v1.DesiredVm, vm));
-    let digest = 0;
-    for (const bytes of encoded) digest = (digest + bytesDigest(bytes)) >>> 0;
     const stateDigest = bytesDigest(new TextEncoder().encode(this.stateId));
-    digest = (digest + stateDigest) >>> 0;
+    let digest = stateDigest;
+    for (const vm of vms) digest = (digest + vm.digest) >>> 0;
     if (stored && !this.forced.has(hostId) && stored.agentId === host.agentId && this.isComplete(stored) && this.digestOf(stored) === digest) {
       return stored.generation;
     }
-    const chunks = this.chunk(vms, encoded);
+    const chunks = this.chunk(vms);
     const generation = ++this.nbCfg;
     this.inFlight.add(generation);
     try {
       for (let i = 0; i < chunks.length; i++) {
+        let contentDigest = i === 0 ? stateDigest : 0;
+        for (const vm of chunks[i]!) contentDigest = (contentDigest + vm.digest) >>> 0;
+        this.lastWrittenMs.set(hostId, this.clock.nowMs());
         const doc = v1.HostDocument.create({
           hostId,
           generation,
@@ -240,7 +278,8 @@ export class HostDocuments {
           stateId: this.stateId,
           chunkIndex: i,
           chunkCount: chunks.length,
-          vms: chunks[i]!,
+          vms: chunks[i]!.map((c) => c.vm),
+          contentDigest,
         });
         await this.docs.put(documentKey(host.agentId, hostId, i), doc);
       }
@@ -258,41 +297,54 @@ export class HostDocuments {
     }
   }
 
-  /** The host's VMs as it must realize them, in id order. */
-  private compileVms(hostId: string): v1.DesiredVm[] {
+  /**
+   * The host's VMs as it must realize them, in id order, each with its size
+   * and digest. A VM's compiled form is kept until its record or its boot
+   * volume's changes, so a host's document is not encoded again VM by VM on
+   * every change of one of them.
+   */
+  private compileVms(hostId: string): Compiled[] {
     const ids = [...this.vms.onTarget(hostId)].sort();
-    const out: v1.DesiredVm[] = [];
+    const out: Compiled[] = [];
     for (const id of ids) {
+      const entry = this.vms.entry(id);
       const vm = this.vms.get(id);
-      if (!vm) continue;
-      const boot = this.volumes.get(vm.spec?.bootVolume ?? "");
-      out.push(
-        v1.DesiredVm.create({
-          vmId: vm.id,
-          incarnation: vm.incarnation,
-          spec: vm.spec,
-          powerState: vm.powerState,
-          generation: vm.generation,
-          bootVolume: boot
-            ? { volumeId: boot.id, sanNodeId: boot.sanNodeId, incarnation: boot.incarnation }
-            : { volumeId: vm.spec?.bootVolume ?? "" },
-        }),
-      );
+      if (!entry || !vm) continue;
+      const bootVolume = vm.spec?.bootVolume ?? "";
+      const volumeRevision = this.volumes.entry(bootVolume)?.revision ?? 0;
+      const cached = this.compiled.get(id);
+      if (cached?.revision === entry.revision && cached.volumeRevision === volumeRevision) {
+        out.push(cached);
+        continue;
+      }
+      const boot = this.volumes.get(bootVolume);
+      const desired = v1.DesiredVm.create({
+        vmId: vm.id,
+        incarnation: vm.incarnation,
+        spec: vm.spec,
+        powerState: vm.powerState,
+        generation: vm.generation,
+        bootVolume: boot ? { volumeId: boot.id, sanNodeId: boot.sanNodeId, incarnation: boot.incarnation } : { volumeId: bootVolume },
+      });
+      const bytes = encodeMessage(v1.DesiredVm, desired);
+      const compiled = { revision: entry.revision, volumeRevision, vm: desired, size: bytes.length, digest: bytesDigest(bytes) };
+      this.compiled.set(id, compiled);
+      out.push(compiled);
     }
     return out;
   }
 
   /** Splits the VMs into chunks of at most chunkBytesMax encoded bytes (at least one chunk, one VM each). */
-  private chunk(vms: v1.DesiredVm[], encoded: Uint8Array[]): v1.DesiredVm[][] {
-    const chunks: v1.DesiredVm[][] = [[]];
+  private chunk(vms: Compiled[]): Compiled[][] {
+    const chunks: Compiled[][] = [[]];
     let bytes = 0;
-    for (let i = 0; i < vms.length; i++) {
-      const size = encoded[i]!.length + 4;
+    for (const vm of vms) {
+      const size = vm.size + 4;
       if (bytes + size > this.chunkBytesMax && chunks[chunks.length - 1]!.length > 0) {
         chunks.push([]);
         bytes = 0;
       }
-      chunks[chunks.length - 1]!.push(vms[i]!);
+      chunks[chunks.length - 1]!.push(vm);
       bytes += size;
     }
     return chunks;
@@ -327,10 +379,8 @@ export class HostDocuments {
       if (previous && previous.agentId === agentId) for (const [i, c] of previous.chunks) doc.chunks.set(i, c);
       this.stored.set(hostId, doc);
     }
-    let digest = bytesDigest(new TextEncoder().encode(value.stateId));
-    if (index !== 0) digest = 0;
-    for (const vm of value.vms) digest = (digest + bytesDigest(encodeMessage(v1.DesiredVm, vm))) >>> 0;
-    doc.chunks.set(index, { generation: value.generation, digest, vmCount: value.vms.length, revision: after.revision, epoch: after.epoch, key });
+    // The writer's digest of the chunk's content: an unchanged document is told without encoding it again.
+    doc.chunks.set(index, { generation: value.generation, digest: value.contentDigest, vmCount: value.vms.length, revision: after.revision, epoch: after.epoch, key });
     if (value.generation === doc.generation) {
       doc.chunkCount = value.chunkCount;
       doc.epoch = after.epoch;

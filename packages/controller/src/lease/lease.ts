@@ -224,11 +224,16 @@ export class Lease {
       for (const waiter of batch) waiter.resolve();
     } catch (err) {
       const conflict = err instanceof SimdcError && err.code === "CONFLICT";
+      const lapsed = clock.nowMs() >= this.heldFromMs + ttlMs;
       if (conflict && (await this.stillMine())) {
         // An earlier renewal that timed out landed after all: the lease is ours at a newer revision. Renew again.
         this.waiting = [...batch, ...this.waiting];
+      } else if (!conflict && !lapsed) {
+        // A slow store, not a lost lease: the waiters wait for the next renewal, which starts at once.
+        this.waiting = [...batch, ...this.waiting];
+        this.options.logger.warn({ err: String(err) }, "a lease renewal failed; trying again");
       } else {
-        const reason = conflict ? "another controller took the lease" : `renewal failed: ${(err as Error).message}`;
+        const reason = conflict ? "another controller took the lease" : `renewal failed for ${ttlMs} ms: ${(err as Error).message}`;
         for (const waiter of batch) waiter.reject(unavailable(`this controller could not confirm its lease (${reason}); the change may not have been made, retry`));
         if (conflict) this.depose(reason);
       }

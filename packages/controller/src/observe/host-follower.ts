@@ -51,14 +51,14 @@ export class HostFollower {
     this.bus.subscribe(subjects.event("san", "*", "heartbeat"), v1.SanNodeHeartbeat, (beat, subject) => this.onSanHeartbeat(hostOf(subject), beat));
   }
 
-  /** Refuses a message, counted, logged and reported (at most one event per id and liveness timeout). */
+  /** Refuses a message: counted always, logged and reported at most once per id and liveness timeout. */
   refuse(id: string, what: string, why: string): void {
     const { state } = this;
     state.counters.refused += 1;
-    this.logger.warn({ id, why }, `refused ${what}`);
     const now = this.clock.nowMs();
     if (now - (this.lastRefusalEventMs.get(id) ?? -Infinity) < state.hosts.timeoutMs) return;
     this.lastRefusalEventMs.set(id, now);
+    this.logger.warn({ id, why, refusedInAll: state.counters.refused }, `refused ${what}`);
     if (state.lease.isActive) {
       state.events.publish("host", id, "refused", v1.EventKind.EVENT_KIND_MESSAGE_REFUSED, `refused ${what} of ${id}: ${why}`, {
         code: v1.ErrorCode.ERROR_CODE_FAILED_PRECONDITION,
@@ -100,18 +100,16 @@ export class HostFollower {
     if (!state.observed.matches(hostId, beat.vmDigest, beat.vmCount)) this.askState(hostId, beat.agentId);
   }
 
+  /**
+   * Records a VM's state as its host reports it. The host's event is the
+   * VM's state-change event for watchers (`<p>.evt.host.<hostId>.vm`); the
+   * controller adds none of its own, one message a change being enough.
+   */
   private onVmStatus(hostId: string, status: v1.VmStatus): void {
     const { state } = this;
     if (!isValidName(hostId) || !isValidName(status.vmId)) return;
     if (status.hostId && status.hostId !== hostId) return this.refuse(hostId, "a VM status", `it names host ${status.hostId}`);
-    const fixed = status.hostId ? status : v1.VmStatus.create({ ...status, hostId });
-    const previous = state.observed.get(hostId, status.vmId);
-    if (!state.observed.record(hostId, fixed)) return;
-    const vm = state.vms.get(status.vmId);
-    if (state.lease.isActive && vm?.hostId === hostId && vm.incarnation === status.incarnation && previous?.state !== status.state) {
-      const name = v1.VmState[status.state]?.replace("VM_STATE_", "").toLowerCase() ?? String(status.state);
-      state.events.publish("vm", status.vmId, "state-changed", v1.EventKind.EVENT_KIND_VM_STATE_CHANGED, `vm ${status.vmId} is ${name} on ${hostId}`, status.reason ?? undefined);
-    }
+    state.observed.record(hostId, status.hostId ? status : v1.VmStatus.create({ ...status, hostId }));
   }
 
   private async onSanHeartbeat(nodeId: string, beat: v1.SanNodeHeartbeat): Promise<void> {

@@ -6,7 +6,7 @@
 // member a full timeout of grace before judging it, and so does one whose
 // own connection to NATS was down: its silence is not theirs.
 
-import { type EventObjectKind, type MessageType } from "@simdc/bus";
+import { encodeMessage, type EventObjectKind, type MessageType } from "@simdc/bus";
 import { failedPrecondition, notFound, type Clock, type Logger } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 import type { EventPublisher } from "../events.js";
@@ -130,7 +130,9 @@ export class MemberRegistry<T extends { id: string; bootId: string }> {
       );
     }
     const registered = this.kind.withConnected(member, true);
-    await this.records.write(member.id, registered, entry?.revision);
+    // A repeated registration (a retry whose answer was late) changes nothing and costs no write.
+    const same = previous !== undefined && bytesEqual(encodeMessage(this.kind.type, previous), encodeMessage(this.kind.type, registered));
+    if (!same) await this.records.write(member.id, registered, entry?.revision);
     this.liveness.seen(member.id);
     const rebooted = previous !== undefined && previous.bootId !== member.bootId;
     if (!previous) {
@@ -239,3 +241,9 @@ export const sanNodeKind: MemberKind<v1.SanNode> = {
   connectedEvent: v1.EventKind.EVENT_KIND_SAN_NODE_CONNECTED,
   disconnectedEvent: v1.EventKind.EVENT_KIND_SAN_NODE_DISCONNECTED,
 };
+
+function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}

@@ -51,6 +51,9 @@ export class FencedStore<T> {
     await bucket.follow({
       onChange: (change) => store.receive(change),
       onCorrupt: (key, err) => logger.error({ key, err }, `skipping a stored ${noun} that does not decode`),
+      // This controller's own writes come back: they are applied already, so they are not decoded again.
+      isKnown: (key, revision) => (store.entries.get(key)?.revision ?? -1) >= revision,
+      onKnown: (revision) => store.advance(revision),
     });
     return store;
   }
@@ -137,8 +140,9 @@ export class FencedStore<T> {
     return new Promise((resolve) => this.catchUpWaiters.push({ revision, resolve }));
   }
 
-  private receive(change: Change<T>): void {
-    if (change.revision > this.applied) this.applied = change.revision;
+  /** Notes that the bucket's changes up to `revision` have been seen. */
+  private advance(revision: number): void {
+    if (revision > this.applied) this.applied = revision;
     for (let i = this.catchUpWaiters.length - 1; i >= 0; i--) {
       const waiter = this.catchUpWaiters[i]!;
       if (this.applied >= waiter.revision) {
@@ -146,6 +150,10 @@ export class FencedStore<T> {
         waiter.resolve();
       }
     }
+  }
+
+  private receive(change: Change<T>): void {
+    this.advance(change.revision);
     if (change.key === barrierKey) return;
     const current = this.entries.get(change.key);
     if (current && change.revision <= current.revision) return;
