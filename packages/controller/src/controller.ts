@@ -12,6 +12,7 @@ import { controllerEndpoints } from "./api/controller-api.js";
 import { hostEndpoints } from "./api/host-api.js";
 import { storageEndpoints } from "./api/storage-api.js";
 import { HostDocuments } from "./compile/host-documents.js";
+import { CrashPoints, parseCrashPoints } from "./crash-points.js";
 import { EventPublisher } from "./events.js";
 import { controllerBucket, datacenterKey, Lease } from "./lease/lease.js";
 import { HostFollower } from "./observe/host-follower.js";
@@ -90,7 +91,8 @@ export class Controller implements RunningRole {
     const ranking = new HostRanking(snapshot, function* () {
       for (const host of hosts.all()) yield snapshot(host.id)!;
     }, ratios);
-    const documents = new HostDocuments(bus, docRecords, vms, volumes, hosts, lease, logger, clock, config.documentChunkBytes);
+    const crash = new CrashPoints(parseCrashPoints(config.crashAt ?? ""), logger);
+    const documents = new HostDocuments(bus, docRecords, vms, volumes, hosts, lease, logger, clock, crash, config.documentChunkBytes);
     const sync = new HostSync(documents, hosts, clock);
     const state: ControllerState = {
       controllerId: config.controllerId,
@@ -124,8 +126,10 @@ export class Controller implements RunningRole {
         logger,
         stateId: () => state.stateId,
         inventoryIntervalMs: config.inventoryIntervalMs,
+        crash,
       }),
       counters: { refused: 0 },
+      crash,
     };
     for (const host of hosts.all()) ranking.update(host.id);
     vms.onAllocationChanged((hostId) => ranking.update(hostId));

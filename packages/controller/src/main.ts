@@ -4,12 +4,17 @@
 import { runProcess } from "@simdc/bus";
 import { checkName } from "@simdc/common";
 import { Controller } from "./controller.js";
+import { parseCrashPoints } from "./crash-points.js";
 import { controllerSettings } from "./settings.js";
 
 await runProcess({
   service: "controller",
   settings: controllerSettings,
-  idOf: (s) => checkName("--controller-id", s["controller-id"]),
+  idOf: (s) => {
+    // Checked before anything starts: a bad crash point is a bad flag.
+    parseCrashPoints(s["crash-at"]);
+    return checkName("--controller-id", s["controller-id"]);
+  },
   run: ({ bus, settings, logger, clock }) =>
     Controller.start(
       bus,
@@ -24,6 +29,7 @@ await runProcess({
         leaseTtlMs: settings["lease-ttl-ms"],
         inventoryIntervalMs: settings["inventory-interval-ms"],
         documentChunkBytes: settings["document-chunk-bytes"],
+        crashAt: settings["crash-at"],
       },
       clock,
       logger,

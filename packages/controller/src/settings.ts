@@ -82,6 +82,12 @@ export const controllerSettings = {
     max: 900 * 1024,
     help: "bytes of VMs per chunk of a host document (under NATS's payload limit)",
   },
+  "crash-at": {
+    kind: "string",
+    env: "SIMDC_CRASH_AT",
+    default: "",
+    help: "die (as with SIGKILL) on reaching these points of a change, comma-separated: record-stored, answer-stored, before-answer, document-written, backing-created, backing-deleted (a fault to inject)",
+  },
 } as const satisfies SettingsSpec;
 
 export interface ControllerConfig {
@@ -95,4 +101,6 @@ export interface ControllerConfig {
   leaseTtlMs: number;
   inventoryIntervalMs: number;
   documentChunkBytes: number;
+  /** Points of a change where the controller dies on purpose (none by default). */
+  crashAt?: string;
 }

@@ -5,6 +5,7 @@ import type { Bus } from "@simdc/bus";
 import type { Clock, Logger } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 import type { HostDocuments } from "./compile/host-documents.js";
+import type { CrashPoints } from "./crash-points.js";
 import type { EventPublisher } from "./events.js";
 import type { Lease } from "./lease/lease.js";
 import type { ObservedVms } from "./observe/observed-vms.js";
@@ -49,4 +50,5 @@ export interface ControllerState {
   ranking: HostRanking;
   volumeReconciler: VolumeReconciler;
   counters: ControllerCounters;
+  crash: CrashPoints;
 }

@@ -58,6 +58,7 @@ export function computeEndpoints(state: ControllerState): Endpoint<any, any>[] {
     if (vm.powerState === power) return { response: { vm: vmView(state, vm) }, hosts: [vm.hostId] };
     const changed = v1.Vm.create({ ...vm, powerState: power, generation: vm.generation + 1 });
     await vms.records.write(vm.id, v1.VmRecord.create({ vm: changed, requestIds: withRequestId(record.requestIds, requestId) }), revision);
+    state.crash.reach("record-stored");
     return { response: { vm: vmView(state, changed) }, hosts: [vm.hostId] };
   }
 
@@ -108,6 +109,7 @@ export function computeEndpoints(state: ControllerState): Endpoint<any, any>[] {
           } finally {
             release();
           }
+          state.crash.reach("record-stored");
           state.events.publish("vm", id, "created", v1.EventKind.EVENT_KIND_VM_CREATED, `vm ${id} placed on ${vm.hostId}`);
           return { response: { vm: vmView(state, vm), placement: explained }, hosts: [vm.hostId] };
         },
@@ -138,6 +140,7 @@ export function computeEndpoints(state: ControllerState): Endpoint<any, any>[] {
           const { vm, record, revision } = requireVm(req.vmId);
           const tombstone = v1.VmRecord.create({ vm, deleted: true, deletedAtMs: state.clock.nowMs(), requestIds: withRequestId(record.requestIds, requestId) });
           await vms.records.write(vm.id, tombstone, revision);
+          state.crash.reach("record-stored");
           state.events.publish("vm", vm.id, "deleted", v1.EventKind.EVENT_KIND_VM_DELETED, `vm ${vm.id} deleted`);
           return { response: {}, hosts: [vm.hostId] };
         },

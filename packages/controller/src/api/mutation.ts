@@ -76,6 +76,7 @@ export async function mutate<Req extends Mutating, Res extends Resulting>(
     const outcome = await execute(requestId);
     try {
       await state.requests.remember(requestId, method.rpc, fingerprint, encodeMessage(method.response, outcome.response));
+      state.crash.reach("answer-stored");
     } catch (err) {
       // The record of the change carries the request id too, so a retry still finds it.
       state.logger.warn({ requestId, err: String(err) }, "could not store the answer to a request");
@@ -92,6 +93,7 @@ function asReplay<Res extends Resulting>(response: Input<Res>): Input<Res> {
 
 async function finish<Res extends Resulting>(state: ControllerState, outcome: Outcome<Res>, wait: v1.WaitFor, timeoutMs: number): Promise<Input<Res>> {
   await state.lease.confirm();
+  state.crash.reach("before-answer");
   let configGeneration = 0;
   if (wait !== v1.WaitFor.WAIT_FOR_NONE && outcome.hosts.length > 0) {
     const generations = await withDeadline(state, Promise.all(outcome.hosts.map((h) => state.documents.whenCarried(h))), timeoutMs);

@@ -80,6 +80,7 @@ export function storageEndpoints(state: ControllerState): Endpoint<any, any>[] {
           } finally {
             release();
           }
+          state.crash.reach("record-stored");
           const settled = await state.volumeReconciler.settle(id, volume.incarnation, waitMs(req.mutation));
           if (settled?.state === v1.VolumeState.VOLUME_STATE_FAILED) {
             // A node that refused for good leaves nothing behind: the record goes too.
@@ -120,6 +121,7 @@ export function storageEndpoints(state: ControllerState): Endpoint<any, any>[] {
           if (users.length > 0) throw failedPrecondition(`volume ${id} is the boot volume of ${users.slice(0, 5).join(", ")}`);
           const volume = v1.Volume.create({ ...entry.value.volume, state: v1.VolumeState.VOLUME_STATE_DELETING });
           await volumes.records.write(id, v1.VolumeRecord.create({ volume, requestIds: withRequestId(entry.value.requestIds, requestId) }), entry.revision);
+          state.crash.reach("record-stored");
           await state.volumeReconciler.settle(id, volume.incarnation, waitMs(req.mutation));
           return { response: {}, hosts: [] };
         },

@@ -11,6 +11,7 @@
 import { encodeMessage, type Bus } from "@simdc/bus";
 import { bytesDigest, type Clock, type Logger } from "@simdc/common";
 import { simdc } from "@simdc/proto";
+import type { CrashPoints } from "../crash-points.js";
 import type { Lease } from "../lease/lease.js";
 import type { MemberRegistry } from "../registry/member-registry.js";
 import type { FencedStore } from "../store/fenced-store.js";
@@ -100,6 +101,7 @@ export class HostDocuments {
     private readonly lease: Lease,
     private readonly logger: Logger,
     private readonly clock: Clock,
+    private readonly crash: CrashPoints,
     private readonly chunkBytesMax = documentChunkBytesDefault,
   ) {
     for (const [key, entry] of docs.all()) this.observe(key, undefined, entry.value ? { value: entry.value, revision: entry.revision, epoch: entry.epoch } : undefined);
@@ -282,6 +284,7 @@ export class HostDocuments {
           contentDigest,
         });
         await this.docs.put(documentKey(host.agentId, hostId, i), doc);
+        if (i === 0) this.crash.reach("document-written");
       }
       // Chunks past the new count, or under another agent, are stale now.
       for (const [index, chunk] of stored?.chunks ?? []) {

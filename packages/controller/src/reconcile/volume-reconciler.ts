@@ -9,6 +9,7 @@
 import { sanNodeService, type Bus } from "@simdc/bus";
 import { SimdcError, type Clock, type Logger, type Timer } from "@simdc/common";
 import { simdc } from "@simdc/proto";
+import type { CrashPoints } from "../crash-points.js";
 import type { EventPublisher } from "../events.js";
 import type { Lease } from "../lease/lease.js";
 import type { MemberRegistry } from "../registry/member-registry.js";
@@ -35,6 +36,7 @@ export interface VolumeReconcilerOptions {
   stateId: () => string;
   /** How often every node's inventory is taken, in simulated ms. */
   inventoryIntervalMs: number;
+  crash: CrashPoints;
 }
 
 interface Settler {
@@ -159,6 +161,7 @@ export class VolumeReconciler {
           { volumeId: id, sizeMib: volume.sizeMib, incarnation: volume.incarnation, stateId: this.o.stateId() },
           scope,
         );
+        this.o.crash.reach("backing-created");
         await this.transition(id, entry.revision, VOLUME_STATE_READY, null);
       } else if (volume.state === VOLUME_STATE_DELETING) {
         try {
@@ -167,6 +170,7 @@ export class VolumeReconciler {
           // Gone already, or the node holds another incarnation: either way ours is gone.
           if (!(err instanceof SimdcError && (err.code === "NOT_FOUND" || err.code === "FAILED_PRECONDITION"))) throw err;
         }
+        this.o.crash.reach("backing-deleted");
         const tombstone = v1.VolumeRecord.create({ ...entry.value, deleted: true, deletedAtMs: this.o.clock.nowMs() });
         await this.o.volumes.records.write(id, tombstone, entry.revision);
         this.o.events.publish("volume", id, "deleted", v1.EventKind.EVENT_KIND_VOLUME_DELETED, `volume ${id} deleted from ${volume.sanNodeId}`);
