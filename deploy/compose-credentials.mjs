@@ -7,14 +7,15 @@
 // per service (SIMDC_NATS_USER, SIMDC_NATS_PASSWORD) and <user>.json for the
 // CLI (`simdc --data-dir deploy/.auth --server nats://127.0.0.1:4222 ...`
 // finds the operator's there as auth/operator.json: see the README).
-// Idempotent: existing credentials are kept unless --force.
+// Idempotent: passwords are kept unless --force; the permissions are written
+// anew each time, so they follow the code.
 // Usage: node deploy/compose-credentials.mjs [--force] [--prefix simdc]
 
-import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { authorizationConfig, usersFor } from "@simdc/cli";
+import { authorizationConfig, newPassword, usersFor } from "@simdc/cli";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const dir = join(here, ".auth");
@@ -31,12 +32,15 @@ const plans = [
   { name: "agent-3", role: "host-agent", args: [], hostIds: ["host-3"] },
 ];
 
-if (existsSync(join(dir, "nats.conf")) && !values.force) {
-  console.log(`compose-credentials: ${dir} exists; keeping it (--force makes new ones)`);
-  process.exit(0);
+/** The password `user` has now (kept across runs unless --force), or a new one. */
+function password(user) {
+  const file = join(dir, "auth", `${user}.json`);
+  if (values.force || !existsSync(file)) return newPassword();
+  return JSON.parse(readFileSync(file, "utf8")).password;
 }
+
 mkdirSync(join(dir, "auth"), { recursive: true, mode: 0o700 });
-const users = usersFor(values.prefix, plans);
+const users = usersFor(values.prefix, plans, password);
 writeFileSync(join(dir, "nats.conf"), authorizationConfig(users), { mode: 0o600 });
 for (const u of users) {
   writeFileSync(join(dir, `${u.user}.env`), `SIMDC_NATS_USER=${u.user}\nSIMDC_NATS_PASSWORD=${u.password}\n`, { mode: 0o600 });

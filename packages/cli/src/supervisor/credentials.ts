@@ -18,8 +18,6 @@ export interface Credential {
 export interface Permissions {
   publish: { allow?: string[]; deny?: string[] };
   subscribe: { allow?: string[]; deny?: string[] };
-  /** May answer requests it received (replies to the requester's inbox). */
-  allowResponses: boolean;
 }
 
 export interface RoleUser extends Credential {
@@ -54,13 +52,24 @@ function faultFollower(prefix: string): string[] {
   return [...kvReader(prefix, "faults"), `$JS.API.STREAM.CREATE.${stream}`];
 }
 
+/**
+ * Where a process that serves requests sends its answers: any requester's
+ * inbox. Not nats-server's allow_responses, which remembers the reply
+ * subject of every message delivered to the user (KV watch deliveries carry
+ * one that is never answered) and, past 4,096 remembered, walks them all on
+ * each delivery: that cost nats-server 83% of its CPU under a create load.
+ * An inbox is `_INBOX.<process id>.<random>`, and only its process may
+ * subscribe to it, so nobody learns where another's answers go.
+ */
+const replies = "_INBOX.>";
+
 /** What every process subscribes to: its replies, service discovery and fault reports. */
 function commonSubscriptions(prefix: string, processId: string): string[] {
   return [`_INBOX.${processId}.>`, "$SRV.>", `${prefix}.ctl.faults.report`];
 }
 
 export function operatorUser(password: string): RoleUser {
-  return { user: "operator", password, permissions: { publish: { allow: [">"] }, subscribe: { allow: [">"] }, allowResponses: true } };
+  return { user: "operator", password, permissions: { publish: { allow: [">"] }, subscribe: { allow: [">"] } } };
 }
 
 /** The API methods that only read (List*, Get*): NATS permissions match whole tokens, so they are named one by one. */
@@ -84,7 +93,6 @@ export function observerUser(prefix: string, password: string): RoleUser {
         ],
       },
       subscribe: { allow: [`${prefix}.evt.>`, "_INBOX.>"] },
-      allowResponses: false,
     },
   };
 }
@@ -97,7 +105,7 @@ export function observerUser(prefix: string, password: string): RoleUser {
  * reply: it made every create several times slower).
  */
 export function controllerUser(_prefix: string, name: string, password: string): RoleUser {
-  return { user: name, password, permissions: { publish: { allow: [">"] }, subscribe: { allow: [">"] }, allowResponses: true } };
+  return { user: name, password, permissions: { publish: { allow: [">"] }, subscribe: { allow: [">"] } } };
 }
 
 /** The header a request to the supervisor over NATS carries the operator's token in. */
@@ -108,11 +116,13 @@ export function agentUser(prefix: string, agentId: string, hostIds: string[], pa
   const publish = [
     ...hostIds.flatMap((h) => [`${prefix}.evt.host.${h}.>`, `${prefix}.api.v1.HostService.RegisterHost.${h}`]),
     `${prefix}.evt.process.${agentId}.>`,
+    `${prefix}.evt.agent.${agentId}.>`,
     `${prefix}.san.*.ReadBlocks`,
     `${prefix}.san.*.WriteBlocks`,
     `${prefix}.dp.>`,
     ...faultFollower(prefix),
     ...kvReader(prefix, "docs"),
+    replies,
   ];
   return {
     user: agentId,
@@ -120,7 +130,6 @@ export function agentUser(prefix: string, agentId: string, hostIds: string[], pa
     permissions: {
       publish: { allow: publish },
       subscribe: { allow: [...commonSubscriptions(prefix, agentId), `${prefix}.host.${agentId}.>`, `${prefix}.dp.${agentId}.>`] },
-      allowResponses: true,
     },
   };
 }
@@ -137,10 +146,10 @@ export function sanUser(prefix: string, nodeId: string, password: string): RoleU
           `${prefix}.evt.process.${nodeId}.>`,
           `${prefix}.api.v1.StorageService.RegisterSanNode.${nodeId}`,
           ...faultFollower(prefix),
+          replies,
         ],
       },
       subscribe: { allow: [...commonSubscriptions(prefix, nodeId), `${prefix}.san.${nodeId}.>`] },
-      allowResponses: true,
     },
   };
 }
@@ -151,9 +160,8 @@ export function supervisorUser(prefix: string, password: string): RoleUser {
     user: "supervisor",
     password,
     permissions: {
-      publish: { allow: [`${prefix}.evt.process.>`, ...faultFollower(prefix)] },
+      publish: { allow: [`${prefix}.evt.process.>`, ...faultFollower(prefix), replies] },
       subscribe: { allow: [...commonSubscriptions(prefix, "supervisor"), `${prefix}.ctl.supervisor.>`] },
-      allowResponses: true,
     },
   };
 }
@@ -176,11 +184,10 @@ function list(subjects: string[] | undefined): string {
 /** The `authorization` block of a nats-server configuration for these users. */
 export function authorizationConfig(users: RoleUser[]): string {
   const lines = users.map((u) => {
-    const { publish, subscribe, allowResponses } = u.permissions;
+    const { publish, subscribe } = u.permissions;
     const pub = `publish: { allow: ${list(publish.allow)}${publish.deny ? `, deny: ${list(publish.deny)}` : ""} }`;
     const sub = `subscribe: { allow: ${list(subscribe.allow)}${subscribe.deny ? `, deny: ${list(subscribe.deny)}` : ""} }`;
-    const responses = allowResponses ? ", allow_responses: true" : "";
-    return `    { user: ${JSON.stringify(u.user)}, password: ${JSON.stringify(u.password)}, permissions: { ${pub}, ${sub}${responses} } }`;
+    return `    { user: ${JSON.stringify(u.user)}, password: ${JSON.stringify(u.password)}, permissions: { ${pub}, ${sub} } }`;
   });
   return `authorization {\n  users: [\n${lines.join(",\n")}\n  ]\n}\n`;
 }
