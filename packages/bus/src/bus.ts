@@ -36,6 +36,7 @@ import type { RpcMethod } from "./contract.js";
 import { Subjects } from "./subjects.js";
 import { Bucket, type BucketOptions } from "./kv.js";
 import { FaultRules, type FaultVerdict, type MessageKey } from "./faults.js";
+import { Outbox } from "./outbox.js";
 import { simdc } from "@simdc/proto";
 
 import v1 = simdc.v1;
@@ -135,6 +136,17 @@ export interface SubscribeOptions {
   owner?: Owner;
 }
 
+/** One message carried in a batch, as `subscribeBatch` judges and delivers it. */
+export interface BatchItem<I> {
+  item: I;
+  /** The subject it would have had alone. */
+  subject: string;
+  /** Who sent it (a host id), first of the batch sender's identities. */
+  sender: string;
+  /** Its number among the sender's messages on `subject`, for seeded sampling. */
+  seq: number;
+}
+
 /** The scope id of a host-scoped method: the host's agent and the host. */
 export function hostScope(agentId: string, hostId: string): string {
   return `${agentId}.${hostId}`;
@@ -153,6 +165,7 @@ export class Bus {
   /** The ids it speaks for (its hosts, its node), for fault reports. */
   private readonly ownedIds = new Set<string>();
   private faults = new FaultRules(0, []);
+  private readonly outbox = new Outbox();
   private readonly faultCounts = { dropped: 0, delayed: 0, duplicated: 0 };
   private delayedNow = 0;
   /** Per sender and subject, how many messages this process has sent. */
@@ -195,6 +208,10 @@ export class Bus {
           // Replies come back under the process's own inbox, so NATS
           // permissions can keep one role from reading another's replies.
           inboxPrefix: `_INBOX.${options.processId}`,
+          // No stack captured for every request (each KV write is one): it
+          // was a fifth of the controller's CPU under a create load, and a
+          // failed call is turned into a SimdcError naming the method anyway.
+          noAsyncTraces: true,
           ...(options.user ? { user: options.user, pass: options.password ?? "" } : {}),
         });
         const bus = new Bus(nc, options);
@@ -270,9 +287,22 @@ export class Bus {
     const timeoutMs = options.timeoutMs ?? callTimeoutMsDefault;
     let reply: Msg;
     try {
-      const h = this.sourceHeaders(subject, options.source);
-      for (const [name, value] of Object.entries(options.headers ?? {})) h.set(name, value);
-      reply = await this.nc.request(subject, encodeMessage(method.request, request), { timeout: timeoutMs, headers: h });
+      let h = this.sourceHeaders(subject, options.source);
+      if (options.headers) {
+        h ??= headers();
+        for (const [name, value] of Object.entries(options.headers)) h.set(name, value);
+      }
+      const data = encodeMessage(method.request, request);
+      const opts = { timeout: timeoutMs, ...(h ? { headers: h } : {}) };
+      reply = await new Promise<Msg>((resolve, reject) => {
+        this.outbox.add(() => {
+          try {
+            this.nc.request(subject, data, opts).then(resolve, reject);
+          } catch (err) {
+            reject(err);
+          }
+        });
+      });
     } catch (err) {
       throw natsRequestError(err as NatsError, method, timeoutMs);
     }
@@ -360,13 +390,15 @@ export class Bus {
     );
   }
 
-  /** Sends a reply; a connection closing under it is logged, never thrown into the event loop. */
+  /** Sends a reply with this turn's other messages; a connection closing under it is logged, never thrown into the event loop. */
   private send(respond: () => boolean, ep: Endpoint<any, any>): void {
-    try {
-      respond();
-    } catch (err) {
-      this.logger.warn({ err, rpc: ep.method.rpc }, "could not send a reply");
-    }
+    this.outbox.add(() => {
+      try {
+        respond();
+      } catch (err) {
+        this.logger.warn({ err, rpc: ep.method.rpc }, "could not send a reply");
+      }
+    });
   }
 
   /** The largest message the server takes, in bytes. */
@@ -379,20 +411,29 @@ export class Bus {
    * CallOptions. A publish that fails (a message over the payload limit, a
    * closed connection) is logged, counted and reported as a PUBLISH_FAILED
    * event when the connection allows, never dropped silently.
-   * @returns true when the message went out.
+   * @returns true when the message was taken to be sent (it leaves with the
+   * others of this turn).
    */
   publish<T>(subject: string, type: MessageType<T>, message: Input<T>, source?: string): boolean {
+    let data: Uint8Array;
     try {
-      const data = encodeMessage(type, message);
+      data = encodeMessage(type, message);
       if (data.length > this.payloadMax) {
         throw new SimdcError("RESOURCE_EXHAUSTED", `${data.length} bytes is over the server's ${this.payloadMax}-byte limit`);
       }
-      this.nc.publish(subject, data, { headers: this.sourceHeaders(subject, source) });
-      return true;
     } catch (err) {
       this.publishFailed(subject, typeName(type), err, source);
       return false;
     }
+    const h = this.sourceHeaders(subject, source);
+    this.outbox.add(() => {
+      try {
+        this.nc.publish(subject, data, h ? { headers: h } : undefined);
+      } catch (err) {
+        this.publishFailed(subject, typeName(type), err, source);
+      }
+    });
+    return true;
   }
 
   /** Publish failures since the process started. */
@@ -449,29 +490,86 @@ export class Bus {
           return;
         }
         this.receive(msg, this.receiverOf(owner, msg.subject), () => {
-          let message: T;
-          try {
-            message = decodeMessage(type, msg.data);
-          } catch (decodeErr) {
-            this.logger.warn({ subject: msg.subject, err: decodeErr }, "dropped a message that does not decode");
-            return;
-          }
-          try {
-            const done = handler(message, msg.subject);
-            if (done) done.catch((handlerErr: unknown) => this.logHandlerError(msg.subject, handlerErr));
-          } catch (handlerErr) {
-            this.logHandlerError(msg.subject, handlerErr);
-          }
+          const message = this.decodeOrDrop(type, msg);
+          if (message !== undefined) this.handle(handler, message, msg.subject);
         });
       },
     });
+  }
+
+  /**
+   * Subscribes to messages that each carry several messages (the heartbeats
+   * of an agent's hosts in one). `unpack` says what each item stands for:
+   * the subject and sender it would have had alone, and its number. Each
+   * item is judged by the fault rules as that message alone would be, so a
+   * rule on one host cuts exactly that host, then handed to `handler`.
+   */
+  subscribeBatch<B, I>(
+    subject: string,
+    type: MessageType<B>,
+    unpack: (batch: B, subject: string) => Iterable<BatchItem<I>>,
+    handler: (item: I, subject: string) => void | Promise<void>,
+    options: SubscribeOptions = {},
+  ): Subscription {
+    return this.nc.subscribe(subject, {
+      callback: (err, msg) => {
+        if (err) {
+          this.logger.error({ err, subject }, "subscription failed");
+          return;
+        }
+        const batch = this.decodeOrDrop(type, msg);
+        if (batch === undefined) return;
+        const receiver = this.receiverOf(options.owner, msg.subject);
+        const batchSources = this.faults.empty ? [] : (msg.headers?.get(sourceHeader).split(" ") ?? []);
+        let items: Iterable<BatchItem<I>>;
+        try {
+          items = unpack(batch, msg.subject);
+        } catch (unpackErr) {
+          this.logHandlerError(msg.subject, unpackErr);
+          return;
+        }
+        for (const { item, subject: itemSubject, sender, seq } of items) {
+          const deliver = (): void => this.handle(handler, item, itemSubject);
+          if (this.faults.empty) deliver();
+          else this.act(this.faults.decide(itemSubject, [sender, ...batchSources], receiver, { sender, seq }), deliver);
+        }
+      },
+    });
+  }
+
+  /** The decoded message, or undefined (logged) when it does not decode. */
+  private decodeOrDrop<T>(type: MessageType<T>, msg: Msg): T | undefined {
+    try {
+      return decodeMessage(type, msg.data);
+    } catch (decodeErr) {
+      this.logger.warn({ subject: msg.subject, err: decodeErr }, "dropped a message that does not decode");
+      return undefined;
+    }
+  }
+
+  /** Runs a message handler; what it throws or rejects with is logged, never thrown into the event loop. */
+  private handle<T>(handler: (message: T, subject: string) => void | Promise<void>, message: T, subject: string): void {
+    try {
+      const done = handler(message, subject);
+      if (done) done.catch((handlerErr: unknown) => this.logHandlerError(subject, handlerErr));
+    } catch (handlerErr) {
+      this.logHandlerError(subject, handlerErr);
+    }
   }
 
   private logHandlerError(subject: string, err: unknown): void {
     this.logger.error({ subject, err }, "message handler failed");
   }
 
-  private sourceHeaders(subject: string, source: string | undefined): MsgHdrs {
+  /**
+   * Who sends, and the message's number among the sender's on the subject:
+   * what fault rules judge by. Sent only while this process applies rules:
+   * every process follows the same rule set, so without rules here nobody
+   * judges (but for the moment a new set takes to reach everyone), and the
+   * headers would cost every message a header block on both ends.
+   */
+  private sourceHeaders(subject: string, source: string | undefined): MsgHdrs | undefined {
+    if (this.faults.empty) return undefined;
     const h = headers();
     // A simulated host speaks only for itself, not for the other hosts of its process.
     h.set(sourceHeader, source ? `${source} ${this.processIdentities.join(" ")}` : this.processIdentities.join(" "));
@@ -599,6 +697,7 @@ export class Bus {
 
   /** Waits until everything published so far has reached the server. */
   async flush(): Promise<void> {
+    this.outbox.drain();
     await this.nc.flush();
   }
 
@@ -609,7 +708,9 @@ export class Bus {
 
   /** Stops the services (answering nothing new), then drains the connection. */
   async close(): Promise<void> {
+    this.outbox.drain();
     await Promise.allSettled(this.services.map((s) => s.stop()));
+    this.outbox.drain();
     if (!this.nc.isClosed()) await this.nc.drain();
   }
 }

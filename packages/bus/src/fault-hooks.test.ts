@@ -120,6 +120,30 @@ describe("fault hooks", () => {
     await waitApplied((await clearFaultRules(operator)).generation);
   });
 
+  it("fault hooks: each item of a batch is judged as if it came alone from its own sender", async () => {
+    const got: string[] = [];
+    controller.subscribeBatch(
+      "simdc.evt.agent.*.heartbeats",
+      v1.HostHeartbeats,
+      (batch) => batch.beats.map((beat) => ({ item: beat.hostId ?? "", subject: `simdc.evt.host.${beat.hostId}.heartbeat`, sender: beat.hostId ?? "", seq: beat.seq ?? 0 })),
+      (hostId) => void got.push(hostId),
+    );
+    await controller.flush();
+    const rules = [
+      { id: "cut-7", action: A.FAULT_ACTION_PARTITION, source: "host-7" },
+      { id: "dup-5", action: A.FAULT_ACTION_DUPLICATE, subject: "simdc.evt.host.host-5.heartbeat", copies: 1 },
+    ];
+    let generation = 0;
+    for (const rule of rules) generation = (await addFaultRule(operator, rule)).generation;
+    await waitApplied(generation);
+    agent.publish("simdc.evt.agent.agent-1.heartbeats", v1.HostHeartbeats, { beats: ["host-5", "host-7", "host-8"].map((hostId) => ({ hostId, seq: 1 })) });
+    await eventually("host-8's beat", () => (got.includes("host-8") ? true : undefined));
+    await wallClock.sleep(100);
+    // host-7 is cut alone, host-5's beat comes twice, host-8's once: the batch's other items are untouched.
+    expect(got).toEqual(["host-5", "host-5", "host-8"]);
+    await waitApplied((await clearFaultRules(operator)).generation);
+  });
+
   it("fault hooks: a process that connects late applies the current rules and reports their generation", async () => {
     const set = await addFaultRule(operator, { id: "late", action: A.FAULT_ACTION_DROP, subject: "simdc.evt.vm.>" });
     await waitApplied(set.generation);

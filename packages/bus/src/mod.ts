@@ -1,5 +1,5 @@
 export { Bus, endpoint, callTimeoutMsDefault, hostScope } from "./bus.js";
-export type { BusOptions, CallOptions, Endpoint, ServeOptions, SubscribeOptions, Owner } from "./bus.js";
+export type { BusOptions, CallOptions, Endpoint, ServeOptions, SubscribeOptions, Owner, BatchItem } from "./bus.js";
 export { Subjects } from "./subjects.js";
 export type { RpcScope, EventObjectKind } from "./subjects.js";
 export { decodeMessage, encodeMessage, typeName } from "./codec.js";

@@ -14,7 +14,7 @@ import { checkName, invalidArgument } from "@simdc/common";
  */
 export type RpcScope = "api" | "api-by-id" | "host" | "san" | "ctl";
 
-export type EventObjectKind = "host" | "vm" | "volume" | "san" | "fault" | "process" | "controller";
+export type EventObjectKind = "host" | "agent" | "vm" | "volume" | "san" | "fault" | "process" | "controller";
 
 const prefixPattern = /^[a-zA-Z0-9_-]+(\.[a-zA-Z0-9_-]+)*$/;
 

@@ -88,6 +88,16 @@ function beatAs(bus: Bus, subjectHostId: string, beat: v1.HostHeartbeat.$Propert
   cleanups.push(() => timer.cancel());
 }
 
+/** Publishes `beats` as `agentId`'s batch every interval until the test ends (each beat numbered anew). */
+function batchAs(bus: Bus, agentId: string, beats: v1.HostHeartbeat.$Properties[]): void {
+  let seq = 0;
+  const timer: Timer = wallClock.every(heartbeatIntervalMs / 2, () => {
+    seq += 1;
+    bus.publish(bus.subjects.event("agent", agentId, "heartbeats"), v1.HostHeartbeats, { beats: beats.map((b) => ({ ...b, seq })) });
+  });
+  cleanups.push(() => timer.cancel());
+}
+
 async function hostState(bus: Bus, hostId: string): Promise<v1.Host> {
   return (await bus.call(hostService.GetHost, { hostId })).host as v1.Host;
 }
@@ -162,6 +172,26 @@ describe("membership", () => {
     await disconnected(bus, "host-1");
     expect((await status(bus)).messagesRefused).toBeGreaterThanOrEqual(refusedBefore + 3);
     expect(await hostState(bus, "host-2")).toMatchObject({ state: v1.HostState.HOST_STATE_CONNECTED });
+  });
+
+  it("membership: in an agent's batch of heartbeats, a beat keeps alive only a host that agent registered", async () => {
+    const { bus, host } = await datacenter();
+    const h1 = await host("host-1");
+    const h2 = await host("host-2");
+    const refusedBefore = (await status(bus)).messagesRefused;
+    h1.paused = true;
+    h2.paused = true;
+    // host-1's own agent speaks for it; another agent speaks for host-2, and
+    // for host-1 under a payload naming host-1's agent; a beat names no valid host.
+    batchAs(bus, h1.agentId, [{ hostId: "host-1", bootId: h1.bootId, realizedGeneration: h1.realizedGeneration }, { hostId: "not a host", bootId: "x" }]);
+    batchAs(bus, "agent-liar", [
+      { hostId: "host-2", bootId: h2.bootId },
+      { hostId: "host-1", agentId: h1.agentId, bootId: h1.bootId },
+    ]);
+    await disconnected(bus, "host-2");
+    expect((await status(bus)).messagesRefused).toBeGreaterThanOrEqual(refusedBefore + 9);
+    expect(await hostState(bus, "host-1")).toMatchObject({ state: v1.HostState.HOST_STATE_CONNECTED, agentId: h1.agentId });
+    expect(await hostState(bus, "host-2")).toMatchObject({ state: v1.HostState.HOST_STATE_DISCONNECTED, agentId: h2.agentId });
   });
 
   it("membership: a heartbeat from a stale boot is refused, counted, and keeps nobody alive", async () => {

@@ -74,7 +74,8 @@ export class HostAgent implements RunningRole {
         random: options.rng.derive(hostId).random,
         ...(options.vmsPerHostMax !== undefined ? { vmsMax: options.vmsPerHostMax } : {}),
         onIntervals: (heartbeatMs, metricsMs) => this.adoptIntervals(heartbeatMs, metricsMs),
-        onRealized: (realized) => realized.beat(),
+        onRealized: (realized) => this.publishBeats([realized]),
+        beatNow: (registered) => this.publishBeats([registered]),
       });
       this.hosts.set(hostId, host);
       this.slots[index % slotCount]!.push(host);
@@ -258,10 +259,24 @@ export class HostAgent implements RunningRole {
     if (this.slot === 0) this.beats += 1;
     const metricsEvery = this.metricsIntervalMs > 0 ? Math.max(1, Math.round(this.metricsIntervalMs / this.heartbeatIntervalMs)) : 0;
     const metricsDue = metricsEvery > 0 && this.beats % metricsEvery === 0;
+    this.publishBeats(hosts);
+    if (metricsDue) for (const host of hosts) host.publishMetrics();
+  }
+
+  /**
+   * Sends the heartbeats of `hosts` (those that may beat) as one message on
+   * the agent's subject; the receiver judges each beat by the fault rules as
+   * if it had come alone from its host.
+   */
+  private publishBeats(hosts: Iterable<SimHost>): void {
+    const beats: v1.HostHeartbeat.$Properties[] = [];
     for (const host of hosts) {
-      host.beat();
-      if (metricsDue) host.publishMetrics();
+      const beat = host.heartbeat();
+      if (beat) beats.push(beat);
     }
+    if (beats.length === 0) return;
+    const { bus, config } = this.options;
+    bus.publish(bus.subjects.event("agent", config.agentId, "heartbeats"), v1.HostHeartbeats, { beats });
   }
 
   /** Stops every host, the timers, the watch and the service; the bus stays open. */

@@ -48,6 +48,8 @@ export interface SimHostOptions {
   onIntervals(heartbeatIntervalMs: number, metricsIntervalMs: number): void;
   /** Told when the host realized a document (so it reports at once). */
   onRealized(host: SimHost): void;
+  /** Asked to send the host's heartbeat now (it just registered). */
+  beatNow(host: SimHost): void;
 }
 
 /** The digest member of one VM's status, as host and controller both compute it. */
@@ -139,10 +141,12 @@ export class SimHost {
     // VMs the document drops go first, so the limit counts the VMs the document names.
     const wanted = new Set(plan.vms.map((desired) => desired.vmId));
     for (const vm of [...this.vms.values()]) if (!wanted.has(vm.id)) this.remove(vm);
+    // Driven once the step is reported, so their first transitions follow the heartbeat that reports it.
+    const changed: SimVm[] = [];
     for (const desired of plan.vms) {
       const known = this.vms.get(desired.vmId);
       if (known && known.incarnation === desired.incarnation) {
-        known.apply(desired);
+        if (known.take(desired)) changed.push(known);
         continue;
       }
       if (known) this.remove(known);
@@ -162,11 +166,12 @@ export class SimHost {
         continue;
       }
       this.report(vm);
-      vm.drive();
+      changed.push(vm);
     }
     this.realized = { generation: plan.generation, epoch: plan.epoch, stateId: plan.stateId };
     this.logger.debug({ generation: plan.generation, vms: this.vms.size }, "document realized");
     this.options.onRealized(this);
+    for (const vm of changed) vm.drive();
     return null;
   }
 
@@ -185,15 +190,16 @@ export class SimHost {
   }
 
   /**
-   * Publishes the heartbeat: liveness, what was realized, and the digest of
-   * the VM states. A host beats once it has registered: before that the
-   * controller would only refuse the beat.
+   * The next heartbeat: liveness, what was realized, and the digest of the
+   * VM states; null when the host may not beat. A host beats once it has
+   * registered: before that the controller would only refuse the beat. The
+   * agent sends it, with its other hosts' beats.
    */
-  beat(): void {
-    if (!this.alive || !this.registered) return;
+  heartbeat(): v1.HostHeartbeat.$Properties | null {
+    if (!this.alive || !this.registered) return null;
     // seq is a uint32 on the wire; it wraps after 2^32 beats, which the controller tolerates.
     this.heartbeatSeq = (this.heartbeatSeq + 1) >>> 0;
-    this.publish(this.bus.subjects.event("host", this.id, "heartbeat"), v1.HostHeartbeat, {
+    return {
       hostId: this.id,
       agentId: this.options.agentId,
       bootId: this.bootId,
@@ -204,7 +210,7 @@ export class SimHost {
       vmDigest: this.digest,
       documentEpoch: this.realized.epoch,
       stateId: this.realized.stateId,
-    });
+    };
   }
 
   /** Publishes the sampled metrics: a few numbers, whatever the number of VMs. */
@@ -322,6 +328,6 @@ export class SimHost {
     if (reply.heartbeatIntervalMs > 0) this.options.onIntervals(clamp(reply.heartbeatIntervalMs), metricsMs);
     this.logger.info({ attempts, heartbeatIntervalMs: reply.heartbeatIntervalMs }, "registered");
     // The first beat says at once what the host realized while it registered.
-    if (first) this.beat();
+    if (first) this.options.beatNow(this);
   }
 }

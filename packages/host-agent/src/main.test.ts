@@ -3,8 +3,8 @@
 // and documents written into KV as the controller writes them: one process
 // runs many hosts, each with its own registration, its own heartbeats spread
 // over the interval and its own document; registration retries until a
-// controller appears while the hosts already beat, and documents are followed
-// once their bucket appears; SIGTERM exits 0; a bad flag exits 2 with one
+// controller appears, documents are followed once their bucket appears, and
+// hosts beat once registered; SIGTERM exits 0; a bad flag exits 2 with one
 // line on stderr.
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -106,6 +106,12 @@ async function watchHeartbeats(prefix: string): Promise<{ hostId: string; atMs: 
       seen.push({ hostId: beat.hostId, atMs: Date.now(), beat });
     },
   });
+  // An agent sends its hosts' beats in batches, one a slot.
+  raw.subscribe(`${prefix}.evt.agent.*.heartbeats`, {
+    callback: (_err, msg) => {
+      for (const beat of v1.HostHeartbeats.decode(msg.data).beats as v1.HostHeartbeat[]) seen.push({ hostId: beat.hostId, atMs: Date.now(), beat });
+    },
+  });
   await raw.flush();
   return seen;
 }
@@ -186,11 +192,12 @@ describe("process", () => {
     expect(beats.length).toBe(countAtExit);
   });
 
-  it("process: registration retries until a controller appears, while the hosts already beat and follow their documents once the bucket exists", async () => {
-    // The agent does not wait for the controller: its hosts beat at the
-    // configured interval and follow their documents as soon as the
-    // controller has created the bucket, and each registers once a
-    // controller answers.
+  it("process: registration retries until a controller appears, while the hosts follow their documents once the bucket exists, and beat once registered", async () => {
+    // The agent does not wait for the controller: its hosts follow their
+    // documents as soon as the controller has created the bucket, and each
+    // registers once a controller answers. Until then they do not beat (a
+    // controller would refuse beats from hosts it does not know); the first
+    // beat after registration reports what they realized meanwhile.
     const prefix = "late";
     const agentId = "agent-late";
     const hostIds = ["host-r1", "host-r2", "host-r3"];
@@ -201,21 +208,23 @@ describe("process", () => {
       "--heartbeat-interval-ms", "200", "--health-port", String(healthPort),
     ]);
     try {
-      await eventually("heartbeats of every host", () => (hostIds.every((h) => beats.some((b) => b.hostId === h)) ? true : undefined), 20_000);
+      await eventually("the agent serving its health", () => health(healthPort).catch(() => undefined), 20_000);
       // Long enough for several failed attempts at the backoff's start, and a retry of the document watch.
       await sleep(1_500);
       expect(await health(healthPort)).toMatchObject({ status: "ok", hosts: 3, hostsRegistered: 0, vms: 0 });
 
       await writeDocuments(prefix, agentId, hostIds);
-      await eventually("every document realized", () =>
-        hostIds.every((h) => beats.some((b) => b.hostId === h && b.beat.realizedGeneration === 7)) ? true : undefined,
-      );
+      await eventually("every document realized", async () => ((await health(healthPort))["vms"] === 3 ? true : undefined));
       expect(await health(healthPort)).toMatchObject({ hostsRegistered: 0, vms: 3 });
+      expect(beats).toEqual([]);
 
       const registrations = await standInController(prefix, 300);
       await eventually("every host registered", () => (registrations.length >= 3 ? true : undefined), 15_000);
       expect(registrations.map((r) => r.subjectId).sort()).toEqual(hostIds);
       await eventually("health says all registered", async () => ((await health(healthPort))["hostsRegistered"] === 3 ? true : undefined));
+      await eventually("every host beating what it realized", () =>
+        hostIds.every((h) => beats.some((b) => b.hostId === h && b.beat.realizedGeneration === 7)) ? true : undefined,
+      );
       expect(await health(healthPort)).toMatchObject({ status: "ok", hosts: 3, hostsRegistered: 3, vms: 3 });
     } finally {
       expect(await stopAgent(agent)).toBe(0);

@@ -75,13 +75,14 @@ export class SimVm {
   }
 
   /**
-   * Takes a newer desired state of the same incarnation and drives toward it.
+   * Takes a newer desired state of the same incarnation, to be driven toward.
    * A generation at or below the one already taken changes nothing.
+   * @returns true when taken.
    */
-  apply(desired: DesiredVm): void {
-    if (desired.generation <= this.desired.generation) return;
+  take(desired: DesiredVm): boolean {
+    if (desired.generation <= this.desired.generation) return false;
     this.desired = desired;
-    this.drive();
+    return true;
   }
 
   /** Marks the VM failed without driving it (the host cannot take it). */
@@ -97,11 +98,11 @@ export class SimVm {
   drive(): void {
     if (this.driving || this.abort.signal.aborted) return;
     this.driving = true;
-    void Promise.resolve()
-      .then(() => this.run())
-      .finally(() => {
-        this.driving = false;
-      });
+    // Runs at once up to its first wait, so its first transition leaves
+    // together with whatever the host reports in the same turn.
+    void this.run().finally(() => {
+      this.driving = false;
+    });
   }
 
   /** Stops driving for good (the VM is removed or its host stops). */

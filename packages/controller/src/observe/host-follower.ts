@@ -1,14 +1,15 @@
 // Listens to the hosts: heartbeats (liveness, realized generation, the
 // digest of their VM states), VM status events, and SAN node heartbeats. The
-// subject says who speaks (NATS permissions bind it to the sender); a
-// heartbeat from a host the registry does not know, or from another boot of
+// subject says who speaks (NATS permissions bind it to the sender; in an
+// agent's batch of heartbeats it names the agent, and a beat counts only for
+// a host that agent registered); a heartbeat from a host the registry does not know, or from another boot of
 // it, is refused and counted, and the host is asked to register again. When
 // the digest disagrees with what was heard, or this controller just started,
 // the host's full state is asked for, one call per host at a time. Every
 // controller listens, the standby too, so it knows everything when it takes
 // over; only the active one writes or asks hosts to register.
 
-import { hostAgentService, hostScope, sanNodeService, Subjects, type Bus } from "@simdc/bus";
+import { hostAgentService, hostScope, sanNodeService, Subjects, type BatchItem, type Bus } from "@simdc/bus";
 import { isValidName, uniqueId, type Clock, type Logger } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 import type { ControllerState } from "../state.js";
@@ -47,6 +48,12 @@ export class HostFollower {
     const { subjects } = this.bus;
     const hostOf = (subject: string): string => Subjects.token(subject, subjects.eventIdToken);
     this.bus.subscribe(subjects.event("host", "*", "heartbeat"), v1.HostHeartbeat, (beat, subject) => this.onHeartbeat(hostOf(subject), beat));
+    this.bus.subscribeBatch(
+      subjects.event("agent", "*", "heartbeats"),
+      v1.HostHeartbeats,
+      (batch, subject) => this.unpackBeats(Subjects.token(subject, subjects.eventIdToken), batch),
+      ({ agentId, beat }) => this.onAgentBeat(agentId, beat),
+    );
     this.bus.subscribe(subjects.event("host", "*", "vm"), v1.VmStatus, (status, subject) => this.onVmStatus(hostOf(subject), status));
     this.bus.subscribe(subjects.event("san", "*", "heartbeat"), v1.SanNodeHeartbeat, (beat, subject) => this.onSanHeartbeat(hostOf(subject), beat));
   }
@@ -67,10 +74,39 @@ export class HostFollower {
     }
   }
 
+  /** The beats of an agent's batch, each standing for its host's own heartbeat; a beat naming no valid host is refused. */
+  private *unpackBeats(agentId: string, batch: v1.HostHeartbeats): Iterable<BatchItem<{ agentId: string; beat: v1.HostHeartbeat }>> {
+    if (!isValidName(agentId)) return;
+    // Decoded, so every beat is a full message with its defaults.
+    for (const beat of batch.beats as v1.HostHeartbeat[]) {
+      if (!isValidName(beat.hostId)) {
+        this.refuse(agentId, "a heartbeat", `it names no valid host (${JSON.stringify(beat.hostId.slice(0, 64))})`);
+        continue;
+      }
+      yield { item: { agentId, beat }, subject: this.bus.subjects.event("host", beat.hostId, "heartbeat"), sender: beat.hostId, seq: beat.seq };
+    }
+  }
+
+  /**
+   * A beat from an agent's batch: the subject binds only the agent (NATS
+   * permissions), so the beat counts only for a host that agent registered.
+   */
+  private onAgentBeat(agentId: string, beat: v1.HostHeartbeat): Promise<void> | void {
+    if (beat.agentId && beat.agentId !== agentId) return this.refuse(beat.hostId, "a heartbeat", `it names agent ${JSON.stringify(beat.agentId)} in a batch of ${agentId}`);
+    const registeredBy = this.state.hosts.get(beat.hostId)?.agentId;
+    if (registeredBy && registeredBy !== agentId) return this.refuse(beat.hostId, "a heartbeat", `agent ${agentId} sent it, but ${registeredBy} registered the host`);
+    return this.onHeartbeat(beat.hostId, beat.agentId ? beat : v1.HostHeartbeat.create({ ...beat, agentId }));
+  }
+
   private async onHeartbeat(hostId: string, beat: v1.HostHeartbeat): Promise<void> {
     const { state } = this;
     if (!isValidName(hostId)) return;
     if (beat.hostId && beat.hostId !== hostId) return this.refuse(hostId, "a heartbeat", `it names ${JSON.stringify(beat.hostId)} in a subject of ${hostId}`);
+    // Judged against what was heard up to this beat: VM statuses the host
+    // sent after it may be recorded while the registry is asked, and would
+    // make a host in step look out of step.
+    const inStep = state.observed.matches(hostId, beat.vmDigest, beat.vmCount);
+    const emptied = beat.vmCount === 0 && beat.vmDigest === 0 && !state.observed.isComplete(hostId);
     const verdict = await state.hosts.heartbeat(hostId, beat.bootId);
     // A host that runs a document of a store this controller does not have
     // gets no document before its VMs are adopted: it would drop them all.
@@ -96,8 +132,8 @@ export class HostFollower {
     if (!state.sync.report(hostId, beat.realizedGeneration, state.lease.isActive)) {
       this.refuse(hostId, "a heartbeat", `it reports generation ${beat.realizedGeneration}, which was never assigned (newest ${state.documents.desiredGeneration})`);
     }
-    if (beat.vmCount === 0 && beat.vmDigest === 0 && !state.observed.isComplete(hostId)) state.observed.resetHost(hostId);
-    if (!state.observed.matches(hostId, beat.vmDigest, beat.vmCount)) this.askState(hostId, beat.agentId);
+    if (emptied) state.observed.resetHost(hostId);
+    else if (!inStep) this.askState(hostId, beat.agentId);
   }
 
   /**
