@@ -68,7 +68,8 @@ export class HostDocuments {
   private readonly stored = new Map<string, StoredDocument>();
   /** Hosts waiting for a write, in the order they became dirty. */
   private readonly dirty = new Set<string>();
-  private readonly writing = new Set<string>();
+  /** Hosts whose document is being written, with the callers waiting for that write. */
+  private readonly writing = new Map<string, Waiter[]>();
   /** Callers waiting for the generation of the next write of a host. */
   private readonly waiters = new Map<string, Waiter[]>();
   /** Hosts whose stored document a deposed controller wrote: rewritten whatever it holds. */
@@ -183,6 +184,13 @@ export class HostDocuments {
    * stored one when nothing changed.
    */
   whenCarried(hostId: string): Promise<number> {
+    const stored = this.stored.get(hostId);
+    const pending = this.dirty.has(hostId) || this.failures.has(hostId) || this.waiters.has(hostId) || this.forced.has(hostId);
+    // A change touches its host when it is made: with no write pending, it is
+    // in the write under way (compiled when it started) or already stored.
+    const underWay = this.writing.get(hostId);
+    if (!pending && underWay) return new Promise((resolve, reject) => underWay.push({ resolve, reject }));
+    if (!pending && stored && this.isComplete(stored)) return Promise.resolve(stored.generation);
     const promise = new Promise<number>((resolve, reject) => {
       let list = this.waiters.get(hostId);
       if (!list) this.waiters.set(hostId, (list = []));
@@ -227,9 +235,9 @@ export class HostDocuments {
         continue;
       }
       this.dirty.delete(hostId);
-      this.writing.add(hostId);
       const waiters = this.waiters.get(hostId) ?? [];
       this.waiters.delete(hostId);
+      this.writing.set(hostId, waiters);
       void this.write(hostId).then(
         (generation) => {
           this.failures.delete(hostId);
