@@ -70,8 +70,11 @@ export class Lease {
 
   /** Opens the lease key and starts following it; starts as a standby. */
   static async open(bus: Bus, replicas: number, options: LeaseOptions): Promise<Lease> {
+    // Made (or found) with the usual patience: creating a replicated stream
+    // in a NATS cluster takes longer than a lease's half TTL.
+    await bus.bucket(controllerBucket, v1.ControllerLease, { replicas });
     // A renewal that hangs is a renewal that failed: the store's answer must come within the lease's own time.
-    const bucket = await bus.bucket(controllerBucket, v1.ControllerLease, { replicas, timeoutMs: Math.max(100, Math.floor(options.ttlMs / 2)) });
+    const bucket = await bus.bucket(controllerBucket, v1.ControllerLease, { replicas, bindOnly: true, timeoutMs: Math.max(100, Math.floor(options.ttlMs / 2)) });
     const lease = new Lease(bucket, options);
     await bucket.follow({
       key: leaseKey,
