@@ -8,13 +8,27 @@
 // Under CI a missing Docker engine fails every test here; elsewhere the file
 // is skipped with a message, since unit and integration tests need no Docker.
 
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { computeService, controllerService, hostService, storageService, type Bus } from "@simdc/bus";
 import { simdc } from "@simdc/proto";
 import { connectTestBus, eventually } from "@simdc/testkit";
 import { ComposeProject, composeCredential, composeStartupTimeoutMs, probeDocker } from "./compose-env.js";
+import { cli } from "./up-env.js";
 
 import v1 = simdc.v1;
+
+/** The CLI as the operator of the compose deployment (its password from deploy/.auth). */
+function cliEnv(): NodeJS.ProcessEnv {
+  const operator = composeCredential("operator");
+  return { ...process.env, SIMDC_NATS_USER: operator.user, SIMDC_NATS_PASSWORD: operator.password };
+}
+
+async function simdcCli(...args: string[]): Promise<string> {
+  const { stdout } = await promisify(execFile)(process.execPath, [cli, "--server", project!.natsUrl(), ...args], { env: cliEnv(), timeout: 90_000 });
+  return stdout;
+}
 
 // The controller's defaults; docker-compose.yml does not override them.
 const heartbeatIntervalMs = 1_000;
@@ -160,7 +174,7 @@ describe.skipIf(!docker.ok && !inCi)("e2e: docker-compose.yml", () => {
       console.info(`e2e: compose project ${project.projectName} healthy in ${Date.now() - startedAtMs} ms`);
       const operator = composeCredential("operator");
       bus = await connectTestBus(project.natsUrl(), { user: operator.user, password: operator.password, processId: "operator" });
-      for (const name of ["connected", "disconnected"]) {
+      for (const name of ["connected", "disconnected"] as const) {
         bus.subscribe(bus.subjects.event("host", "*", name), v1.Event, (event) => {
           hostEvents.push({ event, atMs: Date.now() });
         });
@@ -257,12 +271,24 @@ describe.skipIf(!docker.ok && !inCi)("e2e: docker-compose.yml", () => {
     const vm = await runningVm("vm-e2e-pause");
     const before = (await listHosts()).get(vm.hostId)!;
     const container = await project!.container(agentServiceOf(before));
+    // The CLI watches and waits on the compose deployment as on `simdc up`.
+    const watcher = execFile(process.execPath, [cli, "--server", project!.natsUrl(), "events", "-w", "--id", vm.hostId, "-o", "json"], { env: cliEnv() });
+    let watched = "";
+    watcher.stdout!.on("data", (c: Buffer) => (watched += c.toString()));
+    const waiting = simdcCli("wait", "host", vm.hostId, "--for", "disconnected", "--timeout", "60s");
     try {
       await faultAndExpectDisconnected(vm.hostId, vm.id, () => container.pause(), "docker pause");
+      expect(await waiting).toMatch(new RegExp(`^host ${vm.hostId} is disconnected`));
     } finally {
       await container.unpause().catch((err: unknown) => console.error(`e2e: unpause failed: ${String(err)}`));
     }
     const { host } = await waitHostState(vm.hostId, v1.HostState.HOST_STATE_CONNECTED, recoveryTimeoutMs);
+    await eventually("simdc events -w saw the host leave and come back", () => (/"host-connected"/.test(watched) ? true : undefined), 15_000);
+    watcher.kill("SIGINT");
+    const kinds = watched.trim().split("\n").map((l) => (JSON.parse(l) as { kind: string }).kind);
+    expect(kinds.indexOf("host-disconnected")).toBeGreaterThanOrEqual(0);
+    expect(kinds.lastIndexOf("host-connected")).toBeGreaterThan(kinds.indexOf("host-disconnected"));
+    expect(await simdcCli("events", "--kind", "host-disconnected", "--id", vm.hostId)).toMatch(new RegExp(`host-disconnected\\s+host/${vm.hostId}`));
     expect(host.bootId).toBe(before.bootId);
     const after = await waitVmRealized(vm.id, v1.VmState.VM_STATE_RUNNING);
     expect(after.generation).toBe(vm.generation);

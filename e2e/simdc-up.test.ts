@@ -165,6 +165,47 @@ describe("simdc up", () => {
     await eventually("host-4 connected", async () => ((await hostState("host-4")) === "HOST_STATE_CONNECTED" ? true : undefined));
   });
 
+  it("simdc up: events shows what happened with its cause, wait follows a state, and a timed rule acts only in its window", async () => {
+    // A watcher started before the fault sees it as it happens.
+    const watcher = execFile(process.execPath, [cli, "--data-dir", dc.dataDir, "events", "-w", "--kind", "host,process,fault", "-o", "json"]);
+    let watched = "";
+    watcher.stdout!.on("data", (c: Buffer) => (watched += c.toString()));
+    await wallClock.sleep(1_000);
+    const killedAt = Date.now();
+    await simdc("fault", "kill", "agent-2");
+    expect(await simdc("wait", "host", "host-3", "--for", "disconnected", "--timeout", "10s")).toMatch(/^host host-3 is disconnected \(after \d+ ms\)/);
+    expect(Date.now() - killedAt).toBeLessThan(heartbeatIntervalMs * heartbeatMissesMax + 2_000);
+    await simdc("fault", "restart", "agent-2");
+    await simdc("wait", "host", "host-3", "--for", "connected", "--timeout", "20s");
+    await expect(simdc("wait", "host", "host-3", "--for", "disconnected", "--timeout", "500ms")).rejects.toMatchObject({
+      code: 1,
+      stderr: expect.stringMatching(/DEADLINE_EXCEEDED: host host-3 is not disconnected after 500 ms: it is connected/),
+    });
+    await eventually("the watcher saw kill, disconnect and reconnect", () => (/"host-connected".*"host-3"/.test(watched) ? true : undefined), 10_000);
+    watcher.kill("SIGINT");
+    const seen = watched.trim().split("\n").map((l) => JSON.parse(l) as { kind: string; objectId: string; cause?: string; timeMs: number });
+    const kill = seen.find((e) => e.kind === "process-signaled" && e.objectId === "agent-2")!;
+    expect(kill.cause).toBe("cli");
+    const lost = seen.find((e) => e.kind === "host-disconnected" && e.objectId === "host-3")!;
+    expect(lost.timeMs).toBeGreaterThan(kill.timeMs);
+    // The history has it too, for whoever looks later.
+    const later = await simdc("events", "--kind", "process-signaled", "--id", "agent-2");
+    expect(later).toMatch(/process-signaled\s+process\/agent-2\s+kill agent-2 .*\(cause: cli\)/);
+    await expect(simdc("events", "--kind", "nonsense")).rejects.toMatchObject({ code: 2, stderr: expect.stringMatching(/--kind nonsense is not a kind of event/) });
+
+    // A drop of host-1's heartbeats that starts in 3 s and lasts 2.5 s: host-1 goes away and comes back with no clear.
+    await simdc("fault", "add", "blip", "--action", "drop", "--from", "host-1", "--to", "controller", "--after", "3s", "--duration", "2500ms", "--wait");
+    expect(await simdc("fault", "list")).toMatch(/blip\s+drop\s+>\s+host-1\s+controller\s+100\s+0\s+starts in/);
+    await simdc("wait", "host", "host-1", "--for", "disconnected", "--timeout", "10s");
+    await simdc("wait", "host", "host-1", "--for", "connected", "--timeout", "10s");
+    const list = JSON.parse(await simdc("-o", "json", "fault", "list")) as { rules: { id: string; phase: string; dropped: number }[] };
+    expect(list.rules.find((r) => r.id === "blip")).toMatchObject({ phase: "ended" });
+    expect(list.rules.find((r) => r.id === "blip")!.dropped).toBeGreaterThan(0);
+    const warned = await run(process.execPath, [cli, "--data-dir", dc.dataDir, "fault", "add", "nobody", "--action", "drop", "--from", "host-99"]);
+    expect(warned.stderr).toMatch(/warning: no process answers as host-99/);
+    await simdc("fault", "clear", "--wait");
+  });
+
   it("simdc up: killing and restarting the controller loses nothing and disconnects no host", async () => {
     await simdc("volume", "create", "extra-boot", "--size-mib", "64");
     await simdc("vm", "create", "extra-1", "--boot-volume", "extra-boot", "--vcpus", "1", "--memory-mib", "256");

@@ -37,6 +37,7 @@ import { Subjects } from "./subjects.js";
 import { Bucket, type BucketOptions } from "./kv.js";
 import { FaultRules, type FaultVerdict, type MessageKey } from "./faults.js";
 import { Outbox } from "./outbox.js";
+import { EventHistory } from "./history.js";
 import { simdc } from "@simdc/proto";
 
 import v1 = simdc.v1;
@@ -167,6 +168,8 @@ export class Bus {
   private faults = new FaultRules(0, []);
   private readonly outbox = new Outbox();
   private readonly faultCounts = { dropped: 0, delayed: 0, duplicated: 0 };
+  /** What each rule of the applied set did here, by rule id. */
+  private ruleCounts = new Map<string, v1.FaultRuleCounts>();
   private delayedNow = 0;
   /** Per sender and subject, how many messages this process has sent. */
   private readonly sent = new Map<string, number>();
@@ -599,25 +602,33 @@ export class Bus {
   }
 
   private act(verdict: FaultVerdict, deliver: () => void): void {
+    if (verdict.kind === "deliver") return deliver();
+    const rule = this.ruleCounts.get(verdict.ruleId);
     switch (verdict.kind) {
-      case "deliver":
-        return deliver();
       case "drop":
         this.faultCounts.dropped += 1;
+        if (rule) rule.dropped += 1;
         return;
       case "duplicate":
         this.faultCounts.duplicated += 1;
+        if (rule) rule.duplicated += 1;
         for (let i = 0; i <= verdict.copies; i++) deliver();
         return;
       case "delay":
         if (this.delayedNow >= delayedMessagesMax) {
           this.faultCounts.dropped += 1;
+          if (rule) rule.dropped += 1;
           return;
         }
         this.faultCounts.delayed += 1;
         this.delayedNow += 1;
+        if (rule) {
+          rule.delayed += 1;
+          rule.held += 1;
+        }
         this.clock.after(verdict.delayMs, () => {
           this.delayedNow -= 1;
+          if (rule) rule.held -= 1;
           deliver();
         });
         return;
@@ -638,6 +649,9 @@ export class Bus {
           identities: [...this.processIdentities, ...this.ownedIds],
           generation: this.faults.generation,
           ...this.faultCounts,
+          nowMs: this.clock.nowMs(),
+          rules: [...this.ruleCounts.values()],
+          held: this.delayedNow,
         });
         try {
           msg.respond(encodeMessage(v1.FaultReport, report));
@@ -654,7 +668,11 @@ export class Bus {
     const generation = set?.generation ?? 0;
     if (generation === this.faults.generation && generation !== 0) return;
     try {
-      this.faults = new FaultRules(set?.generation ?? 0, set?.rules ?? [], this.seed);
+      this.faults = new FaultRules(set?.generation ?? 0, set?.rules ?? [], this.seed, () => this.clock.nowMs());
+      // A rule that stays keeps its counts (and the messages it holds); a removed one's go.
+      const counts = new Map<string, v1.FaultRuleCounts>();
+      for (const ruleId of this.faults.ruleIds) counts.set(ruleId, this.ruleCounts.get(ruleId) ?? v1.FaultRuleCounts.create({ ruleId }));
+      this.ruleCounts = counts;
       this.logger.info({ generation: this.faults.generation, rules: set?.rules.length ?? 0 }, "fault rules applied");
     } catch (err) {
       // A rule set that does not check out (written by something other than
@@ -678,6 +696,16 @@ export class Bus {
       }
     }
     return out;
+  }
+
+  /** The datacenter's event history (a JetStream stream of every event). */
+  eventHistory(): EventHistory {
+    return new EventHistory(this.nc, this.subjects, this.logger);
+  }
+
+  /** Makes the event history stream if it is not there (every process that may start first calls it). */
+  async ensureEventHistory(replicas = 1): Promise<void> {
+    await this.eventHistory().ensure(replicas);
   }
 
   /** The bucket holding the fault rule set (for the CLI, which edits it). */

@@ -110,6 +110,32 @@ describe("fault hooks", () => {
     await waitApplied((await clearFaultRules(operator)).generation);
   });
 
+  it("fault hooks: each process reports what each rule did, and how many messages a delay holds right now", async () => {
+    const set = await addFaultRule(operator, { id: "hold", action: A.FAULT_ACTION_DELAY, subject: "simdc.evt.host.host-6.heartbeat", delayMs: 1_000 });
+    const other = await addFaultRule(operator, { id: "cut", action: A.FAULT_ACTION_DROP, subject: "simdc.evt.host.host-9.heartbeat" });
+    await waitApplied(Math.max(set.generation, other.generation));
+    received.length = 0;
+    for (let i = 0; i < 3; i++) agent.publish("simdc.evt.host.host-6.heartbeat", v1.HostHeartbeat, { hostId: "host-6" }, "host-6");
+    for (let i = 0; i < 2; i++) agent.publish("simdc.evt.host.host-9.heartbeat", v1.HostHeartbeat, { hostId: "host-9" }, "host-9");
+    const countsOf = async () => (await operator.faultReports(200)).find((r) => r.processId === "controller-1")!;
+    const holding = await eventually("three held by the controller", async () => {
+      const r = await countsOf();
+      return r.held === 3 ? r : undefined;
+    });
+    expect(holding.rules.map((c) => [c.ruleId, c.delayed, c.held, c.dropped])).toEqual([
+      ["hold", 3, 3, 0],
+      ["cut", 0, 0, 2],
+    ]);
+    expect(holding.nowMs).toBeGreaterThan(0);
+    await eventually("the held three delivered", () => (received.filter((h) => h === "host-6").length === 3 ? true : undefined));
+    const after = await countsOf();
+    expect(after.held).toBe(0);
+    expect(after.rules.find((c) => c.ruleId === "hold")).toMatchObject({ delayed: 3, held: 0 });
+    expect(received).not.toContain("host-9");
+    await waitApplied((await clearFaultRules(operator)).generation);
+    expect((await countsOf()).rules).toEqual([]);
+  });
+
   it("fault hooks: a duplicate rule delivers extra copies of events", async () => {
     const set = await addFaultRule(operator, { id: "dup", action: A.FAULT_ACTION_DUPLICATE, subject: "simdc.evt.host.*.heartbeat", copies: 2 });
     await waitApplied(set.generation);

@@ -4,7 +4,7 @@
 
 import { describe, expect, it } from "vitest";
 import { simdc } from "@simdc/proto";
-import { checkFaultRule, FaultRules, subjectMatches } from "./faults.js";
+import { checkFaultRule, faultRulePhase, FaultRules, subjectMatches } from "./faults.js";
 
 import v1 = simdc.v1;
 const A = v1.FaultAction;
@@ -17,6 +17,26 @@ describe("faults", () => {
     expect(subjectMatches(p("simdc.>"), "simdc.api.v1.ComputeService.GetVm")).toBe(true);
     expect(subjectMatches(p("simdc.>"), "simdc")).toBe(false);
     expect(subjectMatches(p("simdc.*"), "simdc.a.b")).toBe(false);
+  });
+
+  it("faults: a rule with a start and an end acts only between them, by the simulated clock it is given", () => {
+    let now = 1_000;
+    const rules = new FaultRules(1, [{ id: "w", action: A.FAULT_ACTION_DROP, source: "host-1", startsAtMs: 2_000, endsAtMs: 5_000 }], 0, () => now);
+    const at = (ms: number): string => {
+      now = ms;
+      return rules.decide("x", ["host-1"], ["controller"]).kind;
+    };
+    expect([at(1_999), at(2_000), at(4_999), at(5_000), at(9_000)]).toEqual(["deliver", "drop", "drop", "deliver", "deliver"]);
+    const rule = checkFaultRule({ id: "w", action: A.FAULT_ACTION_DROP, startsAtMs: 2_000, endsAtMs: 5_000 });
+    expect([faultRulePhase(rule, 1_000), faultRulePhase(rule, 3_000), faultRulePhase(rule, 5_000)]).toEqual(["pending", "active", "ended"]);
+    // An end alone: in force from now until then.
+    const open = new FaultRules(1, [{ id: "e", action: A.FAULT_ACTION_DROP, endsAtMs: 3_000 }], 0, () => now);
+    now = 2_000;
+    expect(open.decide("x", [], []).kind).toBe("drop");
+    now = 3_000;
+    expect(open.decide("x", [], []).kind).toBe("deliver");
+    expect(() => checkFaultRule({ id: "bad", action: A.FAULT_ACTION_DROP, startsAtMs: 5_000, endsAtMs: 5_000 })).toThrow(/end after it starts/);
+    expect(() => checkFaultRule({ id: "bad", action: A.FAULT_ACTION_DROP, startsAtMs: -1 })).toThrow(/must be times/);
   });
 
   it("faults: a drop is one-way from source to destination", () => {

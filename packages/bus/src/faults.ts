@@ -27,6 +27,8 @@ interface CompiledRule {
   rule: v1.FaultRule;
   subject: string[] | null;
   percent: number;
+  /** Whether the rule has a start or an end, so the clock is read only for those. */
+  timed: boolean;
 }
 
 /** True when `subject` matches the NATS pattern tokens (`*` one token, `>` the rest). */
@@ -67,7 +69,18 @@ export function checkFaultRule(rule: v1.FaultRule.$Properties): v1.FaultRule {
   if (action === v1.FaultAction.FAULT_ACTION_DELAY && delayMs + jitterMs === 0) throw invalidArgument(`rule ${id}: a delay needs --delay-ms or --jitter-ms`);
   const copies = rule.copies ?? 0;
   if (copies > faultCopiesMax) throw invalidArgument(`rule ${id}: copies must be at most ${faultCopiesMax}`);
-  return v1.FaultRule.create({ id, action, subject, source, destination, percent: percent || 100, delayMs, jitterMs, copies: copies || 1 });
+  const startsAtMs = rule.startsAtMs ?? 0;
+  const endsAtMs = rule.endsAtMs ?? 0;
+  if (!(startsAtMs >= 0) || !(endsAtMs >= 0)) throw invalidArgument(`rule ${id}: start and end must be times, not ${startsAtMs} and ${endsAtMs}`);
+  if (endsAtMs && endsAtMs <= startsAtMs) throw invalidArgument(`rule ${id}: it must end after it starts`);
+  return v1.FaultRule.create({ id, action, subject, source, destination, percent: percent || 100, delayMs, jitterMs, copies: copies || 1, startsAtMs, endsAtMs });
+}
+
+/** Where a rule stands at `nowMs`: not started yet, in force, or over. */
+export function faultRulePhase(rule: v1.FaultRule.$Properties, nowMs: number): "pending" | "active" | "ended" {
+  if (rule.startsAtMs && nowMs < rule.startsAtMs) return "pending";
+  if (rule.endsAtMs && nowMs >= rule.endsAtMs) return "ended";
+  return "active";
 }
 
 /** Which message is judged: who sent it first-hand, and its number among that sender's messages on its subject. */
@@ -82,16 +95,23 @@ export class FaultRules {
   /**
    * @param seed the run's seed; with the message key it decides percent
    * sampling and jitter.
+   * @param now simulated time, for rules with a start or an end.
    */
   constructor(
     readonly generation: number,
     rules: v1.FaultRule.$Properties[],
     private readonly seed = 0,
+    private readonly now: () => number = () => 0,
   ) {
     this.rules = rules.map((r) => {
       const rule = checkFaultRule(r);
-      return { rule, subject: rule.subject ? rule.subject.split(".") : null, percent: rule.percent };
+      return { rule, subject: rule.subject ? rule.subject.split(".") : null, percent: rule.percent, timed: rule.startsAtMs > 0 || rule.endsAtMs > 0 };
     });
+  }
+
+  /** The ids of the rules, in the order they are tried. */
+  get ruleIds(): string[] {
+    return this.rules.map((r) => r.rule.id);
   }
 
   get empty(): boolean {
@@ -111,8 +131,9 @@ export class FaultRules {
     key: MessageKey = { sender: "", seq: 0 },
     leg = "",
   ): FaultVerdict {
-    for (const { rule, subject: pattern, percent } of this.rules) {
+    for (const { rule, subject: pattern, percent, timed } of this.rules) {
       if (pattern && !subjectMatches(pattern, subject)) continue;
+      if (timed && faultRulePhase(rule, this.now()) !== "active") continue;
       if (!this.matchesEnds(rule, sources, destinations)) continue;
       if (percent < 100 && unitHash(this.seed, rule.id, key.sender, subject, key.seq, leg) * 100 >= percent) continue;
       switch (rule.action) {

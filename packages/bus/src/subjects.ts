@@ -16,6 +16,42 @@ export type RpcScope = "api" | "api-by-id" | "host" | "san" | "ctl";
 
 export type EventObjectKind = "host" | "agent" | "vm" | "volume" | "san" | "fault" | "process" | "controller";
 
+/**
+ * The names of the events a user watches (the last token of an event
+ * subject), kept in the datacenter's event history. Heartbeats and metrics
+ * share the subject space but are telemetry, not history: they are left out,
+ * or 10,000 hosts would fill it in minutes.
+ */
+export const eventNames = [
+  "registered",
+  "connected",
+  "disconnected",
+  "refused",
+  "created",
+  "deleted",
+  "state-changed",
+  "vm",
+  "adopted",
+  "active",
+  "deposed",
+  "reverted",
+  "missing",
+  "orphaned",
+  "publish-failed",
+  "kill",
+  "pause",
+  "resume",
+  "restart",
+  "exited",
+  "added",
+  "cleared",
+] as const;
+
+export type EventName = (typeof eventNames)[number];
+
+/** Periodic messages on event subjects that are not kept in the history. */
+export type TelemetryName = "heartbeat" | "heartbeats" | "metrics";
+
 const prefixPattern = /^[a-zA-Z0-9_-]+(\.[a-zA-Z0-9_-]+)*$/;
 
 /** An id token, or "*" to subscribe for every id. */
@@ -87,7 +123,7 @@ export class Subjects {
   }
 
   /** `<prefix>.evt.<kind>.<id>.<name>`: an event about one object; `id` may be `*` to subscribe. */
-  event(kind: EventObjectKind, id: string, name: string): string {
+  event(kind: EventObjectKind, id: string, name: EventName | TelemetryName | "*"): string {
     return `${this.prefix}.evt.${kind}.${idToken(`${kind} id`, id)}.${name}`;
   }
 
@@ -104,6 +140,11 @@ export class Subjects {
   /** Every event in the datacenter, for watchers. */
   allEvents(): string {
     return `${this.prefix}.evt.>`;
+  }
+
+  /** The subjects the event history keeps: every event name, for any kind and id. */
+  historySubjects(): string[] {
+    return eventNames.map((name) => `${this.prefix}.evt.*.*.${name}`);
   }
 
   /** KV bucket names may not contain dots, so the prefix's dots become dashes. */

@@ -54,3 +54,22 @@ export function positionals(parsed: Parsed, names: string[]): string[] {
   }
   return parsed.positionals;
 }
+
+const durationUnits: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 };
+
+/**
+ * A duration like "500ms", "30s", "2m", "1h" (or "1.5s"), in ms.
+ * @throws SimdcError INVALID_ARGUMENT for anything else or a value past `maxMs`.
+ */
+export function parseDuration(what: string, raw: string, maxMs = 7 * 24 * 3_600_000): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(raw.trim());
+  const ms = m ? Number(m[1]) * durationUnits[m[2]!]! : NaN;
+  if (!(ms >= 0) || ms > maxMs) throw invalidArgument(`${what} must be a duration like 500ms, 30s, 2m or 1h (at most ${maxMs / 1000} s), got ${JSON.stringify(raw)}`);
+  return Math.round(ms);
+}
+
+/** A duration flag in ms, or `fallback` when absent. */
+export function durationFlag(flags: Parsed["flags"], name: string, fallback: number, maxMs?: number): number {
+  const raw = stringFlag(flags, name);
+  return raw === undefined ? fallback : parseDuration(`--${name}`, raw, maxMs);
+}

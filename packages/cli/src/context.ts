@@ -7,7 +7,8 @@
 import { existsSync, readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { Bus, type RpcMethod } from "@simdc/bus";
-import { createLogger, failedPrecondition, SimdcError, wallClock } from "@simdc/common";
+import { createLogger, failedPrecondition, SimdcError, wallClock, wallNowMs } from "@simdc/common";
+import { simdc } from "@simdc/proto";
 import { readUpRecord } from "./supervisor/record.js";
 import { credentialPath } from "./supervisor/supervisor.js";
 
@@ -18,6 +19,8 @@ export interface GlobalOptions {
   /** The NATS user to connect as (operator, observer, ...). */
   user?: string;
 }
+
+import v1 = simdc.v1;
 
 export const defaultDataDir = (): string => resolve(process.env["SIMDC_DATA_DIR"] ?? ".simdc");
 
@@ -91,4 +94,18 @@ export async function connectCli(options: GlobalOptions): Promise<Bus> {
     connectTimeoutMs: 3_000,
     ...(target.user ? { user: target.user, password: target.password ?? "" } : {}),
   }));
+}
+
+/**
+ * The datacenter's simulated time, as its processes report it with their
+ * fault rule generation (so it needs no controller), or this machine's wall
+ * time when nothing answers (a datacenter at time scale 1 agrees with it).
+ */
+export async function datacenterNowMs(bus: Bus, known?: v1.FaultReport[]): Promise<number> {
+  const asked = wallNowMs();
+  const reports = (known ?? (await bus.faultReports())).filter((r) => r.nowMs > 0);
+  if (reports.length === 0) return wallNowMs();
+  const times = reports.map((r) => r.nowMs).sort((a, b) => a - b);
+  // The median process, moved on by the time the answers took to gather.
+  return times[Math.floor(times.length / 2)]! + (wallNowMs() - asked) / 2;
 }

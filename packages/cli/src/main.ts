@@ -8,6 +8,7 @@ import { connectCli, defaultDataDir, type GlobalOptions } from "./context.js";
 import { downCommand, faultCommand, logsCommand, statusCommand } from "./commands/ops.js";
 import { hostCommand, syncCommand, vmCommand, volumeCommand, type CommandContext } from "./commands/resources.js";
 import { upCommand } from "./commands/up.js";
+import { eventsCommand, waitCommand } from "./commands/watch.js";
 import { flushStdout, out, quietOnClosedPipe, type OutputFormat } from "./output.js";
 
 const usage = `usage: simdc [--server URL] [--data-dir DIR] [--prefix P] [--user U] [-o table|json] <command>
@@ -30,9 +31,15 @@ const usage = `usage: simdc [--server URL] [--data-dir DIR] [--prefix P] [--user
                          process faults on what 'up' started (nats too)
   fault add <id> --action drop|delay|duplicate|partition [--subject S] [--from ID]
         [--to ID] [--percent P] [--delay-ms D] [--jitter-ms J] [--copies N]
+        [--after D] [--duration D] [--wait]
   fault list | clear [id]
                          bus faults, applied by every process (ids: host-3, san-1,
-                         agent-2, controller, host-agent, ...)
+                         agent-2, controller, host-agent, ...); D is 500ms, 30s, 2m
+  events [-w] [--kind K,...] [--id ID,...] [--since all|5m|ISO] [--record FILE]
+                         what happened (kept a day), and with -w what happens next
+  wait vm|host|volume <id> --for STATE [--timeout 30s]
+                         until the controller shows it in that state (vm: running,
+                         stopped, failed, deleted, ...; host: connected, disconnected)
 
 NATS is found from --server, else NATS_URL, else what 'up' recorded in --data-dir
 (default ./.simdc, or SIMDC_DATA_DIR). 'up' makes a NATS user per role; the CLI
@@ -97,6 +104,12 @@ async function main(argv: string[]): Promise<boolean> {
         return false;
       case "fault":
         await faultCommand(global, ctx, verb, more);
+        return false;
+      case "events":
+        await eventsCommand(ctx, rest.slice(1));
+        return false;
+      case "wait":
+        await waitCommand(ctx, verb, more);
         return false;
       case undefined:
       case "help":

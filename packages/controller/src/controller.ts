@@ -50,6 +50,9 @@ export class Controller implements RunningRole {
   /** Loads and follows the stored state, listens to the hosts, and competes for the lease. */
   static async start(bus: Bus, config: ControllerConfig, clock: Clock, logger: Logger, seed: number): Promise<Controller> {
     const lease = await Lease.open(bus, config.kvReplicas, { controllerId: config.controllerId, bootId: uniqueId(), ttlMs: config.leaseTtlMs, clock, logger });
+    // Events are notifications and state lives in KV, so a datacenter runs
+    // without its history; but a user watching `simdc events` wants one.
+    await bus.ensureEventHistory(config.kvReplicas).catch((err: unknown) => logger.warn({ err }, "no event history"));
     const events = new EventPublisher(bus, clock, config.controllerId);
     const fenced = { epochOf: () => lease.epoch };
     const undo = (noun: string): LateWrites => ({

@@ -2,7 +2,7 @@
 // Events are notifications for watchers; state lives in KV, so a lost event
 // loses nothing.
 
-import type { Bus, EventObjectKind } from "@simdc/bus";
+import type { Bus, EventName, EventObjectKind } from "@simdc/bus";
 import { simdc } from "@simdc/proto";
 import type { Clock } from "@simdc/common";
 
@@ -18,7 +18,7 @@ export class EventPublisher {
   publish(
     objectKind: EventObjectKind,
     objectId: string,
-    name: string,
+    name: EventName,
     kind: v1.EventKind,
     message: string,
     status?: v1.Status.$Properties,

@@ -272,7 +272,7 @@ export class SimHost {
       this.reported.set(status.vmId, status);
       this.digest = addToDigest(this.digest, statusDigest(status));
     }
-    this.publish(this.bus.subjects.event("host", this.id, "vm"), v1.VmStatus, status);
+    this.publish(this.bus.subjects.event("host", this.id, "vm"), v1.VmStatus, { ...status, timeMs: this.options.clock.nowMs() });
   }
 
   private publish<T>(subject: string, type: MessageType<T>, message: Input<T>): void {

@@ -7,7 +7,10 @@ import { closeSync, existsSync, openSync, readdirSync, readFileSync, readSync, s
 import { join } from "node:path";
 import {
   addFaultRule,
+  checkFaultRule,
   clearFaultRules,
+  faultRulePhase,
+  type Bus,
   controllerService,
   hostService,
   readFaultRules,
@@ -15,12 +18,12 @@ import {
   supervisorService,
   type RpcMethod,
 } from "@simdc/bus";
-import { checkName, failedPrecondition, invalidArgument, wallClock, wallNowMs } from "@simdc/common";
+import { checkName, failedPrecondition, invalidArgument, SimdcError, wallClock, wallNowMs } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 import { prettyFactory } from "pino-pretty";
-import { intFlag, parse, positionals, stringFlag } from "../args.js";
+import { durationFlag, intFlag, parse, positionals, stringFlag } from "../args.js";
 import { listAllHosts, listAllVms } from "../paging.js";
-import type { GlobalOptions } from "../context.js";
+import { datacenterNowMs, type GlobalOptions } from "../context.js";
 import { enumName, out, plain, printJson, printTable, processState, vmState } from "../output.js";
 import { callControlSocket, controlSocketPath } from "../supervisor/control-socket.js";
 import { operatorTokenHeader } from "../supervisor/credentials.js";
@@ -151,7 +154,8 @@ const ruleActions: Record<string, v1.FaultAction> = {
 
 const faultUsage =
   "usage: simdc fault add <id> --action drop|delay|duplicate|partition [--subject S] [--from ID] [--to ID] " +
-  "[--percent P] [--delay-ms D] [--jitter-ms J] [--copies N] | list | clear [id] | kill|pause|resume|restart <process>";
+  "[--percent P] [--delay-ms D] [--jitter-ms J] [--copies N] [--after D] [--duration D] [--wait] | list | clear [id] [--wait] | " +
+  "kill|pause|resume|restart <process>";
 
 export async function faultCommand(global: GlobalOptions, ctx: CommandContext, verb: string | undefined, argv: string[]): Promise<void> {
   if (verb === "add" || verb === "list" || verb === "clear") return faultRuleCommand(ctx, verb, argv);
@@ -176,12 +180,18 @@ async function faultRuleCommand(ctx: CommandContext, verb: "add" | "list" | "cle
       "delay-ms": { type: "string" },
       "jitter-ms": { type: "string" },
       copies: { type: "string" },
+      after: { type: "string" },
+      duration: { type: "string" },
+      wait: { type: "boolean" },
     });
     const [id] = positionals(parsed, ["id"]);
     const actionName = stringFlag(parsed.flags, "action") ?? "";
     const action = ruleActions[actionName];
     if (action === undefined) throw invalidArgument(`--action must be drop, delay, duplicate or partition`);
-    const set = await addFaultRule(bus, {
+    const afterMs = durationFlag(parsed.flags, "after", 0);
+    const durationMs = durationFlag(parsed.flags, "duration", 0);
+    if (parsed.flags["duration"] !== undefined && durationMs === 0) throw invalidArgument("--duration must be longer than 0");
+    const rule: v1.FaultRule.$Properties = {
       id: id!,
       action,
       subject: stringFlag(parsed.flags, "subject") ?? "",
@@ -191,50 +201,142 @@ async function faultRuleCommand(ctx: CommandContext, verb: "add" | "list" | "cle
       delayMs: intFlag(parsed.flags, "delay-ms", 0, 0, 1_000_000),
       jitterMs: intFlag(parsed.flags, "jitter-ms", 0, 0, 1_000_000),
       copies: intFlag(parsed.flags, "copies", 1, 1, 1_000),
-    });
-    out(`fault rule ${id} added (generation ${set.generation})\n`);
+    };
+    checkFaultRule(rule);
+    // Who is there, for the warning about identities, and the datacenter's time, for --after and --duration.
+    const reports = await bus.faultReports();
+    const known = new Set(reports.flatMap((r) => r.identities));
+    for (const who of [rule.source, rule.destination]) {
+      if (who && !known.has(who)) process.stderr.write(`simdc: warning: no process answers as ${who}; rule ${id} matches nothing until one does\n`);
+    }
+    if (afterMs || durationMs) {
+      const startsAtMs = (await datacenterNowMs(bus, reports)) + afterMs;
+      rule.startsAtMs = afterMs ? startsAtMs : 0;
+      rule.endsAtMs = durationMs ? startsAtMs + durationMs : 0;
+    }
+    const set = await addFaultRule(bus, rule);
+    publishFaultEvent(bus, id!, "added", v1.EventKind.EVENT_KIND_FAULT_ADDED, `fault rule ${id} added: ${describeRule(rule)}`);
+    if (parsed.flags["wait"]) await waitApplied(bus, set.generation);
+    out(`fault rule ${id} added (generation ${set.generation}${parsed.flags["wait"] ? ", applied by every process" : ""})\n`);
     return;
   }
   if (verb === "clear") {
-    const parsed = parse(argv, {});
-    if (parsed.positionals.length > 1) throw invalidArgument("usage: simdc fault clear [id]");
-    const set = await clearFaultRules(bus, parsed.positionals[0]);
-    out(`fault rules cleared: ${parsed.positionals[0] ?? "all"} (generation ${set.generation})\n`);
+    const parsed = parse(argv, { wait: { type: "boolean" } });
+    if (parsed.positionals.length > 1) throw invalidArgument("usage: simdc fault clear [id] [--wait]");
+    const id = parsed.positionals[0];
+    const set = await clearFaultRules(bus, id);
+    publishFaultEvent(bus, id ?? "all", "cleared", v1.EventKind.EVENT_KIND_FAULT_CLEARED, `fault rules cleared: ${id ?? "all"}`);
+    if (parsed.flags["wait"]) await waitApplied(bus, set.generation);
+    out(`fault rules cleared: ${id ?? "all"} (generation ${set.generation})\n`);
     return;
   }
   positionals(parse(argv, {}), []);
   const [set, reports] = await Promise.all([readFaultRules(bus), bus.faultReports()]);
   const others = reports.sort((a, b) => (a.processId < b.processId ? -1 : 1));
+  const nowMs = others.length ? others.map((r) => r.nowMs).sort((a, b) => a - b)[Math.floor(others.length / 2)]! : wallNowMs();
+  const counts = ruleTotals(others);
+  const rules = set.rules.map((r) => checkFaultRule(r));
   if (ctx.output === "json") {
-    return printJson({ rules: plain(v1.FaultRuleSet, set), processes: others.map((r) => plain(v1.FaultReport, r)) });
+    return printJson({
+      rules: rules.map((r) => ({ ...plain(v1.FaultRule, r), phase: faultRulePhase(r, nowMs), ...counts.get(r.id) })),
+      generation: set.generation,
+      processes: others.map((r) => plain(v1.FaultReport, r)),
+    });
   }
   out(`fault rules, generation ${set.generation}:\n`);
   printTable(
-    ["RULE", "ACTION", "SUBJECT", "FROM", "TO", "PERCENT", "DELAY MS", "JITTER MS", "COPIES"],
-    set.rules.map((r) => [
-      r.id ?? "",
-      enumName(v1.FaultAction, r.action ?? 0, "FAULT_ACTION_"),
-      r.subject || ">",
-      r.source || "*",
-      r.destination || "*",
-      String(r.percent ?? 100),
-      String(r.delayMs ?? 0),
-      String(r.jitterMs ?? 0),
-      String(r.copies ?? 0),
-    ]),
+    ["RULE", "ACTION", "SUBJECT", "FROM", "TO", "PERCENT", "DELAY MS", "WHEN", "DROPPED", "DELAYED", "HELD", "DUPLICATED"],
+    rules.map((r) => {
+      const c = counts.get(r.id);
+      return [
+        r.id,
+        enumName(v1.FaultAction, r.action, "FAULT_ACTION_"),
+        r.subject || ">",
+        r.source || "*",
+        r.destination || "*",
+        String(r.percent),
+        r.jitterMs ? `${r.delayMs}+${r.jitterMs}` : String(r.delayMs),
+        ruleWindow(r, nowMs),
+        String(c?.dropped ?? 0),
+        String(c?.delayed ?? 0),
+        String(c?.held ?? 0),
+        String(c?.duplicated ?? 0),
+      ];
+    }),
   );
   out(`\napplied by ${others.length} processes:\n`);
   printTable(
-    ["PROCESS", "GENERATION", "DROPPED", "DELAYED", "DUPLICATED", "IDENTITIES"],
+    ["PROCESS", "GENERATION", "DROPPED", "DELAYED", "HELD", "DUPLICATED", "IDENTITIES"],
     others.map((r) => [
       r.processId,
       `${r.generation}${r.generation === set.generation ? "" : " (stale)"}`,
       String(r.dropped),
       String(r.delayed),
+      String(r.held),
       String(r.duplicated),
       summarize(r.identities),
     ]),
   );
+}
+
+/** What every process counted for each rule, summed. */
+function ruleTotals(reports: v1.FaultReport[]): Map<string, { dropped: number; delayed: number; duplicated: number; held: number }> {
+  const totals = new Map<string, { dropped: number; delayed: number; duplicated: number; held: number }>();
+  for (const report of reports) {
+    for (const c of report.rules) {
+      const ruleId = c.ruleId ?? "";
+      const t = totals.get(ruleId) ?? { dropped: 0, delayed: 0, duplicated: 0, held: 0 };
+      t.dropped += c.dropped ?? 0;
+      t.delayed += c.delayed ?? 0;
+      t.duplicated += c.duplicated ?? 0;
+      t.held += c.held ?? 0;
+      totals.set(ruleId, t);
+    }
+  }
+  return totals;
+}
+
+/** "active, ends in 12 s", "starts in 3 s", "ended 4 s ago", "active". */
+function ruleWindow(rule: v1.FaultRule, nowMs: number): string {
+  const secs = (ms: number): string => `${Math.round(ms / 100) / 10} s`;
+  switch (faultRulePhase(rule, nowMs)) {
+    case "pending":
+      return `starts in ${secs(rule.startsAtMs - nowMs)}`;
+    case "ended":
+      return `ended ${secs(nowMs - rule.endsAtMs)} ago`;
+    default:
+      return rule.endsAtMs ? `active, ends in ${secs(rule.endsAtMs - nowMs)}` : "active";
+  }
+}
+
+function describeRule(rule: v1.FaultRule.$Properties): string {
+  const parts = [enumName(v1.FaultAction, rule.action ?? 0, "FAULT_ACTION_")];
+  if (rule.subject) parts.push(`on ${rule.subject}`);
+  if (rule.source) parts.push(`from ${rule.source}`);
+  if (rule.destination) parts.push(`to ${rule.destination}`);
+  if (rule.percent && rule.percent < 100) parts.push(`${rule.percent}%`);
+  if (rule.delayMs) parts.push(`${rule.delayMs} ms`);
+  return parts.join(" ");
+}
+
+function publishFaultEvent(bus: Bus, id: string, name: "added" | "cleared", kind: v1.EventKind, message: string): void {
+  bus.publish(bus.subjects.event("fault", id, name), v1.Event, { kind, objectId: id, timeMs: bus.clock.nowMs(), message, source: bus.processId, cause: "cli" });
+}
+
+/** How long `--wait` gives every process to apply a new rule set. */
+const applyWaitMs = 15_000;
+
+/** Until every process that answers reports `generation` (or a later one). */
+async function waitApplied(bus: Bus, generation: number): Promise<void> {
+  const started = wallNowMs();
+  for (;;) {
+    const reports = await bus.faultReports();
+    const behind = reports.filter((r) => r.generation < generation).map((r) => r.processId);
+    if (behind.length === 0) return;
+    if (wallNowMs() - started > applyWaitMs) {
+      throw new SimdcError("DEADLINE_EXCEEDED", `after ${applyWaitMs} ms these processes have not applied generation ${generation}: ${behind.join(", ")}`);
+    }
+  }
 }
 
 /** Prints logs pretty; with no name, every process's, merged by time. */

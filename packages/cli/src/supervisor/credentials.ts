@@ -31,7 +31,22 @@ export function newPassword(): string {
 
 /** The KV subjects and JetStream API calls that reading (watching, getting) one bucket needs. */
 function kvReader(prefix: string, bucket: string): string[] {
-  const stream = `KV_${prefix.replaceAll(".", "-")}-${bucket}`;
+  return streamReader(`KV_${prefix.replaceAll(".", "-")}-${bucket}`);
+}
+
+/** Reading the event history: what a KV watch needs, and pulling from an ordered consumer. */
+function historyReader(prefix: string): string[] {
+  const stream = `${prefix.replaceAll(".", "-")}-events`;
+  return [...streamReader(stream), `$JS.API.CONSUMER.MSG.NEXT.${stream}.>`];
+}
+
+/** Making (or updating) the event history, for whoever starts first. */
+function historyKeeper(prefix: string): string[] {
+  const stream = `${prefix.replaceAll(".", "-")}-events`;
+  return [`$JS.API.STREAM.CREATE.${stream}`, `$JS.API.STREAM.UPDATE.${stream}`];
+}
+
+function streamReader(stream: string): string[] {
   return [
     `$JS.API.INFO`,
     `$JS.API.STREAM.INFO.${stream}`,
@@ -90,6 +105,7 @@ export function observerUser(prefix: string, password: string): RoleUser {
           "$SRV.>",
           `${prefix}.ctl.faults.report`,
           ...kvReader(prefix, "faults"),
+          ...historyReader(prefix),
         ],
       },
       subscribe: { allow: [`${prefix}.evt.>`, "_INBOX.>"] },
@@ -160,7 +176,7 @@ export function supervisorUser(prefix: string, password: string): RoleUser {
     user: "supervisor",
     password,
     permissions: {
-      publish: { allow: [`${prefix}.evt.process.>`, ...faultFollower(prefix), replies] },
+      publish: { allow: [`${prefix}.evt.process.>`, ...faultFollower(prefix), ...historyKeeper(prefix), replies] },
       subscribe: { allow: [...commonSubscriptions(prefix, "supervisor"), `${prefix}.ctl.supervisor.>`] },
     },
   };

@@ -8,8 +8,8 @@ import { mkdirSync, openSync, writeFileSync } from "node:fs";
 import type { Server } from "node:net";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { Bus, endpoint, supervisorService, type Endpoint } from "@simdc/bus";
-import { checkName, failedPrecondition, invalidArgument, notFound, SimdcError, wallNowMs, type Logger } from "@simdc/common";
+import { Bus, endpoint, supervisorService, type Endpoint, type EventName } from "@simdc/bus";
+import { checkName, failedPrecondition, invalidArgument, notFound, SimdcError, WallClock, wallNowMs, type Clock, type Logger } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 import { launchNodeProcess, type NodeProcess } from "../launch/node-process.js";
 import { startNatsServer } from "../launch/nats-server.js";
@@ -74,7 +74,12 @@ export class Supervisor {
   /** Called after every start or restart of a process (the record of pids is rewritten). */
   onStarted: () => void = () => undefined;
 
-  constructor(private readonly options: SupervisorOptions) {}
+  /** The run's simulated time, which the services' events are stamped with too. */
+  private readonly clock: Clock;
+
+  constructor(private readonly options: SupervisorOptions) {
+    this.clock = new WallClock(options.run.timeScale, options.run.timeOriginMs);
+  }
 
   get logsDir(): string {
     return join(this.options.dataDir, "logs");
@@ -108,6 +113,8 @@ export class Supervisor {
       connectTimeoutMs: 10_000,
     });
     await this.bus.followFaultRules();
+    // Kept from before the first service starts, so the history has every registration.
+    await this.bus.ensureEventHistory();
     const endpoints: Endpoint<any, any>[] = [
       endpoint(supervisorService.ListProcesses, () => ({
         processes: [...this.managed.values()].map((m) => this.view(m)),
@@ -266,10 +273,10 @@ export class Supervisor {
       default:
         throw invalidArgument(`action ${req.action} is not a known ProcessAction`);
     }
-    const action = v1.ProcessAction[req.action]!.replace("PROCESS_ACTION_", "").toLowerCase();
+    const action = v1.ProcessAction[req.action]!.replace("PROCESS_ACTION_", "").toLowerCase() as "kill" | "pause" | "resume" | "restart";
     this.options.say(`fault: ${action} ${name}`);
     this.options.logger.info({ process: name, action, pid }, "process fault injected");
-    this.publish(name, action, v1.EventKind.EVENT_KIND_PROCESS_SIGNALED, `${action} ${name} (pid ${pid})`);
+    this.publish(name, action, v1.EventKind.EVENT_KIND_PROCESS_SIGNALED, `${action} ${name} (pid ${pid})`, req.cause || "cli");
     if (req.action === v1.ProcessAction.PROCESS_ACTION_KILL) await this.exited(m);
     return { process: this.view(m) };
   }
@@ -287,14 +294,15 @@ export class Supervisor {
     await m.proc.stop();
   }
 
-  private publish(name: string, eventName: string, kind: v1.EventKind, message: string): void {
+  private publish(name: string, eventName: EventName, kind: v1.EventKind, message: string, cause = ""): void {
     // With NATS down (a fault) the bus reports the failed publish itself; the log line stands.
     this.bus?.publish(this.bus.subjects.event("process", name, eventName), v1.Event, {
       kind,
       objectId: name,
-      timeMs: wallNowMs(),
+      timeMs: this.clock.nowMs(),
       message,
       source: "supervisor",
+      cause,
     });
   }
 

@@ -6,7 +6,7 @@
 // member a full timeout of grace before judging it, and so does one whose
 // own connection to NATS was down: its silence is not theirs.
 
-import { encodeMessage, type EventObjectKind, type MessageType } from "@simdc/bus";
+import { encodeMessage, type EventName, type EventObjectKind, type MessageType } from "@simdc/bus";
 import { failedPrecondition, notFound, type Clock, type Logger } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 import type { EventPublisher } from "../events.js";
@@ -210,7 +210,7 @@ export class MemberRegistry<T extends { id: string; bootId: string }> {
     });
   }
 
-  private publish(id: string, name: string, kind: v1.EventKind, message: string, status?: v1.Status.$Properties): void {
+  private publish(id: string, name: EventName, kind: v1.EventKind, message: string, status?: v1.Status.$Properties): void {
     this.options.events.publish(this.kind.eventKind, id, name, kind, message, status);
   }
 }
