@@ -74,6 +74,7 @@ export const storageService = {
 export const hostAgentService = {
   GetHostState: method("host", "HostAgentService", "GetHostState", v1.GetHostStateRequest, v1.GetHostStateResponse),
   Reregister: method("host", "HostAgentService", "Reregister", v1.ReregisterRequest, v1.ReregisterResponse),
+  StartStrayVm: method("host", "HostAgentService", "StartStrayVm", v1.StartStrayVmRequest, v1.StartStrayVmResponse),
 };
 
 export const sanNodeService = {

@@ -9,6 +9,7 @@ import { downCommand, faultCommand, logsCommand, statusCommand } from "./command
 import { hostCommand, syncCommand, vmCommand, volumeCommand, type CommandContext } from "./commands/resources.js";
 import { upCommand } from "./commands/up.js";
 import { eventsCommand, waitCommand } from "./commands/watch.js";
+import { experimentCommand } from "./commands/experiment.js";
 import { flushStdout, out, quietOnClosedPipe, type OutputFormat } from "./output.js";
 
 const usage = `usage: simdc [--server URL] [--data-dir DIR] [--prefix P] [--user U] [-o table|json] <command>
@@ -37,6 +38,10 @@ const usage = `usage: simdc [--server URL] [--data-dir DIR] [--prefix P] [--user
                          agent-2, controller, host-agent, ...); D is 500ms, 30s, 2m
   events [-w] [--kind K,...] [--id ID,...] [--since all|5m|ISO] [--record FILE]
                          what happened (kept a day), and with -w what happens next
+  experiment list | show <name|file> | schema
+  experiment run <name|file> [--seed N] [--short] [--repeat K] [--out DIR] [--plan]
+                         a fault-injection experiment on a fresh datacenter: its
+                         timeline, history, checkers and summary (see scenarios/)
   wait vm|host|volume <id> --for STATE [--timeout 30s]
                          until the controller shows it in that state (vm: running,
                          stopped, failed, deleted, ...; host: connected, disconnected)
@@ -111,6 +116,9 @@ async function main(argv: string[]): Promise<boolean> {
       case "wait":
         await waitCommand(ctx, verb, more);
         return false;
+      case "experiment":
+        await experimentCommand(global, ctx, verb, more);
+        return false;
       case undefined:
       case "help":
       case "--help":
@@ -135,7 +143,7 @@ quietOnClosedPipe();
 main(process.argv.slice(2)).then(
   async (keepRunning) => {
     // 'up' keeps running on its children and timers; every other command is done.
-    if (!keepRunning) await exit(0);
+    if (!keepRunning) await exit(typeof process.exitCode === "number" ? process.exitCode : 0);
   },
   async (err: unknown) => {
     if (err instanceof SimdcError) {

@@ -73,12 +73,14 @@ function desiredVm(vmId: string, options: VmOptions = {}): v1.DesiredVm.$Propert
   };
 }
 
-function agentConfig(agentId: string, hostIds: string[]): AgentConfig {
+function agentConfig(agentId: string, hostIds: string[], testFaults = false): AgentConfig {
   return {
+    testFaults,
     agentId,
     hostIds,
     capacity: { pcpus: 16, memoryMib: 65_536, nics: 2 },
-    timing: { bootBlocks, bootTimeMs: 100, stopTimeMs: 50 },
+    // A boot retries an unreachable node for 600 ms here (30 s by default).
+    timing: { bootBlocks, bootTimeMs: 100, stopTimeMs: 50, bootRetryMs: 600 },
     // The stand-in controller answers heartbeatIntervalMs; this is only the start value.
     heartbeatIntervalMs: 1_000,
   };
@@ -190,7 +192,11 @@ class Stage {
     this.controller = null;
   }
 
-  async startAgent(agentId: string, hostIds: string[], options: { vmsPerHostMax?: number; bus?: Bus; followFaultRules?: boolean } = {}): Promise<{ agent: HostAgent; bus: Bus }> {
+  async startAgent(
+    agentId: string,
+    hostIds: string[],
+    options: { vmsPerHostMax?: number; bus?: Bus; followFaultRules?: boolean; testFaults?: boolean } = {},
+  ): Promise<{ agent: HostAgent; bus: Bus }> {
     const bus = options.bus ?? (await connectTestBus(this.nats.url, { prefix: this.prefix, processId: agentId }));
     if (options.followFaultRules) await bus.followFaultRules();
     const logger = createLogger({ service: "host-agent", id: agentId, level: process.env["LOG_LEVEL"] ?? "silent" });
@@ -199,7 +205,7 @@ class Stage {
       logger,
       clock: wallClock,
       rng: new Rng(7, agentId),
-      config: agentConfig(agentId, hostIds),
+      config: agentConfig(agentId, hostIds, options.testFaults),
       ...(options.vmsPerHostMax !== undefined ? { vmsPerHostMax: options.vmsPerHostMax } : {}),
     });
     this.agents.push({ agent, bus });
@@ -640,10 +646,10 @@ describe("one agent, many hosts", () => {
       expect(running.reason).toBeNull();
     });
 
-    it("vm lifecycle: an unreachable or unavailable SAN node is retried a few times, then the VM fails UNAVAILABLE", async () => {
+    it("vm lifecycle: an unreachable or unavailable SAN node is retried for the retry window, then the VM fails UNAVAILABLE", async () => {
       // A node nobody serves and a node that answers UNAVAILABLE are both
-      // worth a few more tries with backoff, bootAttemptsMax in all; then the
-      // VM fails with the reason.
+      // worth more tries with backoff, for the boot retry window (and at
+      // least bootAttemptsMax tries); then the VM fails with the reason.
       await write("host-unreachable", [desiredVm("vm-dead", { volume: "vol-dead", node: "san-dead" }), desiredVm("vm-busy", { volume: "vol-busy", node: "san-busy" })]);
       const dead = await stage.waitForState("vm-dead", VM_STATE_FAILED);
       expect(dead.reason?.code).toBe(v1.ErrorCode.ERROR_CODE_UNAVAILABLE);
@@ -651,7 +657,11 @@ describe("one agent, many hosts", () => {
       const busy = await stage.waitForState("vm-busy", VM_STATE_FAILED);
       expect(busy.reason).toMatchObject({ code: v1.ErrorCode.ERROR_CODE_UNAVAILABLE, message: "disk offline" });
       const attempts = stage.reads.filter((r) => r.volumeId === "vol-busy");
-      expect(attempts).toHaveLength(bootAttemptsMax);
+      expect(attempts.length).toBeGreaterThanOrEqual(bootAttemptsMax);
+      // The last try comes once the 600 ms window has passed, and no later than one backoff after it.
+      const spanMs = attempts.at(-1)!.atMs - attempts[0]!.atMs;
+      expect(spanMs).toBeGreaterThanOrEqual(550);
+      expect(spanMs).toBeLessThan(600 + 2_500);
       // Backoff: the first retry waits at least half of 100 ms.
       for (let i = 1; i < attempts.length; i++) expect(attempts[i]!.atMs - attempts[i - 1]!.atMs).toBeGreaterThanOrEqual(45);
       for (const vmId of ["vm-dead", "vm-busy"]) expect(stage.trail(vmId).map(([state]) => state)).toEqual([VM_STATE_DEFINED, VM_STATE_STARTING, VM_STATE_FAILED]);
@@ -963,6 +973,40 @@ describe("one agent, many hosts", () => {
       expect(stage.seen.slice(mark).filter((s) => s.hostId === "host-evicted")).toEqual([]);
       expect(stage.registrations.filter((r) => r.subjectId === "host-evicted")).toHaveLength(2);
     });
+  });
+});
+
+describe("test faults", () => {
+  let stage: Stage;
+
+  beforeAll(async () => {
+    stage = await Stage.open(nats, "tf");
+    await stage.serveController();
+  });
+
+  afterAll(async () => {
+    await stage?.close();
+  });
+
+  it("test faults: a stray VM starts on a second host only where test faults are served, and the next document removes it", async () => {
+    await stage.startAgent("agent-t1", ["host-t1"]);
+    await stage.startAgent("agent-t2", ["host-t2"], { testFaults: true });
+    await stage.startAgent("agent-t3", ["host-t3"]);
+    await stage.writeDocument("agent-t1", "host-t1", [desiredVm("vm-t1")]);
+    await stage.waitForState("vm-t1", VM_STATE_RUNNING);
+    const held = (await stage.hostState("agent-t1", "host-t1")).vms[0]!.desired!;
+    const stray = (agentId: string, hostId: string) =>
+      stage.client.call(hostAgentService.StartStrayVm, { vm: held }, { scopeId: hostScope(agentId, hostId) });
+    await expect(stray("agent-t3", "host-t3")).rejects.toMatchObject({ code: "PERMISSION_DENIED", message: expect.stringMatching(/--test-faults/) });
+    expect(vmsOf(await stage.hostState("agent-t3", "host-t3"))).toEqual([]);
+    await stray("agent-t2", "host-t2");
+    await eventually("vm-t1 running on host-t2 too", () =>
+      stage.seen.find((s) => s.kind === "vm" && s.hostId === "host-t2" && s.status.vmId === "vm-t1" && s.status.state === VM_STATE_RUNNING),
+    );
+    await expect(stray("agent-t2", "host-t2")).rejects.toMatchObject({ code: "FAILED_PRECONDITION" });
+    await expect(stage.client.call(hostAgentService.StartStrayVm, {}, { scopeId: hostScope("agent-t2", "host-t2") })).rejects.toMatchObject({ code: "INVALID_ARGUMENT" });
+    await stage.writeDocument("agent-t2", "host-t2", []);
+    await eventually("the stray removed by host-t2's next document", async () => (vmsOf(await stage.hostState("agent-t2", "host-t2")).length === 0 ? true : undefined));
   });
 });
 

@@ -7,12 +7,12 @@
 // that host. It holds no VM logic of its own.
 
 import { endpoint, hostAgentService, hostScope, Subjects, type Bucket, type Bus, type RunningRole } from "@simdc/bus";
-import { notFound, Rng, wallClock, type Clock, type HealthReport, type Logger, type Timer } from "@simdc/common";
+import { invalidArgument, notFound, Rng, SimdcError, wallClock, type Clock, type HealthReport, type Logger, type Timer } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 import type { AgentConfig } from "./config.js";
 import { SimHost } from "./host.js";
 import { heartbeatSlotsMax } from "./limits.js";
-import { checkPlan } from "./validate.js";
+import { checkDesiredVm, checkPlan } from "./validate.js";
 
 import v1 = simdc.v1;
 
@@ -104,6 +104,11 @@ export class HostAgent implements RunningRole {
         endpoint(hostAgentService.Reregister, (_req, msg) => {
           agent.hostOf(msg.subject).reregister();
           return {};
+        }),
+        endpoint(hostAgentService.StartStrayVm, (req, msg) => {
+          if (!config.testFaults) throw new SimdcError("PERMISSION_DENIED", `${config.agentId} serves no test faults (start it with --test-faults)`);
+          if (!req.vm) throw invalidArgument("StartStrayVm needs the VM");
+          return { status: agent.hostOf(msg.subject).startStray(checkDesiredVm(v1.DesiredVm.create(req.vm))) };
         }),
       ],
     );

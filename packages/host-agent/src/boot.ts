@@ -35,6 +35,12 @@ export interface BootContext {
   /** Aborted when the VM is removed or its host stops. */
   signal: AbortSignal;
   random: () => number;
+  /**
+   * How long transient failures (a node unreachable or busy) are retried,
+   * as a hypervisor keeps retrying I/O to a datastore whose paths are down
+   * until its timeout; at least bootAttemptsMax attempts are made.
+   */
+  retryForMs: number;
 }
 
 /** Maps a typed error to the proto enum that statuses carry. */
@@ -47,12 +53,14 @@ function reasonOf(err: SimdcError): FailureReason {
  * @returns ok with the bytes read; or a failure reason: NOT_FOUND "boot
  * volume <id> not found" when the controller did not know the volume or the
  * node does not hold it, UNAVAILABLE (or RESOURCE_EXHAUSTED) after
- * bootAttemptsMax attempts at an unreachable (or busy) node, any other code
+ * retrying an unreachable (or busy) node for ctx.retryForMs (and at least
+ * bootAttemptsMax attempts), any other code
  * as the node sent it. Never throws operating errors.
  */
 export async function openBootVolume(ctx: BootContext, boot: BootLocation, blockCount: number): Promise<BootOutcome> {
   const notFound = { ok: false as const, reason: { code: v1.ErrorCode.ERROR_CODE_NOT_FOUND, message: `boot volume ${boot.volumeId} not found` } };
   if (!boot.sanNodeId) return notFound;
+  const giveUpAtMs = ctx.clock.nowMs() + ctx.retryForMs;
   for (let attempt = 1; ; attempt++) {
     try {
       const { data } = await ctx.bus.call(
@@ -67,7 +75,7 @@ export async function openBootVolume(ctx: BootContext, boot: BootLocation, block
       if (failure.code === "NOT_FOUND") return notFound;
       // A peer that is gone or too busy may answer the next attempt; anything else will not.
       const transient = failure.code === "UNAVAILABLE" || failure.code === "RESOURCE_EXHAUSTED";
-      if (!transient || attempt >= bootAttemptsMax) {
+      if (!transient || (attempt >= bootAttemptsMax && ctx.clock.nowMs() >= giveUpAtMs)) {
         ctx.logger.warn({ volumeId: boot.volumeId, attempt, code: failure.code, reason: failure.message }, "cannot open boot volume");
         return { ok: false, reason: reasonOf(failure) };
       }

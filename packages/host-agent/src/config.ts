@@ -36,12 +36,25 @@ export const hostAgentSettings = {
   },
   "boot-time-ms": { kind: "int", default: 300, min: 0, max: 600_000, help: "time from the boot read to RUNNING" },
   "stop-time-ms": { kind: "int", default: 100, min: 0, max: 600_000, help: "time from STOPPING to STOPPED" },
+  "boot-retry-ms": {
+    kind: "int",
+    default: 30_000,
+    min: 0,
+    max: 3_600_000,
+    help: "how long a boot keeps retrying a SAN node that is unreachable or busy (as a hypervisor retries I/O to a datastore with all paths down) before the VM fails UNAVAILABLE",
+  },
   "heartbeat-interval-ms": {
     kind: "int",
     default: 1_000,
     min: heartbeatIntervalMsMin,
     max: heartbeatIntervalMsMax,
     help: "heartbeat interval until the controller's registration reply sets it",
+  },
+  "test-faults": {
+    kind: "bool",
+    env: "SIMDC_TEST_FAULTS",
+    default: false,
+    help: "serve test-only faults that break invariants on purpose (StartStrayVm), for experiments that prove their checkers",
   },
 } as const satisfies SettingsSpec;
 
@@ -52,6 +65,8 @@ export interface AgentConfig {
   capacity: HostCapacity;
   timing: VmTiming;
   heartbeatIntervalMs: number;
+  /** Whether the test-only faults are served. */
+  testFaults: boolean;
 }
 
 /**
@@ -70,8 +85,10 @@ export function agentConfigOf(settings: Settings<typeof hostAgentSettings>): Age
       bootBlocks: settings["boot-blocks"],
       bootTimeMs: settings["boot-time-ms"],
       stopTimeMs: settings["stop-time-ms"],
+      bootRetryMs: settings["boot-retry-ms"],
     },
     heartbeatIntervalMs: settings["heartbeat-interval-ms"],
+    testFaults: settings["test-faults"],
   };
 }
 

@@ -8,6 +8,7 @@
 import { hostService, type Bus, type Input, type MessageType } from "@simdc/bus";
 import {
   addToDigest,
+  failedPrecondition,
   memberDigest,
   removeFromDigest,
   resourceExhausted,
@@ -150,16 +151,7 @@ export class SimHost {
         continue;
       }
       if (known) this.remove(known);
-      const vm = new SimVm(desired, {
-        hostId: this.id,
-        bus: this.bus,
-        logger: this.logger,
-        clock: this.options.clock,
-        timing: this.options.timing,
-        random: this.options.random,
-        changed: (changed) => this.report(changed),
-      });
-      this.vms.set(vm.id, vm);
+      const vm = this.admit(desired);
       if (this.vms.size > this.vmsMax) {
         const refusal = resourceExhausted(`host ${this.id} holds ${this.vmsMax} VMs, its limit`);
         vm.refuse({ code: v1.ErrorCode.ERROR_CODE_RESOURCE_EXHAUSTED, message: refusal.message });
@@ -173,6 +165,35 @@ export class SimHost {
     this.options.onRealized(this);
     for (const vm of changed) vm.drive();
     return null;
+  }
+
+  private admit(desired: DesiredVm): SimVm {
+    const vm = new SimVm(desired, {
+      hostId: this.id,
+      bus: this.bus,
+      logger: this.logger,
+      clock: this.options.clock,
+      timing: this.options.timing,
+      random: this.options.random,
+      changed: (changed) => this.report(changed),
+    });
+    this.vms.set(vm.id, vm);
+    return vm;
+  }
+
+  /**
+   * TEST ONLY: starts a VM the document does not name, as a buggy host
+   * would; the next document removes it.
+   * @throws SimdcError FAILED_PRECONDITION when the host holds the VM already or is stopped.
+   */
+  startStray(desired: DesiredVm): v1.VmStatus {
+    if (!this.alive) throw failedPrecondition(`host ${this.id} is stopped`);
+    if (this.vms.has(desired.vmId)) throw failedPrecondition(`host ${this.id} holds vm ${desired.vmId} already`);
+    this.logger.warn({ vmId: desired.vmId }, "test fault: starting a VM the document does not name");
+    const vm = this.admit(desired);
+    this.report(vm);
+    vm.drive();
+    return vm.status();
   }
 
   /** Everything the host holds, for GetHostState. */

@@ -44,4 +44,4 @@ export const bootCallTimeoutMs = 2_000;
 export const bootAttemptsMax = 4;
 
 /** Retry delays between boot attempts. */
-export const bootBackoff = { initialMs: 100, maxMs: 1_000 } as const;
+export const bootBackoff = { initialMs: 100, maxMs: 2_000 } as const;

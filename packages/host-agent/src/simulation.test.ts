@@ -68,7 +68,7 @@ beforeAll(async () => {
       agentId,
       hostIds,
       capacity: { pcpus: 16, memoryMib: 65_536, nics: 2 },
-      timing: { bootBlocks: 8, bootTimeMs: 300, stopTimeMs: 100 },
+      timing: { bootBlocks: 8, bootTimeMs: 300, stopTimeMs: 100, bootRetryMs: 30_000 },
       heartbeatIntervalMs: 5_000,
     },
   });

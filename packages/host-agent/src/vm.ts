@@ -22,6 +22,8 @@ export interface VmTiming {
   bootTimeMs: number;
   /** Time from STOPPING to STOPPED, in simulated ms. */
   stopTimeMs: number;
+  /** How long a boot retries a SAN node that is unreachable or busy, in simulated ms. */
+  bootRetryMs: number;
 }
 
 /** What a VM needs from the host that holds it. */
@@ -129,7 +131,7 @@ export class SimVm {
     }
     this.change(VM_STATE_STARTING, null, log);
     const { bus, hostId, clock, random, timing } = this.host;
-    const outcome = await openBootVolume({ bus, hostId, logger: log, clock, signal: this.abort.signal, random }, target.boot, timing.bootBlocks);
+    const outcome = await openBootVolume({ bus, hostId, logger: log, clock, signal: this.abort.signal, random, retryForMs: timing.bootRetryMs }, target.boot, timing.bootBlocks);
     if (this.abort.signal.aborted) return;
     if (!outcome.ok) {
       if (outcome.reason === null) return;

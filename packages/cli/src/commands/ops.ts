@@ -58,7 +58,7 @@ export async function downCommand(global: GlobalOptions, argv: string[]): Promis
  * Calls the supervisor of `simdc up`: over its unix socket when this machine
  * has it (it answers while NATS is down), else over NATS.
  */
-async function callSupervisor<Req, Res>(global: GlobalOptions, ctx: CommandContext, method: RpcMethod<Req, Res>, request: Req, timeoutMs: number): Promise<Res> {
+export async function callSupervisor<Req, Res>(global: GlobalOptions, ctx: CommandContext, method: RpcMethod<Req, Res>, request: Req, timeoutMs: number): Promise<Res> {
   const socket = controlSocketPath(global.dataDir);
   if (existsSync(socket)) return callControlSocket(socket, method, request, timeoutMs);
   const token = operatorToken(global.dataDir);
@@ -145,7 +145,7 @@ const actions: Record<string, v1.ProcessAction> = {
   restart: v1.ProcessAction.PROCESS_ACTION_RESTART,
 };
 
-const ruleActions: Record<string, v1.FaultAction> = {
+export const ruleActions: Record<string, v1.FaultAction> = {
   drop: v1.FaultAction.FAULT_ACTION_DROP,
   delay: v1.FaultAction.FAULT_ACTION_DELAY,
   duplicate: v1.FaultAction.FAULT_ACTION_DUPLICATE,
@@ -215,7 +215,7 @@ async function faultRuleCommand(ctx: CommandContext, verb: "add" | "list" | "cle
       rule.endsAtMs = durationMs ? startsAtMs + durationMs : 0;
     }
     const set = await addFaultRule(bus, rule);
-    publishFaultEvent(bus, id!, "added", v1.EventKind.EVENT_KIND_FAULT_ADDED, `fault rule ${id} added: ${describeRule(rule)}`);
+    publishFaultEvent(bus, id!, "added", `fault rule ${id} added: ${describeRule(rule)}`);
     if (parsed.flags["wait"]) await waitApplied(bus, set.generation);
     out(`fault rule ${id} added (generation ${set.generation}${parsed.flags["wait"] ? ", applied by every process" : ""})\n`);
     return;
@@ -225,7 +225,7 @@ async function faultRuleCommand(ctx: CommandContext, verb: "add" | "list" | "cle
     if (parsed.positionals.length > 1) throw invalidArgument("usage: simdc fault clear [id] [--wait]");
     const id = parsed.positionals[0];
     const set = await clearFaultRules(bus, id);
-    publishFaultEvent(bus, id ?? "all", "cleared", v1.EventKind.EVENT_KIND_FAULT_CLEARED, `fault rules cleared: ${id ?? "all"}`);
+    publishFaultEvent(bus, id ?? "all", "cleared", `fault rules cleared: ${id ?? "all"}`);
     if (parsed.flags["wait"]) await waitApplied(bus, set.generation);
     out(`fault rules cleared: ${id ?? "all"} (generation ${set.generation})\n`);
     return;
@@ -309,7 +309,7 @@ function ruleWindow(rule: v1.FaultRule, nowMs: number): string {
   }
 }
 
-function describeRule(rule: v1.FaultRule.$Properties): string {
+export function describeRule(rule: v1.FaultRule.$Properties): string {
   const parts = [enumName(v1.FaultAction, rule.action ?? 0, "FAULT_ACTION_")];
   if (rule.subject) parts.push(`on ${rule.subject}`);
   if (rule.source) parts.push(`from ${rule.source}`);
@@ -319,8 +319,10 @@ function describeRule(rule: v1.FaultRule.$Properties): string {
   return parts.join(" ");
 }
 
-function publishFaultEvent(bus: Bus, id: string, name: "added" | "cleared", kind: v1.EventKind, message: string): void {
-  bus.publish(bus.subjects.event("fault", id, name), v1.Event, { kind, objectId: id, timeMs: bus.clock.nowMs(), message, source: bus.processId, cause: "cli" });
+/** Says on the bus that a rule was added or cleared, and by whom. */
+export function publishFaultEvent(bus: Bus, id: string, name: "added" | "cleared", message: string, cause = "cli", timeMs = bus.clock.nowMs()): void {
+  const kind = name === "added" ? v1.EventKind.EVENT_KIND_FAULT_ADDED : v1.EventKind.EVENT_KIND_FAULT_CLEARED;
+  bus.publish(bus.subjects.event("fault", id, name), v1.Event, { kind, objectId: id, timeMs, message, source: bus.processId, cause });
 }
 
 /** How long `--wait` gives every process to apply a new rule set. */

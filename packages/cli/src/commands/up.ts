@@ -39,6 +39,7 @@ const upFlags: FlagSpec = {
   "cpu-overcommit": { type: "string" },
   "memory-overcommit": { type: "string" },
   "ready-timeout-ms": { type: "string" },
+  "test-faults": { type: "boolean" },
 };
 
 const packagesDir = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
@@ -97,7 +98,7 @@ export async function upCommand(global: GlobalOptions, argv: string[]): Promise<
 
   const startedAt = wallNowMs();
   const run = { seed, timeScale, timeOriginMs: startedAt };
-  const supervisor = new Supervisor({ dataDir, natsBinary, natsPort, prefix, run, extraArgs: { controller: controllerArgs }, logger, say });
+  const supervisor = new Supervisor({ dataDir, natsBinary, natsPort, prefix, run, extraArgs: { controller: controllerArgs, "host-agent": f["test-faults"] ? ["--test-faults"] : [] }, logger, say });
   let stopping = false;
   const stop = async (signal: string): Promise<void> => {
     if (stopping) return;
@@ -118,7 +119,7 @@ export async function upCommand(global: GlobalOptions, argv: string[]): Promise<
   // Waiting and the demo act as the operator, as a user at the terminal would.
   const operator = supervisor.credentialOf("operator");
   const bus = await connectCli({ server: supervisor.natsUrl, dataDir, prefix, user: operator.user });
-  const record = { natsUrl: supervisor.natsUrl, prefix, supervisorPid: process.pid, dataDir, startedAtMs: startedAt };
+  const record = { natsUrl: supervisor.natsUrl, prefix, supervisorPid: process.pid, dataDir, startedAtMs: startedAt, timeScale };
   writeUpRecord({ ...record, pids: supervisor.pids() });
   supervisor.onStarted = () => writeUpRecord({ ...record, pids: supervisor.pids() });
   const ready = await waitReady(bus, plans, readyTimeoutMs);

@@ -10,7 +10,9 @@ export interface UpRecord {
   prefix: string;
   supervisorPid: number;
   dataDir: string;
+  /** The run's time origin (simulated and wall time coincide here) and scale. */
   startedAtMs: number;
+  timeScale?: number;
   /**
    * The pid of every process the supervisor started, kept current, so that
    * `simdc down` can still stop them if the supervisor itself was killed.

@@ -1,0 +1,103 @@
+// Runs every built-in scenario in its short form through the real CLI, each
+// on a fresh datacenter of real processes, and requires its assertions and
+// checkers to pass; runs a scenario that breaks an invariant on purpose and
+// requires the checker to catch and name it; proves the same seed gives the
+// same schedule; and that Ctrl-C tears everything down and keeps the history.
+
+import { execFile, spawn } from "node:child_process";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { afterAll, describe, expect, it } from "vitest";
+import { eventually } from "@simdc/testkit";
+import { cli } from "./up-env.js";
+
+const run = promisify(execFile);
+const here = dirname(fileURLToPath(import.meta.url));
+const scenarios = readdirSync(join(here, "..", "scenarios")).filter((f) => f.endsWith(".yaml")).map((f) => f.slice(0, -5)).sort();
+const dataDir = mkdtempSync(join(tmpdir(), "simdc-experiments-"));
+
+async function experiment(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, [cli, "--data-dir", dataDir, "experiment", ...args], { timeout: 180_000, maxBuffer: 64 * 1024 * 1024 });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+afterAll(() => {
+  rmSync(dataDir, { recursive: true, force: true });
+});
+
+describe("experiments", () => {
+  it("experiments: the built-in scenarios are listed, and each is a valid file", async () => {
+    expect(scenarios).toEqual(["agent-crash", "controller-crash", "host-hang", "host-partition", "lossy-heartbeats", "san-crash-during-boot", "slow-controller"]);
+    const listed = (await experiment("list")).stdout;
+    for (const name of scenarios) expect(listed).toMatch(new RegExp(`^${name}\\s+\\S`, "m"));
+    expect((await experiment("show", "agent-crash")).stdout).toContain("name: agent-crash");
+  });
+
+  for (const name of scenarios) {
+    it(`experiments: ${name} (short form) passes its assertions and checkers`, async () => {
+      const out = join(dataDir, `out-${name}`);
+      const result = await experiment("run", name, "--short", "--seed", "17", "--out", out);
+      if (result.code !== 0) throw new Error(`${name} failed (exit ${result.code}):\n${result.stderr}\n${result.stdout}`);
+      expect(result.stdout).toMatch(new RegExp(`^${name}: 1 of 1 runs passed`));
+      expect(result.stderr).toContain(`seed 17; again: simdc experiment run ${name} --seed 17 --short`);
+      const summary = readFileSync(join(out, "summary.md"), "utf8");
+      expect(summary).toMatch(new RegExp(`^# Experiment ${name}: PASSED`));
+      for (const checker of ["vm-on-one-host", "acknowledged-kept", "vms-running", "hosts-connected"]) expect(summary).toMatch(new RegExp(`\\| ok \\| checker \\| ${checker} \\|`));
+      const history = readFileSync(join(out, "history.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l) as { type: string });
+      expect(history.filter((e) => e.type === "run")).toHaveLength(1);
+      expect(history.filter((e) => e.type === "step").length).toBeGreaterThan(0);
+      expect(history.filter((e) => e.type === "final")).toHaveLength(1);
+      expect(readdirSync(join(out, "logs"))).toContain("controller.log");
+    }, 180_000);
+  }
+
+  it("experiments: a VM started on a second host by a test-only fault is caught by the checker, which names both hosts", async () => {
+    const result = await experiment("run", join(here, "scenarios", "vm-runs-twice.yaml"), "--seed", "3", "--out", join(dataDir, "out-twice"));
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/FAILED checker vm-on-one-host: vm solo is (starting|running) on host-2 at \+[\d.]+ s while host-1 still runs it/);
+    expect(result.stderr).toMatch(/simdc: FAILED_PRECONDITION: 1 of 1 runs broke an assertion or a checker \(seeds 3\)/);
+    expect(readFileSync(join(dataDir, "out-twice", "summary.md"), "utf8")).toMatch(/^# Experiment vm-runs-twice: FAILED/);
+  }, 120_000);
+
+  it("experiments: the same seed gives the same schedule, other seeds others", async () => {
+    const plan = async (seed: number): Promise<string> => (await experiment("run", "agent-crash", "--seed", String(seed), "--plan")).stdout;
+    expect(await plan(42)).toBe(await plan(42));
+    const schedules = new Set(await Promise.all([1, 2, 3, 4].map(plan)));
+    expect(schedules.size).toBe(4);
+  });
+
+  it("experiments: a bad scenario is refused naming its line, before anything starts", async () => {
+    const bad = join(dataDir, "bad.yaml");
+    await run("bash", ["-c", `printf 'name: bad\\ntimeline:\\n  - at: 1s\\n    do: kill\\n    process: agent-9\\nduration: 5s\\n' > ${bad}`]);
+    const result = await experiment("run", bad);
+    expect(result.code).toBe(2);
+    expect(result.stderr.trim()).toBe("simdc: INVALID_ARGUMENT: bad.yaml:5: no process agent-9; this topology has nats, controller, san-1, agent-1, agent-2");
+    expect(existsSync(join(dataDir, "experiments"))).toBe(false);
+  });
+
+  it("experiments: Ctrl-C tears the datacenter down and still writes the history so far", async () => {
+    const out = join(dataDir, "out-interrupted");
+    const child = spawn(process.execPath, [cli, "--data-dir", dataDir, "experiment", "run", "agent-crash", "--short", "--seed", "5", "--out", out], { stdio: ["ignore", "pipe", "pipe"] });
+    let stderr = "";
+    child.stderr!.on("data", (c: Buffer) => (stderr += c.toString()));
+    await eventually("the timeline started", () => (stderr.includes("timeline:") ? true : undefined), 60_000);
+    child.kill("SIGINT");
+    const code = await new Promise<number | null>((resolve) => child.once("exit", resolve));
+    expect(code).toBe(130);
+    expect(stderr).toContain("interrupted: the datacenter is down and the history so far is written");
+    const history = readFileSync(join(out, "history.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l) as { type: string });
+    expect(history.some((e) => e.type === "run")).toBe(true);
+    expect(history.some((e) => e.type === "final")).toBe(true);
+    // Nothing of that datacenter runs on: no process names its data directory.
+    const { stdout } = await run("ps", ["-eo", "args"]);
+    expect(stdout.split("\n").filter((l) => l.includes("simdc-experiment-agent-crash-"))).toEqual([]);
+  }, 120_000);
+});

@@ -1,0 +1,284 @@
+// Runs one experiment: a fresh datacenter from the real `simdc up` (in a
+// throw-away data directory, on a free port), the scenario's VMs, then its
+// timeline on the simulated clock while every event and probe sample is
+// recorded to the history file as it happens; then the final state, the
+// teardown (logs kept beside the history), the verdicts and the summary.
+// Ctrl-C ends the timeline, still records the final state if it can, tears
+// everything down and writes what was recorded.
+
+import { spawn, type ChildProcess } from "node:child_process";
+import { cpSync, createWriteStream, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { controllerService, storageService, type Bus } from "@simdc/bus";
+import { SimdcError, WallClock, wallClock, wallNowMs, type Clock, type Timer } from "@simdc/common";
+import {
+  durationMs,
+  judge,
+  RunHistory,
+  summaryMarkdown,
+  vmNames,
+  type HistoryEntry,
+  type Parts,
+  type Plan,
+  type RunResult,
+  type Scenario,
+  type StepEntry,
+} from "@simdc/experiment";
+import { readEvents, vmStateName } from "@simdc/history";
+import { simdc } from "@simdc/proto";
+import { connectCli } from "../context.js";
+import { freePort } from "../launch/nats-server.js";
+import { enumName } from "../output.js";
+import { listAllHosts, listAllVms } from "../paging.js";
+import { readUpRecord } from "../supervisor/record.js";
+import { createVms, executors, type StepContext } from "./steps.js";
+
+import v1 = simdc.v1;
+
+const cliMain = join(dirname(fileURLToPath(import.meta.url)), "..", "main.js");
+
+export interface ExperimentOptions {
+  scenario: Scenario;
+  plan: Plan;
+  parts: Parts;
+  /** Where the history, summary and logs go. */
+  outDir: string;
+  /** The command that repeats this run. */
+  command: string;
+  say: (line: string) => void;
+  signal: AbortSignal;
+  /** Whether the datacenter must serve test-only faults. */
+  testFaults: boolean;
+}
+
+export interface ExperimentRun {
+  history: RunHistory;
+  result: RunResult;
+  files: { history: string; summary: string; logs: string };
+  interrupted: boolean;
+}
+
+/** How long the datacenter may take to be ready, and the scenario's VMs to run. */
+const readyTimeoutMs = 120_000;
+
+interface Datacenter {
+  child: ChildProcess;
+  dataDir: string;
+  output: () => string;
+}
+
+async function startDatacenter(scenario: Scenario, seed: number, testFaults: boolean, signal: AbortSignal): Promise<Datacenter> {
+  const t = scenario.topology;
+  const dataDir = mkdtempSync(join(tmpdir(), `simdc-experiment-${scenario.name}-`));
+  const args = [
+    cliMain, "up", "--data-dir", dataDir, "--nats-port", String(await freePort()),
+    "--hosts", String(t.hosts), "--hosts-per-agent", String(t.hostsPerAgent), "--san", String(t.san), "--controllers", String(t.controllers),
+    "--seed", String(seed), "--time-scale", String(t.timeScale),
+    "--heartbeat-interval-ms", String(t.heartbeatIntervalMs), "--heartbeat-misses-max", String(t.heartbeatMissesMax),
+    "--pcpus", String(t.pcpus), "--memory-mib", String(t.memoryMib),
+    ...(testFaults ? ["--test-faults"] : []),
+  ];
+  // Its own process group: Ctrl-C at the terminal reaches the runner, which stops it in order.
+  const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"], detached: true });
+  let output = "";
+  child.stdout!.on("data", (c: Buffer) => (output += c.toString()));
+  child.stderr!.on("data", (c: Buffer) => (output += c.toString()));
+  const started = wallNowMs();
+  while (!output.includes("ready in")) {
+    if (child.exitCode !== null) throw new SimdcError("UNAVAILABLE", `simdc up exited ${child.exitCode} before it was ready:\n${output.trim()}`);
+    if (signal.aborted || wallNowMs() - started > readyTimeoutMs) {
+      await stopDatacenter({ child, dataDir, output: () => output });
+      throw new SimdcError(signal.aborted ? "UNAVAILABLE" : "DEADLINE_EXCEEDED", `the datacenter was not ready${signal.aborted ? " (interrupted)" : ` after ${readyTimeoutMs} ms`}:\n${output.trim()}`);
+    }
+    await wallClock.sleep(100);
+  }
+  return { child, dataDir, output: () => output };
+}
+
+async function stopDatacenter(dc: Datacenter): Promise<void> {
+  if (dc.child.exitCode === null && dc.child.signalCode === null) {
+    const exited = new Promise<void>((resolve) => dc.child.once("exit", () => resolve()));
+    dc.child.kill("SIGTERM");
+    const timer = wallClock.after(30_000, () => dc.child.kill("SIGKILL"));
+    await exited;
+    timer.cancel();
+  }
+}
+
+/** Samples what a probe sees now. */
+async function sample(bus: Bus, probe: string): Promise<Record<string, number>> {
+  switch (probe) {
+    case "hosts": {
+      const hosts = await listAllHosts(bus);
+      const connected = hosts.filter((h) => h.state === v1.HostState.HOST_STATE_CONNECTED).length;
+      return { connected, disconnected: hosts.length - connected };
+    }
+    case "vms": {
+      const counts: Record<string, number> = {};
+      for (const vm of await listAllVms(bus)) {
+        const state = vmStateName(vm.status?.state ?? 0);
+        counts[state] = (counts[state] ?? 0) + 1;
+      }
+      return counts;
+    }
+    case "api": {
+      const started = wallNowMs();
+      await bus.call(controllerService.GetControllerStatus, {}, { timeoutMs: 2_000 });
+      return { latencyMs: wallNowMs() - started };
+    }
+    default:
+      throw new SimdcError("INVALID_ARGUMENT", `no probe ${probe}`);
+  }
+}
+
+async function finalState(bus: Bus, clock: Clock): Promise<HistoryEntry> {
+  const timeMs = clock.nowMs();
+  try {
+    const [vms, hosts] = await Promise.all([listAllVms(bus), listAllHosts(bus)]);
+    return {
+      type: "final",
+      timeMs,
+      vms: vms.map((vm) => ({
+        id: vm.id ?? "",
+        hostId: vm.hostId ?? "",
+        state: vmStateName(vm.status?.state ?? 0),
+        power: enumName(v1.PowerState, vm.powerState ?? 0, "POWER_STATE_"),
+        incarnation: vm.incarnation ?? "",
+      })),
+      hosts: hosts.map((h) => ({ id: h.id ?? "", state: enumName(v1.HostState, h.state ?? 0, "HOST_STATE_") })),
+    };
+  } catch (err) {
+    return { type: "final", timeMs, vms: [], hosts: [], error: err instanceof SimdcError ? err.toString() : String(err) };
+  }
+}
+
+export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRun> {
+  const { scenario, plan } = o;
+  mkdirSync(o.outDir, { recursive: true });
+  const files = { history: join(o.outDir, "history.jsonl"), summary: join(o.outDir, "summary.md"), logs: join(o.outDir, "logs") };
+  const historyFile = createWriteStream(files.history);
+  const entries: HistoryEntry[] = [];
+  const record = (entry: HistoryEntry): void => {
+    entries.push(entry);
+    historyFile.write(`${JSON.stringify(entry)}\n`);
+  };
+  o.say(`starting a datacenter: ${scenario.topology.hosts} hosts (${Object.keys(plan.agents).length} agents), ${scenario.topology.san} SAN nodes, ${scenario.topology.controllers} controller(s)`);
+  const dc = await startDatacenter(scenario, plan.seed, o.testFaults, o.signal);
+  const stopRecording = new AbortController();
+  const timers: Timer[] = [];
+  let bus: Bus | null = null;
+  let interrupted = false;
+  try {
+    const up = readUpRecord(dc.dataDir);
+    if (!up) throw new SimdcError("INTERNAL", "simdc up wrote no record");
+    const clock = new WallClock(up.timeScale ?? scenario.topology.timeScale, up.startedAtMs);
+    const global = { dataDir: dc.dataDir };
+    const theBus = await connectCli(global);
+    bus = theBus;
+    const cli = { output: "table" as const, bus: async () => theBus };
+    // The history from the datacenter's first event on, as it happens.
+    const recording = readEvents(theBus, { from: "all", follow: true, signal: stopRecording.signal }, (event) => record({ type: "event", event }));
+
+    const bootVolume = "boot";
+    const stepContext: StepContext = { bus: theBus, clock, plan, global, cli, bootVolume, ack: record };
+    const initial = scenario.vms.flatMap((g) => vmNames(g.name, g.count).map((name) => ({ name, g })));
+    if (initial.length > 0 || scenario.timeline.some((s) => s.do === "create-vms")) {
+      await theBus.call(storageService.CreateVolume, { name: bootVolume, sizeMib: 64 });
+    }
+    if (initial.length > 0) {
+      o.say(`creating ${initial.length} VMs`);
+      for (const g of scenario.vms) await createVms(stepContext, vmNames(g.name, g.count), g, 16);
+      const deadline = wallNowMs() + readyTimeoutMs;
+      for (;;) {
+        const vms = await listAllVms(theBus);
+        if (vms.length >= initial.length && vms.every((v) => v.status?.state === v1.VmState.VM_STATE_RUNNING)) break;
+        if (wallNowMs() > deadline) throw new SimdcError("DEADLINE_EXCEEDED", `the scenario's VMs were not all running after ${readyTimeoutMs} ms`);
+        if (o.signal.aborted) throw new SimdcError("UNAVAILABLE", "interrupted while the VMs started");
+        await wallClock.sleep(200);
+      }
+    }
+
+    const startMs = clock.nowMs();
+    record({
+      type: "run",
+      scenario: scenario.name,
+      seed: plan.seed,
+      timeScale: scenario.topology.timeScale,
+      command: o.command,
+      startMs,
+      durationMs: plan.durationMs,
+      livenessMs: plan.livenessMs,
+      agents: plan.agents,
+      hosts: plan.hosts,
+    });
+    o.say(`timeline: ${plan.steps.length} steps over ${(plan.durationMs / 1000).toFixed(1)} s (seed ${plan.seed})`);
+    for (const probe of scenario.probes) {
+      let busy = false;
+      const everyMs = durationMs(probe.every);
+      timers.push(
+        clock.every(everyMs, () => {
+          if (busy) return;
+          busy = true;
+          sample(theBus, probe.probe)
+            .then((values) => record({ type: "sample", timeMs: clock.nowMs(), probe: probe.probe, values }))
+            // A probe that gets no answer (the controller is the fault) is a sample too.
+            .catch(() => record({ type: "sample", timeMs: clock.nowMs(), probe: probe.probe, values: { errors: 1 } }))
+            .finally(() => (busy = false));
+        }),
+      );
+    }
+    const active = new Map<string, number>();
+    const faultsActive = (): number => {
+      const now = clock.nowMs();
+      return [...active.values()].filter((ends) => ends > now).length;
+    };
+    const execute = async (step: Plan["steps"][number]): Promise<void> => {
+      const at = clock.nowMs();
+      let entry: StepEntry;
+      try {
+        const outcome = await executors[step.do]!(stepContext, step);
+        entry = { type: "step", timeMs: at, id: step.id, do: step.do, fault: step.fault, ok: true, detail: outcome.detail, hosts: outcome.hosts, ...(outcome.endsAtMs ? { endsAtMs: outcome.endsAtMs } : {}) };
+      } catch (err) {
+        entry = { type: "step", timeMs: at, id: step.id, do: step.do, fault: step.fault, ok: false, detail: err instanceof SimdcError ? err.toString() : String(err), hosts: [] };
+      }
+      record(entry);
+      if (entry.ok && step.fault) active.set(step.id, entry.endsAtMs ?? Infinity);
+      if (entry.ok && (step.do === "resume" || step.do === "restart")) {
+        for (const [id] of active) if (plan.steps.find((s) => s.id === id)?.params["process"] === step.params["process"]) active.delete(id);
+      }
+      if (entry.ok && step.do === "clear-bus") for (const [id] of active) if (!step.params["rule"] || step.params["rule"] === id) active.delete(id);
+      o.say(`${`+${((at - startMs) / 1000).toFixed(2)} s`.padEnd(9)} ${step.id}: ${entry.ok ? entry.detail : `FAILED: ${entry.detail}`}  (faults active: ${faultsActive()})`);
+    };
+    // Each step starts at its time, whether or not the ones before it are done (a create load goes on under the faults).
+    const running: Promise<void>[] = [];
+    for (const step of plan.steps) {
+      const waitMs = startMs + step.atMs - clock.nowMs();
+      if (waitMs > 0 && !(await clock.sleep(waitMs, o.signal))) break;
+      if (o.signal.aborted) break;
+      running.push(execute(step));
+    }
+    if (!o.signal.aborted) await clock.sleep(startMs + plan.durationMs - clock.nowMs(), o.signal);
+    interrupted = o.signal.aborted;
+    await Promise.all(running);
+    for (const t of timers) t.cancel();
+    record(await finalState(theBus, clock));
+    // Events published just before the end still reach the history.
+    await wallClock.sleep(500);
+    stopRecording.abort();
+    await recording.catch(() => undefined);
+  } finally {
+    for (const t of timers) t.cancel();
+    stopRecording.abort();
+    await bus?.close().catch(() => undefined);
+    await stopDatacenter(dc);
+    cpSync(join(dc.dataDir, "logs"), files.logs, { recursive: true });
+    rmSync(dc.dataDir, { recursive: true, force: true });
+    await new Promise<void>((resolve) => historyFile.end(() => resolve()));
+  }
+  const history = new RunHistory(entries);
+  const result = judge(history, scenario, o.parts);
+  writeFileSync(files.summary, summaryMarkdown(history, result, { history: files.history }));
+  return { history, result, files, interrupted };
+}

@@ -1,0 +1,173 @@
+// What each kind of timeline step does to a running datacenter, as the
+// operator would with the CLI: process faults through the supervisor, bus
+// rules in KV, VM changes through the API (each answer recorded, acknowledged
+// or not). A capability that registers a step kind adds its executor here.
+
+import { addFaultRule, clearFaultRules, computeService, hostAgentService, hostScope, readFaultRules, supervisorService, type Bus } from "@simdc/bus";
+import { SimdcError, wallNowMs, type Clock } from "@simdc/common";
+import { durationMs, vmNames, type AckEntry, type Plan, type PlannedStep } from "@simdc/experiment";
+import { simdc } from "@simdc/proto";
+import type { CommandContext } from "../commands/resources.js";
+import { callSupervisor, describeRule, publishFaultEvent, ruleActions } from "../commands/ops.js";
+import type { GlobalOptions } from "../context.js";
+
+import v1 = simdc.v1;
+
+export interface StepContext {
+  bus: Bus;
+  clock: Clock;
+  plan: Plan;
+  global: GlobalOptions;
+  cli: CommandContext;
+  /** The boot volume every VM of the run boots from. */
+  bootVolume: string;
+  ack: (entry: AckEntry) => void;
+}
+
+export interface StepOutcome {
+  detail: string;
+  /** The hosts it acts on. */
+  hosts: string[];
+  endsAtMs?: number;
+}
+
+type Executor = (ctx: StepContext, step: PlannedStep) => Promise<StepOutcome>;
+
+const processActions: Record<string, v1.ProcessAction> = {
+  kill: v1.ProcessAction.PROCESS_ACTION_KILL,
+  pause: v1.ProcessAction.PROCESS_ACTION_PAUSE,
+  resume: v1.ProcessAction.PROCESS_ACTION_RESUME,
+  restart: v1.ProcessAction.PROCESS_ACTION_RESTART,
+};
+
+/** The hosts an identity stands for: a host itself, an agent's hosts, nothing for the others. */
+function hostsOf(plan: Plan, identity: string | undefined): string[] {
+  if (!identity) return [];
+  if (plan.hosts.includes(identity)) return [identity];
+  return plan.agents[identity] ?? [];
+}
+
+async function processFault(ctx: StepContext, step: PlannedStep): Promise<StepOutcome> {
+  const name = step.params["process"] as string;
+  const request = v1.SignalProcessRequest.create({ name, action: processActions[step.do]!, cause: `experiment:${step.id}` });
+  const { process: proc } = await callSupervisor(ctx.global, ctx.cli, supervisorService.SignalProcess, request, 15_000);
+  return { detail: `${step.do} ${name} (pid ${proc?.pid ?? "?"})`, hosts: hostsOf(ctx.plan, name) };
+}
+
+async function busRule(ctx: StepContext, step: PlannedStep): Promise<StepOutcome> {
+  const p = step.params;
+  const forMs = typeof p["for"] === "string" ? durationMs(p["for"]) : 0;
+  const now = ctx.clock.nowMs();
+  const rule: v1.FaultRule.$Properties = {
+    id: step.id,
+    action: ruleActions[p["action"] as string]!,
+    subject: (p["subject"] as string | undefined) ?? "",
+    source: (p["from"] as string | undefined) ?? "",
+    destination: (p["to"] as string | undefined) ?? "",
+    percent: (p["percent"] as number | undefined) ?? 100,
+    delayMs: (p["delayMs"] as number | undefined) ?? 0,
+    jitterMs: (p["jitterMs"] as number | undefined) ?? 0,
+    copies: (p["copies"] as number | undefined) ?? 1,
+    ...(forMs ? { endsAtMs: now + forMs } : {}),
+  };
+  await addFaultRule(ctx.bus, rule);
+  const detail = `${describeRule(rule)}${forMs ? ` for ${forMs} ms` : ""}`;
+  publishFaultEvent(ctx.bus, step.id, "added", `fault rule ${step.id} added: ${detail}`, `experiment:${step.id}`, now);
+  const hosts = [...hostsOf(ctx.plan, rule.source ?? ""), ...hostsOf(ctx.plan, rule.destination ?? "")];
+  return { detail, hosts, ...(forMs ? { endsAtMs: now + forMs } : {}) };
+}
+
+async function clearBus(ctx: StepContext, step: PlannedStep): Promise<StepOutcome> {
+  const id = step.params["rule"] as string | undefined;
+  const before = await readFaultRules(ctx.bus);
+  const cleared = before.rules.filter((r) => id === undefined || r.id === id);
+  await clearFaultRules(ctx.bus, id);
+  publishFaultEvent(ctx.bus, id ?? "all", "cleared", `fault rules cleared: ${id ?? "all"}`, `experiment:${step.id}`);
+  const hosts = cleared.flatMap((r) => [...hostsOf(ctx.plan, r.source ?? ""), ...hostsOf(ctx.plan, r.destination ?? "")]);
+  return { detail: `cleared ${cleared.map((r) => r.id).join(", ") || "nothing"}`, hosts: [...new Set(hosts)] };
+}
+
+/** Runs `call`, recording its answer as an acknowledgement (or its refusal). */
+async function acked(ctx: StepContext, op: string, id: string, call: () => Promise<unknown>): Promise<boolean> {
+  const started = wallNowMs();
+  const timeMs = ctx.clock.nowMs();
+  try {
+    await call();
+    ctx.ack({ type: "ack", timeMs, op, id, ok: true, latencyMs: wallNowMs() - started });
+    return true;
+  } catch (err) {
+    const error = err instanceof SimdcError ? err.toString() : String(err);
+    ctx.ack({ type: "ack", timeMs, op, id, ok: false, latencyMs: wallNowMs() - started, error });
+    return false;
+  }
+}
+
+/** Creates VMs, `concurrency` requests in flight, each with a request id so a retry would act once. */
+export async function createVms(ctx: StepContext, names: string[], spec: { vcpus: number; memoryMib: number }, concurrency: number): Promise<number> {
+  let next = 0;
+  let ok = 0;
+  const worker = async (): Promise<void> => {
+    while (next < names.length) {
+      const id = names[next++]!;
+      const created = await acked(ctx, "create-vm", id, () =>
+        ctx.bus.call(computeService.CreateVm, { name: id, spec: { vcpus: spec.vcpus, memoryMib: spec.memoryMib, bootVolume: ctx.bootVolume }, mutation: { requestId: `create-${id}` } }, { timeoutMs: 10_000 }),
+      );
+      if (created) ok += 1;
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, names.length) }, worker));
+  return ok;
+}
+
+async function createVmsStep(ctx: StepContext, step: PlannedStep): Promise<StepOutcome> {
+  const p = step.params;
+  const names = vmNames(p["name"] as string, (p["count"] as number | undefined) ?? 1);
+  const ok = await createVms(ctx, names, { vcpus: (p["vcpus"] as number | undefined) ?? 1, memoryMib: (p["memoryMib"] as number | undefined) ?? 512 }, (p["concurrency"] as number | undefined) ?? 16);
+  return { detail: `${ok} of ${names.length} creates acknowledged`, hosts: [] };
+}
+
+function vmChange(op: "delete-vm" | "start-vm" | "stop-vm"): Executor {
+  return async (ctx, step) => {
+    const id = step.params["vm"] as string;
+    const mutation = { requestId: `${step.id}-${id}` };
+    const call = (): Promise<unknown> =>
+      op === "delete-vm"
+        ? ctx.bus.call(computeService.DeleteVm, { vmId: id, mutation })
+        : op === "start-vm"
+          ? ctx.bus.call(computeService.StartVm, { vmId: id, mutation })
+          : ctx.bus.call(computeService.StopVm, { vmId: id, mutation });
+    const ok = await acked(ctx, op, id, call);
+    if (!ok) throw new SimdcError("UNAVAILABLE", `${op} ${id} was not acknowledged`);
+    return { detail: `${op.replace("-vm", "")} ${id}`, hosts: [] };
+  };
+}
+
+/** TEST ONLY: the VM's own host's view of it, started on a second host behind the controller's back. */
+async function duplicateVm(ctx: StepContext, step: PlannedStep): Promise<StepOutcome> {
+  const id = step.params["vm"] as string;
+  const onto = step.params["onto"] as string;
+  const { vm } = await ctx.bus.call(computeService.GetVm, { vmId: id });
+  const from = vm?.hostId ?? "";
+  if (!from) throw new SimdcError("FAILED_PRECONDITION", `vm ${id} is on no host`);
+  if (from === onto) throw new SimdcError("FAILED_PRECONDITION", `vm ${id} is on ${onto} already; pick another host`);
+  const agentOf = (host: string): string => Object.entries(ctx.plan.agents).find(([, hosts]) => hosts.includes(host))![0];
+  const state = await ctx.bus.call(hostAgentService.GetHostState, {}, { scopeId: hostScope(agentOf(from), from) });
+  const desired = state.vms.find((r) => r.desired?.vmId === id)?.desired;
+  if (!desired) throw new SimdcError("FAILED_PRECONDITION", `${from} does not hold vm ${id}`);
+  await ctx.bus.call(hostAgentService.StartStrayVm, { vm: desired }, { scopeId: hostScope(agentOf(onto), onto) });
+  return { detail: `vm ${id} of ${from} started on ${onto} too`, hosts: [] };
+}
+
+export const executors: Record<string, Executor> = {
+  kill: processFault,
+  pause: processFault,
+  resume: processFault,
+  restart: processFault,
+  bus: busRule,
+  "clear-bus": clearBus,
+  "create-vms": createVmsStep,
+  "delete-vm": vmChange("delete-vm"),
+  "start-vm": vmChange("start-vm"),
+  "stop-vm": vmChange("stop-vm"),
+  "duplicate-vm": duplicateVm,
+};

@@ -1,0 +1,114 @@
+// What a run recorded, one JSON line per entry: the datacenter's events as
+// they happened, the steps the runner took (with their outcome), the answers
+// to its own changes (acknowledged or not), probe samples, and the final
+// state. Checkers and assertions decide from this alone.
+
+import type { DatacenterEvent } from "@simdc/history";
+
+export interface RunInfo {
+  type: "run";
+  scenario: string;
+  seed: number;
+  timeScale: number;
+  /** The command that repeats this run. */
+  command: string;
+  /** Simulated time the timeline started at (its "0s"). */
+  startMs: number;
+  durationMs: number;
+  /** After the last fault ends, how long the datacenter has to be whole again. */
+  livenessMs: number;
+  /** Which hosts each agent process runs, to know what a process fault touches. */
+  agents: Record<string, string[]>;
+  hosts: string[];
+}
+
+export interface EventEntry {
+  type: "event";
+  event: DatacenterEvent;
+}
+
+export interface StepEntry {
+  type: "step";
+  timeMs: number;
+  id: string;
+  do: string;
+  fault: boolean;
+  ok: boolean;
+  detail: string;
+  /** The hosts the step acts on (a process's hosts, a rule's host), for detection latencies. */
+  hosts: string[];
+  /** For a fault with a duration: when it ends by itself. */
+  endsAtMs?: number;
+}
+
+export interface AckEntry {
+  type: "ack";
+  timeMs: number;
+  op: string;
+  id: string;
+  ok: boolean;
+  latencyMs: number;
+  error?: string;
+}
+
+export interface SampleEntry {
+  type: "sample";
+  timeMs: number;
+  probe: string;
+  values: Record<string, number>;
+}
+
+export interface FinalEntry {
+  type: "final";
+  timeMs: number;
+  vms: { id: string; hostId: string; state: string; power: string; incarnation: string }[];
+  hosts: { id: string; state: string }[];
+  /** Why the final state could not be read, if it could not. */
+  error?: string;
+}
+
+export type HistoryEntry = RunInfo | EventEntry | StepEntry | AckEntry | SampleEntry | FinalEntry;
+
+export class RunHistory {
+  readonly run: RunInfo;
+  readonly events: DatacenterEvent[] = [];
+  readonly steps: StepEntry[] = [];
+  readonly acks: AckEntry[] = [];
+  readonly samples: SampleEntry[] = [];
+  readonly final: FinalEntry | undefined;
+
+  constructor(readonly entries: HistoryEntry[]) {
+    const run = entries.find((e): e is RunInfo => e.type === "run");
+    if (!run) throw new Error("a history starts with its run entry");
+    this.run = run;
+    let final: FinalEntry | undefined;
+    for (const e of entries) {
+      if (e.type === "event") this.events.push(e.event);
+      else if (e.type === "step") this.steps.push(e);
+      else if (e.type === "ack") this.acks.push(e);
+      else if (e.type === "sample") this.samples.push(e);
+      else if (e.type === "final") final = e;
+    }
+    this.events.sort((a, b) => a.timeMs - b.timeMs);
+    this.final = final;
+  }
+
+  /** When the last fault stopped acting: its own end, or the step that healed it; the start when there was none. */
+  get healedAtMs(): number {
+    let at = this.run.startMs;
+    for (const s of this.steps) {
+      if (!s.ok) continue;
+      if (s.fault || healing.has(s.do)) at = Math.max(at, s.endsAtMs ?? s.timeMs);
+    }
+    return at;
+  }
+
+  /** Offset from the timeline's start, for people ("+4.21 s"). */
+  at(timeMs: number): string {
+    const offset = (timeMs - this.run.startMs) / 1000;
+    return `${offset < 0 ? "-" : "+"}${Math.abs(offset).toFixed(2)} s`;
+  }
+}
+
+/** Steps that end a fault rather than start one. */
+export const healing = new Set(["resume", "restart", "clear-bus", "heal"]);

@@ -1,0 +1,11 @@
+export { Parts } from "./parts.js";
+export type { AssertionPart, CheckerPart, JsonSchema, ProbePart, StepPart, Verdict } from "./parts.js";
+export { parseScenario, scenarioSchema, durationMs, errorAt } from "./scenario.js";
+export type { Scenario, ScenarioSource, Step, Topology, VmGroup } from "./scenario.js";
+export { planRun, topologyNames, vmNames, estimatedMemoryMib } from "./plan.js";
+export type { Plan, PlannedStep } from "./plan.js";
+export { RunHistory, healing } from "./history-model.js";
+export type { AckEntry, EventEntry, FinalEntry, HistoryEntry, RunInfo, SampleEntry, StepEntry } from "./history-model.js";
+export { builtinParts, percentile } from "./builtins.js";
+export { aggregate, consequences, historyLines, judge, summaryMarkdown } from "./report.js";
+export type { Aggregate, Judged, RunResult } from "./report.js";

@@ -1,0 +1,155 @@
+// From a checked scenario and a seed to the run's schedule: each step's time
+// (random ones drawn from the seed, so the same seed gives the same
+// schedule), in time order, with what it names checked against the topology
+// and the timeline checked for sense (no resume of a process never paused,
+// no step after the end). Pure: the runner carries the plan out.
+
+import { Rng } from "@simdc/common";
+import type { Parts } from "./parts.js";
+import { durationMs, errorAt, type Scenario, type ScenarioSource, type Step, type Topology } from "./scenario.js";
+
+export interface PlannedStep {
+  /** The step's id (given, or "<do>-<n>" by position). */
+  id: string;
+  do: string;
+  /** Offset from the timeline's start, ms of simulated time. */
+  atMs: number;
+  params: Step;
+  fault: boolean;
+  line: number;
+}
+
+export interface Plan {
+  seed: number;
+  steps: PlannedStep[];
+  durationMs: number;
+  livenessMs: number;
+  /** The processes the topology makes, and each agent's hosts. */
+  processes: string[];
+  agents: Record<string, string[]>;
+  hosts: string[];
+  vms: string[];
+}
+
+/** The process names `simdc up` gives this topology (as its supervisor's plan does). */
+export function topologyNames(t: Topology): Pick<Plan, "processes" | "agents" | "hosts"> {
+  const processes = ["nats"];
+  for (let c = 1; c <= t.controllers; c++) processes.push(t.controllers === 1 ? "controller" : `controller-${c}`);
+  for (let s = 1; s <= t.san; s++) processes.push(`san-${s}`);
+  const agents: Record<string, string[]> = {};
+  const hosts: string[] = [];
+  for (let a = 1; a <= Math.ceil(t.hosts / t.hostsPerAgent); a++) {
+    const ids: string[] = [];
+    for (let h = (a - 1) * t.hostsPerAgent + 1; h <= Math.min(t.hosts, a * t.hostsPerAgent); h++) ids.push(`host-${h}`);
+    agents[`agent-${a}`] = ids;
+    hosts.push(...ids);
+    processes.push(`agent-${a}`);
+  }
+  return { processes, agents, hosts };
+}
+
+/** Rough memory a topology needs: a process is ~80 MiB, a simulated host ~0.3 MiB. */
+export function estimatedMemoryMib(t: Topology): number {
+  const processes = 1 + t.controllers + t.san + Math.ceil(t.hosts / t.hostsPerAgent);
+  return processes * 80 + t.hosts * 0.3;
+}
+
+/**
+ * @param machineMemoryMib what this machine has; a topology needing more than
+ * 80% of it is refused before anything starts.
+ * @throws SimdcError INVALID_ARGUMENT naming the line.
+ */
+export function planRun(scenario: Scenario, source: ScenarioSource, parts: Parts, seed: number, machineMemoryMib: number): Plan {
+  const names = topologyNames(scenario.topology);
+  const needMib = estimatedMemoryMib(scenario.topology);
+  if (needMib > machineMemoryMib * 0.8) {
+    throw errorAt(source, ["topology"], `this topology needs about ${Math.round(needMib)} MiB, more than 80% of this machine's ${Math.round(machineMemoryMib)} MiB`);
+  }
+  const total = durationMs(scenario.duration);
+  const rng = new Rng(seed, `experiment/${scenario.name}`);
+  const vms = new Set(scenario.vms.flatMap((g) => vmNames(g.name, g.count)));
+  const identities = new Set([...names.processes, ...names.hosts, "controller", "host-agent", "san-storage", "supervisor", "cli"]);
+  for (let c = 1; c <= scenario.topology.controllers; c++) identities.add(`controller-${c}`);
+  const counts = new Map<string, number>();
+  const steps = scenario.timeline.map((step, index): PlannedStep => {
+    const path = ["timeline", index];
+    const part = parts.steps.get(step.do)!;
+    const n = (counts.get(step.do) ?? 0) + 1;
+    counts.set(step.do, n);
+    // Every step draws, fixed or not, so adding a fixed step does not move the random ones after it.
+    const draw = rng.next();
+    let atMs: number;
+    if (typeof step.at === "string") atMs = durationMs(step.at);
+    else {
+      const [lo, hi] = step.at.between.map(durationMs) as [number, number];
+      if (hi < lo) throw errorAt(source, [...path, "at"], `between ${step.at.between[0]} and ${step.at.between[1]}: the second must not be earlier`);
+      atMs = Math.round(lo + draw * (hi - lo));
+    }
+    if (atMs > total) throw errorAt(source, [...path, "at"], `${step.do} at ${(atMs / 1000).toFixed(2)} s is after the end of the run (duration ${scenario.duration})`);
+    for (const [field, kind] of Object.entries(part.refs ?? {})) {
+      const value = step[field];
+      if (typeof value !== "string") continue;
+      const known = kind === "process" ? names.processes.includes(value) : kind === "host" ? names.hosts.includes(value) : kind === "vm" ? true : identities.has(value);
+      if (!known) {
+        const what = kind === "process" ? `no process ${value}; this topology has ${names.processes.join(", ")}` : `no ${kind} ${value} in this topology`;
+        throw errorAt(source, [...path, field], what);
+      }
+    }
+    return { id: step.id ?? `${step.do}-${n}`, do: step.do, atMs, params: step, fault: part.fault, line: scenario.lines.timeline[index] ?? 1 };
+  });
+  const ids = new Set<string>();
+  for (const [i, s] of steps.entries()) {
+    if (ids.has(s.id)) throw errorAt(source, ["timeline", i, "id"], `step id ${s.id} is used twice`);
+    ids.add(s.id);
+  }
+  const ordered = steps.map((s, i) => ({ s, i })).sort((a, b) => a.s.atMs - b.s.atMs || a.i - b.i);
+  checkTimeline(ordered, source, vms);
+  return {
+    seed,
+    steps: ordered.map((o) => o.s),
+    durationMs: total,
+    livenessMs: durationMs(scenario.liveness),
+    ...names,
+    vms: [...vms],
+  };
+}
+
+export function vmNames(name: string, count: number): string[] {
+  return count === 1 ? [name] : Array.from({ length: count }, (_, i) => `${name}-${i + 1}`);
+}
+
+/** A process's life along the timeline: a resume needs a pause, a kill a running process, a VM must exist when named. */
+function checkTimeline(ordered: { s: PlannedStep; i: number }[], source: ScenarioSource, vms: Set<string>): void {
+  const state = new Map<string, "running" | "paused" | "killed">();
+  for (const { s, i } of ordered) {
+    const process = typeof s.params["process"] === "string" ? (s.params["process"] as string) : undefined;
+    const now = process ? (state.get(process) ?? "running") : "running";
+    const refuse = (why: string): never => {
+      throw errorAt(source, ["timeline", i], `${s.do} ${process} at ${(s.atMs / 1000).toFixed(2)} s: ${why}`);
+    };
+    switch (s.do) {
+      case "kill":
+        if (now === "killed") refuse("it was killed already and not restarted");
+        state.set(process!, "killed");
+        break;
+      case "pause":
+        if (now !== "running") refuse(`it is ${now} then`);
+        state.set(process!, "paused");
+        break;
+      case "resume":
+        if (now !== "paused") refuse(`it is ${now} then, not paused`);
+        state.set(process!, "running");
+        break;
+      case "restart":
+        state.set(process!, "running");
+        break;
+      case "create-vms":
+        for (const vm of vmNames(s.params["name"] as string, (s.params["count"] as number | undefined) ?? 1)) vms.add(vm);
+        break;
+      default: {
+        const vm = s.params["vm"];
+        if (typeof vm === "string" && !vms.has(vm)) throw errorAt(source, ["timeline", i, "vm"], `no VM ${vm} exists at ${(s.atMs / 1000).toFixed(2)} s (the scenario's vms and earlier create-vms steps make them)`);
+      }
+    }
+  }
+}
