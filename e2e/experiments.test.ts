@@ -12,6 +12,7 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { afterAll, describe, expect, it } from "vitest";
 import { eventually } from "@simdc/testkit";
+import { checkPage } from "./browser.js";
 import { cli } from "./up-env.js";
 
 const run = promisify(execFile);
@@ -56,8 +57,41 @@ describe("experiments", () => {
       expect(history.filter((e) => e.type === "step").length).toBeGreaterThan(0);
       expect(history.filter((e) => e.type === "final")).toHaveLength(1);
       expect(readdirSync(join(out, "logs"))).toContain("controller.log");
+      // The report opens in a real browser with no errors, and the charting library drew every chart.
+      const page = await checkPage(join(out, "report.html"));
+      expect(page.errors).toEqual([]);
+      expect(page.title).toBe(`simdc experiment ${name}: PASSED`);
+      expect(page.charts.map((c) => c.id)).toEqual(["chart-hosts", "chart-vms", "chart-latency", "chart-api", "chart-faults", "chart-timeline"]);
+      // An empty chart still draws its axes (a few thousand pixels); nothing drawn is zero.
+      for (const c of page.charts) expect(c.paintedPixels, c.id).toBeGreaterThan(1_000);
     }, 180_000);
   }
+
+  it("experiments: --repeat runs several seeds and aggregates each metric; compare sets two results side by side", async () => {
+    const out = join(dataDir, "out-repeat");
+    const result = await experiment("run", "host-partition", "--short", "--seed", "30", "--repeat", "2", "--out", out);
+    if (result.code !== 0) throw new Error(`repeat failed (exit ${result.code}):\n${result.stderr}`);
+    expect(result.stdout).toMatch(/^host-partition: 2 of 2 runs passed/);
+    expect(result.stdout).toMatch(/^detected-within\.max\s+2\s+\d+/m);
+    expect(readFileSync(join(out, "aggregate.md"), "utf8")).toMatch(/^# host-partition: 2 runs, 0 failed\n[\s\S]*\| detected-within\.max \| 2 \| /);
+    expect(readdirSync(out).sort()).toEqual(["aggregate.md", "seed-30", "seed-31"]);
+    const compared = (await experiment("compare", join(dataDir, "out-agent-crash"), out)).stdout;
+    expect(compared).toMatch(/^METRIC\s+A: MEDIAN \(SPREAD\)\s+B: MEDIAN \(SPREAD\)\s+B - A\s+B \/ A/);
+    expect(compared).toMatch(/^detected-within\.max\s+\d+ \(\d+-\d+, 1 runs\)\s+\d+ \(\d+-\d+, 2 runs\)\s+-?\d+\s+[\d.]+x/m);
+    expect((await experiment("compare", out, join(dataDir, "nothing-here"))).code).toBe(1);
+  }, 240_000);
+
+  it("experiments: swarm runs a random fault schedule from a seed, heals, and judges it with the checkers", async () => {
+    const out = join(dataDir, "out-swarm");
+    const result = await experiment("swarm", "--runs", "1", "--seed", "101", "--out", out);
+    if (result.code !== 0) throw new Error(`swarm failed (exit ${result.code}):\n${result.stderr}`);
+    expect(result.stdout).toBe("swarm: 1 of 1 runs passed\n");
+    expect(readFileSync(join(out, "seed-101", "scenario.yaml"), "utf8")).toMatch(/^name: swarm-101\n/);
+    // The kept scenario runs again as a file, with the same schedule.
+    const plan = (await experiment("run", join(out, "seed-101", "scenario.yaml"), "--plan")).stdout;
+    expect(plan).toMatch(/^seed 101\s+at\s+0\.500 s\s+load \(create-vms\)/);
+    expect(plan).toMatch(/heal \(clear-bus\)\n$/);
+  }, 120_000);
 
   it("experiments: a VM started on a second host by a test-only fault is caught by the checker, which names both hosts", async () => {
     const result = await experiment("run", join(here, "scenarios", "vm-runs-twice.yaml"), "--seed", "3", "--out", join(dataDir, "out-twice"));

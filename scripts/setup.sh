@@ -47,6 +47,11 @@ command -v protoc >/dev/null || apt_install protobuf-compiler
 command -v strace >/dev/null || apt_install strace
 command -v mkfs.ext4 >/dev/null || [ -x /usr/sbin/mkfs.ext4 ] || apt_install e2fsprogs
 
+# The tests open experiment reports in a real headless browser.
+if [ "$want_docker" = true ]; then
+  command -v chromium >/dev/null || apt_install chromium
+fi
+
 if [ "$want_docker" = true ]; then
   command -v dockerd >/dev/null || apt_install docker.io
   command -v docker-compose >/dev/null || apt_install docker-compose

@@ -2,6 +2,9 @@
 // The simdc command. Global flags may stand anywhere; every failure is one
 // line on stderr and a non-zero exit (2 for usage, 1 for everything else).
 
+import { readFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { SimdcError, invalidArgument } from "@simdc/common";
 import type { Bus } from "@simdc/bus";
 import { connectCli, defaultDataDir, type GlobalOptions } from "./context.js";
@@ -11,8 +14,10 @@ import { upCommand } from "./commands/up.js";
 import { eventsCommand, waitCommand } from "./commands/watch.js";
 import { experimentCommand } from "./commands/experiment.js";
 import { flushStdout, out, quietOnClosedPipe, type OutputFormat } from "./output.js";
+import { helpFor } from "./help.js";
 
 const usage = `usage: simdc [--server URL] [--data-dir DIR] [--prefix P] [--user U] [-o table|json] <command>
+       simdc <command> --help     every flag of one command;  simdc --version
 
   up [--hosts N] [--san M] [--hosts-per-agent K] [--controllers C] [--nats-port P]
      [--seed S] [--time-scale X] [--demo]
@@ -40,6 +45,7 @@ const usage = `usage: simdc [--server URL] [--data-dir DIR] [--prefix P] [--user
                          what happened (kept a day), and with -w what happens next
   experiment list | show <name|file> | schema
   experiment run <name|file> [--seed N] [--short] [--repeat K] [--out DIR] [--plan]
+  experiment compare <dir> <dir>
                          a fault-injection experiment on a fresh datacenter: its
                          timeline, history, checkers and summary (see scenarios/)
   wait vm|host|volume <id> --for STATE [--timeout 30s]
@@ -50,6 +56,12 @@ NATS is found from --server, else NATS_URL, else what 'up' recorded in --data-di
 (default ./.simdc, or SIMDC_DATA_DIR). 'up' makes a NATS user per role; the CLI
 connects as --user (default operator) with the password 'up' wrote to
 <data dir>/auth/<user>.json, or SIMDC_NATS_USER and SIMDC_NATS_PASSWORD.`;
+
+/** The CLI package's version. */
+function cliVersion(): string {
+  const manifest = join(dirname(fileURLToPath(import.meta.url)), "..", "package.json");
+  return (JSON.parse(readFileSync(manifest, "utf8")) as { version: string }).version;
+}
 
 /** Takes the global flags out of argv wherever they stand. */
 function splitGlobal(argv: string[]): { global: GlobalOptions; output: OutputFormat; rest: string[] } {
@@ -79,6 +91,15 @@ function splitGlobal(argv: string[]): { global: GlobalOptions; output: OutputFor
 async function main(argv: string[]): Promise<boolean> {
   const { global, output, rest } = splitGlobal(argv);
   const [command, verb, ...more] = rest;
+  if (command === "--version" || command === "version") {
+    out(`simdc ${cliVersion()}\n`);
+    return false;
+  }
+  const help = command ? helpFor(command) : null;
+  if (help && rest.slice(1).some((a) => a === "--help" || a === "-h" || a === "help")) {
+    out(help);
+    return false;
+  }
   let bus: Bus | null = null;
   const ctx: CommandContext = { output, bus: async () => (bus ??= await connectCli(global)) };
   try {

@@ -103,6 +103,7 @@ export function builtinParts(): Parts {
   parts.probe({ kind: "hosts", summary: "hosts connected and disconnected, as the controller has them" });
   parts.probe({ kind: "vms", summary: "VMs by state, as the controller has them" });
   parts.probe({ kind: "api", summary: "round trip of GetControllerStatus in ms (errors counted)" });
+  parts.probe({ kind: "faults", summary: "what the bus rules dropped, delayed and duplicated so far, summed over processes, and how many messages they hold" });
 
   parts.assertion({
     kind: "detected-within",

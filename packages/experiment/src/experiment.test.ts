@@ -5,7 +5,7 @@
 
 import { describe, expect, it } from "vitest";
 import type { DatacenterEvent } from "@simdc/history";
-import { builtinParts, judge, parseScenario, planRun, RunHistory, type HistoryEntry } from "./mod.js";
+import { builtinParts, faultWindows, judge, parseScenario, planRun, reportData, RunHistory, swarmScenario, type HistoryEntry } from "./mod.js";
 
 const parts = builtinParts();
 const memoryMib = 16_384;
@@ -167,5 +167,77 @@ describe("experiment checkers", () => {
     expect(v["acknowledged-kept"]).toEqual({ ok: false, detail: "vm vm-9 was acknowledged created, and is gone at the end" });
     expect(v["vms-running"]).toEqual({ ok: false, detail: "vm vm-1 should run; its last report is unknown from host-1 at +4.10 s, and the controller has it unknown" });
     expect(v["hosts-connected"]).toEqual({ ok: false, detail: "host-2 was disconnected at +4.00 s and never connected again" });
+  });
+});
+
+describe("experiment reports", () => {
+  const step = (timeMs: number, id: string, what: string, target: string, extra: object = {}): HistoryEntry => ({
+    type: "step",
+    timeMs,
+    id,
+    do: what,
+    fault: what === "kill" || what === "pause" || what === "bus",
+    ok: true,
+    detail: target,
+    hosts: [],
+    target,
+    ...extra,
+  });
+
+  it("reports: a fault's window runs from the step to what ended it: a restart, the rule's own end or its clearing, else the run's end", () => {
+    const h = new RunHistory([
+      run,
+      step(1_000, "k", "kill", "agent-1"),
+      step(2_000, "r", "restart", "agent-2"),
+      step(4_000, "r2", "restart", "agent-1"),
+      step(1_500, "b", "bus", "b", { endsAtMs: 9_000 }),
+      step(2_500, "c", "bus", "c"),
+      step(6_000, "clear", "clear-bus", "c"),
+      step(7_000, "p", "pause", "agent-2"),
+      final(19_000, true),
+    ]);
+    expect(faultWindows(h).map((w) => [w.id, w.fromMs, w.toMs])).toEqual([
+      ["k", 1_000, 4_000],
+      ["b", 1_500, 9_000],
+      ["c", 2_500, 6_000],
+      ["p", 7_000, 19_000],
+    ]);
+  });
+
+  it("reports: hosts connected over time follow the connected and disconnected events, from all connected", () => {
+    const h = new RunHistory([
+      run,
+      event(3_000, "host-disconnected", "host-1"),
+      event(3_500, "host-disconnected", "host-1"),
+      event(4_000, "host-disconnected", "host-2"),
+      event(6_000, "host-connected", "host-1"),
+      final(10_000, true),
+    ]);
+    const { judged } = judge(h, parseScenario("name: t\ntimeline: []\nduration: 10s\n", "t.yaml", parts).scenario, parts);
+    const data = reportData(h, { seed: 1, ok: false, judged, metrics: {} }) as { hosts: { connected: [number, number][] } };
+    // A repeated disconnect changes nothing; the line ends at the run's end.
+    expect(data.hosts.connected).toEqual([
+      [0, 2],
+      [3, 1],
+      [4, 0],
+      [6, 1],
+      [10, 1],
+    ]);
+  });
+});
+
+describe("experiment swarm", () => {
+  it("swarm: a seed always gives the same scenario, every one valid and with a healing step at the end of its faults", () => {
+    expect(swarmScenario(9)).toBe(swarmScenario(9));
+    const distinct = new Set<string>();
+    for (let seed = 0; seed < 60; seed++) {
+      const text = swarmScenario(seed);
+      distinct.add(text.replace(/swarm-\d+/g, "").replace(/swarm run \d+/, ""));
+      const { scenario, source } = parseScenario(text, `swarm-${seed}.yaml`, parts);
+      const plan = planRun(scenario, source, parts, seed, memoryMib);
+      expect(plan.steps.at(-1)).toMatchObject({ id: "heal", do: "clear-bus", atMs: 12_000 });
+      expect(plan.steps.filter((s) => s.fault).length).toBeGreaterThan(0);
+    }
+    expect(distinct.size).toBeGreaterThan(50);
   });
 });

@@ -37,6 +37,8 @@ export interface StepEntry {
   detail: string;
   /** The hosts the step acts on (a process's hosts, a rule's host), for detection latencies. */
   hosts: string[];
+  /** What it acts on: the process, the rule id ("all" for every rule), the VM. */
+  target?: string;
   /** For a fault with a duration: when it ends by itself. */
   endsAtMs?: number;
 }
@@ -108,6 +110,38 @@ export class RunHistory {
     const offset = (timeMs - this.run.startMs) / 1000;
     return `${offset < 0 ? "-" : "+"}${Math.abs(offset).toFixed(2)} s`;
   }
+}
+
+export interface FaultWindow {
+  id: string;
+  do: string;
+  label: string;
+  fromMs: number;
+  toMs: number;
+}
+
+/**
+ * When each fault was in force: a kill or pause until the restart or resume
+ * of its process, a bus rule until its own end or its clearing, anything
+ * else (a test-only fault) for a moment; the run's end when nothing ended it.
+ */
+export function faultWindows(h: RunHistory): FaultWindow[] {
+  const endOfRun = h.final?.timeMs ?? h.run.startMs + h.run.durationMs;
+  const windows: FaultWindow[] = [];
+  for (const s of h.steps) {
+    if (!s.fault || !s.ok) continue;
+    const later = h.steps.filter((x) => x.ok && x.timeMs >= s.timeMs && x !== s);
+    let toMs = endOfRun;
+    if (s.do === "kill" || s.do === "pause") {
+      const ends = later.find((x) => (x.do === "restart" || x.do === "resume") && x.target === s.target);
+      if (ends) toMs = ends.timeMs;
+    } else if (s.do === "bus") {
+      const cleared = later.find((x) => x.do === "clear-bus" && (x.target === "all" || x.target === s.id));
+      toMs = Math.min(s.endsAtMs ?? endOfRun, cleared?.timeMs ?? endOfRun);
+    } else toMs = Math.min(endOfRun, s.timeMs + 1_000);
+    windows.push({ id: s.id, do: s.do, label: `${s.id}: ${s.detail}`, fromMs: s.timeMs, toMs });
+  }
+  return windows;
 }
 
 /** Steps that end a fault rather than start one. */

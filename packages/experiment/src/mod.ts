@@ -4,8 +4,11 @@ export { parseScenario, scenarioSchema, durationMs, errorAt } from "./scenario.j
 export type { Scenario, ScenarioSource, Step, Topology, VmGroup } from "./scenario.js";
 export { planRun, topologyNames, vmNames, estimatedMemoryMib } from "./plan.js";
 export type { Plan, PlannedStep } from "./plan.js";
-export { RunHistory, healing } from "./history-model.js";
-export type { AckEntry, EventEntry, FinalEntry, HistoryEntry, RunInfo, SampleEntry, StepEntry } from "./history-model.js";
+export { RunHistory, faultWindows, healing } from "./history-model.js";
+export type { FaultWindow, AckEntry, EventEntry, FinalEntry, HistoryEntry, RunInfo, SampleEntry, StepEntry } from "./history-model.js";
 export { builtinParts, percentile } from "./builtins.js";
+export { reportData, reportHtml } from "./html.js";
+export { swarmScenario, swarmDefaults } from "./swarm.js";
+export type { SwarmOptions } from "./swarm.js";
 export { aggregate, consequences, historyLines, judge, summaryMarkdown } from "./report.js";
 export type { Aggregate, Judged, RunResult } from "./report.js";

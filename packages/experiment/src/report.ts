@@ -2,7 +2,7 @@
 // happened in words: a Markdown summary of one run, with the chain of
 // consequences each fault caused, and figures aggregated over repeated runs.
 
-import type { HistoryEntry, RunHistory, StepEntry } from "./history-model.js";
+import { faultWindows, type HistoryEntry, type RunHistory, type StepEntry } from "./history-model.js";
 import type { Parts, Verdict } from "./parts.js";
 import { percentile } from "./builtins.js";
 import type { Scenario } from "./scenario.js";
@@ -45,6 +45,7 @@ export function judge(history: RunHistory, scenario: Scenario, parts: Parts): Ru
 /** What each fault step led to, from the recorded events: the hosts it touched going and coming back, their VMs unknown and running again. */
 export function consequences(history: RunHistory, step: StepEntry): string[] {
   const chain: string[] = [`${history.at(step.timeMs)} ${step.id} (${step.do}): ${step.detail}`];
+  if (step.hosts.length === 0) return [...chain, ...aftermath(history, step)];
   for (const host of step.hosts) {
     const lost = history.events.find((e) => e.kind === "host-disconnected" && e.objectId === host && e.timeMs >= step.timeMs);
     if (!lost) {
@@ -62,10 +63,33 @@ export function consequences(history: RunHistory, step: StepEntry): string[] {
     const healer = [...history.steps].reverse().find((s) => s.timeMs <= back.timeMs && s.hosts.includes(host) && s !== step);
     const cause = healer ? ` after ${healer.id} (${healer.do} at ${history.at(healer.timeMs)})` : step.endsAtMs ? ` after the rule ended at ${history.at(step.endsAtMs)}` : "";
     chain.push(`  -> ${history.at(back.timeMs)} ${host} connected again${cause}`);
-    const rerun = history.events.filter((e) => e.kind === "vm-state-changed" && e.hostId === host && e.state === "running" && e.timeMs >= back.timeMs - 1 && e.timeMs <= back.timeMs + 5_000);
+    // A restarted agent runs its hosts' VMs from their documents before it registers, so the reports may come first.
+    const from = healer?.timeMs ?? lost.timeMs;
+    const rerun = history.events.filter((e) => e.kind === "vm-state-changed" && e.hostId === host && e.state === "running" && e.timeMs >= from && e.timeMs <= back.timeMs + 5_000);
     if (rerun.length > 0) chain.push(`  -> its VMs reported running again: ${[...new Set(rerun.map((e) => e.objectId))].join(", ")}`);
   }
   return chain;
+}
+
+/** What followed a fault that cut off no host (the controller, a SAN node, the API): the first event of each kind, and the changes refused, until a while after it ended. */
+function aftermath(history: RunHistory, step: StepEntry): string[] {
+  const window = faultWindows(history).find((w) => w.id === step.id);
+  const untilMs = (window?.toMs ?? step.timeMs) + 5_000;
+  const lines: string[] = [];
+  const seen = new Set<string>();
+  for (const e of history.events) {
+    if (e.timeMs < step.timeMs || e.timeMs > untilMs || seen.has(e.kind) || e.kind === "vm-state-changed" || e.kind === "vm-created") continue;
+    seen.add(e.kind);
+    lines.push(`  -> ${history.at(e.timeMs)} ${e.kind} ${e.objectId}: ${e.message}`);
+  }
+  // A refusal counts when it came (its call's start plus its wall latency at the run's time scale).
+  const answeredAt = (a: { timeMs: number; latencyMs: number }): number => a.timeMs + a.latencyMs * history.run.timeScale;
+  const refused = history.acks.filter((a) => !a.ok && answeredAt(a) >= step.timeMs && answeredAt(a) <= untilMs);
+  if (refused.length > 0) lines.push(`  -> ${refused.length} changes refused meanwhile (first: ${refused[0]!.op} ${refused[0]!.id}: ${refused[0]!.error ?? ""})`);
+  const failed = history.events.filter((e) => e.kind === "vm-state-changed" && e.state === "failed" && e.timeMs >= step.timeMs && e.timeMs <= untilMs);
+  if (failed.length > 0) lines.push(`  -> ${failed.length} VMs failed meanwhile (first: ${failed[0]!.message})`);
+  if (lines.length === 0) lines.push("  -> no event followed it");
+  return lines;
 }
 
 /** The VMs a host last reported running before `beforeMs`. */
@@ -100,7 +124,7 @@ export function summaryMarkdown(history: RunHistory, result: RunResult, files: {
     "",
     ...history.steps.map((s) => `- ${history.at(s.timeMs)} **${s.id}** (${s.do}${s.fault ? ", fault" : ""}): ${s.ok ? "" : "FAILED: "}${s.detail}`),
   ];
-  const faults = history.steps.filter((s) => s.fault && s.ok && s.hosts.length > 0);
+  const faults = history.steps.filter((s) => s.fault && s.ok);
   if (faults.length > 0) {
     lines.push("", "## What each fault caused", "");
     for (const f of faults) lines.push("```", ...consequences(history, f), "```");

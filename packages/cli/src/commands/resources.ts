@@ -17,7 +17,7 @@ export interface CommandContext {
 }
 
 /** Flags every changing command takes. */
-const mutationFlags: FlagSpec = {
+export const mutationFlags: FlagSpec = {
   wait: { type: "string" },
   "wait-timeout-ms": { type: "string" },
   "request-id": { type: "string" },
@@ -105,7 +105,7 @@ export async function syncCommand(ctx: CommandContext, argv: string[]): Promise<
   }
 }
 
-const vmCreateFlags: FlagSpec = {
+export const vmCreateFlags: FlagSpec = {
   vcpus: { type: "string" },
   "memory-mib": { type: "string" },
   "boot-volume": { type: "string" },

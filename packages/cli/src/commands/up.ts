@@ -22,7 +22,7 @@ import { runDemo } from "./demo.js";
 
 import v1 = simdc.v1;
 
-const upFlags: FlagSpec = {
+export const upFlags: FlagSpec = {
   hosts: { type: "string" },
   san: { type: "string" },
   "hosts-per-agent": { type: "string" },

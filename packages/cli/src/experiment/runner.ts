@@ -7,7 +7,8 @@
 // everything down and writes what was recorded.
 
 import { spawn, type ChildProcess } from "node:child_process";
-import { cpSync, createWriteStream, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, createWriteStream, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -16,6 +17,7 @@ import { SimdcError, WallClock, wallClock, wallNowMs, type Clock, type Timer } f
 import {
   durationMs,
   judge,
+  reportHtml,
   RunHistory,
   summaryMarkdown,
   vmNames,
@@ -38,6 +40,8 @@ import { createVms, executors, type StepContext } from "./steps.js";
 import v1 = simdc.v1;
 
 const cliMain = join(dirname(fileURLToPath(import.meta.url)), "..", "main.js");
+/** The charting library the HTML report inlines. */
+const chartLibraryPath = createRequire(import.meta.url).resolve("echarts/dist/echarts.min.js");
 
 export interface ExperimentOptions {
   scenario: Scenario;
@@ -56,7 +60,7 @@ export interface ExperimentOptions {
 export interface ExperimentRun {
   history: RunHistory;
   result: RunResult;
-  files: { history: string; summary: string; logs: string };
+  files: { history: string; summary: string; report: string; logs: string };
   interrupted: boolean;
 }
 
@@ -123,6 +127,17 @@ async function sample(bus: Bus, probe: string): Promise<Record<string, number>> 
       }
       return counts;
     }
+    case "faults": {
+      // What every process's rules did so far, summed by rule.
+      const totals: Record<string, number> = { held: 0 };
+      for (const report of await bus.faultReports()) {
+        totals["held"]! += report.held;
+        for (const c of report.rules) {
+          for (const what of ["dropped", "delayed", "duplicated"] as const) totals[`${c.ruleId}.${what}`] = (totals[`${c.ruleId}.${what}`] ?? 0) + (c[what] ?? 0);
+        }
+      }
+      return totals;
+    }
     case "api": {
       const started = wallNowMs();
       await bus.call(controllerService.GetControllerStatus, {}, { timeoutMs: 2_000 });
@@ -157,7 +172,7 @@ async function finalState(bus: Bus, clock: Clock): Promise<HistoryEntry> {
 export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRun> {
   const { scenario, plan } = o;
   mkdirSync(o.outDir, { recursive: true });
-  const files = { history: join(o.outDir, "history.jsonl"), summary: join(o.outDir, "summary.md"), logs: join(o.outDir, "logs") };
+  const files = { history: join(o.outDir, "history.jsonl"), summary: join(o.outDir, "summary.md"), report: join(o.outDir, "report.html"), logs: join(o.outDir, "logs") };
   const historyFile = createWriteStream(files.history);
   const entries: HistoryEntry[] = [];
   const record = (entry: HistoryEntry): void => {
@@ -239,7 +254,18 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRun
       let entry: StepEntry;
       try {
         const outcome = await executors[step.do]!(stepContext, step);
-        entry = { type: "step", timeMs: at, id: step.id, do: step.do, fault: step.fault, ok: true, detail: outcome.detail, hosts: outcome.hosts, ...(outcome.endsAtMs ? { endsAtMs: outcome.endsAtMs } : {}) };
+        entry = {
+          type: "step",
+          timeMs: at,
+          id: step.id,
+          do: step.do,
+          fault: step.fault,
+          ok: true,
+          detail: outcome.detail,
+          hosts: outcome.hosts,
+          ...(outcome.target ? { target: outcome.target } : {}),
+          ...(outcome.endsAtMs ? { endsAtMs: outcome.endsAtMs } : {}),
+        };
       } catch (err) {
         entry = { type: "step", timeMs: at, id: step.id, do: step.do, fault: step.fault, ok: false, detail: err instanceof SimdcError ? err.toString() : String(err), hosts: [] };
       }
@@ -280,5 +306,7 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRun
   const history = new RunHistory(entries);
   const result = judge(history, scenario, o.parts);
   writeFileSync(files.summary, summaryMarkdown(history, result, { history: files.history }));
+  writeFileSync(files.report, reportHtml(history, result, readFileSync(chartLibraryPath, "utf8")));
+  writeFileSync(join(o.outDir, "result.json"), `${JSON.stringify({ scenario: scenario.name, ...result }, null, 2)}\n`);
   return { history, result, files, interrupted };
 }

@@ -26,6 +26,8 @@ export interface StepContext {
 
 export interface StepOutcome {
   detail: string;
+  /** What it acts on: the process, the rule id ("all"), the VM. */
+  target?: string;
   /** The hosts it acts on. */
   hosts: string[];
   endsAtMs?: number;
@@ -51,7 +53,7 @@ async function processFault(ctx: StepContext, step: PlannedStep): Promise<StepOu
   const name = step.params["process"] as string;
   const request = v1.SignalProcessRequest.create({ name, action: processActions[step.do]!, cause: `experiment:${step.id}` });
   const { process: proc } = await callSupervisor(ctx.global, ctx.cli, supervisorService.SignalProcess, request, 15_000);
-  return { detail: `${step.do} ${name} (pid ${proc?.pid ?? "?"})`, hosts: hostsOf(ctx.plan, name) };
+  return { detail: `${step.do} ${name} (pid ${proc?.pid ?? "?"})`, hosts: hostsOf(ctx.plan, name), target: name };
 }
 
 async function busRule(ctx: StepContext, step: PlannedStep): Promise<StepOutcome> {
@@ -74,7 +76,7 @@ async function busRule(ctx: StepContext, step: PlannedStep): Promise<StepOutcome
   const detail = `${describeRule(rule)}${forMs ? ` for ${forMs} ms` : ""}`;
   publishFaultEvent(ctx.bus, step.id, "added", `fault rule ${step.id} added: ${detail}`, `experiment:${step.id}`, now);
   const hosts = [...hostsOf(ctx.plan, rule.source ?? ""), ...hostsOf(ctx.plan, rule.destination ?? "")];
-  return { detail, hosts, ...(forMs ? { endsAtMs: now + forMs } : {}) };
+  return { detail, hosts, target: step.id, ...(forMs ? { endsAtMs: now + forMs } : {}) };
 }
 
 async function clearBus(ctx: StepContext, step: PlannedStep): Promise<StepOutcome> {
@@ -84,7 +86,7 @@ async function clearBus(ctx: StepContext, step: PlannedStep): Promise<StepOutcom
   await clearFaultRules(ctx.bus, id);
   publishFaultEvent(ctx.bus, id ?? "all", "cleared", `fault rules cleared: ${id ?? "all"}`, `experiment:${step.id}`);
   const hosts = cleared.flatMap((r) => [...hostsOf(ctx.plan, r.source ?? ""), ...hostsOf(ctx.plan, r.destination ?? "")]);
-  return { detail: `cleared ${cleared.map((r) => r.id).join(", ") || "nothing"}`, hosts: [...new Set(hosts)] };
+  return { detail: `cleared ${cleared.map((r) => r.id).join(", ") || "nothing"}`, hosts: [...new Set(hosts)], target: id ?? "all" };
 }
 
 /** Runs `call`, recording its answer as an acknowledgement (or its refusal). */
@@ -138,7 +140,7 @@ function vmChange(op: "delete-vm" | "start-vm" | "stop-vm"): Executor {
           : ctx.bus.call(computeService.StopVm, { vmId: id, mutation });
     const ok = await acked(ctx, op, id, call);
     if (!ok) throw new SimdcError("UNAVAILABLE", `${op} ${id} was not acknowledged`);
-    return { detail: `${op.replace("-vm", "")} ${id}`, hosts: [] };
+    return { detail: `${op.replace("-vm", "")} ${id}`, hosts: [], target: id };
   };
 }
 
@@ -155,7 +157,7 @@ async function duplicateVm(ctx: StepContext, step: PlannedStep): Promise<StepOut
   const desired = state.vms.find((r) => r.desired?.vmId === id)?.desired;
   if (!desired) throw new SimdcError("FAILED_PRECONDITION", `${from} does not hold vm ${id}`);
   await ctx.bus.call(hostAgentService.StartStrayVm, { vm: desired }, { scopeId: hostScope(agentOf(onto), onto) });
-  return { detail: `vm ${id} of ${from} started on ${onto} too`, hosts: [] };
+  return { detail: `vm ${id} of ${from} started on ${onto} too`, hosts: [], target: id };
 }
 
 export const executors: Record<string, Executor> = {

@@ -1,0 +1,101 @@
+// `--help` (or -h) on any command or subcommand: what it does and every
+// flag it takes, in the CLI's own words (not the parser's).
+
+const changing = `
+  --wait none|controller|hosts   return once stored (none, the default), once the hosts'
+                                 documents carry it (controller), or once every live host
+                                 realized it (hosts)
+  --wait-timeout-ms T            give up waiting after T ms (DEADLINE_EXCEEDED; the change stays)
+  --request-id ID                a retry with the same id acts once and gets the first answer`;
+
+const global = `
+Global flags (anywhere): --server URL, --data-dir DIR, --prefix P, --user U, -o table|json`;
+
+export const help: Record<string, string> = {
+  up: `simdc up: a local datacenter in the foreground (Ctrl-C stops it)
+
+  --hosts N                  simulated hosts (default 3, at most 10,000)
+  --hosts-per-agent K        hosts per agent process (default 1, at most 1,000)
+  --san M                    SAN storage nodes (default 2)
+  --controllers C            controllers, one active and the rest standby (default 1, at most 3)
+  --nats-port P              NATS client port (default 4222)
+  --seed S                   the run's seed (default: a fresh one, printed)
+  --time-scale X             simulated time runs X times faster (default 1)
+  --demo                     create a volume and three VMs once ready
+  --pcpus C                  physical CPUs of each host (default 16)
+  --memory-mib M             memory of each host (default 65536)
+  --san-capacity-mib S       capacity of each SAN node (default 102400)
+  --heartbeat-interval-ms I  heartbeat interval (default 1000)
+  --heartbeat-misses-max N   missed heartbeats before a host is disconnected (default 3)
+  --cpu-overcommit R         vCPUs per pCPU placement allows (default 4)
+  --memory-overcommit R      memory overcommit placement allows (default 1.5)
+  --ready-timeout-ms T       give up if not ready by then (default 120000)
+  --test-faults              agents serve test-only faults (experiments that prove their checkers)`,
+  down: "simdc down: stop the datacenter 'simdc up' runs from --data-dir",
+  status: "simdc status: seed, controllers, processes, hosts, SAN nodes, VMs and documents",
+  logs: `simdc logs [process]: pretty-printed logs of one process, or of all merged by time
+
+  -f, --follow     keep printing new lines
+  -n, --lines N    the last N lines (default 200)`,
+  host: `simdc host list | get <host>: the hosts as the controller has them`,
+  sync: `simdc sync: how far the hosts realized their documents
+
+  --wait               until every live host has realized the newest generation
+  --wait-timeout-ms T  give up after T ms`,
+  vm: `simdc vm create <name> --boot-volume V [--vcpus N] [--memory-mib M] [--off]
+simdc vm list [--host H] | get <vm> | delete <vm> | start <vm> | stop <vm>
+
+  --boot-volume V   the volume it boots from (create)
+  --vcpus N         virtual CPUs (create, default 1)
+  --memory-mib M    memory (create, default 512)
+  --off             create it powered off
+  --host H          only the VMs of host H (list)${changing}`,
+  volume: `simdc volume create <name> [--size-mib N] | list | get <volume> | delete <volume>
+
+  --size-mib N      size (create, default 1024)${changing}`,
+  fault: `simdc fault kill|pause|resume|restart <process>     process faults on what 'up' started
+simdc fault add <id> --action drop|delay|duplicate|partition [flags]
+simdc fault list | clear [id] [--wait]
+
+  --action A        drop, delay, duplicate or partition (add)
+  --subject S       NATS subject pattern the message's subject must match (* and >)
+  --from ID         sender: a host or node id, a process, or a role (controller, host-agent, ...)
+  --to ID           receiver, the same way (a partition cuts both ways)
+  --percent P       share of matching messages, 1-100 (drawn from the seed)
+  --delay-ms D      delay (delay)
+  --jitter-ms J     up to J ms more (delay)
+  --copies N        extra copies (duplicate)
+  --after D         start D from now (500ms, 30s, 2m), on the simulated clock
+  --duration D      end D after it starts
+  --wait            return once every process has applied the new rule set`,
+  events: `simdc events: what happened (kept a day), and with -w what happens next
+
+  -w, --watch        keep following (Ctrl-C ends it)
+  --kind K,...       only these kinds (host-disconnected, vm-state-changed, ...) or object kinds (host, vm, ...)
+  --id ID,...        only events about these objects (a host id also takes its VMs' reports)
+  --since T          all, a duration back from now (5m), an ISO time or Unix ms
+  --record FILE      also write the events shown as JSON lines`,
+  wait: `simdc wait vm|host|volume <id> --for STATE [--timeout 30s]: until the controller shows it so
+
+  --for STATE        vm: defined, starting, running, stopping, stopped, failed, unknown, deleted;
+                     host: connected, disconnected; volume: creating, ready, deleting, failed, deleted
+  --timeout D        give up after D (default 30s): exit 1, DEADLINE_EXCEEDED`,
+  experiment: `simdc experiment list | show <name|file> | schema
+simdc experiment run <name|file> [--seed N] [--short] [--repeat K] [--out DIR] [--plan]
+simdc experiment compare <dir> <dir>
+simdc experiment swarm [--runs N] [--seed S] [--out DIR]
+
+  --seed N          the schedule's seed (default: the file's, else a fresh one, printed)
+  --short           the scenario's short form (what the tests run)
+  --repeat K        K runs with seeds N, N+1, ...; each metric aggregated (median, p95, spread)
+  --out DIR         where history.jsonl, summary.md, report.html, result.json and logs go
+                    (default <data dir>/experiments/<name>-<time>)
+  --plan            print the schedule each seed gives, and run nothing
+  --runs N          swarm: how many random scenarios (default 10)`,
+};
+
+/** The help for `command`, or null when there is none. */
+export function helpFor(command: string): string | null {
+  const text = help[command];
+  return text ? `${text}\n${global}\n` : null;
+}
