@@ -134,6 +134,11 @@ export class ComposeProject {
   }
 
   /** A dockerode handle on a service's container, valid while it is stopped too. */
+  /** http://127.0.0.1:<the published port> of a service's container `port`. */
+  httpUrl(service: string, port: number): string {
+    return `http://127.0.0.1:${this.environment.getContainer(this.containerName(service)).getMappedPort(port)}`;
+  }
+
   async container(service: string) {
     const client = await getContainerRuntimeClient();
     return client.container.getById(this.environment.getContainer(this.containerName(service)).getId());

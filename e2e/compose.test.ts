@@ -228,6 +228,15 @@ describe.skipIf(!docker.ok && !inCi)("e2e: docker-compose.yml", () => {
     expect(realized.generation).toBe(2);
     expect(realized.status?.observedGeneration).toBe(2);
     expect(realized.hostId).toBe(hostId);
+
+    // Each service's Prometheus metrics, on its published port.
+    const scrape = async (service: string): Promise<string> => (await fetch(`${project!.httpUrl(service, 8080)}/metrics`)).text();
+    const controllers = await Promise.all(["controller-1", "controller-2"].map(scrape));
+    const active = controllers.find((m) => /^simdc_controller_active\{[^}]*\} 1$/m.test(m));
+    expect(active, "one controller says it is active").toBeDefined();
+    expect(active).toMatch(/^simdc_rpc_duration_seconds_count\{[^}]*rpc="simdc\.v1\.ComputeService\/StopVm"[^}]*code="OK"[^}]*\} [1-9]/m);
+    expect(active).toMatch(/^simdc_members\{[^}]*kind="host",state="connected"[^}]*\} 3$/m);
+    expect(await scrape("agent-1")).toMatch(/^simdc_heartbeats_sent_total\{[^}]*\} [1-9]/m);
   });
 
   it.each(["docker stop", "docker kill"])("e2e: %s of an agent disconnects its host, and a start brings it and its VMs back", async (how) => {

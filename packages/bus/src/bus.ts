@@ -38,6 +38,7 @@ import { Bucket, type BucketOptions } from "./kv.js";
 import { FaultRules, type FaultVerdict, type MessageKey } from "./faults.js";
 import { Outbox } from "./outbox.js";
 import { EventHistory } from "./history.js";
+import { Metrics } from "./metrics.js";
 import { simdc } from "@simdc/proto";
 
 import v1 = simdc.v1;
@@ -160,6 +161,8 @@ export class Bus {
   readonly logger: Logger;
   readonly clock: Clock;
   readonly seed: number;
+  /** This process's Prometheus metrics; roles add theirs. */
+  readonly metrics: Metrics;
   private readonly services: Service[] = [];
   /** Who this process is, for fault rules: its id and its role. */
   private readonly processIdentities: readonly string[];
@@ -188,6 +191,9 @@ export class Bus {
     this.clock = options.clock ?? wallClock;
     this.seed = options.seed ?? 0;
     this.processIdentities = [...new Set([options.processId, ...(options.role ? [options.role] : [])])];
+    this.metrics = new Metrics(options.role ?? "client", options.processId);
+    this.metrics.gauge("simdc_fault_messages_held", "Messages delay rules hold back right now", () => this.delayedNow);
+    this.metrics.gauge("simdc_nats_connected", "1 while the NATS connection is open", () => (this.nc.isClosed() ? 0 : 1));
   }
 
   /**
@@ -358,6 +364,7 @@ export class Bus {
   }
 
   private handleRequest(ep: Endpoint<any, any>, msg: ServiceMsg, responder: readonly string[]): void {
+    const timer = this.metrics.rpcSeconds.startTimer({ rpc: ep.method.rpc });
     let settled: Promise<unknown>;
     try {
       const request = decodeMessage(ep.method.request, msg.data);
@@ -376,13 +383,16 @@ export class Bus {
             `the reply to ${ep.method.rpc} is ${data.length} bytes, over the server's ${payloadMax}-byte limit; ask for less (a smaller page)`,
           );
           this.logger.warn({ rpc: ep.method.rpc, bytes: data.length, payloadMax }, "reply too large");
+          timer({ code: failure.code });
           this.reply(msg, responder, () => this.send(() => msg.respondError(failure.httpStatus, failure.toString()), ep));
           return;
         }
+        timer({ code: "OK" });
         this.reply(msg, responder, () => this.send(() => msg.respond(data), ep));
       },
       (err: unknown) => {
         const failure = toSimdcError(err);
+        timer({ code: failure.code });
         if (failure.code === "INTERNAL") {
           this.logger.error({ err, rpc: ep.method.rpc }, "request failed with an internal error");
         } else {
@@ -446,6 +456,7 @@ export class Bus {
 
   private publishFailed(subject: string, type: string, err: unknown, source: string | undefined): void {
     this.publishFailures += 1;
+    this.metrics.publishFailures.inc();
     const reason = err instanceof Error ? err.message : String(err);
     this.logger.error({ subject, type, err: reason, failures: this.publishFailures }, "publish failed");
     const nowMs = wallNowMs();
@@ -604,6 +615,7 @@ export class Bus {
   private act(verdict: FaultVerdict, deliver: () => void): void {
     if (verdict.kind === "deliver") return deliver();
     const rule = this.ruleCounts.get(verdict.ruleId);
+    this.metrics.faultMessages.inc({ rule: verdict.ruleId, action: verdict.kind === "drop" ? "dropped" : verdict.kind === "delay" ? "delayed" : "duplicated" });
     switch (verdict.kind) {
       case "drop":
         this.faultCounts.dropped += 1;

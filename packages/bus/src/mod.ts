@@ -2,6 +2,8 @@ export { Bus, endpoint, callTimeoutMsDefault, hostScope } from "./bus.js";
 export type { BusOptions, CallOptions, Endpoint, ServeOptions, SubscribeOptions, Owner, BatchItem } from "./bus.js";
 export { Subjects, eventNames } from "./subjects.js";
 export type { RpcScope, EventObjectKind, EventName, TelemetryName } from "./subjects.js";
+export { Metrics } from "./metrics.js";
+export type { Counter, Gauge } from "prom-client";
 export { EventHistory, eventHistoryAgeMs, eventHistoryMessagesMax } from "./history.js";
 export type { StoredEvent, ReadHistoryOptions } from "./history.js";
 export { decodeMessage, encodeMessage, typeName } from "./codec.js";

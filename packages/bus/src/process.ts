@@ -40,7 +40,7 @@ export const busSettings = {
     default: 0,
     min: 0,
     max: 65535,
-    help: "serve GET /healthz on this port (0: off)",
+    help: "serve GET /healthz and GET /metrics (Prometheus) on this port (0: off)",
   },
   "log-level": { kind: "string", env: "LOG_LEVEL", default: "info", help: "pino log level" },
   seed: {
@@ -142,7 +142,7 @@ export async function runProcess<T extends SettingsSpec>(spec: ProcessSpec<T>, a
     await bus.followFaultRules();
     const role = await spec.run({ bus, settings, logger, clock, rng: new Rng(seed, id) });
     const healthPort = settings["health-port"] as number;
-    const health = healthPort > 0 ? await serveHealth(healthPort, () => withBus(bus, role.health())) : null;
+    const health = healthPort > 0 ? await serveHealth(healthPort, () => withBus(bus, role.health()), bus.metrics) : null;
     handleProcessSignals(logger, async () => {
       health?.close();
       await role.stop();

@@ -10,9 +10,22 @@ export interface HealthReport {
   details: Record<string, unknown>;
 }
 
-/** Serves GET /healthz on 0.0.0.0:`port`: 200 when healthy, else 503, JSON body. */
-export function serveHealth(port: number, report: () => HealthReport): Promise<Server> {
+/** Prometheus text for GET /metrics, and its content type. */
+export interface MetricsSource {
+  text(): Promise<string>;
+  contentType: string;
+}
+
+/** Serves GET /healthz on 0.0.0.0:`port` (200 when healthy, else 503, JSON body) and GET /metrics when given. */
+export function serveHealth(port: number, report: () => HealthReport, metrics?: MetricsSource): Promise<Server> {
   const server = createServer((req, res) => {
+    if (req.url === "/metrics" && metrics) {
+      metrics.text().then(
+        (body) => res.writeHead(200, { "content-type": metrics.contentType }).end(body),
+        (err: unknown) => res.writeHead(500, { "content-type": "text/plain" }).end(String(err)),
+      );
+      return;
+    }
     if (req.url !== "/healthz") {
       res.writeHead(404).end();
       return;

@@ -47,6 +47,28 @@ export class Controller implements RunningRole {
     this.stores = stores;
   }
 
+  /** The controller's own figures, read when Prometheus scrapes. */
+  private static measure(state: ControllerState): void {
+    const { metrics } = state.bus;
+    const byState = (kind: string, registry: { all(): Iterable<{ id: string }>; isConnected(id: string): boolean }): [{ kind: string; state: string }, number][] => {
+      let connected = 0;
+      let total = 0;
+      for (const member of registry.all()) {
+        total += 1;
+        if (registry.isConnected(member.id)) connected += 1;
+      }
+      return [
+        [{ kind, state: "connected" }, connected],
+        [{ kind, state: "disconnected" }, total - connected],
+      ];
+    };
+    metrics.gaugeBy("simdc_members", "Registered hosts and SAN nodes, connected or not", ["kind", "state"], () => [...byState("host", state.hosts), ...byState("san", state.sanNodes)]);
+    metrics.gauge("simdc_documents_pending", "Host documents waiting to be written (the compile queue)", () => state.documents.pendingCount());
+    metrics.gauge("simdc_messages_refused", "Messages refused since start (stale boots, forged ids, generations never assigned)", () => state.counters.refused);
+    metrics.gauge("simdc_controller_active", "1 while this controller holds the lease", () => (state.lease.isActive ? 1 : 0));
+    metrics.gauge("simdc_lease_epoch", "The lease epoch this controller last saw", () => state.lease.epoch);
+  }
+
   /** Loads and follows the stored state, listens to the hosts, and competes for the lease. */
   static async start(bus: Bus, config: ControllerConfig, clock: Clock, logger: Logger, seed: number): Promise<Controller> {
     const lease = await Lease.open(bus, config.kvReplicas, { controllerId: config.controllerId, bootId: uniqueId(), ttlMs: config.leaseTtlMs, clock, logger });
@@ -134,6 +156,7 @@ export class Controller implements RunningRole {
       counters: { refused: 0 },
       crash,
     };
+    Controller.measure(state);
     for (const host of hosts.all()) ranking.update(host.id);
     vms.onAllocationChanged((hostId) => ranking.update(hostId));
     hostRecords.onChange((hostId) => {

@@ -2,18 +2,22 @@
 // Events are notifications for watchers; state lives in KV, so a lost event
 // loses nothing.
 
-import type { Bus, EventName, EventObjectKind } from "@simdc/bus";
+import type { Bus, Counter, EventName, EventObjectKind } from "@simdc/bus";
 import { simdc } from "@simdc/proto";
 import type { Clock } from "@simdc/common";
 
 import v1 = simdc.v1;
 
 export class EventPublisher {
+  private readonly published: Counter<"kind">;
+
   constructor(
     private readonly bus: Bus,
     private readonly clock: Clock,
     private readonly source: string,
-  ) {}
+  ) {
+    this.published = bus.metrics.counter("simdc_events_published_total", "Events this controller published, by kind (host-disconnected counts heartbeats missed past the limit)", ["kind"]);
+  }
 
   publish(
     objectKind: EventObjectKind,
@@ -23,6 +27,7 @@ export class EventPublisher {
     message: string,
     status?: v1.Status.$Properties,
   ): void {
+    this.published.inc({ kind: `${objectKind}-${name}` });
     this.bus.publish(this.bus.subjects.event(objectKind, objectId, name), v1.Event, {
       kind,
       objectId,

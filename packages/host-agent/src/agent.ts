@@ -6,7 +6,7 @@
 // each heartbeat its own message, so a fault rule on one host cuts exactly
 // that host. It holds no VM logic of its own.
 
-import { endpoint, hostAgentService, hostScope, Subjects, type Bucket, type Bus, type RunningRole } from "@simdc/bus";
+import { endpoint, hostAgentService, hostScope, Subjects, type Bucket, type Bus, type Counter, type RunningRole } from "@simdc/bus";
 import { invalidArgument, notFound, Rng, SimdcError, wallClock, type Clock, type HealthReport, type Logger, type Timer } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 import type { AgentConfig } from "./config.js";
@@ -57,8 +57,14 @@ export class HostAgent implements RunningRole {
   private readonly lastRefusalEventMs = new Map<string, number>();
   private stopped = false;
 
+  private readonly beatsSent: Counter;
+
   private constructor(private readonly options: HostAgentOptions) {
     const { config } = options;
+    const { metrics } = options.bus;
+    this.beatsSent = metrics.counter("simdc_heartbeats_sent_total", "Host heartbeats this agent sent (each host's beat counts once)");
+    metrics.gauge("simdc_hosts_registered", "Hosts of this agent registered with the controller", () => this.health().details["hostsRegistered"] as number);
+    metrics.gauge("simdc_vms", "VMs the hosts of this agent hold", () => this.health().details["vms"] as number);
     this.heartbeatIntervalMs = config.heartbeatIntervalMs;
     const slotCount = Math.min(heartbeatSlotsMax, config.hostIds.length);
     this.slots = Array.from({ length: slotCount }, () => []);
@@ -282,6 +288,7 @@ export class HostAgent implements RunningRole {
     if (beats.length === 0) return;
     const { bus, config } = this.options;
     bus.publish(bus.subjects.event("agent", config.agentId, "heartbeats"), v1.HostHeartbeats, { beats });
+    this.beatsSent.inc(beats.length);
   }
 
   /** Stops every host, the timers, the watch and the service; the bus stays open. */

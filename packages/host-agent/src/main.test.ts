@@ -226,6 +226,16 @@ describe("process", () => {
         hostIds.every((h) => beats.some((b) => b.hostId === h && b.beat.realizedGeneration === 7)) ? true : undefined,
       );
       expect(await health(healthPort)).toMatchObject({ status: "ok", hosts: 3, hostsRegistered: 3, vms: 3 });
+      // Prometheus metrics beside the health: the agent's own, and the bus's for every RPC it served.
+      const metrics = await (await fetch(`http://127.0.0.1:${healthPort}/metrics`)).text();
+      const value = (name: string): number => Number(new RegExp(`^${name}\\{[^}]*\\} (\\S+)$`, "m").exec(metrics)?.[1]);
+      expect(value("simdc_hosts_registered")).toBe(3);
+      expect(value("simdc_vms")).toBe(3);
+      expect(value("simdc_heartbeats_sent_total")).toBeGreaterThanOrEqual(3);
+      expect(value("simdc_nats_connected")).toBe(1);
+      expect(metrics).toContain('service="host-agent",id="agent-late"');
+      expect(metrics).toMatch(/^# TYPE simdc_rpc_duration_seconds histogram$/m);
+      expect(metrics).toMatch(/^simdc_process_resident_memory_bytes\{[^}]*\} \d+/m);
     } finally {
       expect(await stopAgent(agent)).toBe(0);
     }

@@ -93,6 +93,13 @@ export class HostDocuments {
    */
   private readonly held = new Set<string>();
 
+
+  /** Hosts whose document waits to be written (changed, or failed and to be retried). */
+  pendingCount(): number {
+    let count = this.dirty.size;
+    for (const hostId of this.failures.keys()) if (!this.dirty.has(hostId)) count += 1;
+    return count;
+  }
   constructor(
     private readonly bus: Bus,
     readonly docs: FencedStore<v1.HostDocument>,
