@@ -56,7 +56,7 @@ describe("experiments", () => {
       expect(history.filter((e) => e.type === "run")).toHaveLength(1);
       expect(history.filter((e) => e.type === "step").length).toBeGreaterThan(0);
       expect(history.filter((e) => e.type === "final")).toHaveLength(1);
-      expect(readdirSync(join(out, "logs"))).toContain("controller.log");
+      expect(readdirSync(join(out, "logs"))).toContain("controller-1.log");
       // The report opens in a real browser with no errors, and the charting library drew every chart.
       const page = await checkPage(join(out, "report.html"));
       expect(page.errors).toEqual([]);
@@ -113,7 +113,7 @@ describe("experiments", () => {
     await run("bash", ["-c", `printf 'name: bad\\ntimeline:\\n  - at: 1s\\n    do: kill\\n    process: agent-9\\nduration: 5s\\n' > ${bad}`]);
     const result = await experiment("run", bad);
     expect(result.code).toBe(2);
-    expect(result.stderr.trim()).toBe("simdc: INVALID_ARGUMENT: bad.yaml:5: no process agent-9; this topology has nats, controller, san-1, agent-1, agent-2");
+    expect(result.stderr.trim()).toBe("simdc: INVALID_ARGUMENT: bad.yaml:5: no process agent-9; this topology has nats, controller-1, san-1, agent-1, agent-2");
     expect(existsSync(join(dataDir, "experiments"))).toBe(false);
   });
 

@@ -85,7 +85,7 @@ describe("permissions", () => {
     expect(await requestAs("agent-1", "simdc.api.v1.HostService.RegisterHost.host-2", register)).toBe("refused");
     expect(await requestAs("agent-1", "simdc.san.san-1.CreateBackingVolume", v1.CreateBackingVolumeRequest.encode({ volumeId: "evil", sizeMib: 1, incarnation: "i" }).finish())).toBe("refused");
     expect(await requestAs("agent-1", "simdc.san.san-1.DeleteBackingVolume", v1.DeleteBackingVolumeRequest.encode({ volumeId: "web-1-boot" }).finish())).toBe("refused");
-    expect(await requestAs("agent-1", "simdc.ctl.supervisor.SignalProcess", v1.SignalProcessRequest.encode({ name: "controller", action: 1 }).finish())).toBe("refused");
+    expect(await requestAs("agent-1", "simdc.ctl.supervisor.SignalProcess", v1.SignalProcessRequest.encode({ name: "controller-1", action: 1 }).finish())).toBe("refused");
     expect(await delivered("agent-1", "$KV.simdc-vms.evil", new Uint8Array([1]))).toBe(false);
     // Block I/O from a host is allowed (a volume that does not exist is NOT_FOUND, not refused).
     expect(await requestAs("agent-1", "simdc.san.san-1.ReadBlocks", v1.ReadBlocksRequest.encode({ volumeId: "nope", blockCount: 1 }).finish())).toBe("404");
@@ -98,8 +98,8 @@ describe("permissions", () => {
     // The supervisor obeys only the operator's token: the controller may reach it, but is refused.
     const token = (dc.credential("operator") as { supervisorToken?: string }).supervisorToken;
     expect(token).toMatch(/^[0-9a-f]{32}$/);
-    expect(await requestAs("controller", "simdc.ctl.supervisor.ListProcesses", new Uint8Array())).toBe("403");
-    expect(await requestAs("controller", "simdc.ctl.supervisor.SignalProcess", v1.SignalProcessRequest.encode({ name: "agent-1", action: 1 }).finish())).toBe("403");
+    expect(await requestAs("controller-1", "simdc.ctl.supervisor.ListProcesses", new Uint8Array())).toBe("403");
+    expect(await requestAs("controller-1", "simdc.ctl.supervisor.SignalProcess", v1.SignalProcessRequest.encode({ name: "agent-1", action: 1 }).finish())).toBe("403");
     expect(await requestAs("operator", "simdc.ctl.supervisor.ListProcesses", new Uint8Array())).toBe("403");
     expect(await requestAs("operator", "simdc.ctl.supervisor.ListProcesses", new Uint8Array(), token)).toBe("ok");
   });

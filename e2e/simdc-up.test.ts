@@ -211,9 +211,13 @@ describe("simdc up", () => {
     await simdc("vm", "create", "extra-1", "--boot-volume", "extra-boot", "--vcpus", "1", "--memory-mib", "256");
     await simdc("vm", "stop", "web-1");
     const before = await json<VmJson[]>("vm", "list");
-    await simdc("fault", "kill", "controller");
+    await simdc("fault", "kill", "controller-1");
     await expect(simdc("vm", "list")).rejects.toThrow(/UNAVAILABLE/);
-    await simdc("fault", "restart", "controller");
+    // status still shows the processes, and says the controller does not answer.
+    const status = await simdc("status");
+    expect(status).toMatch(/^datacenter: seed \d+, time scale 1x; no answer from the controller \(UNAVAILABLE: /);
+    expect(status).toMatch(/^controller-1\s+controller\s+\d+\s+exited\s+.*SIGKILL$/m);
+    await simdc("fault", "restart", "controller-1");
     await eventually("controller serving", () => simdc("vm", "list").then(() => true), 15_000);
     const after = await json<VmJson[]>("vm", "list");
     expect(after.map((v) => [v.id, v.hostId, v.generation])).toEqual(before.map((v) => [v.id, v.hostId, v.generation]));
@@ -224,10 +228,22 @@ describe("simdc up", () => {
     const hosts = await json<HostJson[]>("host", "list");
     expect(hosts.every((h) => h.state === "HOST_STATE_CONNECTED")).toBe(true);
     // The logs since the restart (pretty-printed, as a user reads them) say no host disconnected.
-    const logs = await simdc("logs", "controller", "-n", "2000");
+    const logs = await simdc("logs", "controller-1", "-n", "2000");
     const sinceRestart = logs.slice(logs.lastIndexOf("stored state loaded"));
     expect(sinceRestart).toMatch(/serving as the active controller/);
     expect(sinceRestart).not.toMatch(/host disconnected/);
+    // The filters: by level, by text, by time, and none at all.
+    const warnings = (await simdc("logs", "--level", "warn", "-n", "5000")).trim().split("\n");
+    expect(warnings.length).toBeGreaterThan(0);
+    for (const line of warnings) expect(line).toMatch(/ (WARN|ERROR|FATAL): |^\s/);
+    const grepped = (await simdc("logs", "controller-1", "--grep", "serving as the active controller")).trim().split("\n");
+    expect(grepped.length).toBeGreaterThanOrEqual(2);
+    for (const line of grepped) expect(line).toContain("serving as the active controller");
+    expect(await simdc("logs", "-n", "0")).toBe("");
+    expect(await simdc("logs", "controller-1", "--since", "1h", "--grep", "no such text anywhere")).toBe("");
+    await expect(simdc("logs", "--level", "loud")).rejects.toMatchObject({ code: 2 });
+    // host get is a table with the list's words.
+    expect(await simdc("host", "get", "host-1")).toMatch(/^FIELD\s+VALUE\nHOST\s+host-1\nSTATE\s+connected\n/);
   });
 
   it("simdc up: NATS killed through simdc comes back through simdc, and its outage disconnects no host", async () => {
@@ -255,6 +271,7 @@ describe("simdc up", () => {
       [["vm", "create", "w", "--boot-volume", "web-1-boot", "--wait", "always"], 2, /^simdc: INVALID_ARGUMENT: --wait must be none, controller or hosts/],
       [["fault", "kill", "agent-99"], 1, /^simdc: NOT_FOUND: no process named agent-99/],
       [["vm", "list", "--bogus"], 2, /^simdc: INVALID_ARGUMENT: Unknown option '--bogus'/],
+      [["vm", "list", "--host", "nosuch"], 1, /^simdc: NOT_FOUND: no host nosuch is registered/],
     ] as const) {
       const err = (await simdc(...args).catch((e: unknown) => e)) as { code: number; stderr: string };
       expect(err.code, args.join(" ")).toBe(code);
@@ -291,7 +308,7 @@ describe("simdc up, supervisor killed", () => {
     for (const pid of pids) expect(() => process.kill(pid, 0)).not.toThrow();
     const again = (await cmd("up", "--nats-port", String(await freePort())).catch((e: unknown) => e)) as { code: number; stderr: string };
     expect(again.code).toBe(1);
-    expect(again.stderr).toMatch(/processes of an earlier 'simdc up' still run \(nats, controller, san-1, agent-1\)/);
+    expect(again.stderr).toMatch(/processes of an earlier 'simdc up' still run \(nats, controller-1, san-1, agent-1\)/);
     expect((await cmd("down")).stdout).toMatch(/stopped 4 processes left by a killed supervisor/);
     for (const pid of pids) expect(() => process.kill(pid, 0)).toThrow();
     rmSync(dir, { recursive: true, force: true });

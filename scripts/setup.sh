@@ -82,6 +82,17 @@ fi
 say "building"
 npm run --silent build
 
+# simdc on the PATH (for this checkout), with bash completion.
+repo=$(pwd)
+wrapper=$(printf '#!/bin/sh\n# simdc of %s (written by its scripts/setup.sh)\nexec node "%s/packages/cli/dist/main.js" "$@"\n' "$repo" "$repo")
+if [ "$(cat /usr/local/bin/simdc 2>/dev/null)" != "$wrapper" ]; then
+  printf '%s\n' "$wrapper" | as_root tee /usr/local/bin/simdc >/dev/null && as_root chmod 755 /usr/local/bin/simdc
+  say "simdc is on the PATH: /usr/local/bin/simdc runs $repo"
+fi
+if [ -d /etc/bash_completion.d ]; then
+  node packages/cli/dist/main.js completion bash | as_root tee /etc/bash_completion.d/simdc >/dev/null
+fi
+
 if [ "$want_docker" = true ]; then
   bash deploy/build-images.sh
   # The compose datacenter's NATS users (kept when they exist).

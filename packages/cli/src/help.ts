@@ -34,9 +34,13 @@ export const help: Record<string, string> = {
   down: "simdc down: stop the datacenter 'simdc up' runs from --data-dir",
   status: "simdc status: seed, controllers, processes, hosts, SAN nodes, VMs and documents",
   logs: `simdc logs [process]: pretty-printed logs of one process, or of all merged by time
+(the compose deployment's: docker-compose logs; pipe through npx pino-pretty to read them)
 
   -f, --follow     keep printing new lines
-  -n, --lines N    the last N lines (default 200)`,
+  -n, --lines N    the last N lines (default 200; 0 with -f: only new ones)
+  --since T        only lines since a duration back (5m), an ISO time or Unix ms
+  --level L        only this level and worse: trace, debug, info, warn, error, fatal
+  --grep TEXT      only lines that contain TEXT`,
   host: `simdc host list | get <host>: the hosts as the controller has them`,
   sync: `simdc sync: how far the hosts realized their documents
 
@@ -93,6 +97,49 @@ simdc experiment swarm [--runs N] [--seed S] [--out DIR]
   --plan            print the schedule each seed gives, and run nothing
   --runs N          swarm: how many random scenarios (default 10)`,
 };
+
+/** The subcommands (first words after the command) each command takes, for completion. */
+const subcommands: Record<string, string[]> = {
+  host: ["list", "get"],
+  vm: ["create", "list", "get", "delete", "start", "stop"],
+  volume: ["create", "list", "get", "delete"],
+  fault: ["kill", "pause", "resume", "restart", "add", "list", "clear"],
+  wait: ["vm", "host", "volume"],
+  experiment: ["list", "show", "schema", "run", "compare", "swarm"],
+};
+
+/** A bash completion script for simdc: commands, subcommands and each command's flags (from its help). */
+export function bashCompletion(): string {
+  const commands = Object.keys(help).sort();
+  const cases = commands
+    .map((c) => {
+      const flags = [...new Set([...(help[c] ?? "").matchAll(/(?<![\w-])(--[a-z][a-z-]*|-[a-z])\b/g)].map((m) => m[1]))].sort();
+      return `    ${c}) words="${[...(subcommands[c] ?? []), ...flags].join(" ")}" ;;`;
+    })
+    .join("\n");
+  return `# bash completion for simdc (simdc completion bash > /etc/bash_completion.d/simdc)
+_simdc() {
+  local cur=\${COMP_WORDS[COMP_CWORD]} command="" i words
+  for ((i = 1; i < COMP_CWORD; i++)); do
+    case \${COMP_WORDS[i]} in
+      --server|--data-dir|--prefix|--user|-o) ((i++)) ;;
+      -*) ;;
+      *) command=\${COMP_WORDS[i]}; break ;;
+    esac
+  done
+  if [ -z "$command" ]; then
+    COMPREPLY=($(compgen -W "${commands.join(" ")} help completion --version --server --data-dir --prefix --user -o" -- "$cur"))
+    return
+  fi
+  case $command in
+${cases}
+    *) words="" ;;
+  esac
+  COMPREPLY=($(compgen -W "$words --help" -- "$cur"))
+}
+complete -o default -F _simdc simdc
+`;
+}
 
 /** The help for `command`, or null when there is none. */
 export function helpFor(command: string): string | null {

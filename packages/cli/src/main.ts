@@ -14,10 +14,10 @@ import { upCommand } from "./commands/up.js";
 import { eventsCommand, waitCommand } from "./commands/watch.js";
 import { experimentCommand } from "./commands/experiment.js";
 import { flushStdout, out, quietOnClosedPipe, type OutputFormat } from "./output.js";
-import { helpFor } from "./help.js";
+import { bashCompletion, helpFor } from "./help.js";
 
 const usage = `usage: simdc [--server URL] [--data-dir DIR] [--prefix P] [--user U] [-o table|json] <command>
-       simdc <command> --help     every flag of one command;  simdc --version
+       simdc <command> --help     every flag of one command;  simdc --version;  simdc completion bash
 
   up [--hosts N] [--san M] [--hosts-per-agent K] [--controllers C] [--nats-port P]
      [--seed S] [--time-scale X] [--demo]
@@ -91,6 +91,11 @@ function splitGlobal(argv: string[]): { global: GlobalOptions; output: OutputFor
 async function main(argv: string[]): Promise<boolean> {
   const { global, output, rest } = splitGlobal(argv);
   const [command, verb, ...more] = rest;
+  if (command === "completion") {
+    if (verb !== "bash") throw invalidArgument("usage: simdc completion bash");
+    out(bashCompletion());
+    return false;
+  }
   if (command === "--version" || command === "version") {
     out(`simdc ${cliVersion()}\n`);
     return false;

@@ -70,7 +70,7 @@ describe("experiment scenarios", () => {
 
   it("scenario: a fault on something that does not exist, an impossible timeline and a topology too large are refused before anything starts", () => {
     expect(refusal(base.replace("process: agent-1\n  - at: {", "process: agent-7\n  - at: {"))).toBe(
-      "s.yaml:12: no process agent-7; this topology has nats, controller, san-1, agent-1, agent-2",
+      "s.yaml:12: no process agent-7; this topology has nats, controller-1, san-1, agent-1, agent-2",
     );
     expect(refusal(base.replace("from: host-3", "from: host-9"))).toBe("s.yaml:19: no identity host-9 in this topology");
     expect(refusal(base.replace("do: restart", "do: resume"))).toMatch(/^s\.yaml:13: resume agent-1 at [\d.]+ s: it is killed then, not paused$/);

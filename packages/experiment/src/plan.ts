@@ -34,7 +34,7 @@ export interface Plan {
 /** The process names `simdc up` gives this topology (as its supervisor's plan does). */
 export function topologyNames(t: Topology): Pick<Plan, "processes" | "agents" | "hosts"> {
   const processes = ["nats"];
-  for (let c = 1; c <= t.controllers; c++) processes.push(t.controllers === 1 ? "controller" : `controller-${c}`);
+  for (let c = 1; c <= t.controllers; c++) processes.push(`controller-${c}`);
   for (let s = 1; s <= t.san; s++) processes.push(`san-${s}`);
   const agents: Record<string, string[]> = {};
   const hosts: string[] = [];

@@ -21,7 +21,7 @@ import {
 import { checkName, failedPrecondition, invalidArgument, SimdcError, wallClock, wallNowMs } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 import { prettyFactory } from "pino-pretty";
-import { durationFlag, intFlag, parse, positionals, stringFlag } from "../args.js";
+import { durationFlag, intFlag, parse, parseDuration, positionals, stringFlag } from "../args.js";
 import { listAllHosts, listAllVms } from "../paging.js";
 import { datacenterNowMs, type GlobalOptions } from "../context.js";
 import { enumName, out, plain, printJson, printTable, processState, vmState } from "../output.js";
@@ -77,35 +77,35 @@ function operatorToken(dataDir: string): string | undefined {
 
 export async function statusCommand(global: GlobalOptions, ctx: CommandContext, argv: string[]): Promise<void> {
   positionals(parse(argv, {}), []);
-  const bus = await ctx.bus();
-  const [supervised, controller, hosts, vms, nodes, sync] = await Promise.all([
-    callSupervisor(global, ctx, supervisorService.ListProcesses, v1.ListProcessesRequest.create(), 2_000).then(
-      (r) => r,
-      () => null,
-    ),
-    bus.call(controllerService.GetControllerStatus, {}, { timeoutMs: 2_000 }),
-    listAllHosts(bus),
-    listAllVms(bus),
-    bus.call(storageService.ListSanNodes, {}).then((r) => r.nodes),
-    bus.call(hostService.GetSyncStatus, {}),
-  ]);
+  // The process table comes from the supervisor's socket, which needs neither NATS nor the controller.
+  const supervised = await callSupervisor(global, ctx, supervisorService.ListProcesses, v1.ListProcessesRequest.create(), 2_000).catch(() => null);
   const processes = supervised?.processes ?? null;
+  const view = await datacenterView(ctx).catch((err: unknown) => (err instanceof SimdcError ? err : new SimdcError("UNAVAILABLE", String(err))));
   if (ctx.output === "json") {
     return printJson({
-      controller: plain(v1.GetControllerStatusResponse, controller),
       processes: processes?.map((p) => plain(v1.ManagedProcess, p)) ?? null,
-      sync: plain(v1.GetSyncStatusResponse, sync),
-      hosts: hosts.map((h) => plain(v1.Host, h)),
-      sanNodes: nodes.map((n) => plain(v1.SanNode, n)),
-      vms: vms.map((vm) => plain(v1.Vm, vm)),
+      ...(view instanceof SimdcError
+        ? { error: view.toString() }
+        : {
+            controller: plain(v1.GetControllerStatusResponse, view.controller),
+            sync: plain(v1.GetSyncStatusResponse, view.sync),
+            hosts: view.hosts.map((h) => plain(v1.Host, h)),
+            sanNodes: view.nodes.map((n) => plain(v1.SanNode, n)),
+            vms: view.vms.map((vm) => plain(v1.Vm, vm)),
+          }),
     });
   }
-  const lease = controller.lease;
-  out(
-    `datacenter: seed ${controller.seed}, time scale ${controller.timeScale}x; active controller ${controller.controllerId} ` +
-      `(epoch ${lease?.epoch ?? 0}); state ${controller.stateId.slice(0, 8) || "-"}\n` +
-      `reproduce: simdc up --seed ${controller.seed} --time-scale ${controller.timeScale}\n\n`,
-  );
+  if (view instanceof SimdcError) {
+    const seed = supervised ? `seed ${supervised.seed}, time scale ${supervised.timeScale}x; ` : "";
+    out(`datacenter: ${seed}no answer from the controller (${view.toString()})\n\n`);
+  } else {
+    const { controller } = view;
+    out(
+      `datacenter: seed ${controller.seed}, time scale ${controller.timeScale}x; active controller ${controller.controllerId} ` +
+        `(epoch ${controller.lease?.epoch ?? 0}); state ${controller.stateId.slice(0, 8) || "-"}\n` +
+        `reproduce: simdc up --seed ${controller.seed} --time-scale ${controller.timeScale}\n\n`,
+    );
+  }
   if (processes) {
     printTable(
       ["PROCESS", "ROLE", "PID", "STATE", "HOSTS", "RESTARTS", "EXIT"],
@@ -121,6 +121,11 @@ export async function statusCommand(global: GlobalOptions, ctx: CommandContext, 
     );
     out("\n");
   }
+  if (view instanceof SimdcError) {
+    if (!processes) throw view;
+    return;
+  }
+  const { hosts, nodes, vms, sync } = view;
   const connected = hosts.filter((h) => h.state === v1.HostState.HOST_STATE_CONNECTED).length;
   const sanUp = nodes.filter((n) => n.connected).length;
   const byState = new Map<string, number>();
@@ -131,6 +136,19 @@ export async function statusCommand(global: GlobalOptions, ctx: CommandContext, 
   const vmSummary = [...byState].map(([s, n]) => `${n} ${s}`).join(", ") || "none";
   out(`hosts: ${connected}/${hosts.length} connected; SAN nodes: ${sanUp}/${nodes.length} connected; VMs: ${vmSummary}\n`);
   out(`documents: generation ${sync.desiredGeneration} written up to ${sync.writtenGeneration}, realized by every live host up to ${sync.realizedGeneration} (${sync.laggingCount} hosts behind)\n`);
+}
+
+/** What the controller says of the datacenter. @throws SimdcError when NATS or the controller does not answer. */
+async function datacenterView(ctx: CommandContext) {
+  const bus = await ctx.bus();
+  const [controller, hosts, vms, nodes, sync] = await Promise.all([
+    bus.call(controllerService.GetControllerStatus, {}, { timeoutMs: 2_000 }),
+    listAllHosts(bus),
+    listAllVms(bus),
+    bus.call(storageService.ListSanNodes, {}).then((r) => r.nodes),
+    bus.call(hostService.GetSyncStatus, {}),
+  ]);
+  return { controller, hosts, vms, nodes, sync };
 }
 
 function summarize(ids: string[]): string {
@@ -341,22 +359,45 @@ async function waitApplied(bus: Bus, generation: number): Promise<void> {
   }
 }
 
-/** Prints logs pretty; with no name, every process's, merged by time. */
+const levels: Record<string, number> = { trace: 10, debug: 20, info: 30, warn: 40, error: 50, fatal: 60 };
+
+/** Prints logs pretty; with no name, every process's, merged by time; --since, --level and --grep filter them. */
 export async function logsCommand(global: GlobalOptions, argv: string[]): Promise<void> {
-  const parsed = parse(argv, { follow: { type: "boolean", short: "f" }, lines: { type: "string", short: "n" } });
-  if (parsed.positionals.length > 1) throw invalidArgument("usage: simdc logs [process] [--follow] [--lines N]");
+  const parsed = parse(argv, {
+    follow: { type: "boolean", short: "f" },
+    lines: { type: "string", short: "n" },
+    since: { type: "string" },
+    level: { type: "string" },
+    grep: { type: "string" },
+  });
+  if (parsed.positionals.length > 1) throw invalidArgument("usage: simdc logs [process] [-f] [-n N] [--since 5m|ISO] [--level warn] [--grep TEXT]");
   const logsDir = join(global.dataDir, "logs");
-  if (!existsSync(logsDir)) throw failedPrecondition(`no logs in ${logsDir}: has 'simdc up' run with this --data-dir?`);
+  if (!existsSync(logsDir)) throw failedPrecondition(`no logs in ${logsDir}: has 'simdc up' run with this --data-dir? (for the compose deployment: docker-compose logs)`);
   const available = readdirSync(logsDir).filter((f) => f.endsWith(".log")).map((f) => f.slice(0, -4)).sort();
   const name = parsed.positionals[0];
   if (name !== undefined && !available.includes(name)) {
     throw invalidArgument(`no log for ${name}; there are: ${available.join(", ")}`);
   }
   const names = name ? [name] : available;
-  const linesMax = intFlag(parsed.flags, "lines", 200, 1, 1_000_000);
+  const linesMax = intFlag(parsed.flags, "lines", 200, 0, 1_000_000);
+  const levelName = stringFlag(parsed.flags, "level");
+  if (levelName !== undefined && !(levelName in levels)) throw invalidArgument(`--level must be one of ${Object.keys(levels).join(", ")}`);
+  const levelMin = levelName ? levels[levelName]! : 0;
+  const sinceRaw = stringFlag(parsed.flags, "since");
+  const since = sinceRaw === undefined ? "" : /^\d+(\.\d+)?(ms|s|m|h)$/.test(sinceRaw) ? new Date(wallNowMs() - parseDuration("--since", sinceRaw)).toISOString() : isoOf(sinceRaw);
+  const grep = stringFlag(parsed.flags, "grep");
   const pretty = prettyFactory({ colorize: process.stdout.isTTY, translateTime: "SYS:HH:MM:ss.l", ignore: "pid,hostname", singleLine: true });
+  // A line passes by its level and time (pino's JSON; other lines, as nats-server's, have neither) and its text.
+  const passes = (line: string): boolean => {
+    if (grep !== undefined && !line.includes(grep)) return false;
+    if (levelMin > 0) {
+      const level = Number(/"level":(\d+)/.exec(line)?.[1] ?? NaN);
+      if (!(level >= levelMin)) return false;
+    }
+    return !since || timeOf(line) >= since;
+  };
   const show = (source: string, line: string): void => {
-    if (!line.trim()) return;
+    if (!line.trim() || !passes(line)) return;
     const text = line.startsWith("{") ? pretty(line).trimEnd() : line;
     out(names.length > 1 ? `${source.padEnd(10)} ${text}\n` : `${text}\n`);
   };
@@ -366,10 +407,10 @@ export async function logsCommand(global: GlobalOptions, argv: string[]): Promis
     const file = join(logsDir, `${n}.log`);
     const text = readFileSync(file, "utf8");
     offsets.set(n, Buffer.byteLength(text));
-    for (const line of text.split("\n")) if (line) entries.push({ at: timeOf(line), source: n, line });
+    for (const line of text.split("\n")) if (line && passes(line)) entries.push({ at: timeOf(line), source: n, line });
   }
   entries.sort((a, b) => (a.at < b.at ? -1 : a.at > b.at ? 1 : 0));
-  for (const e of entries.slice(-linesMax)) show(e.source, e.line);
+  if (linesMax > 0) for (const e of entries.slice(-linesMax)) show(e.source, e.line);
   if (!parsed.flags["follow"]) return;
   for (;;) {
     await wallClock.sleep(250);
@@ -386,6 +427,13 @@ export async function logsCommand(global: GlobalOptions, argv: string[]): Promis
       for (const line of buf.toString("utf8").split("\n")) show(n, line);
     }
   }
+}
+
+/** An ISO time for --since. @throws SimdcError INVALID_ARGUMENT. */
+function isoOf(raw: string): string {
+  const ms = /^\d+$/.test(raw) ? Number(raw) : Date.parse(raw);
+  if (Number.isNaN(ms)) throw invalidArgument(`--since must be a duration (30s, 5m), an ISO time or Unix ms, got ${JSON.stringify(raw)}`);
+  return new Date(ms).toISOString();
 }
 
 /** The ISO time of a pino line, or "" for other lines (they sort first). */

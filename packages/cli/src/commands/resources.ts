@@ -48,6 +48,24 @@ function resultNote(result: v1.IMutationResult | null | undefined): string {
   return parts.length ? ` (${parts.join("; ")})` : "";
 }
 
+const hostHeaders = ["HOST", "STATE", "AGENT", "PCPUS", "VCPUS", "MEMORY MIB", "ALLOCATED MIB", "VMS", "GEN", "REALIZED", "HEARTBEAT"];
+
+function hostRow(h: v1.IHost): string[] {
+  return [
+    h.id ?? "",
+    hostState(h.state ?? 0),
+    h.agentId ?? "",
+    String(h.capacity?.pcpus ?? 0),
+    String(h.allocatedVcpus ?? 0),
+    String(h.capacity?.memoryMib ?? 0),
+    String(h.allocatedMemoryMib ?? 0),
+    String(h.vmCount ?? 0),
+    String(h.desiredGeneration ?? 0),
+    String(h.realizedGeneration ?? 0),
+    ago(h.lastHeartbeatMs ?? 0),
+  ];
+}
+
 export async function hostCommand(ctx: CommandContext, verb: string | undefined, argv: string[]): Promise<void> {
   const bus = await ctx.bus();
   switch (verb) {
@@ -55,28 +73,18 @@ export async function hostCommand(ctx: CommandContext, verb: string | undefined,
       positionals(parse(argv, {}), []);
       const hosts = await listAllHosts(bus);
       if (ctx.output === "json") return printJson(hosts.map((h) => plain(v1.Host, h)));
-      printTable(
-        ["HOST", "STATE", "AGENT", "PCPUS", "VCPUS", "MEMORY MIB", "ALLOCATED MIB", "VMS", "GEN", "REALIZED", "HEARTBEAT"],
-        hosts.map((h) => [
-          h.id ?? "",
-          hostState(h.state ?? 0),
-          h.agentId ?? "",
-          String(h.capacity?.pcpus ?? 0),
-          String(h.allocatedVcpus ?? 0),
-          String(h.capacity?.memoryMib ?? 0),
-          String(h.allocatedMemoryMib ?? 0),
-          String(h.vmCount ?? 0),
-          String(h.desiredGeneration ?? 0),
-          String(h.realizedGeneration ?? 0),
-          ago(h.lastHeartbeatMs ?? 0),
-        ]),
-      );
+      printTable(hostHeaders, hosts.map(hostRow));
       return;
     }
     case "get": {
       const [id] = positionals(parse(argv, {}), ["host"]);
       const { host } = await bus.call(hostService.GetHost, { hostId: id! });
-      return printJson(plain(v1.Host, host));
+      if (ctx.output === "json") return printJson(plain(v1.Host, host));
+      // The list's columns, one per line, and what the list leaves out.
+      const h = host ?? {};
+      const row = hostRow(h);
+      printTable(["FIELD", "VALUE"], [...hostHeaders.map((header, i) => [header, row[i] ?? ""]), ["NICS", String(h.capacity?.nics ?? 0)], ["VMS MAX", String(h.capacity?.vmsMax ?? 0)], ["BOOT", h.bootId ?? ""]]);
+      return;
     }
     default:
       throw invalidArgument(`usage: simdc host list|get <host>`);

@@ -9,7 +9,7 @@ const base = { dataDir: "/d", pcpus: 8, memoryMib: 1024, sanCapacityMib: 100, co
 describe("topology", () => {
   it("topology: spreads hosts over agents, the last one taking the rest", () => {
     const plan = planTopology({ ...base, hosts: 5, sanNodes: 2, hostsPerAgent: 2 });
-    expect(plan.map((p) => p.name)).toEqual(["controller", "san-1", "san-2", "agent-1", "agent-2", "agent-3"]);
+    expect(plan.map((p) => p.name)).toEqual(["controller-1", "san-1", "san-2", "agent-1", "agent-2", "agent-3"]);
     expect(plan.filter((p) => p.role === "host-agent").map((p) => p.hostIds)).toEqual([
       ["host-1", "host-2"],
       ["host-3", "host-4"],

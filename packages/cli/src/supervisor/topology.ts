@@ -33,8 +33,9 @@ export const sanNodesMax = 16;
 export const controllersMax = 3;
 
 /**
- * `controllers` controllers (named controller-1.., or just "controller" when
- * there is one), `sanNodes` SAN nodes and ceil(hosts / hostsPerAgent) agents.
+ * `controllers` controllers (controller-1.., the process named as the
+ * controller's id, one name everywhere), `sanNodes` SAN nodes and
+ * ceil(hosts / hostsPerAgent) agents.
  * @throws SimdcError INVALID_ARGUMENT for counts out of range.
  */
 export function planTopology(options: TopologyOptions): ProcessPlan[] {
@@ -48,7 +49,7 @@ export function planTopology(options: TopologyOptions): ProcessPlan[] {
   }
   const plans: ProcessPlan[] = [];
   for (let c = 1; c <= controllers; c++) {
-    const name = controllers === 1 ? "controller" : `controller-${c}`;
+    const name = `controller-${c}`;
     plans.push({ name, role: "controller", args: ["--controller-id", `controller-${c}`], hostIds: [] });
   }
   for (let i = 1; i <= sanNodes; i++) {

@@ -123,6 +123,8 @@ export function computeEndpoints(state: ControllerState): Endpoint<any, any>[] {
     endpoint(computeService.GetVm, (req) => ({ vm: vmView(state, requireVm(req.vmId).vm) })),
     endpoint(computeService.ListVms, (req) => {
       const hostId = req.hostId ? checkName("host_id", req.hostId) : "";
+      // A host nobody registered is a typo or a stale name, not a host with no VMs.
+      if (hostId && !state.hosts.get(hostId)) throw notFound(`no host ${hostId} is registered`);
       const { ids, nextPageToken } = hostId ? pageOf([...vms.onTarget(hostId)], req) : page(vms, req);
       const out: v1.Vm[] = [];
       for (const id of ids) {
