@@ -285,6 +285,9 @@ describe.skipIf(!docker.ok && !inCi)("e2e: docker-compose.yml", () => {
     let watched = "";
     watcher.stdout!.on("data", (c: Buffer) => (watched += c.toString()));
     const waiting = simdcCli("wait", "host", vm.hostId, "--for", "disconnected", "--timeout", "60s");
+    // Process faults and the process table belong to Docker here, and the CLI says so.
+    expect(await simdcCli("status")).toMatch(/processes: no 'simdc up' supervisor here \(on the compose deployment: docker-compose ps\)[\s\S]*hosts: 3\/3 connected/);
+    await expect(simdcCli("fault", "kill", "agent-1")).rejects.toMatchObject({ code: 1, stderr: expect.stringMatching(/FAILED_PRECONDITION: no 'simdc up' supervisor runs this datacenter; on the compose deployment use docker-compose kill/) });
     try {
       await faultAndExpectDisconnected(vm.hostId, vm.id, () => container.pause(), "docker pause");
       expect(await waiting).toMatch(new RegExp(`^host ${vm.hostId} is disconnected`));

@@ -62,7 +62,19 @@ export async function callSupervisor<Req, Res>(global: GlobalOptions, ctx: Comma
   const socket = controlSocketPath(global.dataDir);
   if (existsSync(socket)) return callControlSocket(socket, method, request, timeoutMs);
   const token = operatorToken(global.dataDir);
-  return (await ctx.bus()).call(method, request as never, { scopeId: "supervisor", timeoutMs, headers: token ? { [operatorTokenHeader]: token } : {} });
+  try {
+    return await (await ctx.bus()).call(method, request as never, { scopeId: "supervisor", timeoutMs, headers: token ? { [operatorTokenHeader]: token } : {} });
+  } catch (err) {
+    // No supervisor is not a fault of the datacenter: the compose deployment has Docker instead.
+    if (err instanceof SimdcError && err.code === "UNAVAILABLE" && /nobody serves/.test(err.message)) {
+      throw new SimdcError(
+        "FAILED_PRECONDITION",
+        "no 'simdc up' supervisor runs this datacenter; on the compose deployment use docker-compose kill|pause|unpause|restart|ps <service> (and bus faults: simdc fault add)",
+        { cause: err },
+      );
+    }
+    throw err;
+  }
 }
 
 /** The token `simdc up` gave the operator for its supervisor, when this machine has it. */
@@ -106,6 +118,7 @@ export async function statusCommand(global: GlobalOptions, ctx: CommandContext, 
         `reproduce: simdc up --seed ${controller.seed} --time-scale ${controller.timeScale}\n\n`,
     );
   }
+  if (!processes) out("processes: no 'simdc up' supervisor here (on the compose deployment: docker-compose ps)\n\n");
   if (processes) {
     printTable(
       ["PROCESS", "ROLE", "PID", "STATE", "HOSTS", "RESTARTS", "EXIT"],
