@@ -84,6 +84,15 @@ simdc fault list | clear [id] [--wait]
   --for STATE        vm: defined, starting, running, stopping, stopped, failed, unknown, deleted;
                      host: connected, disconnected; volume: creating, ready, deleting, failed, deleted
   --timeout D        give up after D (default 30s): exit 1, DEADLINE_EXCEEDED`,
+  compose: `simdc compose: the compose deployment of a topology, written into a directory
+(docker-compose.yml, deploy/prometheus.yml, and the NATS users in deploy/.auth)
+
+  --hosts N                simulated hosts (default 3)
+  --hosts-per-agent K      hosts per agent container (default 1)
+  --san M                  SAN node containers (default 2)
+  --controllers C          controller containers, one active (default 2)
+  --dir DIR                where to write (default: here); then docker-compose up -d there
+  --force                  new passwords (they are kept otherwise)`,
   experiment: `simdc experiment list | show <name|file> | schema
 simdc experiment run <name|file> [--seed N] [--short] [--repeat K] [--out DIR] [--plan]
 simdc experiment compare <dir> <dir>

@@ -13,6 +13,7 @@ import { hostCommand, syncCommand, vmCommand, volumeCommand, type CommandContext
 import { upCommand } from "./commands/up.js";
 import { eventsCommand, waitCommand } from "./commands/watch.js";
 import { experimentCommand } from "./commands/experiment.js";
+import { composeCommand } from "./commands/compose.js";
 import { flushStdout, out, quietOnClosedPipe, type OutputFormat } from "./output.js";
 import { bashCompletion, helpFor } from "./help.js";
 
@@ -43,6 +44,9 @@ const usage = `usage: simdc [--server URL] [--data-dir DIR] [--prefix P] [--user
                          agent-2, controller, host-agent, ...); D is 500ms, 30s, 2m
   events [-w] [--kind K,...] [--id ID,...] [--since all|5m|ISO] [--record FILE]
                          what happened (kept a day), and with -w what happens next
+  compose [--hosts N] [--hosts-per-agent K] [--san M] [--controllers C] [--dir DIR]
+                         the compose deployment of a topology (docker-compose.yml,
+                         deploy/prometheus.yml, NATS users) written into DIR
   experiment list | show <name|file> | schema
   experiment run <name|file> [--seed N] [--short] [--repeat K] [--out DIR] [--plan]
   experiment compare <dir> <dir>
@@ -141,6 +145,9 @@ async function main(argv: string[]): Promise<boolean> {
         return false;
       case "wait":
         await waitCommand(ctx, verb, more);
+        return false;
+      case "compose":
+        await composeCommand(global, rest.slice(1));
         return false;
       case "experiment":
         await experimentCommand(global, ctx, verb, more);
