@@ -42,6 +42,8 @@ export const eventNames = [
   "pause",
   "resume",
   "restart",
+  "disconnect",
+  "connect",
   "exited",
   "added",
   "cleared",

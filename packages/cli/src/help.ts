@@ -94,9 +94,9 @@ simdc fault list | clear [id] [--wait]
   --dir DIR                where to write (default: here); then docker-compose up -d there
   --force                  new passwords (they are kept otherwise)`,
   experiment: `simdc experiment list | show <name|file> | schema
-simdc experiment run <name|file> [--seed N] [--short] [--repeat K] [--out DIR] [--plan]
+simdc experiment run <name|file> [--seed N] [--short] [--repeat K] [--out DIR] [--plan] [--docker]
 simdc experiment compare <dir> <dir>
-simdc experiment swarm [--runs N] [--seed S] [--out DIR]
+simdc experiment swarm [--runs N] [--seed S] [--out DIR] [--docker]
 
   --seed N          the schedule's seed (default: the file's, else a fresh one, printed)
   --short           the scenario's short form (what the tests run)
@@ -104,6 +104,9 @@ simdc experiment swarm [--runs N] [--seed S] [--out DIR]
   --out DIR         where history.jsonl, summary.md, report.html, result.json and logs go
                     (default <data dir>/experiments/<name>-<time>)
   --plan            print the schedule each seed gives, and run nothing
+  --docker          run the datacenter as a compose project written for the scenario's
+                    topology (process faults become docker kill/pause/restart, and the
+                    disconnect/connect steps cut a container off the network)
   --runs N          swarm: how many random scenarios (default 10)`,
 };
 

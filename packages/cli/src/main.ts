@@ -48,7 +48,7 @@ const usage = `usage: simdc [--server URL] [--data-dir DIR] [--prefix P] [--user
                          the compose deployment of a topology (docker-compose.yml,
                          deploy/prometheus.yml, NATS users) written into DIR
   experiment list | show <name|file> | schema
-  experiment run <name|file> [--seed N] [--short] [--repeat K] [--out DIR] [--plan]
+  experiment run <name|file> [--seed N] [--short] [--repeat K] [--out DIR] [--plan] [--docker]
   experiment compare <dir> <dir>
                          a fault-injection experiment on a fresh datacenter: its
                          timeline, history, checkers and summary (see scenarios/)

@@ -42,7 +42,7 @@ function latencies(history: RunHistory, steps: StepEntry[], kind: string, within
   return { ok: true, detail: `${measured.length} measured, worst ${Math.round(max)} ms (limit ${withinMs} ms)`, metrics: { max: max, p50: percentile(measured, 50) } };
 }
 
-const losing = new Set(["kill", "pause", "bus"]);
+const losing = new Set(["kill", "pause", "disconnect", "bus"]);
 
 export function builtinParts(): Parts {
   const parts = new Parts();
@@ -54,6 +54,17 @@ export function builtinParts(): Parts {
       properties: { process: processField },
       required: ["process"],
       refs: { process: "process" },
+    });
+  }
+  for (const kind of ["disconnect", "connect"]) {
+    parts.step({
+      kind,
+      summary: `${kind} a container from the compose network (Docker mode only)`,
+      fault: kind === "disconnect",
+      properties: { process: processField },
+      required: ["process"],
+      refs: { process: "process" },
+      modes: ["docker"],
     });
   }
   parts.step({
@@ -114,11 +125,11 @@ export function builtinParts(): Parts {
   });
   parts.assertion({
     kind: "recovered-within",
-    summary: "every host a fault cut off is seen connected again within this time of the fault's end (restart, resume, clear, or the rule's duration)",
+    summary: "every host a fault cut off is seen connected again within this time of the fault's end (restart, resume, connect, or the rule's duration)",
     properties: { within: duration },
     required: ["within"],
     evaluate: (h, p) => {
-      const ends = h.steps.filter((s) => s.ok && s.hosts.length > 0 && (s.do === "restart" || s.do === "resume" || (s.do === "bus" && s.endsAtMs !== undefined)));
+      const ends = h.steps.filter((s) => s.ok && s.hosts.length > 0 && (s.do === "restart" || s.do === "resume" || s.do === "connect" || (s.do === "bus" && s.endsAtMs !== undefined)));
       return latencies(h, ends, "host-connected", durationMs(p["within"] as string), (s) => s.endsAtMs ?? s.timeMs);
     },
   });

@@ -61,7 +61,7 @@ describe("experiment scenarios", () => {
     expect(refusal(base.replace("  hostsPerAgent: 2", "  hostsPerAgent: 2\n  color: red"))).toBe('s.yaml:6: topology: unknown key "color"');
     expect(refusal(base.replace("hosts: 4", "hosts: four"))).toBe("s.yaml:4: topology.hosts: must be integer");
     expect(refusal(base.replace("at: 2s", "at: 2 seconds"))).toMatch(/^s\.yaml:10: timeline\.0\.at: must be a duration like 2s, or \{between: \[1s, 3s\]\}/);
-    expect(refusal(base.replace("do: kill", "do: explode"))).toMatch(/^s\.yaml:11: timeline\.0\.do: must be one of kill, pause, resume, restart, bus, /);
+    expect(refusal(base.replace("do: kill", "do: explode"))).toMatch(/^s\.yaml:11: timeline\.0\.do: must be one of kill, pause, resume, restart, disconnect, connect, bus, /);
     expect(refusal(base.replace("    process: agent-1\n  - at: {", "    process: agent-1\n    signal: 9\n  - at: {"))).toBe('s.yaml:13: timeline.0: unknown key "signal"');
     expect(refusal(base.replace("duration: 10s\n", ""))).toBe('s.yaml:1: missing "duration"');
     expect(refusal(base.replace("    within: 4s\n", ""))).toBe('s.yaml:24: assertions.0: missing "within"');

@@ -132,8 +132,8 @@ export function faultWindows(h: RunHistory): FaultWindow[] {
     if (!s.fault || !s.ok) continue;
     const later = h.steps.filter((x) => x.ok && x.timeMs >= s.timeMs && x !== s);
     let toMs = endOfRun;
-    if (s.do === "kill" || s.do === "pause") {
-      const ends = later.find((x) => (x.do === "restart" || x.do === "resume") && x.target === s.target);
+    if (s.do === "kill" || s.do === "pause" || s.do === "disconnect") {
+      const ends = later.find((x) => (x.do === "restart" || x.do === "resume" || x.do === "connect") && x.target === s.target);
       if (ends) toMs = ends.timeMs;
     } else if (s.do === "bus") {
       const cleared = later.find((x) => x.do === "clear-bus" && (x.target === "all" || x.target === s.id));
@@ -145,4 +145,4 @@ export function faultWindows(h: RunHistory): FaultWindow[] {
 }
 
 /** Steps that end a fault rather than start one. */
-export const healing = new Set(["resume", "restart", "clear-bus", "heal"]);
+export const healing = new Set(["resume", "restart", "connect", "clear-bus", "heal"]);

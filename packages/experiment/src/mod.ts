@@ -1,5 +1,5 @@
 export { Parts } from "./parts.js";
-export type { AssertionPart, CheckerPart, JsonSchema, ProbePart, StepPart, Verdict } from "./parts.js";
+export type { AssertionPart, CheckerPart, JsonSchema, ProbePart, RunMode, StepPart, Verdict } from "./parts.js";
 export { parseScenario, scenarioSchema, durationMs, errorAt } from "./scenario.js";
 export type { Scenario, ScenarioSource, Step, Topology, VmGroup } from "./scenario.js";
 export { planRun, topologyNames, vmNames, estimatedMemoryMib } from "./plan.js";

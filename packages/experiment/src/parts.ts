@@ -19,7 +19,12 @@ export interface StepPart {
   required?: string[];
   /** Fields that name something of the topology, checked before the run starts. */
   refs?: Record<string, "process" | "host" | "vm" | "identity">;
+  /** Where it can be carried out (both when absent): a container's network exists only in Docker. */
+  modes?: RunMode[];
 }
+
+/** Where an experiment's datacenter runs: local processes, or containers. */
+export type RunMode = "local" | "docker";
 
 export interface ProbePart {
   kind: string;

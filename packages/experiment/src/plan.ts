@@ -5,7 +5,7 @@
 // no step after the end). Pure: the runner carries the plan out.
 
 import { Rng } from "@simdc/common";
-import type { Parts } from "./parts.js";
+import type { Parts, RunMode } from "./parts.js";
 import { durationMs, errorAt, type Scenario, type ScenarioSource, type Step, type Topology } from "./scenario.js";
 
 export interface PlannedStep {
@@ -32,8 +32,9 @@ export interface Plan {
 }
 
 /** The process names `simdc up` gives this topology (as its supervisor's plan does). */
-export function topologyNames(t: Topology): Pick<Plan, "processes" | "agents" | "hosts"> {
-  const processes = ["nats"];
+export function topologyNames(t: Topology, mode: RunMode = "local"): Pick<Plan, "processes" | "agents" | "hosts"> {
+  // simdc up runs one NATS server; the compose deployment a cluster of three.
+  const processes = mode === "docker" ? ["nats-1", "nats-2", "nats-3"] : ["nats"];
   for (let c = 1; c <= t.controllers; c++) processes.push(`controller-${c}`);
   for (let s = 1; s <= t.san; s++) processes.push(`san-${s}`);
   const agents: Record<string, string[]> = {};
@@ -59,8 +60,8 @@ export function estimatedMemoryMib(t: Topology): number {
  * 80% of it is refused before anything starts.
  * @throws SimdcError INVALID_ARGUMENT naming the line.
  */
-export function planRun(scenario: Scenario, source: ScenarioSource, parts: Parts, seed: number, machineMemoryMib: number): Plan {
-  const names = topologyNames(scenario.topology);
+export function planRun(scenario: Scenario, source: ScenarioSource, parts: Parts, seed: number, machineMemoryMib: number, mode: RunMode = "local"): Plan {
+  const names = topologyNames(scenario.topology, mode);
   const needMib = estimatedMemoryMib(scenario.topology);
   if (needMib > machineMemoryMib * 0.8) {
     throw errorAt(source, ["topology"], `this topology needs about ${Math.round(needMib)} MiB, more than 80% of this machine's ${Math.round(machineMemoryMib)} MiB`);
@@ -74,6 +75,7 @@ export function planRun(scenario: Scenario, source: ScenarioSource, parts: Parts
   const steps = scenario.timeline.map((step, index): PlannedStep => {
     const path = ["timeline", index];
     const part = parts.steps.get(step.do)!;
+    if (part.modes && !part.modes.includes(mode)) throw errorAt(source, [...path, "do"], `${step.do} works only with ${part.modes.map((m) => (m === "docker" ? "--docker" : "local processes")).join(" or ")}`);
     const n = (counts.get(step.do) ?? 0) + 1;
     counts.set(step.do, n);
     // Every step draws, fixed or not, so adding a fixed step does not move the random ones after it.
@@ -120,7 +122,7 @@ export function vmNames(name: string, count: number): string[] {
 
 /** A process's life along the timeline: a resume needs a pause, a kill a running process, a VM must exist when named. */
 function checkTimeline(ordered: { s: PlannedStep; i: number }[], source: ScenarioSource, vms: Set<string>): void {
-  const state = new Map<string, "running" | "paused" | "killed">();
+  const state = new Map<string, "running" | "paused" | "killed" | "cut off">();
   for (const { s, i } of ordered) {
     const process = typeof s.params["process"] === "string" ? (s.params["process"] as string) : undefined;
     const now = process ? (state.get(process) ?? "running") : "running";
@@ -141,6 +143,14 @@ function checkTimeline(ordered: { s: PlannedStep; i: number }[], source: Scenari
         state.set(process!, "running");
         break;
       case "restart":
+        state.set(process!, "running");
+        break;
+      case "disconnect":
+        if (now !== "running") refuse(`it is ${now} then`);
+        state.set(process!, "cut off");
+        break;
+      case "connect":
+        if (now !== "cut off") refuse(`it is ${now} then, not disconnected`);
         state.set(process!, "running");
         break;
       case "create-vms":

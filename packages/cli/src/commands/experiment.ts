@@ -7,7 +7,7 @@ import { freemem, totalmem } from "node:os";
 import { basename, dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { freshSeed, invalidArgument, notFound, SimdcError, seedMax } from "@simdc/common";
-import { aggregate, builtinParts, parseScenario, planRun, scenarioSchema, swarmScenario, type Parts, type Plan, type RunResult, type Scenario } from "@simdc/experiment";
+import { aggregate, builtinParts, parseScenario, planRun, scenarioSchema, swarmScenario, type Parts, type Plan, type RunMode, type RunResult, type Scenario } from "@simdc/experiment";
 import { intFlag, parse, positionals, stringFlag } from "../args.js";
 import type { GlobalOptions } from "../context.js";
 import { out, printJson, printTable } from "../output.js";
@@ -18,7 +18,7 @@ import type { CommandContext } from "./resources.js";
 export const scenariosDir = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "..", "scenarios");
 
 const usage =
-  "usage: simdc experiment list | show <name|file> | schema | run <name|file> [--seed N] [--short] [--repeat K] [--out DIR] [--plan] | compare <dir> <dir> | swarm [--runs N] [--seed S]";
+  "usage: simdc experiment list | show <name|file> | schema | run <name|file> [--seed N] [--short] [--repeat K] [--out DIR] [--plan] [--docker] | compare <dir> <dir> | swarm [--runs N] [--seed S] [--docker]";
 
 /** A built-in scenario's file by name, or the file given. */
 function scenarioFile(nameOrFile: string): string {
@@ -71,7 +71,8 @@ export async function experimentCommand(global: GlobalOptions, ctx: CommandConte
 }
 
 async function runCommand(global: GlobalOptions, ctx: CommandContext, argv: string[]): Promise<void> {
-  const parsed = parse(argv, { seed: { type: "string" }, short: { type: "boolean" }, repeat: { type: "string" }, out: { type: "string" }, plan: { type: "boolean" } });
+  const parsed = parse(argv, { seed: { type: "string" }, short: { type: "boolean" }, repeat: { type: "string" }, out: { type: "string" }, plan: { type: "boolean" }, docker: { type: "boolean" } });
+  const mode = parsed.flags["docker"] ? "docker" : "local";
   const [name] = positionals(parsed, ["name|file"]);
   const file = scenarioFile(name!);
   const parts = builtinParts();
@@ -82,7 +83,7 @@ async function runCommand(global: GlobalOptions, ctx: CommandContext, argv: stri
   // Every seed's plan is checked before the first run starts.
   const machineMib = totalmem() / 1024 / 1024;
   const seeds = Array.from({ length: repeat }, (_, i) => (firstSeed + i) % (seedMax + 1));
-  const plans = seeds.map((seed) => planRun(scenario, source, parts, seed, machineMib));
+  const plans = seeds.map((seed) => planRun(scenario, source, parts, seed, machineMib, mode));
   if (parsed.flags["plan"]) {
     // The schedule each seed gives, and nothing started.
     if (ctx.output === "json") return printJson(plans.map((p) => ({ seed: p.seed, steps: p.steps.map((s) => ({ id: s.id, do: s.do, atMs: s.atMs, fault: s.fault })) })));
@@ -91,8 +92,15 @@ async function runCommand(global: GlobalOptions, ctx: CommandContext, argv: stri
   }
   const base = resolve(stringFlag(parsed.flags, "out") ?? join(global.dataDir, "experiments", `${scenario.name}-${new Date().toISOString().replaceAll(":", "").slice(0, 15)}`));
   const results = await runAll(
-    plans.map((plan, i) => ({ scenario, plan, outDir: repeat === 1 ? base : join(base, `seed-${plan.seed}`), again: `simdc experiment run ${name} --seed ${plan.seed}${short ? " --short" : ""}`, label: repeat > 1 ? ` (run ${i + 1} of ${repeat})` : "" })),
+    plans.map((plan, i) => ({
+      scenario,
+      plan,
+      outDir: repeat === 1 ? base : join(base, `seed-${plan.seed}`),
+      again: `simdc experiment run ${name} --seed ${plan.seed}${short ? " --short" : ""}${mode === "docker" ? " --docker" : ""}`,
+      label: repeat > 1 ? ` (run ${i + 1} of ${repeat})` : "",
+    })),
     parts,
+    mode,
   );
   const rows = aggregate(results);
   if (repeat > 1) {
@@ -154,7 +162,7 @@ interface Planned {
 const say = (line: string): void => void process.stderr.write(`experiment: ${line}\n`);
 
 /** Runs each planned experiment in turn, saying how each went; Ctrl-C ends the current one (written) and the rest. */
-async function runAll(runs: Planned[], parts: Parts): Promise<RunResult[]> {
+async function runAll(runs: Planned[], parts: Parts, mode: RunMode): Promise<RunResult[]> {
   const stop = new AbortController();
   process.once("SIGINT", () => stop.abort());
   process.once("SIGTERM", () => stop.abort());
@@ -164,7 +172,7 @@ async function runAll(runs: Planned[], parts: Parts): Promise<RunResult[]> {
     say(`${scenario.name}${label}: seed ${plan.seed}; again: ${again}`);
     for (const s of plan.steps) say(`  at ${(s.atMs / 1000).toFixed(2).padStart(7)} s  ${s.id} (${s.do}${s.fault ? ", fault" : ""})`);
     const testFaults = scenario.timeline.some((s) => s.do === "duplicate-vm");
-    const run = await runExperiment({ scenario, plan, parts, outDir, command: again, say, signal: stop.signal, testFaults });
+    const run = await runExperiment({ scenario, plan, parts, outDir, command: again, say, signal: stop.signal, testFaults, mode });
     results.push(run.result);
     for (const j of run.result.judged) say(`  ${j.verdict.ok ? "ok    " : "FAILED"} ${j.kind} ${j.name}: ${j.verdict.detail}`);
     say(`${run.result.ok ? "passed" : "FAILED"}: seed ${plan.seed}; report ${run.files.report}, summary ${run.files.summary}, history ${run.files.history}`);
@@ -179,8 +187,9 @@ async function runAll(runs: Planned[], parts: Parts): Promise<RunResult[]> {
 
 /** Random fault schedules from consecutive seeds, each judged by the checkers; the failing seeds are printed. */
 async function swarmCommand(global: GlobalOptions, ctx: CommandContext, argv: string[]): Promise<void> {
-  const parsed = parse(argv, { runs: { type: "string" }, seed: { type: "string" }, out: { type: "string" } });
+  const parsed = parse(argv, { runs: { type: "string" }, seed: { type: "string" }, out: { type: "string" }, docker: { type: "boolean" } });
   positionals(parsed, []);
+  const mode = parsed.flags["docker"] ? "docker" : "local";
   const count = intFlag(parsed.flags, "runs", 10, 1, 100_000);
   const first = intFlag(parsed.flags, "seed", freshSeed(), 0, seedMax);
   const base = resolve(stringFlag(parsed.flags, "out") ?? join(global.dataDir, "experiments", `swarm-${first}`));
@@ -195,9 +204,9 @@ async function swarmCommand(global: GlobalOptions, ctx: CommandContext, argv: st
     // The scenario is kept: a failing seed is a file anyone can run again.
     writeFileSync(join(outDir, "scenario.yaml"), text);
     const { scenario, source } = parseScenario(text, join(outDir, "scenario.yaml"), parts);
-    runs.push({ scenario, plan: planRun(scenario, source, parts, seed, machineMib), outDir, again: `simdc experiment swarm --runs 1 --seed ${seed}`, label: ` (swarm run ${i + 1} of ${count})` });
+    runs.push({ scenario, plan: planRun(scenario, source, parts, seed, machineMib, mode), outDir, again: `simdc experiment swarm --runs 1 --seed ${seed}${mode === "docker" ? " --docker" : ""}`, label: ` (swarm run ${i + 1} of ${count})` });
   }
-  const results = await runAll(runs, parts);
+  const results = await runAll(runs, parts, mode);
   const failed = results.filter((r) => !r.ok);
   if (ctx.output === "json") printJson({ runs: results.length, failed: failed.map((r) => r.seed) });
   else out(`swarm: ${results.length - failed.length} of ${results.length} runs passed${failed.length ? `; failing seeds: ${failed.map((r) => r.seed).join(", ")} (rerun one: simdc experiment swarm --runs 1 --seed ${failed[0]!.seed})` : ""}\n`);

@@ -149,7 +149,7 @@ async function portInUse(port: number): Promise<boolean> {
 }
 
 /** Polls the controller until every planned host is connected and every SAN node registered. */
-async function waitReady(bus: Bus, plans: ProcessPlan[], timeoutMs: number): Promise<boolean> {
+export async function waitReady(bus: Bus, plans: ProcessPlan[], timeoutMs: number): Promise<boolean> {
   const hostIds = new Set(plans.flatMap((p) => p.hostIds));
   const sanIds = new Set(plans.filter((p) => p.role === "san-storage").map((p) => p.name));
   const deadline = wallNowMs() + timeoutMs;

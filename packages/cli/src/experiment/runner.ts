@@ -1,19 +1,16 @@
-// Runs one experiment: a fresh datacenter from the real `simdc up` (in a
-// throw-away data directory, on a free port), the scenario's VMs, then its
+// Runs one experiment: a fresh datacenter (the real `simdc up` in a
+// throw-away data directory, or a compose project), the scenario's VMs, then its
 // timeline on the simulated clock while every event and probe sample is
 // recorded to the history file as it happens; then the final state, the
 // teardown (logs kept beside the history), the verdicts and the summary.
 // Ctrl-C ends the timeline, still records the final state if it can, tears
 // everything down and writes what was recorded.
 
-import { spawn, type ChildProcess } from "node:child_process";
-import { cpSync, createWriteStream, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createWriteStream, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
-import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 import { controllerService, storageService, type Bus } from "@simdc/bus";
-import { SimdcError, WallClock, wallClock, wallNowMs, type Clock, type Timer } from "@simdc/common";
+import { SimdcError, wallClock, wallNowMs, type Clock, type Timer } from "@simdc/common";
 import {
   durationMs,
   judge,
@@ -31,15 +28,13 @@ import {
 import { readEvents, vmStateName } from "@simdc/history";
 import { simdc } from "@simdc/proto";
 import { connectCli } from "../context.js";
-import { freePort } from "../launch/nats-server.js";
 import { enumName } from "../output.js";
 import { listAllHosts, listAllVms } from "../paging.js";
-import { readUpRecord } from "../supervisor/record.js";
+import { readyTimeoutMs, startDocker, startLocal } from "./deployments.js";
 import { createVms, executors, type StepContext } from "./steps.js";
 
 import v1 = simdc.v1;
 
-const cliMain = join(dirname(fileURLToPath(import.meta.url)), "..", "main.js");
 /** The charting library the HTML report inlines. */
 const chartLibraryPath = createRequire(import.meta.url).resolve("echarts/dist/echarts.min.js");
 
@@ -55,6 +50,8 @@ export interface ExperimentOptions {
   signal: AbortSignal;
   /** Whether the datacenter must serve test-only faults. */
   testFaults: boolean;
+  /** Local processes (simdc up) or a compose project. */
+  mode: "local" | "docker";
 }
 
 export interface ExperimentRun {
@@ -64,52 +61,6 @@ export interface ExperimentRun {
   interrupted: boolean;
 }
 
-/** How long the datacenter may take to be ready, and the scenario's VMs to run. */
-const readyTimeoutMs = 120_000;
-
-interface Datacenter {
-  child: ChildProcess;
-  dataDir: string;
-  output: () => string;
-}
-
-async function startDatacenter(scenario: Scenario, seed: number, testFaults: boolean, signal: AbortSignal): Promise<Datacenter> {
-  const t = scenario.topology;
-  const dataDir = mkdtempSync(join(tmpdir(), `simdc-experiment-${scenario.name}-`));
-  const args = [
-    cliMain, "up", "--data-dir", dataDir, "--nats-port", String(await freePort()),
-    "--hosts", String(t.hosts), "--hosts-per-agent", String(t.hostsPerAgent), "--san", String(t.san), "--controllers", String(t.controllers),
-    "--seed", String(seed), "--time-scale", String(t.timeScale),
-    "--heartbeat-interval-ms", String(t.heartbeatIntervalMs), "--heartbeat-misses-max", String(t.heartbeatMissesMax),
-    "--pcpus", String(t.pcpus), "--memory-mib", String(t.memoryMib),
-    ...(testFaults ? ["--test-faults"] : []),
-  ];
-  // Its own process group: Ctrl-C at the terminal reaches the runner, which stops it in order.
-  const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"], detached: true });
-  let output = "";
-  child.stdout!.on("data", (c: Buffer) => (output += c.toString()));
-  child.stderr!.on("data", (c: Buffer) => (output += c.toString()));
-  const started = wallNowMs();
-  while (!output.includes("ready in")) {
-    if (child.exitCode !== null) throw new SimdcError("UNAVAILABLE", `simdc up exited ${child.exitCode} before it was ready:\n${output.trim()}`);
-    if (signal.aborted || wallNowMs() - started > readyTimeoutMs) {
-      await stopDatacenter({ child, dataDir, output: () => output });
-      throw new SimdcError(signal.aborted ? "UNAVAILABLE" : "DEADLINE_EXCEEDED", `the datacenter was not ready${signal.aborted ? " (interrupted)" : ` after ${readyTimeoutMs} ms`}:\n${output.trim()}`);
-    }
-    await wallClock.sleep(100);
-  }
-  return { child, dataDir, output: () => output };
-}
-
-async function stopDatacenter(dc: Datacenter): Promise<void> {
-  if (dc.child.exitCode === null && dc.child.signalCode === null) {
-    const exited = new Promise<void>((resolve) => dc.child.once("exit", () => resolve()));
-    dc.child.kill("SIGTERM");
-    const timer = wallClock.after(30_000, () => dc.child.kill("SIGKILL"));
-    await exited;
-    timer.cancel();
-  }
-}
 
 /** Samples what a probe sees now. */
 async function sample(bus: Bus, probe: string): Promise<Record<string, number>> {
@@ -180,24 +131,20 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRun
     historyFile.write(`${JSON.stringify(entry)}\n`);
   };
   o.say(`starting a datacenter: ${scenario.topology.hosts} hosts (${Object.keys(plan.agents).length} agents), ${scenario.topology.san} SAN nodes, ${scenario.topology.controllers} controller(s)`);
-  const dc = await startDatacenter(scenario, plan.seed, o.testFaults, o.signal);
+  const dc = o.mode === "docker" ? await startDocker(scenario, plan.seed, o.testFaults, o.signal, join(o.outDir, "compose")) : await startLocal(scenario, plan.seed, o.testFaults, o.signal);
   const stopRecording = new AbortController();
   const timers: Timer[] = [];
   let bus: Bus | null = null;
   let interrupted = false;
   try {
-    const up = readUpRecord(dc.dataDir);
-    if (!up) throw new SimdcError("INTERNAL", "simdc up wrote no record");
-    const clock = new WallClock(up.timeScale ?? scenario.topology.timeScale, up.startedAtMs);
-    const global = { dataDir: dc.dataDir };
-    const theBus = await connectCli(global);
+    const clock = dc.clock;
+    const theBus = await connectCli(dc.global);
     bus = theBus;
-    const cli = { output: "table" as const, bus: async () => theBus };
     // The history from the datacenter's first event on, as it happens.
     const recording = readEvents(theBus, { from: "all", follow: true, signal: stopRecording.signal }, (event) => record({ type: "event", event }));
 
     const bootVolume = "boot";
-    const stepContext: StepContext = { bus: theBus, clock, plan, global, cli, bootVolume, ack: record };
+    const stepContext: StepContext = { bus: theBus, clock, plan, deployment: dc, bootVolume, ack: record };
     const initial = scenario.vms.flatMap((g) => vmNames(g.name, g.count).map((name) => ({ name, g })));
     if (initial.length > 0 || scenario.timeline.some((s) => s.do === "create-vms")) {
       await theBus.call(storageService.CreateVolume, { name: bootVolume, sizeMib: 64 });
@@ -256,7 +203,7 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRun
         const outcome = await executors[step.do]!(stepContext, step);
         entry = {
           type: "step",
-          timeMs: at,
+          timeMs: outcome.effectiveAtMs ?? at,
           id: step.id,
           do: step.do,
           fault: step.fault,
@@ -298,9 +245,7 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRun
     for (const t of timers) t.cancel();
     stopRecording.abort();
     await bus?.close().catch(() => undefined);
-    await stopDatacenter(dc);
-    cpSync(join(dc.dataDir, "logs"), files.logs, { recursive: true });
-    rmSync(dc.dataDir, { recursive: true, force: true });
+    await dc.stop(files.logs);
     await new Promise<void>((resolve) => historyFile.end(() => resolve()));
   }
   const history = new RunHistory(entries);

@@ -3,13 +3,12 @@
 // rules in KV, VM changes through the API (each answer recorded, acknowledged
 // or not). A capability that registers a step kind adds its executor here.
 
-import { addFaultRule, clearFaultRules, computeService, hostAgentService, hostScope, readFaultRules, supervisorService, type Bus } from "@simdc/bus";
+import { addFaultRule, clearFaultRules, computeService, hostAgentService, hostScope, readFaultRules, type Bus } from "@simdc/bus";
 import { SimdcError, wallNowMs, type Clock } from "@simdc/common";
 import { durationMs, vmNames, type AckEntry, type Plan, type PlannedStep } from "@simdc/experiment";
 import { simdc } from "@simdc/proto";
-import type { CommandContext } from "../commands/resources.js";
-import { callSupervisor, describeRule, publishFaultEvent, ruleActions } from "../commands/ops.js";
-import type { GlobalOptions } from "../context.js";
+import { describeRule, publishFaultEvent, ruleActions } from "../commands/ops.js";
+import type { Deployment, ProcessAction } from "./deployments.js";
 
 import v1 = simdc.v1;
 
@@ -17,8 +16,7 @@ export interface StepContext {
   bus: Bus;
   clock: Clock;
   plan: Plan;
-  global: GlobalOptions;
-  cli: CommandContext;
+  deployment: Deployment;
   /** The boot volume every VM of the run boots from. */
   bootVolume: string;
   ack: (entry: AckEntry) => void;
@@ -28,19 +26,14 @@ export interface StepOutcome {
   detail: string;
   /** What it acts on: the process, the rule id ("all"), the VM. */
   target?: string;
+  /** When it took effect, if later than when it began (a container is dead once docker kill returns). */
+  effectiveAtMs?: number;
   /** The hosts it acts on. */
   hosts: string[];
   endsAtMs?: number;
 }
 
 type Executor = (ctx: StepContext, step: PlannedStep) => Promise<StepOutcome>;
-
-const processActions: Record<string, v1.ProcessAction> = {
-  kill: v1.ProcessAction.PROCESS_ACTION_KILL,
-  pause: v1.ProcessAction.PROCESS_ACTION_PAUSE,
-  resume: v1.ProcessAction.PROCESS_ACTION_RESUME,
-  restart: v1.ProcessAction.PROCESS_ACTION_RESTART,
-};
 
 /** The hosts an identity stands for: a host itself, an agent's hosts, nothing for the others. */
 function hostsOf(plan: Plan, identity: string | undefined): string[] {
@@ -51,9 +44,8 @@ function hostsOf(plan: Plan, identity: string | undefined): string[] {
 
 async function processFault(ctx: StepContext, step: PlannedStep): Promise<StepOutcome> {
   const name = step.params["process"] as string;
-  const request = v1.SignalProcessRequest.create({ name, action: processActions[step.do]!, cause: `experiment:${step.id}` });
-  const { process: proc } = await callSupervisor(ctx.global, ctx.cli, supervisorService.SignalProcess, request, 15_000);
-  return { detail: `${step.do} ${name} (pid ${proc?.pid ?? "?"})`, hosts: hostsOf(ctx.plan, name), target: name };
+  const detail = await ctx.deployment.signal(name, step.do as ProcessAction, `experiment:${step.id}`, ctx.bus);
+  return { detail, hosts: hostsOf(ctx.plan, name), target: name, effectiveAtMs: ctx.clock.nowMs() };
 }
 
 async function busRule(ctx: StepContext, step: PlannedStep): Promise<StepOutcome> {
@@ -165,6 +157,8 @@ export const executors: Record<string, Executor> = {
   pause: processFault,
   resume: processFault,
   restart: processFault,
+  disconnect: processFault,
+  connect: processFault,
   bus: busRule,
   "clear-bus": clearBus,
   "create-vms": createVmsStep,
