@@ -3,9 +3,12 @@
 // gives the same schedule, and each checker passes a sound history and names
 // the first events of a broken one.
 
+import { readFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import type { DatacenterEvent } from "@simdc/history";
-import { builtinParts, faultWindows, judge, parseScenario, planRun, reportData, RunHistory, swarmScenario, type HistoryEntry } from "./mod.js";
+import { builtinParts, faultWindows, judge, parseScenario, planRun, reportData, RunHistory, scenarioSchema, swarmScenario, type HistoryEntry } from "./mod.js";
 
 const parts = builtinParts();
 const memoryMib = 16_384;
@@ -55,6 +58,11 @@ describe("experiment scenarios", () => {
     expect(scenario.checkers).toEqual(["vm-on-one-host", "acknowledged-kept", "vms-running", "hosts-connected"]);
     expect(scenario.lines.timeline).toEqual([10, 13, 16]);
     expect(parseScenario(base, "s.yaml", parts).scenario.topology.hosts).toBe(4);
+  });
+
+  it("scenario: the schema shipped in scenarios/ (for editors) is the one the parts make", () => {
+    const shipped = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "scenarios", "scenario.schema.json");
+    expect(readFileSync(shipped, "utf8")).toBe(`${JSON.stringify(scenarioSchema(parts), null, 2)}\n`);
   });
 
   it("scenario: unknown keys, wrong types, bad durations and unknown kinds are refused naming the line and field", () => {

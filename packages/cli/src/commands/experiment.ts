@@ -159,7 +159,8 @@ interface Planned {
   label: string;
 }
 
-const say = (line: string): void => void process.stderr.write(`experiment: ${line}\n`);
+/** A line of progress (clearing the status line a terminal shows under it). */
+const say = (line: string): void => void process.stderr.write(`${process.stderr.isTTY ? "\r\x1b[K" : ""}experiment: ${line}\n`);
 
 /** Runs each planned experiment in turn, saying how each went; Ctrl-C ends the current one (written) and the rest. */
 async function runAll(runs: Planned[], parts: Parts, mode: RunMode): Promise<RunResult[]> {

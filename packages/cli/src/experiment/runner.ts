@@ -224,6 +224,22 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRun
       if (entry.ok && step.do === "clear-bus") for (const [id] of active) if (!step.params["rule"] || step.params["rule"] === id) active.delete(id);
       o.say(`${`+${((at - startMs) / 1000).toFixed(2)} s`.padEnd(9)} ${step.id}: ${entry.ok ? entry.detail : `FAILED: ${entry.detail}`}  (faults active: ${faultsActive()})`);
     };
+    // On a terminal, one line kept current: where the timeline is, the faults in force, the hosts cut off.
+    const down = new Set<string>();
+    let scanned = 0;
+    const statusLine = process.stderr.isTTY
+      ? wallClock.every(1_000, () => {
+          for (; scanned < entries.length; scanned++) {
+            const e = entries[scanned]!;
+            if (e.type !== "event") continue;
+            if (e.event.kind === "host-disconnected") down.add(e.event.objectId);
+            else if (e.event.kind === "host-connected") down.delete(e.event.objectId);
+          }
+          const t = ((clock.nowMs() - startMs) / 1000).toFixed(1);
+          process.stderr.write(`\r\x1b[Kexperiment: timeline +${t} s of ${(plan.durationMs / 1000).toFixed(1)} s; faults active ${faultsActive()}; hosts disconnected ${down.size}; ${entries.length} entries recorded`);
+        })
+      : null;
+    if (statusLine) timers.push(statusLine);
     // Each step starts at its time, whether or not the ones before it are done (a create load goes on under the faults).
     const running: Promise<void>[] = [];
     for (const step of plan.steps) {
