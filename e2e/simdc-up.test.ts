@@ -198,6 +198,9 @@ describe("simdc up", () => {
     expect(await simdc("fault", "list")).toMatch(/blip\s+drop\s+>\s+host-1\s+controller\s+100\s+0\s+starts in/);
     await simdc("wait", "host", "host-1", "--for", "disconnected", "--timeout", "10s");
     await simdc("wait", "host", "host-1", "--for", "connected", "--timeout", "10s");
+    // The controller blames the silence on the rule that dropped the heartbeats.
+    const silenced = (await simdc("events", "--kind", "host-disconnected", "--id", "host-1", "-o", "json")).trim().split("\n").map((l) => JSON.parse(l) as { cause?: string; message: string });
+    expect(silenced.at(-1)).toMatchObject({ cause: "fault:blip", message: expect.stringContaining("(fault rule blip dropped them)") });
     const list = JSON.parse(await simdc("-o", "json", "fault", "list")) as { rules: { id: string; phase: string; dropped: number }[] };
     expect(list.rules.find((r) => r.id === "blip")).toMatchObject({ phase: "ended" });
     expect(list.rules.find((r) => r.id === "blip")!.dropped).toBeGreaterThan(0);

@@ -173,6 +173,8 @@ export class Bus {
   private readonly faultCounts = { dropped: 0, delayed: 0, duplicated: 0 };
   /** What each rule of the applied set did here, by rule id. */
   private ruleCounts = new Map<string, v1.FaultRuleCounts>();
+  /** The last rule that dropped a message from each sender here, and when, so the silence it caused can be traced to it. */
+  private readonly lastDrop = new Map<string, { ruleId: string; atMs: number }>();
   private delayedNow = 0;
   /** Per sender and subject, how many messages this process has sent. */
   private readonly sent = new Map<string, number>();
@@ -545,7 +547,7 @@ export class Bus {
         for (const { item, subject: itemSubject, sender, seq } of items) {
           const deliver = (): void => this.handle(handler, item, itemSubject);
           if (this.faults.empty) deliver();
-          else this.act(this.faults.decide(itemSubject, [sender, ...batchSources], receiver, { sender, seq }), deliver);
+          else this.act(this.faults.decide(itemSubject, [sender, ...batchSources], receiver, { sender, seq }), deliver, sender);
         }
       },
     });
@@ -602,7 +604,7 @@ export class Bus {
   private receive(msg: Msg, receiver: readonly string[], deliver: () => void): void {
     if (this.faults.empty) return deliver();
     const sources = msg.headers?.get(sourceHeader).split(" ") ?? [];
-    this.act(this.faults.decide(msg.subject, sources, receiver, this.keyOf(msg, sources)), deliver);
+    this.act(this.faults.decide(msg.subject, sources, receiver, this.keyOf(msg, sources)), deliver, sources[0]);
   }
 
   /** Applies the fault rules to a reply leaving here, matched by the request's subject. */
@@ -612,9 +614,10 @@ export class Bus {
     this.act(this.faults.decide(request.subject, responder, requester, this.keyOf(request, requester), "reply"), send);
   }
 
-  private act(verdict: FaultVerdict, deliver: () => void): void {
+  private act(verdict: FaultVerdict, deliver: () => void, sender?: string): void {
     if (verdict.kind === "deliver") return deliver();
     const rule = this.ruleCounts.get(verdict.ruleId);
+    if (sender && verdict.kind === "drop") this.lastDrop.set(sender, { ruleId: verdict.ruleId, atMs: this.clock.nowMs() });
     this.metrics.faultMessages.inc({ rule: verdict.ruleId, action: verdict.kind === "drop" ? "dropped" : verdict.kind === "delay" ? "delayed" : "duplicated" });
     switch (verdict.kind) {
       case "drop":
@@ -691,6 +694,15 @@ export class Bus {
       // simdc) is refused whole; the process keeps its previous rules.
       this.logger.error({ err }, "refused a fault rule set");
     }
+  }
+
+  /**
+   * The fault rule that dropped a message from `sender` here within the last
+   * `withinMs` of simulated time, if one did: what a silence it caused is blamed on.
+   */
+  recentDropBy(sender: string, withinMs: number): string | undefined {
+    const drop = this.lastDrop.get(sender);
+    return drop && this.clock.nowMs() - drop.atMs <= withinMs ? drop.ruleId : undefined;
   }
 
   /** Asks every process for the fault rule generation it applied. */

@@ -19,6 +19,11 @@ export class EventPublisher {
     this.published = bus.metrics.counter("simdc_events_published_total", "Events this controller published, by kind (host-disconnected counts heartbeats missed past the limit)", ["kind"]);
   }
 
+  /** The fault rule that dropped a message from `sender` at this controller lately, if any. */
+  recentDropBy(sender: string, withinMs: number): string | undefined {
+    return this.bus.recentDropBy(sender, withinMs);
+  }
+
   publish(
     objectKind: EventObjectKind,
     objectId: string,
@@ -26,6 +31,7 @@ export class EventPublisher {
     kind: v1.EventKind,
     message: string,
     status?: v1.Status.$Properties,
+    cause = "",
   ): void {
     this.published.inc({ kind: `${objectKind}-${name}` });
     this.bus.publish(this.bus.subjects.event(objectKind, objectId, name), v1.Event, {
@@ -35,6 +41,7 @@ export class EventPublisher {
       message,
       status: status ?? null,
       source: this.source,
+      cause,
     } as v1.Event);
   }
 }

@@ -93,6 +93,8 @@ export async function statusCommand(global: GlobalOptions, ctx: CommandContext, 
   const supervised = await callSupervisor(global, ctx, supervisorService.ListProcesses, v1.ListProcessesRequest.create(), 2_000).catch(() => null);
   const processes = supervised?.processes ?? null;
   const view = await datacenterView(ctx).catch((err: unknown) => (err instanceof SimdcError ? err : new SimdcError("UNAVAILABLE", String(err))));
+  // A datacenter that is down is shown as such; credentials NATS refuses are the caller's error, said as one.
+  if (view instanceof SimdcError && (view.code !== "UNAVAILABLE" || /refused the credentials/.test(view.message))) throw view;
   if (ctx.output === "json") {
     return printJson({
       processes: processes?.map((p) => plain(v1.ManagedProcess, p)) ?? null,

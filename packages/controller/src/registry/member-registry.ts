@@ -204,14 +204,17 @@ export class MemberRegistry<T extends { id: string; bootId: string }> {
     }
     const silenceMs = this.liveness.timeoutMs;
     logger.warn({ [this.kind.eventKind]: id, silenceMs }, `${this.kind.noun} disconnected`);
-    this.publish(id, "disconnected", this.kind.disconnectedEvent, `${this.kind.noun} ${id} sent no heartbeat for ${silenceMs} ms`, {
+    // A fault rule that dropped its heartbeats here is the cause, as far as this controller can tell.
+    const rule = this.options.events.recentDropBy(id, silenceMs);
+    const cause = rule ? ` (fault rule ${rule} dropped them)` : "";
+    this.publish(id, "disconnected", this.kind.disconnectedEvent, `${this.kind.noun} ${id} sent no heartbeat for ${silenceMs} ms${cause}`, {
       code: v1.ErrorCode.ERROR_CODE_UNAVAILABLE,
       message: "heartbeats missed",
-    });
+    }, rule ? `fault:${rule}` : "");
   }
 
-  private publish(id: string, name: EventName, kind: v1.EventKind, message: string, status?: v1.Status.$Properties): void {
-    this.options.events.publish(this.kind.eventKind, id, name, kind, message, status);
+  private publish(id: string, name: EventName, kind: v1.EventKind, message: string, status?: v1.Status.$Properties, cause = ""): void {
+    this.options.events.publish(this.kind.eventKind, id, name, kind, message, status, cause);
   }
 }
 
