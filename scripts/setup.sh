@@ -47,9 +47,11 @@ command -v protoc >/dev/null || apt_install protobuf-compiler
 command -v strace >/dev/null || apt_install strace
 command -v mkfs.ext4 >/dev/null || [ -x /usr/sbin/mkfs.ext4 ] || apt_install e2fsprogs
 
-# The tests open experiment reports in a real headless browser.
+# The tests open experiment reports in a real headless browser, and check
+# the vswitch against Open vSwitch (run in user space: no kernel module).
 if [ "$want_docker" = true ]; then
   command -v chromium >/dev/null || apt_install chromium
+  [ -x /usr/sbin/ovs-vswitchd ] || apt_install openvswitch-switch
 fi
 
 if [ "$want_docker" = true ]; then

@@ -84,6 +84,14 @@ simdc fault list | clear [id] [--wait]
   --for STATE        vm: defined, starting, running, stopping, stopped, failed, unknown, deleted;
                      host: connected, disconnected; volume: creating, ready, deleting, failed, deleted
   --timeout D        give up after D (default 30s): exit 1, DEADLINE_EXCEEDED`,
+  ofctl: `simdc ofctl trace --flows FILE --packets FILE [--ports P,...]: what a vswitch does with each packet,
+offline, like ovs-appctl ofproto/trace (flows in ovs-ofctl syntax, one a line; packets in
+ovs-ofctl field syntax, one a line; -o json: one object a packet with outputs and the
+final header fields)
+
+  --flows FILE      the flow table
+  --packets FILE    the packets
+  --ports P,...     the switch's ports, where normal floods (default: the ports the flows name)`,
   compose: `simdc compose: the compose deployment of a topology, written into a directory
 (docker-compose.yml, deploy/prometheus.yml, and the NATS users in deploy/.auth)
 
@@ -118,6 +126,7 @@ const subcommands: Record<string, string[]> = {
   fault: ["kill", "pause", "resume", "restart", "add", "list", "clear"],
   wait: ["vm", "host", "volume"],
   experiment: ["list", "show", "schema", "run", "compare", "swarm"],
+  ofctl: ["trace"],
 };
 
 /** A bash completion script for simdc: commands, subcommands and each command's flags (from its help). */

@@ -14,6 +14,7 @@ import { upCommand } from "./commands/up.js";
 import { eventsCommand, waitCommand } from "./commands/watch.js";
 import { experimentCommand } from "./commands/experiment.js";
 import { composeCommand } from "./commands/compose.js";
+import { ofctlCommand } from "./commands/ofctl.js";
 import { flushStdout, out, quietOnClosedPipe, type OutputFormat } from "./output.js";
 import { bashCompletion, helpFor } from "./help.js";
 
@@ -44,6 +45,8 @@ const usage = `usage: simdc [--server URL] [--data-dir DIR] [--prefix P] [--user
                          agent-2, controller, host-agent, ...); D is 500ms, 30s, 2m
   events [-w] [--kind K,...] [--id ID,...] [--since all|5m|ISO] [--record FILE]
                          what happened (kept a day), and with -w what happens next
+  ofctl trace --flows FILE --packets FILE [--ports P,...]
+                         what a vswitch does with each packet (OVS ofproto/trace, offline)
   compose [--hosts N] [--hosts-per-agent K] [--san M] [--controllers C] [--dir DIR]
                          the compose deployment of a topology (docker-compose.yml,
                          deploy/prometheus.yml, NATS users) written into DIR
@@ -145,6 +148,9 @@ async function main(argv: string[]): Promise<boolean> {
         return false;
       case "wait":
         await waitCommand(ctx, verb, more);
+        return false;
+      case "ofctl":
+        await ofctlCommand(ctx, verb, more);
         return false;
       case "compose":
         await composeCommand(global, rest.slice(1));

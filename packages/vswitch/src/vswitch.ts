@@ -1,0 +1,298 @@
+// A virtual switch with OpenFlow 1.3 semantics as Open vSwitch implements
+// them: numbered tables of flows, the highest priority match wins, a miss
+// drops; actions run in order (output, in_port, normal, controller,
+// resubmit, goto_table, set_field and mod_*, VLAN push/strip); outputs to the
+// packet's own in_port are dropped, as OVS does. Each table is a tuple-space
+// classifier (flows grouped by mask, groups tried from the highest priority
+// down, stopping when no group can beat the best match), and an exact-match
+// cache answers a packet seen before until any flow or learned MAC changes.
+// Pure: no I/O, time from the injected clock.
+
+import { invalidArgument } from "@simdc/common";
+import { fields, fieldIndex, VLAN_PRESENT, VLAN_VID } from "./fields.js";
+import { formatFlow, parseFlow, type FlowSpec, type Packet } from "./flow-syntax.js";
+
+export interface Flow extends FlowSpec {
+  nPackets: number;
+  nBytes: number;
+  installedMs: number;
+  lastUsedMs: number;
+}
+
+export interface Verdict {
+  /** Output port numbers, in order; empty when the packet was dropped. */
+  outputs: number[];
+  /** The packet's headers after every action. */
+  packet: Packet;
+  /** The flows it matched, in order (the tables it went through). */
+  matched: Flow[];
+  /** Copies sent to the controller (packet-in). */
+  packetIns: number;
+}
+
+/** How deep resubmits may nest, as OVS limits them. */
+export const resubmitDepthMax = 64;
+const cacheEntriesMax = 65_536;
+const IN_PORT = fieldIndex.get("in_port")!;
+const DL_SRC = fieldIndex.get("dl_src")!;
+const DL_DST = fieldIndex.get("dl_dst")!;
+const VLAN_TCI = fieldIndex.get("vlan_tci")!;
+
+interface MaskGroup {
+  /** The fields this group's flows match, and their masks. */
+  fieldIds: number[];
+  masks: bigint[];
+  flows: Map<string, Flow[]>;
+  maxPriority: number;
+}
+
+function keyOf(packet: Packet, fieldIds: number[], masks: bigint[]): string {
+  let key = "";
+  for (let i = 0; i < fieldIds.length; i++) key += `${(packet[fieldIds[i]!]! & masks[i]!).toString(16)},`;
+  return key;
+}
+
+/** One OpenFlow table: flows grouped by the shape of their match. */
+class FlowTable {
+  private groups: MaskGroup[] = [];
+  readonly flows = new Set<Flow>();
+
+  add(flow: Flow): Flow | undefined {
+    const fieldIds = flow.match.map((m) => m.field);
+    const masks = flow.match.map((m) => m.mask);
+    const shape = `${fieldIds.join(",")}/${masks.map((m) => m.toString(16)).join(",")}`;
+    let group = this.groups.find((g) => `${g.fieldIds.join(",")}/${g.masks.map((m) => m.toString(16)).join(",")}` === shape);
+    if (!group) {
+      group = { fieldIds, masks, flows: new Map(), maxPriority: -1 };
+      this.groups.push(group);
+    }
+    const key = flow.match.map((m) => `${m.value.toString(16)},`).join("");
+    const same = group.flows.get(key) ?? [];
+    // A flow with the same match and priority replaces the one there (ovs-ofctl add-flow).
+    const replaced = same.find((f) => f.priority === flow.priority);
+    const kept = same.filter((f) => f !== replaced);
+    kept.push(flow);
+    kept.sort((a, b) => b.priority - a.priority);
+    group.flows.set(key, kept);
+    if (replaced) this.flows.delete(replaced);
+    this.flows.add(flow);
+    this.reorder();
+    return replaced;
+  }
+
+  remove(flow: Flow): void {
+    if (!this.flows.delete(flow)) return;
+    for (const group of this.groups) {
+      const key = flow.match.map((m) => `${m.value.toString(16)},`).join("");
+      const list = group.flows.get(key);
+      if (!list?.includes(flow)) continue;
+      const rest = list.filter((f) => f !== flow);
+      if (rest.length) group.flows.set(key, rest);
+      else group.flows.delete(key);
+    }
+    this.groups = this.groups.filter((g) => g.flows.size > 0);
+    this.reorder();
+  }
+
+  private reorder(): void {
+    for (const g of this.groups) g.maxPriority = Math.max(-1, ...[...g.flows.values()].map((l) => l[0]!.priority));
+    this.groups.sort((a, b) => b.maxPriority - a.maxPriority);
+  }
+
+  lookup(packet: Packet): Flow | undefined {
+    let best: Flow | undefined;
+    for (const g of this.groups) {
+      if (best && g.maxPriority <= best.priority) break;
+      const hit = g.flows.get(keyOf(packet, g.fieldIds, g.masks))?.[0];
+      if (hit && (!best || hit.priority > best.priority)) best = hit;
+    }
+    return best;
+  }
+}
+
+export interface VswitchOptions {
+  /** The switch's port numbers (where normal floods). */
+  ports: number[];
+  /** Simulated time in ms. */
+  now: () => number;
+}
+
+export class Vswitch {
+  private readonly tables = new Map<number, FlowTable>();
+  /** MAC learning for the normal action: address -> port. */
+  private readonly learned = new Map<bigint, number>();
+  private readonly cache = new Map<string, { generation: number; verdict: Verdict }>();
+  /** Bumped on every change that can change a verdict (flows, learned MACs). */
+  private generation = 0;
+  cacheHits = 0;
+  cacheMisses = 0;
+
+  constructor(private readonly options: VswitchOptions) {}
+
+  /** Adds (or replaces) a flow given in ovs-ofctl syntax or parsed. @throws SimdcError INVALID_ARGUMENT. */
+  addFlow(flow: string | FlowSpec): Flow {
+    const spec = typeof flow === "string" ? parseFlow(flow) : flow;
+    const now = this.options.now();
+    const installed: Flow = { ...spec, nPackets: 0, nBytes: 0, installedMs: now, lastUsedMs: now };
+    let table = this.tables.get(spec.table);
+    if (!table) {
+      table = new FlowTable();
+      this.tables.set(spec.table, table);
+    }
+    table.add(installed);
+    this.generation += 1;
+    return installed;
+  }
+
+  /** Removes flows: all, those of one table, or those whose cookie matches under the mask. @returns how many. */
+  deleteFlows(filter: { table?: number; cookie?: bigint; cookieMask?: bigint } = {}): number {
+    let removed = 0;
+    for (const [id, table] of this.tables) {
+      if (filter.table !== undefined && filter.table !== id) continue;
+      for (const flow of [...table.flows]) {
+        if (filter.cookie !== undefined && (flow.cookie & (filter.cookieMask ?? -1n)) !== (filter.cookie & (filter.cookieMask ?? -1n))) continue;
+        table.remove(flow);
+        removed += 1;
+      }
+    }
+    if (removed) this.generation += 1;
+    return removed;
+  }
+
+  /** Every flow, by table then priority (highest first), as ovs-ofctl dump-flows lists them. */
+  flows(): Flow[] {
+    return [...this.tables.entries()].sort((a, b) => a[0] - b[0]).flatMap(([, t]) => [...t.flows].sort((a, b) => b.priority - a.priority));
+  }
+
+  dumpFlows(): string[] {
+    return this.flows().map((f) => `n_packets=${f.nPackets}, n_bytes=${f.nBytes}, ${formatFlow(f)}`);
+  }
+
+  /** Removes the flows whose idle or hard timeout has passed. @returns them (flow-removed). */
+  expire(): { flow: Flow; reason: "idle" | "hard" }[] {
+    const now = this.options.now();
+    const out: { flow: Flow; reason: "idle" | "hard" }[] = [];
+    for (const table of this.tables.values()) {
+      for (const flow of [...table.flows]) {
+        const reason = flow.hardTimeoutS && now - flow.installedMs >= flow.hardTimeoutS * 1000 ? "hard" : flow.idleTimeoutS && now - flow.lastUsedMs >= flow.idleTimeoutS * 1000 ? "idle" : null;
+        if (!reason) continue;
+        table.remove(flow);
+        out.push({ flow, reason });
+      }
+    }
+    if (out.length) this.generation += 1;
+    return out;
+  }
+
+  /** What the pipeline does with `packet`, changing nothing (ofproto/trace). */
+  trace(packet: Packet): Verdict {
+    return this.run(packet, false);
+  }
+
+  /** Forwards `packet` (of `bytes` bytes): the verdict, with flow counters and MAC learning. */
+  process(packet: Packet, bytes = 64): Verdict {
+    const key = packet.join(",");
+    const cached = this.cache.get(key);
+    let verdict: Verdict;
+    if (cached && cached.generation === this.generation) {
+      this.cacheHits += 1;
+      verdict = cached.verdict;
+    } else {
+      this.cacheMisses += 1;
+      verdict = this.run(packet, true);
+      if (this.cache.size >= cacheEntriesMax) this.cache.clear();
+      this.cache.set(key, { generation: this.generation, verdict });
+    }
+    const now = this.options.now();
+    for (const flow of verdict.matched) {
+      flow.nPackets += 1;
+      flow.nBytes += bytes;
+      flow.lastUsedMs = now;
+    }
+    return verdict;
+  }
+
+  private run(input: Packet, learn: boolean): Verdict {
+    const packet = [...input];
+    const verdict: Verdict = { outputs: [], packet, matched: [], packetIns: 0 };
+    this.visit(0, packet, verdict, 0, learn);
+    return verdict;
+  }
+
+  private visit(tableId: number, packet: Packet, verdict: Verdict, depth: number, learn: boolean): void {
+    if (depth > resubmitDepthMax) return;
+    const flow = this.tables.get(tableId)?.lookup(packet);
+    if (!flow) return;
+    verdict.matched.push(flow);
+    const inPort = Number(packet[IN_PORT]);
+    for (const action of flow.actions) {
+      switch (action.kind) {
+        case "output":
+          if (action.port !== inPort) verdict.outputs.push(action.port);
+          break;
+        case "in_port":
+          verdict.outputs.push(inPort);
+          break;
+        case "controller":
+          verdict.packetIns += 1;
+          break;
+        case "normal":
+          this.normal(packet, inPort, verdict, learn);
+          break;
+        case "resubmit": {
+          const saved = packet[IN_PORT]!;
+          if (action.port !== null) packet[IN_PORT] = BigInt(action.port);
+          this.visit(action.table ?? tableId, packet, verdict, depth + 1, learn);
+          packet[IN_PORT] = saved;
+          break;
+        }
+        case "goto_table":
+          this.visit(action.table, packet, verdict, depth + 1, learn);
+          break;
+        case "set":
+          packet[action.field] = action.value;
+          break;
+        case "mod_vlan_vid":
+          // Sets the VID, pushing a tag when there is none (priority bits kept).
+          packet[VLAN_TCI] = (packet[VLAN_TCI]! & ~(VLAN_PRESENT | VLAN_VID)) | VLAN_PRESENT | action.vid;
+          break;
+        case "strip_vlan":
+          packet[VLAN_TCI] = 0n;
+          break;
+      }
+    }
+  }
+
+  /** The normal action: learn where the source is, send to where the destination is, or flood. */
+  private normal(packet: Packet, inPort: number, verdict: Verdict, learn: boolean): void {
+    const src = packet[DL_SRC]!;
+    if (learn && (src & 0x010000000000n) === 0n && this.learned.get(src) !== inPort) {
+      this.learned.set(src, inPort);
+      this.generation += 1;
+    }
+    const dst = packet[DL_DST]!;
+    const known = (dst & 0x010000000000n) === 0n ? this.learned.get(dst) : undefined;
+    if (known !== undefined) {
+      if (known !== inPort) verdict.outputs.push(known);
+      return;
+    }
+    for (const port of this.options.ports) if (port !== inPort) verdict.outputs.push(port);
+  }
+}
+
+/** Parses a whole flow file (one flow a line; blank lines and # comments skipped). @throws naming the line. */
+export function parseFlowFile(text: string): FlowSpec[] {
+  const out: FlowSpec[] = [];
+  for (const [i, raw] of text.split("\n").entries()) {
+    const line = raw.trim();
+    if (!line || line.startsWith("#")) continue;
+    try {
+      out.push(parseFlow(line));
+    } catch (err) {
+      throw invalidArgument(`line ${i + 1}: ${(err as Error).message}`);
+    }
+  }
+  return out;
+}
+
+export { fields };
