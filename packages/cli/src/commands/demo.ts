@@ -48,5 +48,5 @@ export async function runDemo(bus: Bus, say: (line: string) => void): Promise<vo
     vms.map((vm) => [vm.id ?? "", vmState(vm.status?.state ?? 0), vm.hostId ?? "", String(vm.spec?.vcpus), String(vm.spec?.memoryMib), vm.spec?.bootVolume ?? ""]),
   );
   const running = vms.filter((vm) => vm.status?.state === v1.VmState.VM_STATE_RUNNING).length;
-  say(`demo: ${running} of ${demoVms.length} VMs running. Try: simdc vm list; simdc fault kill agent-1; simdc host list`);
+  say(`demo: ${running} of ${demoVms.length} VMs running. Try: simdc vm list; simdc events -w (in another terminal); simdc fault kill agent-1; simdc wait host host-1 --for disconnected; simdc experiment run agent-crash --short`);
 }
