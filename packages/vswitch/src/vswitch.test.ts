@@ -91,6 +91,11 @@ describe("vswitch", () => {
     const counted = switchWith(["priority=10,tcp,tp_dst=80,actions=output:2"]);
     for (let i = 0; i < 3; i++) counted.process(web, 100);
     expect(counted.dumpFlows()).toEqual(["n_packets=3, n_bytes=300, table=0,priority=10,dl_type=0x800,nw_proto=6,tp_dst=80 actions=output:2"]);
+    // Counts held by cache entries a flow change made stale still reach their flow.
+    counted.addFlow("priority=1,arp,actions=drop");
+    for (let i = 0; i < 2; i++) counted.process(web, 50);
+    expect(counted.flows().find((f) => f.priority === 10)).toMatchObject({ nPackets: 5, nBytes: 400 });
+    expect(counted.dumpFlows()[0]).toMatch(/^n_packets=5, n_bytes=400, /);
   });
 
   it("vswitch: idle and hard timeouts remove flows on the simulated clock; a used flow stays idle-fresh", () => {

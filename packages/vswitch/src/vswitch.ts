@@ -11,6 +11,7 @@
 import { invalidArgument } from "@simdc/common";
 import { fields, fieldIndex, VLAN_PRESENT, VLAN_VID } from "./fields.js";
 import { formatFlow, parseFlow, type FlowSpec, type Packet } from "./flow-syntax.js";
+import { fromWords, hashWords, sameWords, toWords, type PacketWords } from "./words.js";
 
 export interface Flow extends FlowSpec {
   nPackets: number;
@@ -37,6 +38,16 @@ const IN_PORT = fieldIndex.get("in_port")!;
 const DL_SRC = fieldIndex.get("dl_src")!;
 const DL_DST = fieldIndex.get("dl_dst")!;
 const VLAN_TCI = fieldIndex.get("vlan_tci")!;
+
+interface CacheEntry {
+  generation: number;
+  words: PacketWords;
+  verdict: Verdict;
+  /** Counts not yet folded into the matched flows (OVS keeps datapath stats the same way). */
+  packets: number;
+  bytes: number;
+  lastUsedMs: number;
+}
 
 interface MaskGroup {
   /** The fields this group's flows match, and their masks. */
@@ -76,26 +87,34 @@ class FlowTable {
     group.flows.set(key, kept);
     if (replaced) this.flows.delete(replaced);
     this.flows.add(flow);
-    this.reorder();
+    // Installing a flow costs its group, not the table: the maximum only grows here (a replaced flow had the same priority).
+    if (flow.priority > group.maxPriority) {
+      group.maxPriority = flow.priority;
+      this.sortGroups();
+    }
     return replaced;
   }
 
   remove(flow: Flow): void {
     if (!this.flows.delete(flow)) return;
+    const key = flow.match.map((m) => `${m.value.toString(16)},`).join("");
     for (const group of this.groups) {
-      const key = flow.match.map((m) => `${m.value.toString(16)},`).join("");
       const list = group.flows.get(key);
       if (!list?.includes(flow)) continue;
       const rest = list.filter((f) => f !== flow);
       if (rest.length) group.flows.set(key, rest);
       else group.flows.delete(key);
+      if (flow.priority === group.maxPriority) {
+        let max = -1;
+        for (const l of group.flows.values()) max = Math.max(max, l[0]!.priority);
+        group.maxPriority = max;
+      }
     }
     this.groups = this.groups.filter((g) => g.flows.size > 0);
-    this.reorder();
+    this.sortGroups();
   }
 
-  private reorder(): void {
-    for (const g of this.groups) g.maxPriority = Math.max(-1, ...[...g.flows.values()].map((l) => l[0]!.priority));
+  private sortGroups(): void {
     this.groups.sort((a, b) => b.maxPriority - a.maxPriority);
   }
 
@@ -121,7 +140,9 @@ export class Vswitch {
   private readonly tables = new Map<number, FlowTable>();
   /** MAC learning for the normal action: address -> port. */
   private readonly learned = new Map<bigint, number>();
-  private readonly cache = new Map<string, { generation: number; verdict: Verdict }>();
+  /** The exact-match cache: verdicts by the hash of the packet's words (collisions kept apart by comparing them). */
+  private readonly cache = new Map<number, CacheEntry[]>();
+  private cached = 0;
   /** Bumped on every change that can change a verdict (flows, learned MACs). */
   private generation = 0;
   cacheHits = 0;
@@ -159,8 +180,14 @@ export class Vswitch {
     return removed;
   }
 
-  /** Every flow, by table then priority (highest first), as ovs-ofctl dump-flows lists them. */
+  /** Adds the counts the cache holds to the flows they belong to. */
+  private foldStats(): void {
+    for (const bucket of this.cache.values()) for (const entry of bucket) fold(entry);
+  }
+
+  /** Every flow, by table then priority (highest first), as ovs-ofctl dump-flows lists them, with current counters. */
   flows(): Flow[] {
+    this.foldStats();
     return [...this.tables.entries()].sort((a, b) => a[0] - b[0]).flatMap(([, t]) => [...t.flows].sort((a, b) => b.priority - a.priority));
   }
 
@@ -170,6 +197,7 @@ export class Vswitch {
 
   /** Removes the flows whose idle or hard timeout has passed. @returns them (flow-removed). */
   expire(): { flow: Flow; reason: "idle" | "hard" }[] {
+    this.foldStats();
     const now = this.options.now();
     const out: { flow: Flow; reason: "idle" | "hard" }[] = [];
     for (const table of this.tables.values()) {
@@ -191,24 +219,49 @@ export class Vswitch {
 
   /** Forwards `packet` (of `bytes` bytes): the verdict, with flow counters and MAC learning. */
   process(packet: Packet, bytes = 64): Verdict {
-    const key = packet.join(",");
-    const cached = this.cache.get(key);
-    let verdict: Verdict;
-    if (cached && cached.generation === this.generation) {
+    return this.processWords(toWords(packet), bytes);
+  }
+
+  /**
+   * Forwards a packet in the data plane's word form: the hot path. A packet
+   * seen since the last change of flows or learned MACs is answered from the
+   * cache without touching the classifier.
+   */
+  processWords(words: PacketWords, bytes = 64): Verdict {
+    const hash = hashWords(words);
+    const bucket = this.cache.get(hash);
+    let hit: CacheEntry | undefined;
+    if (bucket) {
+      for (const entry of bucket) {
+        if (entry.generation === this.generation && sameWords(entry.words, words)) {
+          hit = entry;
+          break;
+        }
+      }
+    }
+    if (hit) {
       this.cacheHits += 1;
-      verdict = cached.verdict;
-    } else {
-      this.cacheMisses += 1;
-      verdict = this.run(packet, true);
-      if (this.cache.size >= cacheEntriesMax) this.cache.clear();
-      this.cache.set(key, { generation: this.generation, verdict });
+      hit.packets += 1;
+      hit.bytes += bytes;
+      hit.lastUsedMs = this.options.now();
+      return hit.verdict;
     }
-    const now = this.options.now();
-    for (const flow of verdict.matched) {
-      flow.nPackets += 1;
-      flow.nBytes += bytes;
-      flow.lastUsedMs = now;
+    this.cacheMisses += 1;
+    const verdict = this.run(fromWords(words), true);
+    if (this.cached >= cacheEntriesMax) {
+      this.foldStats();
+      this.cache.clear();
+      this.cached = 0;
     }
+    // Entries of an older generation in this bucket are dead: their counts go to their flows, and the new one replaces them.
+    const live: CacheEntry[] = [];
+    for (const e of bucket ?? []) {
+      if (e.generation === this.generation) live.push(e);
+      else fold(e);
+    }
+    live.push({ generation: this.generation, words: words.slice(), verdict, packets: 1, bytes, lastUsedMs: this.options.now() });
+    this.cached += live.length - (bucket?.length ?? 0);
+    this.cache.set(hash, live);
     return verdict;
   }
 
@@ -278,6 +331,17 @@ export class Vswitch {
     }
     for (const port of this.options.ports) if (port !== inPort) verdict.outputs.push(port);
   }
+}
+
+function fold(entry: CacheEntry): void {
+  if (entry.packets === 0) return;
+  for (const flow of entry.verdict.matched) {
+    flow.nPackets += entry.packets;
+    flow.nBytes += entry.bytes;
+    if (entry.lastUsedMs > flow.lastUsedMs) flow.lastUsedMs = entry.lastUsedMs;
+  }
+  entry.packets = 0;
+  entry.bytes = 0;
 }
 
 /** Parses a whole flow file (one flow a line; blank lines and # comments skipped). @throws naming the line. */
