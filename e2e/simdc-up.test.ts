@@ -265,6 +265,19 @@ describe("simdc up", () => {
     await watcher.close();
   });
 
+  it("simdc up: logical networks are created, listed and refused as the CLI says; an observer reads them and cannot create one", async () => {
+    expect(await simdc("net", "create", "web", "--mode", "bridge", "--subnet", "10.0.0.0/24")).toBe("network web: bridge on overlay 1; 10.0.0.0/24 (gateway 10.0.0.1)\n");
+    expect(await simdc("net", "create", "pay", "--mode", "nat", "--subnet", "172.16.0.0/16", "--vlan", "42")).toMatch(/^network pay: nat on vlan 42;/);
+    expect(await simdc("net", "list")).toMatch(/^NETWORK\s+MODE\s+TRANSPORT\s+VNI\/VLAN\s+SUBNETS\npay\s+nat\s+vlan\s+42\s+172.16.0.0\/16 \(gw 172.16.0.1\)\nweb\s+bridge\s+overlay\s+1\s+10.0.0.0\/24/);
+    await expect(simdc("net", "create", "lab", "--mode", "host-only", "--subnet", "10.0.0.128/25")).rejects.toMatchObject({ code: 1, stderr: expect.stringMatching(/^simdc: ALREADY_EXISTS: subnet 10.0.0.128\/25 overlaps 10.0.0.0\/24 of network web\n$/) });
+    await expect(simdc("net", "create", "lab", "--mode", "wifi", "--subnet", "10.9.0.0/24")).rejects.toMatchObject({ code: 2 });
+    const observer = ["--user", "observer"];
+    expect(await simdc(...observer, "net", "list")).toContain("web");
+    await expect(simdc(...observer, "net", "create", "spy", "--mode", "bridge", "--subnet", "10.66.0.0/24")).rejects.toMatchObject({ code: 1, stderr: expect.stringMatching(/^simdc: PERMISSION_DENIED: this role may not call simdc.v1.NetworkService\/CreateNetwork/) });
+    await simdc("net", "delete", "pay");
+    expect(await simdc("net", "list")).not.toContain("pay");
+  });
+
   it("simdc up: bad input is one line and a non-zero exit", async () => {
     for (const [args, code, text] of [
       [["vm", "get", "nope"], 1, /^simdc: NOT_FOUND: vm nope not found\n$/],

@@ -71,6 +71,13 @@ export const storageService = {
   ListSanNodes: method("api", "StorageService", "ListSanNodes", v1.ListSanNodesRequest, v1.ListSanNodesResponse),
 };
 
+export const networkService = {
+  CreateNetwork: method("api", "NetworkService", "CreateNetwork", v1.CreateNetworkRequest, v1.CreateNetworkResponse),
+  GetNetwork: method("api", "NetworkService", "GetNetwork", v1.GetNetworkRequest, v1.GetNetworkResponse),
+  ListNetworks: method("api", "NetworkService", "ListNetworks", v1.ListNetworksRequest, v1.ListNetworksResponse),
+  DeleteNetwork: method("api", "NetworkService", "DeleteNetwork", v1.DeleteNetworkRequest, v1.DeleteNetworkResponse),
+};
+
 export const hostAgentService = {
   GetHostState: method("host", "HostAgentService", "GetHostState", v1.GetHostStateRequest, v1.GetHostStateResponse),
   Reregister: method("host", "HostAgentService", "Reregister", v1.ReregisterRequest, v1.ReregisterResponse),

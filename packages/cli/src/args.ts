@@ -4,7 +4,7 @@
 import { parseArgs } from "node:util";
 import { invalidArgument } from "@simdc/common";
 
-export type FlagSpec = Record<string, { type: "string" | "boolean"; short?: string }>;
+export type FlagSpec = Record<string, { type: "string" | "boolean"; short?: string; multiple?: boolean }>;
 
 export interface Parsed {
   flags: Record<string, string | boolean | undefined>;

@@ -84,6 +84,12 @@ simdc fault list | clear [id] [--wait]
   --for STATE        vm: defined, starting, running, stopping, stopped, failed, unknown, deleted;
                      host: connected, disconnected; volume: creating, ready, deleting, failed, deleted
   --timeout D        give up after D (default 30s): exit 1, DEADLINE_EXCEEDED`,
+  net: `simdc net create <name> --mode bridge|host-only|nat --subnet CIDR [--subnet CIDR ...] [--vlan N]
+simdc net list | get <net> | delete <net>: logical networks (VMs do not attach to them yet)
+
+  --mode M          bridge (reachable from outside), host-only (from nothing outside) or nat
+  --subnet CIDR     an IPv4 subnet, /8 to /30, overlapping no other network's; repeat for more
+  --vlan N          ride VLAN N (1-4094) of the physical segment; without it, an overlay with its own VNI${changing}`,
   ofctl: `simdc ofctl trace --flows FILE --packets FILE [--ports P,...]: what a vswitch does with each packet,
 offline, like ovs-appctl ofproto/trace (flows in ovs-ofctl syntax, one a line; packets in
 ovs-ofctl field syntax, one a line; -o json: one object a packet with outputs and the
@@ -127,6 +133,7 @@ const subcommands: Record<string, string[]> = {
   wait: ["vm", "host", "volume"],
   experiment: ["list", "show", "schema", "run", "compare", "swarm"],
   ofctl: ["trace"],
+  net: ["create", "list", "get", "delete"],
 };
 
 /** A bash completion script for simdc: commands, subcommands and each command's flags (from its help). */

@@ -15,6 +15,7 @@ import { eventsCommand, waitCommand } from "./commands/watch.js";
 import { experimentCommand } from "./commands/experiment.js";
 import { composeCommand } from "./commands/compose.js";
 import { ofctlCommand } from "./commands/ofctl.js";
+import { networkCommand } from "./commands/network.js";
 import { flushStdout, out, quietOnClosedPipe, type OutputFormat } from "./output.js";
 import { bashCompletion, helpFor } from "./help.js";
 
@@ -45,6 +46,9 @@ const usage = `usage: simdc [--server URL] [--data-dir DIR] [--prefix P] [--user
                          agent-2, controller, host-agent, ...); D is 500ms, 30s, 2m
   events [-w] [--kind K,...] [--id ID,...] [--since all|5m|ISO] [--record FILE]
                          what happened (kept a day), and with -w what happens next
+  net create <name> --mode bridge|host-only|nat --subnet CIDR [--subnet CIDR] [--vlan N]
+  net list | get|delete <net>
+                         logical networks (the model: VMs do not attach to them yet)
   ofctl trace --flows FILE --packets FILE [--ports P,...]
                          what a vswitch does with each packet (OVS ofproto/trace, offline)
   compose [--hosts N] [--hosts-per-agent K] [--san M] [--controllers C] [--dir DIR]
@@ -148,6 +152,9 @@ async function main(argv: string[]): Promise<boolean> {
         return false;
       case "wait":
         await waitCommand(ctx, verb, more);
+        return false;
+      case "net":
+        await networkCommand(ctx, verb, more);
         return false;
       case "ofctl":
         await ofctlCommand(ctx, verb, more);

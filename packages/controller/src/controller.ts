@@ -11,6 +11,8 @@ import { computeEndpoints } from "./api/compute-api.js";
 import { controllerEndpoints } from "./api/controller-api.js";
 import { hostEndpoints } from "./api/host-api.js";
 import { storageEndpoints } from "./api/storage-api.js";
+import { networkEndpoints } from "./api/network-api.js";
+import { Networks } from "./network/networks.js";
 import { HostDocuments } from "./compile/host-documents.js";
 import { CrashPoints, parseCrashPoints } from "./crash-points.js";
 import { EventPublisher } from "./events.js";
@@ -83,13 +85,14 @@ export class Controller implements RunningRole {
     });
     const open = async <T>(name: string, type: MessageType<T>, noun: string, late: LateWrites, extra: object = {}) =>
       FencedStore.open<T>(await bus.bucket(name, type, { replicas: config.kvReplicas, fenced, ...extra }), noun, lease, logger, late);
-    const [vmRecords, volumeRecords, hostRecords, sanRecords, docRecords, requestRecords] = await Promise.all([
+    const [vmRecords, volumeRecords, hostRecords, sanRecords, docRecords, requestRecords, networkRecords] = await Promise.all([
       open<v1.VmRecord>("vms", v1.VmRecord, "vm", undo("vm"), { history: recordHistory }),
       open<v1.VolumeRecord>("volumes", v1.VolumeRecord, "volume", undo("volume"), { history: recordHistory }),
       open<v1.Host>("hosts", v1.Host, "host", undo("host"), { history: recordHistory }),
       open<v1.SanNode>("san-nodes", v1.SanNode, "SAN node", undo("SAN node"), { history: recordHistory }),
       open<v1.HostDocument>("docs", v1.HostDocument, "host document", "accept"),
       open<v1.RequestRecord>("requests", v1.RequestRecord, "request", undo("request"), { history: 2, ttlMs: requestMemoryMs }),
+      open<v1.NetworkRecord>("networks", v1.NetworkRecord, "network", undo("network"), { history: recordHistory }),
     ]);
     const policy = { heartbeatIntervalMs: config.heartbeatIntervalMs, heartbeatMissesMax: config.heartbeatMissesMax };
     const registryOptions = { policy, clock, events, logger, lease };
@@ -154,6 +157,7 @@ export class Controller implements RunningRole {
         crash,
       }),
       counters: { refused: 0 },
+      networks: new Networks(networkRecords),
       crash,
     };
     Controller.measure(state);
@@ -163,7 +167,7 @@ export class Controller implements RunningRole {
       ranking.update(hostId);
       sync.update(hostId);
     });
-    const stores = [vmRecords, volumeRecords, hostRecords, sanRecords, docRecords, requestRecords];
+    const stores = [vmRecords, volumeRecords, hostRecords, sanRecords, docRecords, requestRecords, networkRecords];
     const controller = new Controller(state, new HostFollower(state), stores);
     // Followed, not read once: a standby that started before the state existed, or a store made anew, learns its id.
     await (await bus.bucket(controllerBucket, v1.DatacenterState)).watchKey(datacenterKey, (value) => {
@@ -190,7 +194,7 @@ export class Controller implements RunningRole {
     state.stateId = await this.ensureDatacenterState();
     state.documents.activate(state.stateId);
     state.volumeReconciler.activate();
-    const endpoints = [...hostEndpoints(state), ...computeEndpoints(state), ...storageEndpoints(state), ...controllerEndpoints(state, () => this.writesReverted())];
+    const endpoints = [...hostEndpoints(state), ...computeEndpoints(state), ...storageEndpoints(state), ...networkEndpoints(state), ...controllerEndpoints(state, () => this.writesReverted())];
     // Reads too: a controller deposed while paused must not answer from stale state before it learns so.
     const guarded = endpoints.map((ep) =>
       endpoint(ep.method, (request, msg) => {

@@ -5,7 +5,7 @@ import { runProcess } from "@simdc/bus";
 import { checkName } from "@simdc/common";
 import { Controller } from "./controller.js";
 import { parseCrashPoints } from "./crash-points.js";
-import { controllerSettings } from "./settings.js";
+import { controllerConfigOf, controllerSettings } from "./settings.js";
 
 await runProcess({
   service: "controller",
@@ -18,19 +18,7 @@ await runProcess({
   run: ({ bus, settings, logger, clock }) =>
     Controller.start(
       bus,
-      {
-        controllerId: settings["controller-id"],
-        heartbeatIntervalMs: settings["heartbeat-interval-ms"],
-        heartbeatMissesMax: settings["heartbeat-misses-max"],
-        metricsIntervalMs: settings["metrics-interval-ms"],
-        cpuOvercommit: settings["cpu-overcommit"],
-        memoryOvercommit: settings["memory-overcommit"],
-        kvReplicas: settings["kv-replicas"],
-        leaseTtlMs: settings["lease-ttl-ms"],
-        inventoryIntervalMs: settings["inventory-interval-ms"],
-        documentChunkBytes: settings["document-chunk-bytes"],
-        crashAt: settings["crash-at"],
-      },
+      controllerConfigOf(settings),
       clock,
       logger,
       bus.seed,

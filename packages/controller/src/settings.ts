@@ -1,7 +1,7 @@
 // The controller's settings: identity, heartbeat policy, overcommit ratios,
 // the lease and KV replication. Defaults follow REFERENCES.md where it has one.
 
-import type { SettingsSpec } from "@simdc/common";
+import type { Settings, SettingsSpec } from "@simdc/common";
 
 export const controllerSettings = {
   "controller-id": {
@@ -103,4 +103,21 @@ export interface ControllerConfig {
   documentChunkBytes: number;
   /** Points of a change where the controller dies on purpose (none by default). */
   crashAt?: string;
+}
+
+/** The configuration its checked settings give (the defaults for whatever `settings` leaves out, in tests). */
+export function controllerConfigOf(settings: Settings<typeof controllerSettings>): ControllerConfig {
+  return {
+    controllerId: settings["controller-id"],
+    heartbeatIntervalMs: settings["heartbeat-interval-ms"],
+    heartbeatMissesMax: settings["heartbeat-misses-max"],
+    metricsIntervalMs: settings["metrics-interval-ms"],
+    cpuOvercommit: settings["cpu-overcommit"],
+    memoryOvercommit: settings["memory-overcommit"],
+    kvReplicas: settings["kv-replicas"],
+    leaseTtlMs: settings["lease-ttl-ms"],
+    inventoryIntervalMs: settings["inventory-interval-ms"],
+    documentChunkBytes: settings["document-chunk-bytes"],
+    crashAt: settings["crash-at"],
+  };
 }

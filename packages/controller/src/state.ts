@@ -17,6 +17,7 @@ import type { VmStore, VolumeStore } from "./store/kinds.js";
 import type { RequestLog } from "./store/request-log.js";
 import type { HostSync } from "./sync/host-sync.js";
 
+import type { Networks } from "./network/networks.js";
 import v1 = simdc.v1;
 
 /** Counters a status shows. */
@@ -43,6 +44,7 @@ export interface ControllerState {
   sanNodes: MemberRegistry<v1.SanNode>;
   vms: VmStore;
   volumes: VolumeStore;
+  networks: Networks;
   requests: RequestLog;
   documents: HostDocuments;
   sync: HostSync;

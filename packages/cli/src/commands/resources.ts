@@ -30,7 +30,7 @@ const waits: Record<string, v1.WaitFor> = {
 };
 
 /** The Mutation of a changing command's flags. @throws SimdcError INVALID_ARGUMENT. */
-function mutationOf(flags: Parsed["flags"]): v1.IMutation {
+export function mutationOf(flags: Parsed["flags"]): v1.IMutation {
   const waitName = stringFlag(flags, "wait") ?? "none";
   const wait = waits[waitName];
   if (wait === undefined) throw invalidArgument(`--wait must be none, controller or hosts, got ${JSON.stringify(waitName)}`);

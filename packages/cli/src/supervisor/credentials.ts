@@ -6,7 +6,7 @@
 // controller; the supervisor obeys only the operator; an observer reads.
 // Pure: it makes text and random passwords, and writes nothing itself.
 
-import { computeService, controllerService, hostService, storageService, type RpcMethod } from "@simdc/bus";
+import { computeService, controllerService, hostService, networkService, storageService, type RpcMethod } from "@simdc/bus";
 import { uniqueId } from "@simdc/common";
 import type { ProcessPlan } from "./topology.js";
 
@@ -89,7 +89,7 @@ export function operatorUser(password: string): RoleUser {
 
 /** The API methods that only read (List*, Get*): NATS permissions match whole tokens, so they are named one by one. */
 function readOnlyApi(prefix: string): string[] {
-  const methods: RpcMethod<unknown, unknown>[] = [hostService, computeService, storageService, controllerService].flatMap((s) => Object.values(s));
+  const methods: RpcMethod<unknown, unknown>[] = [hostService, computeService, storageService, networkService, controllerService].flatMap((s) => Object.values(s));
   return methods.filter((m) => m.scope === "api" && /^(List|Get)/.test(m.method)).map((m) => `${prefix}.api.v1.${m.service}.${m.method}`);
 }
 

@@ -1,0 +1,81 @@
+// simdc net create|list|get|delete: the logical networks VMs will attach to.
+
+import { networkService } from "@simdc/bus";
+import { invalidArgument } from "@simdc/common";
+import { simdc } from "@simdc/proto";
+import { intFlag, parse, positionals, stringFlag } from "../args.js";
+import { enumName, out, plain, printJson, printTable } from "../output.js";
+import { mutationFlags, mutationOf, type CommandContext } from "./resources.js";
+
+import v1 = simdc.v1;
+
+const modes: Record<string, v1.NetworkMode> = {
+  bridge: v1.NetworkMode.NETWORK_MODE_BRIDGE,
+  "host-only": v1.NetworkMode.NETWORK_MODE_HOST_ONLY,
+  nat: v1.NetworkMode.NETWORK_MODE_NAT,
+};
+
+const usage = "usage: simdc net create <name> --mode bridge|host-only|nat --subnet CIDR [--subnet CIDR ...] [--vlan N] | list | get <net> | delete <net>";
+
+const modeName = (m: number): string => enumName(v1.NetworkMode, m, "NETWORK_MODE_").replace("_", "-");
+const transportName = (t: number): string => enumName(v1.NetworkTransport, t, "NETWORK_TRANSPORT_");
+
+function row(n: v1.INetwork): string[] {
+  return [n.id ?? "", modeName(n.mode ?? 0), transportName(n.transport ?? 0), String(n.segmentId ?? 0), (n.subnets ?? []).map((s) => `${s.cidr} (gw ${s.gateway})`).join(", ")];
+}
+
+const headers = ["NETWORK", "MODE", "TRANSPORT", "VNI/VLAN", "SUBNETS"];
+
+export async function networkCommand(ctx: CommandContext, verb: string | undefined, argv: string[]): Promise<void> {
+  const bus = await ctx.bus();
+  switch (verb) {
+    case "create": {
+      const parsed = parse(argv, { mode: { type: "string" }, subnet: { type: "string", multiple: true }, vlan: { type: "string" }, ...mutationFlags });
+      const [name] = positionals(parsed, ["name"]);
+      const mode = modes[stringFlag(parsed.flags, "mode") ?? ""];
+      if (mode === undefined) throw invalidArgument("--mode must be bridge, host-only or nat");
+      const vlan = intFlag(parsed.flags, "vlan", 0, 1, 4094);
+      const subnets = (parsed.flags["subnet"] as unknown as string[] | undefined) ?? [];
+      const { network } = await bus.call(networkService.CreateNetwork, {
+        name: name!,
+        mode,
+        transport: vlan ? v1.NetworkTransport.NETWORK_TRANSPORT_VLAN : v1.NetworkTransport.NETWORK_TRANSPORT_OVERLAY,
+        vlanId: vlan,
+        subnets,
+        mutation: mutationOf(parsed.flags),
+      });
+      if (ctx.output === "json") return printJson(plain(v1.Network, network));
+      out(`network ${network?.id}: ${modeName(network?.mode ?? 0)} on ${transportName(network?.transport ?? 0)} ${network?.segmentId}; ${(network?.subnets ?? []).map((s) => `${s.cidr} (gateway ${s.gateway})`).join(", ")}\n`);
+      return;
+    }
+    case "list": {
+      positionals(parse(argv, {}), []);
+      const networks: v1.INetwork[] = [];
+      let pageToken = "";
+      do {
+        const page = await bus.call(networkService.ListNetworks, { pageToken, pageSize: 2000 });
+        networks.push(...page.networks);
+        pageToken = page.nextPageToken;
+      } while (pageToken);
+      if (ctx.output === "json") return printJson(networks.map((n) => plain(v1.Network, n)));
+      printTable(headers, networks.map(row));
+      return;
+    }
+    case "get": {
+      const [id] = positionals(parse(argv, {}), ["network"]);
+      const { network } = await bus.call(networkService.GetNetwork, { networkId: id! });
+      if (ctx.output === "json") return printJson(plain(v1.Network, network));
+      printTable(headers, [row(network ?? {})]);
+      return;
+    }
+    case "delete": {
+      const parsed = parse(argv, mutationFlags);
+      const [id] = positionals(parsed, ["network"]);
+      await bus.call(networkService.DeleteNetwork, { networkId: id!, mutation: mutationOf(parsed.flags) });
+      out(`network ${id} deleted\n`);
+      return;
+    }
+    default:
+      throw invalidArgument(usage);
+  }
+}
