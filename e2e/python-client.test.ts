@@ -19,6 +19,7 @@ import {
   hostAgentService,
   hostScope,
   hostService,
+  networkService,
   sanNodeService,
   storageService,
   type Bus,
@@ -150,7 +151,7 @@ describe("python client", () => {
     // Every rpc the controller serves is found, at the subject the TS bus uses,
     // and so are the host's and the SAN node's; none disagrees with the protos.
     // Registrations are served for every caller (the caller's id is the last token); one agent serves all its hosts.
-    const api = [hostService, computeService, storageService, controllerService].flatMap(rpcsOf);
+    const api = [hostService, computeService, storageService, networkService, controllerService].flatMap(rpcsOf);
     for (const method of api) {
       expect(result.subjects[method.rpc], method.rpc).toBe(bus.subjectOf(method, method.scope === "api-by-id" ? "*" : undefined));
     }
