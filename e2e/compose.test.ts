@@ -9,6 +9,10 @@
 // is skipped with a message, since unit and integration tests need no Docker.
 
 import { execFile } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { computeService, controllerService, hostService, storageService, type Bus } from "@simdc/bus";
@@ -16,6 +20,7 @@ import { simdc } from "@simdc/proto";
 import { connectTestBus, eventually } from "@simdc/testkit";
 import { ComposeProject, composeCredential, composeStartupTimeoutMs, probeDocker } from "./compose-env.js";
 import { cli } from "./up-env.js";
+import { experimentCli } from "./experiment-cli.js";
 
 import v1 = simdc.v1;
 
@@ -381,4 +386,34 @@ describe.skipIf(!docker.ok && !inCi)("e2e: docker-compose.yml", () => {
     // The restarted controller stands by: the one that took over keeps serving.
     expect((await bus.call(controllerService.GetControllerStatus, {}, { timeoutMs: 3_000 })).controllerId).toBe(standby);
   });
+});
+
+// The experiment runner's Docker mode, once the compose project above is down:
+// two compose projects at once are too much for a machine of two cores.
+// Without CI and without Docker these are skipped with the warning above; under CI a missing engine fails them.
+describe.skipIf(!docker.ok && !inCi)("experiments on Docker", () => {
+  const here = dirname(fileURLToPath(import.meta.url));
+  const dataDir = mkdtempSync(join(tmpdir(), "simdc-docker-experiments-"));
+  const experiment = experimentCli(dataDir);
+
+  afterAll(() => {
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  it("experiments: --docker runs a scenario on a compose project written for its topology, with container faults", async () => {
+    if (!docker.ok) throw new Error(`no Docker engine under CI (${docker.reason}); scripts/setup.sh --docker must start one`);
+    const out = join(dataDir, "out-docker");
+    const result = await experiment("run", "agent-crash", "--short", "--docker", "--seed", "5", "--out", out);
+    if (result.code !== 0) throw new Error(`agent-crash --docker failed (exit ${result.code}):\n${result.stderr}`);
+    expect(result.stderr).toMatch(/crash: kill agent-1 \(container [0-9a-f]{12}\)/);
+    expect(result.stderr).toContain("again: simdc experiment run agent-crash --seed 5 --short --docker");
+    expect(readFileSync(join(out, "compose", "docker-compose.yml"), "utf8")).toMatch(/SIMDC_HOSTS: host-3,host-4/);
+    expect(readFileSync(join(out, "logs", "compose.log"), "utf8")).toContain("agent-1");
+    // The network of a container is Docker's: cut and mended, the same process comes back.
+    const cut = await experiment("run", join(here, "scenarios", "network-cut.yaml"), "--docker", "--seed", "5", "--out", join(dataDir, "out-net"));
+    if (cut.code !== 0) throw new Error(`network-cut failed (exit ${cut.code}):\n${cut.stderr}`);
+    expect(cut.stderr).toMatch(/cut: disconnect agent-1/);
+    const leftover = await promisify(execFile)("docker", ["ps", "-aq", "--filter", "name=simdc-exp-"]);
+    expect(leftover.stdout.trim()).toBe("");
+  }, 600_000);
 });

@@ -13,25 +13,15 @@ import { promisify } from "node:util";
 import { afterAll, describe, expect, it } from "vitest";
 import { eventually } from "@simdc/testkit";
 import { checkPage } from "./browser.js";
-import { probeDocker } from "./compose-env.js";
+import { experimentCli } from "./experiment-cli.js";
 import { cli } from "./up-env.js";
 
 const run = promisify(execFile);
 const here = dirname(fileURLToPath(import.meta.url));
 const scenarios = readdirSync(join(here, "..", "scenarios")).filter((f) => f.endsWith(".yaml")).map((f) => f.slice(0, -5)).sort();
 const dataDir = mkdtempSync(join(tmpdir(), "simdc-experiments-"));
-const inCi = ["true", "1"].includes(process.env["CI"] ?? "");
-const docker = probeDocker();
 
-async function experiment(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, [cli, "--data-dir", dataDir, "experiment", ...args], { timeout: 180_000, maxBuffer: 64 * 1024 * 1024 });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+const experiment = experimentCli(dataDir);
 
 afterAll(() => {
   rmSync(dataDir, { recursive: true, force: true });
@@ -145,22 +135,3 @@ describe("experiments", () => {
   }, 120_000);
 });
 
-// Without CI and without Docker these are skipped with a warning; under CI a missing engine fails them.
-describe.skipIf(!docker.ok && !inCi)("experiments on Docker", () => {
-  it("experiments: --docker runs a scenario on a compose project written for its topology, with container faults", async () => {
-    if (!docker.ok) throw new Error(`no Docker engine under CI (${docker.reason}); scripts/setup.sh --docker must start one`);
-    const out = join(dataDir, "out-docker");
-    const result = await experiment("run", "agent-crash", "--short", "--docker", "--seed", "5", "--out", out);
-    if (result.code !== 0) throw new Error(`agent-crash --docker failed (exit ${result.code}):\n${result.stderr}`);
-    expect(result.stderr).toMatch(/crash: kill agent-1 \(container [0-9a-f]{12}\)/);
-    expect(result.stderr).toContain("again: simdc experiment run agent-crash --seed 5 --short --docker");
-    expect(readFileSync(join(out, "compose", "docker-compose.yml"), "utf8")).toMatch(/SIMDC_HOSTS: host-3,host-4/);
-    expect(readFileSync(join(out, "logs", "compose.log"), "utf8")).toContain("agent-1");
-    // The network of a container is Docker's: cut and mended, the same process comes back.
-    const cut = await experiment("run", join(here, "scenarios", "network-cut.yaml"), "--docker", "--seed", "5", "--out", join(dataDir, "out-net"));
-    if (cut.code !== 0) throw new Error(`network-cut failed (exit ${cut.code}):\n${cut.stderr}`);
-    expect(cut.stderr).toMatch(/cut: disconnect agent-1/);
-    const leftover = await run("docker", ["ps", "-aq", "--filter", "name=simdc-exp-"]);
-    expect(leftover.stdout.trim()).toBe("");
-  }, 600_000);
-});
