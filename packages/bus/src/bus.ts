@@ -356,6 +356,8 @@ export class Bus {
       });
     }
     this.services.push(service);
+    // Resolved means served: the server has the endpoints' subscriptions before anyone is told to call them.
+    await this.nc.flush();
     return service;
   }
 

@@ -203,7 +203,8 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRun
         const outcome = await executors[step.do]!(stepContext, step);
         entry = {
           type: "step",
-          timeMs: outcome.effectiveAtMs ?? at,
+          // A fault acts once it has taken effect (the process is dead); a heal may act as soon as it begins (a resumed agent beats before the supervisor answers).
+          timeMs: step.fault ? (outcome.effectiveAtMs ?? at) : at,
           id: step.id,
           do: step.do,
           fault: step.fault,
