@@ -315,18 +315,24 @@ describe("simdc up, supervisor killed", () => {
     });
     let out = "";
     supervisor.stdout!.on("data", (c: Buffer) => (out += c.toString()));
-    await eventually("ready", () => (out.includes("ready in") ? true : undefined), 30_000);
-    const pids = (JSON.parse((await cmd("-o", "json", "status")).stdout) as { processes: { pid: number }[] }).processes.map((p) => p.pid);
-    expect(pids).toHaveLength(4);
-    supervisor.kill("SIGKILL");
-    await new Promise((r) => supervisor.once("exit", r));
-    // The children run on, in their own process groups.
-    for (const pid of pids) expect(() => process.kill(pid, 0)).not.toThrow();
-    const again = (await cmd("up", "--nats-port", String(await freePort())).catch((e: unknown) => e)) as { code: number; stderr: string };
-    expect(again.code).toBe(1);
-    expect(again.stderr).toMatch(/processes of an earlier 'simdc up' still run \(nats, controller-1, san-1, agent-1\)/);
-    expect((await cmd("down")).stdout).toMatch(/stopped 4 processes left by a killed supervisor/);
-    for (const pid of pids) expect(() => process.kill(pid, 0)).toThrow();
-    rmSync(dir, { recursive: true, force: true });
+    try {
+      await eventually("ready", () => (out.includes("ready in") ? true : undefined), 30_000);
+      const pids = (JSON.parse((await cmd("-o", "json", "status")).stdout) as { processes: { pid: number }[] }).processes.map((p) => p.pid);
+      expect(pids).toHaveLength(4);
+      supervisor.kill("SIGKILL");
+      await new Promise((r) => supervisor.once("exit", r));
+      // The children run on, in their own process groups.
+      for (const pid of pids) expect(() => process.kill(pid, 0)).not.toThrow();
+      const again = (await cmd("up", "--nats-port", String(await freePort())).catch((e: unknown) => e)) as { code: number; stderr: string };
+      expect(again.code).toBe(1);
+      expect(again.stderr).toMatch(/processes of an earlier 'simdc up' still run \(nats, controller-1, san-1, agent-1\)/);
+      expect((await cmd("down")).stdout).toMatch(/stopped 4 processes left by a killed supervisor/);
+      for (const pid of pids) expect(() => process.kill(pid, 0)).toThrow();
+    } finally {
+      // A failed check must not leave the datacenter running: down stops whatever is left.
+      supervisor.kill("SIGKILL");
+      await cmd("down").catch(() => undefined);
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
