@@ -69,11 +69,12 @@ export function reportData(h: RunHistory, result: RunResult): Record<string, unk
 
   // Detection and recovery, per fault step and host.
   const latencies: { label: string; detectedMs: number | null; recoveredMs: number | null }[] = [];
+  const windows = faultWindows(h);
   for (const s of h.steps.filter((x) => x.fault && x.ok)) {
     for (const host of s.hosts) {
       const lost = h.events.find((e) => e.kind === "host-disconnected" && e.objectId === host && e.timeMs >= s.timeMs);
       const back = lost ? h.events.find((e) => e.kind === "host-connected" && e.objectId === host && e.timeMs >= lost.timeMs) : undefined;
-      const ended = faultWindows(h).find((w) => w.id === s.id)?.toMs ?? endMs;
+      const ended = windows.find((w) => w.id === s.id)?.toMs ?? endMs;
       latencies.push({ label: `${s.id} ${host}`, detectedMs: lost ? Math.round(lost.timeMs - s.timeMs) : null, recoveredMs: back ? Math.round(back.timeMs - ended) : null });
     }
   }
@@ -86,7 +87,7 @@ export function reportData(h: RunHistory, result: RunResult): Record<string, unk
     seed: h.run.seed,
     command: h.run.command,
     durationS: t(endMs),
-    windows: faultWindows(h).map((w) => ({ label: w.label, from: t(w.fromMs), to: t(w.toMs) })),
+    windows: windows.map((w) => ({ label: w.label, from: t(w.fromMs), to: t(w.toMs) })),
     judged: result.judged.map((j) => ({ ok: j.verdict.ok, kind: j.kind, name: j.name, detail: j.verdict.detail })),
     hosts: { total: h.run.hosts.length, connected },
     vms: Object.fromEntries(vmSeries),

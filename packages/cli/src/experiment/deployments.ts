@@ -150,7 +150,7 @@ export async function startDocker(scenario: Scenario, seed: number, testFaults: 
     const global: GlobalOptions = { server: `nats://${host === "0.0.0.0" ? "127.0.0.1" : host}:${port}`, dataDir: join(workDir, "deploy", ".auth") };
     const bus = await connectCli(global);
     try {
-      const ready = await waitReadyOrAbort(bus, topology, signal);
+      const ready = !signal.aborted && (await waitReady(bus, composePlans(topology), readyTimeoutMs));
       if (!ready) throw new SimdcError("DEADLINE_EXCEEDED", `the compose datacenter was not ready after ${readyTimeoutMs} ms`);
     } finally {
       await bus.close();
@@ -185,9 +185,4 @@ export async function startDocker(scenario: Scenario, seed: number, testFaults: 
     await down();
     throw err;
   }
-}
-
-async function waitReadyOrAbort(bus: Bus, topology: { hosts: number; hostsPerAgent: number; san: number; controllers: number }, signal: AbortSignal): Promise<boolean> {
-  if (signal.aborted) return false;
-  return waitReady(bus, composePlans(topology), readyTimeoutMs);
 }
