@@ -32,6 +32,7 @@ function method<Req, Res>(
 
 export const hostService = {
   RegisterHost: method("api-by-id", "HostService", "RegisterHost", v1.RegisterHostRequest, v1.RegisterHostResponse),
+  ProbeController: method("api-by-id", "HostService", "ProbeController", v1.ProbeControllerRequest, v1.ProbeControllerResponse),
   ListHosts: method("api", "HostService", "ListHosts", v1.ListHostsRequest, v1.ListHostsResponse),
   GetHost: method("api", "HostService", "GetHost", v1.GetHostRequest, v1.GetHostResponse),
   GetSyncStatus: method("api", "HostService", "GetSyncStatus", v1.GetSyncStatusRequest, v1.GetSyncStatusResponse),
@@ -82,6 +83,10 @@ export const hostAgentService = {
   GetHostState: method("host", "HostAgentService", "GetHostState", v1.GetHostStateRequest, v1.GetHostStateResponse),
   Reregister: method("host", "HostAgentService", "Reregister", v1.ReregisterRequest, v1.ReregisterResponse),
   StartStrayVm: method("host", "HostAgentService", "StartStrayVm", v1.StartStrayVmRequest, v1.StartStrayVmResponse),
+  DumpFlows: method("host", "HostAgentService", "DumpFlows", v1.DumpFlowsRequest, v1.DumpFlowsResponse),
+  DumpPorts: method("host", "HostAgentService", "DumpPorts", v1.DumpPortsRequest, v1.DumpPortsResponse),
+  ModFlows: method("host", "HostAgentService", "ModFlows", v1.ModFlowsRequest, v1.ModFlowsResponse),
+  Ping: method("host", "HostAgentService", "Ping", v1.PingRequest, v1.PingResponse),
 };
 
 export const sanNodeService = {

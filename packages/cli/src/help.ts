@@ -30,7 +30,10 @@ export const help: Record<string, string> = {
   --cpu-overcommit R         vCPUs per pCPU placement allows (default 4)
   --memory-overcommit R      memory overcommit placement allows (default 1.5)
   --ready-timeout-ms T       give up if not ready by then (default 120000)
-  --test-faults              agents serve test-only faults (experiments that prove their checkers)`,
+  --test-faults              agents serve test-only faults (experiments that prove their checkers)
+  --fail-mode M              what vswitches do when the controller is lost: secure (default: keep
+                             flows, install nothing new) or standalone (flush, learn MACs after 3 probes)
+  --inactivity-probe-ms P    how often a vswitch probes its controller (default 5000)`,
   down: "simdc down: stop the datacenter 'simdc up' runs from --data-dir",
   status: "simdc status: seed, controllers, processes, hosts, SAN nodes, VMs and documents",
   logs: `simdc logs [process]: pretty-printed logs of one process, or of all merged by time
@@ -46,14 +49,21 @@ export const help: Record<string, string> = {
 
   --wait               until every live host has realized the newest generation
   --wait-timeout-ms T  give up after T ms`,
-  vm: `simdc vm create <name> --boot-volume V [--vcpus N] [--memory-mib M] [--off]
+  vm: `simdc vm create <name> --boot-volume V [--vcpus N] [--memory-mib M] [--off] [--nic NET[,mac=M][,ip=A] ...]
 simdc vm list [--host H] | get <vm> | delete <vm> | start <vm> | stop <vm>
+simdc vm ping <vm> <address> [-c N] [-i 1s] [-W 1s]: ICMP echo from the VM, through its vswitch
 
   --boot-volume V   the volume it boots from (create)
   --vcpus N         virtual CPUs (create, default 1)
   --memory-mib M    memory (create, default 512)
   --off             create it powered off
-  --host H          only the VMs of host H (list)${changing}`,
+  --nic NET,...     a NIC on network NET (eth0 first; repeat for more); mac= and ip= fix its
+                    addresses, else the controller picks them; the VM gets its address by DHCP
+  --host H          only the VMs of host H (list); ping: the VM's host, without asking the controller
+  --agent A         ping: the host's agent, without asking the controller
+  -c, --count N     ping: echoes (default 4)
+  -i, --interval D  ping: between echoes (default 1s, simulated time)
+  -W, --timeout D   ping: how long each echo waits for its reply (default 1s)${changing}`,
   volume: `simdc volume create <name> [--size-mib N] | list | get <volume> | delete <volume>
 
   --size-mib N      size (create, default 1024)${changing}`,
@@ -85,7 +95,7 @@ simdc fault list | clear [id] [--wait]
                      host: connected, disconnected; volume: creating, ready, deleting, failed, deleted
   --timeout D        give up after D (default 30s): exit 1, DEADLINE_EXCEEDED`,
   net: `simdc net create <name> --mode bridge|host-only|nat --subnet CIDR [--subnet CIDR ...] [--vlan N]
-simdc net list | get <net> | delete <net>: logical networks (VMs do not attach to them yet)
+simdc net list | get <net> | delete <net>: logical networks (VMs attach with vm create --nic)
 
   --mode M          bridge (reachable from outside), host-only (from nothing outside) or nat
   --subnet CIDR     an IPv4 subnet, /8 to /30, overlapping no other network's; repeat for more
@@ -95,9 +105,18 @@ offline, like ovs-appctl ofproto/trace (flows in ovs-ofctl syntax, one a line; p
 ovs-ofctl field syntax, one a line; -o json: one object a packet with outputs and the
 final header fields)
 
+simdc ofctl dump-flows <host> [--table N]: the flows of a live host's vswitch, with counters
+simdc ofctl dump-ports <host>: its ports with counters, fail mode and controller connection
+simdc ofctl add-flow <host> <flow> [--force]: add a flow (ovs-ofctl syntax)
+simdc ofctl del-flows <host> [table=N|cookie=V/M] [--force]: delete flows
+  (tables the controller owns are refused without --force; its next document puts them back)
+
   --flows FILE      the flow table
   --packets FILE    the packets
-  --ports P,...     the switch's ports, where normal floods (default: the ports the flows name)`,
+  --ports P,...     the switch's ports, where normal floods (default: the ports the flows name)
+  --agent A         the host's agent (default: asked of the controller)
+  --table N         only table N (dump-flows)
+  --force           also the controller's tables (add-flow, del-flows)`,
   compose: `simdc compose: the compose deployment of a topology, written into a directory
 (docker-compose.yml, deploy/prometheus.yml, and the NATS users in deploy/.auth)
 
@@ -127,12 +146,12 @@ simdc experiment swarm [--runs N] [--seed S] [--out DIR] [--docker]
 /** The subcommands (first words after the command) each command takes, for completion. */
 const subcommands: Record<string, string[]> = {
   host: ["list", "get"],
-  vm: ["create", "list", "get", "delete", "start", "stop"],
+  vm: ["create", "list", "get", "delete", "start", "stop", "ping"],
   volume: ["create", "list", "get", "delete"],
   fault: ["kill", "pause", "resume", "restart", "add", "list", "clear"],
   wait: ["vm", "host", "volume"],
   experiment: ["list", "show", "schema", "run", "compare", "swarm"],
-  ofctl: ["trace"],
+  ofctl: ["trace", "dump-flows", "dump-ports", "add-flow", "del-flows"],
   net: ["create", "list", "get", "delete"],
 };
 

@@ -52,7 +52,7 @@ export function printJson(value: unknown): void {
 
 /** A protobuf message as plain JSON: enums by name, defaults included. */
 export function plain(type: { toObject(m: any, o: object): object }, message: unknown): object {
-  return type.toObject(message, { enums: String, defaults: true, arrays: true });
+  return type.toObject(message, { enums: String, longs: Number, defaults: true, arrays: true });
 }
 
 /** "VM_STATE_RUNNING" -> "running". */

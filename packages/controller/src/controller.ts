@@ -5,7 +5,7 @@
 // over the bus.
 
 import { endpoint, type Bus, type MessageType, type RunningRole } from "@simdc/bus";
-import { uniqueId, unavailable, type Clock, type HealthReport, type Logger, type Timer } from "@simdc/common";
+import { Rng, uniqueId, unavailable, type Clock, type HealthReport, type Logger, type Timer } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 import { computeEndpoints } from "./api/compute-api.js";
 import { controllerEndpoints } from "./api/controller-api.js";
@@ -13,7 +13,9 @@ import { hostEndpoints } from "./api/host-api.js";
 import { storageEndpoints } from "./api/storage-api.js";
 import { networkEndpoints } from "./api/network-api.js";
 import { Networks } from "./network/networks.js";
-import { HostDocuments } from "./compile/host-documents.js";
+import { LogicalPorts } from "./network/logical-ports.js";
+import { compileHostNetwork } from "./compile/host-network.js";
+import { HostDocuments, type NetworkSections } from "./compile/host-documents.js";
 import { CrashPoints, parseCrashPoints } from "./crash-points.js";
 import { EventPublisher } from "./events.js";
 import { controllerBucket, datacenterKey, Lease } from "./lease/lease.js";
@@ -120,7 +122,19 @@ export class Controller implements RunningRole {
       for (const host of hosts.all()) yield snapshot(host.id)!;
     }, ratios);
     const crash = new CrashPoints(parseCrashPoints(config.crashAt ?? ""), logger);
-    const documents = new HostDocuments(bus, docRecords, vms, volumes, hosts, lease, logger, clock, crash, config.documentChunkBytes);
+    const networks = new Networks(networkRecords);
+    const ports = new LogicalPorts(vms);
+    const sections: NetworkSections = {
+      sectionOf: (hostId) =>
+        compileHostNetwork(hostId, {
+          network: (id) => networks.get(id)?.network ?? undefined,
+          portsOnHost: (id) => ports.onHost(id),
+          portsOnNetwork: (id) => ports.onNetwork(id),
+          agentOf: (id) => hosts.get(id)?.agentId,
+        }),
+      onHostsChanged: (listener) => ports.onHostsChanged(listener),
+    };
+    const documents = new HostDocuments(bus, docRecords, vms, volumes, hosts, lease, logger, clock, crash, config.documentChunkBytes, sections);
     const sync = new HostSync(documents, hosts, clock);
     const state: ControllerState = {
       controllerId: config.controllerId,
@@ -157,7 +171,9 @@ export class Controller implements RunningRole {
         crash,
       }),
       counters: { refused: 0 },
-      networks: new Networks(networkRecords),
+      networks,
+      ports,
+      macRandom: new Rng(seed, "macs"),
       crash,
     };
     Controller.measure(state);

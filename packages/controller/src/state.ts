@@ -2,7 +2,7 @@
 // API modules take one argument and cannot reach around it.
 
 import type { Bus } from "@simdc/bus";
-import type { Clock, Logger } from "@simdc/common";
+import type { Clock, Logger, Rng } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 import type { HostDocuments } from "./compile/host-documents.js";
 import type { CrashPoints } from "./crash-points.js";
@@ -18,6 +18,7 @@ import type { RequestLog } from "./store/request-log.js";
 import type { HostSync } from "./sync/host-sync.js";
 
 import type { Networks } from "./network/networks.js";
+import type { LogicalPorts } from "./network/logical-ports.js";
 import v1 = simdc.v1;
 
 /** Counters a status shows. */
@@ -45,6 +46,10 @@ export interface ControllerState {
   vms: VmStore;
   volumes: VolumeStore;
   networks: Networks;
+  /** Every VM NIC, by network and host, with the addresses they hold. */
+  ports: LogicalPorts;
+  /** Draws new NICs' MACs, from the run's seed. */
+  macRandom: Rng;
   requests: RequestLog;
   documents: HostDocuments;
   sync: HostSync;

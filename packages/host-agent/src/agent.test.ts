@@ -83,6 +83,8 @@ function agentConfig(agentId: string, hostIds: string[], testFaults = false): Ag
     timing: { bootBlocks, bootTimeMs: 100, stopTimeMs: 50, bootRetryMs: 600 },
     // The stand-in controller answers heartbeatIntervalMs; this is only the start value.
     heartbeatIntervalMs: 1_000,
+    failMode: "secure",
+    inactivityProbeMs: 5_000,
   };
 }
 
@@ -837,7 +839,9 @@ describe("one agent, many hosts", () => {
     const goodSpec = keepOff.spec!;
     const garbage = new Uint8Array([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x01]);
 
-    type Case = { name: string; raw?: Uint8Array; doc?: { generation?: number; chunkCount?: number; vms?: v1.DesiredVm.$Properties[] } };
+    type Case = { name: string; raw?: Uint8Array; doc?: { generation?: number; chunkCount?: number; vms?: v1.DesiredVm.$Properties[]; network?: v1.IHostNetwork } };
+    const port = { ofport: 1, vmId: "vm-keep", networkId: "n", segmentId: 1, mac: "02:00:00:00:00:01", ip: "10.0.0.2", prefixLength: 24 };
+    const withNetwork = (network: v1.IHostNetwork) => ({ vms: [keepOff], network: { ports: [port], controllerTables: 40, ...network } });
     const cases: Case[] = [
       { name: "bytes that are no stored record", raw: garbage },
       { name: "a truncated stored record", raw: new Uint8Array([0x12, 0x09, 0x01]) },
@@ -868,6 +872,16 @@ describe("one agent, many hosts", () => {
       { name: "power state unknown", doc: { vms: withVm({ powerState: 99 as v1.PowerState }) } },
       { name: "vm generation 0", doc: { vms: withVm({ generation: 0 }) } },
       { name: "a VM named twice", doc: { vms: [keepOff, keepOff] } },
+      { name: "a flow in bad syntax", doc: withNetwork({ flows: ["table=0,in_port=1,actions=output:port2"] }) },
+      { name: "a flow with a missing prerequisite", doc: withNetwork({ flows: ["table=0,tp_dst=80,actions=drop"] }) },
+      { name: "a port numbered 0", doc: withNetwork({ ports: [{ ...port, ofport: 0 }] }) },
+      { name: "two ports on one ofport", doc: withNetwork({ ports: [port, { ...port, vmId: "vm-other" }] }) },
+      { name: "a port with a bad MAC", doc: withNetwork({ ports: [{ ...port, mac: "02:00:00:00:00" }] }) },
+      { name: "a port with a bad address", doc: withNetwork({ ports: [{ ...port, ip: "10.0.0.256" }] }) },
+      { name: "a port with prefix 0", doc: withNetwork({ ports: [{ ...port, prefixLength: 0 }] }) },
+      { name: "a tunnel in the VM port range", doc: withNetwork({ tunnels: [{ ofport: 2, hostId: "host-x", agentId: "agent-x" }] }) },
+      { name: "a tunnel to a bad host id", doc: withNetwork({ tunnels: [{ ofport: 0xf000, hostId: "host.x", agentId: "agent-x" }] }) },
+      { name: "a neighbor with a bad MAC", doc: withNetwork({ neighbors: [{ segmentId: 1, ip: "10.0.0.3", mac: "zz" }] }) },
     ];
 
     it("bad input: a malformed document chunk or a bad field is refused, counted, reported, and changes nothing", async () => {
@@ -926,6 +940,26 @@ describe("one agent, many hosts", () => {
       }
       // A host that is known answers.
       expect((await hostState("host-boot")).hostId).toBe("host-boot");
+    });
+
+    it("bad input: the vswitch endpoints refuse what is malformed, unknown or not allowed, and change nothing", async () => {
+      const on = { scopeId: hostScope(agentId, "host-boot") };
+      const flows = async () => (await stage.client.call(hostAgentService.DumpFlows, { table: -1 }, on)).flows;
+      const before = await flows();
+      const cases: [Promise<unknown>, string, RegExp][] = [
+        [stage.client.call(hostAgentService.DumpFlows, { table: 255 }, on), "INVALID_ARGUMENT", /table/],
+        [stage.client.call(hostAgentService.DumpFlows, {}, { scopeId: hostScope(agentId, "host-unknown") }), "NOT_FOUND", /host-unknown/],
+        [stage.client.call(hostAgentService.ModFlows, { flows: ["table=60,priority=1,actions=output:x"] }, on), "INVALID_ARGUMENT", /flow 1/],
+        [stage.client.call(hostAgentService.ModFlows, { flows: ["table=60,actions=drop", "priority=70000,actions=drop"] }, on), "INVALID_ARGUMENT", /flow 2: priority/],
+        [stage.client.call(hostAgentService.ModFlows, { flows: ["cookie=x"], delete: true }, on), "INVALID_ARGUMENT", /del-flows filter/],
+        [stage.client.call(hostAgentService.Ping, { vmId: "vm-none", targetIp: "10.0.0.1" }, on), "NOT_FOUND", /vm-none has no NIC/],
+        [stage.client.call(hostAgentService.Ping, { vmId: "vm-none", targetIp: "10.0.0.300" }, on), "INVALID_ARGUMENT", /10.0.0.300/],
+        [stage.client.call(hostAgentService.Ping, { vmId: "VM NONE", targetIp: "10.0.0.1" }, on), "INVALID_ARGUMENT", /vm_id/],
+        [stage.client.call(hostAgentService.Ping, { vmId: "vm-none", targetIp: "10.0.0.1", count: 10_001 }, on), "INVALID_ARGUMENT", /count/],
+        [stage.client.call(hostAgentService.Ping, { vmId: "vm-none", targetIp: "10.0.0.1", intervalMs: 5 }, on), "INVALID_ARGUMENT", /interval_ms/],
+      ];
+      for (const [call, code, message] of cases) await expect(call).rejects.toMatchObject({ code, message: expect.stringMatching(message) });
+      expect(await flows()).toEqual(before);
     });
   });
 

@@ -7,12 +7,15 @@
 // that host. It holds no VM logic of its own.
 
 import { endpoint, hostAgentService, hostScope, Subjects, type Bucket, type Bus, type Counter, type RunningRole } from "@simdc/bus";
-import { invalidArgument, notFound, Rng, SimdcError, wallClock, type Clock, type HealthReport, type Logger, type Timer } from "@simdc/common";
+import { checkName, checkRange, invalidArgument, notFound, Rng, SimdcError, wallClock, type Clock, type HealthReport, type Logger, type Timer } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 import type { AgentConfig } from "./config.js";
 import { SimHost } from "./host.js";
 import { heartbeatSlotsMax } from "./limits.js";
 import { checkDesiredVm, checkPlan } from "./validate.js";
+import { pingCountMax } from "./network/datapath.js";
+import { Underlay } from "./network/underlay.js";
+import { parseIp } from "@simdc/vswitch";
 
 import v1 = simdc.v1;
 
@@ -58,6 +61,7 @@ export class HostAgent implements RunningRole {
   private stopped = false;
 
   private readonly beatsSent: Counter;
+  private readonly underlay: Underlay;
 
   private constructor(private readonly options: HostAgentOptions) {
     const { config } = options;
@@ -66,6 +70,7 @@ export class HostAgent implements RunningRole {
     metrics.gauge("simdc_hosts_registered", "Hosts of this agent registered with the controller", () => this.health().details["hostsRegistered"] as number);
     metrics.gauge("simdc_vms", "VMs the hosts of this agent hold", () => this.health().details["vms"] as number);
     this.heartbeatIntervalMs = config.heartbeatIntervalMs;
+    this.underlay = new Underlay(options.bus, config.agentId, (hostId) => this.hosts.get(hostId)?.datapath, options.logger);
     const slotCount = Math.min(heartbeatSlotsMax, config.hostIds.length);
     this.slots = Array.from({ length: slotCount }, () => []);
     config.hostIds.forEach((hostId, index) => {
@@ -82,6 +87,9 @@ export class HostAgent implements RunningRole {
         onIntervals: (heartbeatMs, metricsMs) => this.adoptIntervals(heartbeatMs, metricsMs),
         onRealized: (realized) => this.publishBeats([realized]),
         beatNow: (registered) => this.publishBeats([registered]),
+        tunnel: (fromHost, tunnel, headers, payload, bytes) => this.underlay.send(fromHost, tunnel, headers, payload, bytes),
+        failMode: config.failMode,
+        inactivityProbeMs: config.inactivityProbeMs,
       });
       this.hosts.set(hostId, host);
       this.slots[index % slotCount]!.push(host);
@@ -116,10 +124,41 @@ export class HostAgent implements RunningRole {
           if (!req.vm) throw invalidArgument("StartStrayVm needs the VM");
           return { status: agent.hostOf(msg.subject).startStray(checkDesiredVm(v1.DesiredVm.create(req.vm))) };
         }),
+        endpoint(hostAgentService.DumpFlows, (req, msg) => {
+          const host = agent.hostOf(msg.subject);
+          const table = checkRange("table", req.table, -1, 254);
+          return { hostId: host.id, flows: host.datapath.dumpFlows(table), realizedGeneration: host.realizedGeneration, controllerTables: host.datapath.network.controllerTables };
+        }),
+        endpoint(hostAgentService.DumpPorts, (_req, msg) => {
+          const host = agent.hostOf(msg.subject);
+          const dp = host.datapath;
+          return {
+            hostId: host.id,
+            ports: dp.dumpPorts(),
+            cacheHits: dp.vswitch.cacheHits,
+            cacheMisses: dp.vswitch.cacheMisses,
+            packetIns: dp.packetIns,
+            failMode: dp.link.mode,
+            controllerConnected: dp.link.connected,
+            failOpen: dp.link.failOpen,
+            inactivityProbeMs: config.inactivityProbeMs,
+            underlayRefused: dp.underlayRefused,
+            mtuDrops: dp.mtuDrops,
+          };
+        }),
+        endpoint(hostAgentService.ModFlows, (req, msg) => ({ changed: agent.hostOf(msg.subject).datapath.modFlows(req.flows, req.delete, req.force) })),
+        endpoint(hostAgentService.Ping, (req, msg) => {
+          const host = agent.hostOf(msg.subject);
+          const count = checkRange("count", req.count || 1, 1, pingCountMax);
+          const intervalMs = checkRange("interval_ms", req.intervalMs || 1_000, 10, 60_000);
+          const timeoutMs = checkRange("timeout_ms", req.timeoutMs || 1_000, 1, 60_000);
+          return host.datapath.ping(checkName("vm_id", req.vmId), parseIp(req.targetIp), count, intervalMs, timeoutMs);
+        }),
       ],
     );
     // The server must have the subscriptions before callers are told the hosts serve.
     await bus.flush();
+    agent.underlay.start();
     agent.scheduleBeats();
     // First registrations spread over an interval, so a thousand hosts do not ask the controller at once.
     const spreadMs = config.heartbeatIntervalMs / Math.max(1, agent.hosts.size);
@@ -298,6 +337,7 @@ export class HostAgent implements RunningRole {
     this.retryTimer?.cancel();
     this.checkTimer?.cancel();
     this.following?.stop();
+    this.underlay.stop();
     for (const host of this.hosts.values()) host.stop();
     await this.service?.stop();
   }

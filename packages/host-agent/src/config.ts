@@ -6,6 +6,7 @@ import { checkName, invalidArgument, type Settings, type SettingsSpec } from "@s
 import { bootBlocksMax, heartbeatIntervalMsMax, heartbeatIntervalMsMin, hostsPerAgentMax } from "./limits.js";
 import type { HostCapacity } from "./host.js";
 import type { VmTiming } from "./vm.js";
+import { failModes, inactivityProbeMsDefault, type FailMode } from "./network/controller-link.js";
 
 /** Flags of the host-agent process, merged with the bus's common ones by runProcess. */
 export const hostAgentSettings = {
@@ -50,6 +51,20 @@ export const hostAgentSettings = {
     max: heartbeatIntervalMsMax,
     help: "heartbeat interval until the controller's registration reply sets it",
   },
+  "fail-mode": {
+    kind: "string",
+    env: "SIMDC_FAIL_MODE",
+    default: "secure",
+    help: "what each host's vswitch does when its controller is lost: secure (keep flows, install nothing new) or standalone (after 3 probe intervals flush and learn MACs)",
+  },
+  "inactivity-probe-ms": {
+    kind: "int",
+    env: "SIMDC_INACTIVITY_PROBE_MS",
+    default: inactivityProbeMsDefault,
+    min: 100,
+    max: 600_000,
+    help: "how often a vswitch probes its controller (simulated ms); lost after one probe interval without an answer",
+  },
   "test-faults": {
     kind: "bool",
     env: "SIMDC_TEST_FAULTS",
@@ -67,6 +82,8 @@ export interface AgentConfig {
   heartbeatIntervalMs: number;
   /** Whether the test-only faults are served. */
   testFaults: boolean;
+  failMode: FailMode;
+  inactivityProbeMs: number;
 }
 
 /**
@@ -89,7 +106,14 @@ export function agentConfigOf(settings: Settings<typeof hostAgentSettings>): Age
     },
     heartbeatIntervalMs: settings["heartbeat-interval-ms"],
     testFaults: settings["test-faults"],
+    failMode: checkFailMode(settings["fail-mode"]),
+    inactivityProbeMs: settings["inactivity-probe-ms"],
   };
+}
+
+function checkFailMode(text: string): FailMode {
+  if (!(failModes as readonly string[]).includes(text)) throw invalidArgument(`--fail-mode must be secure or standalone, got ${JSON.stringify(text)}`);
+  return text as FailMode;
 }
 
 /**

@@ -22,6 +22,10 @@ import { heartbeatIntervalMsMax, heartbeatIntervalMsMin, registerBackoff, regist
 import { backoffDelayMs } from "./timing.js";
 import type { DesiredVm, HostPlan } from "./validate.js";
 import { SimVm, type VmTiming } from "./vm.js";
+import { HostDatapath } from "./network/datapath.js";
+import type { Payload } from "./network/packets.js";
+import type { Tunnel } from "./network/section.js";
+import type { FailMode } from "./network/controller-link.js";
 
 import v1 = simdc.v1;
 
@@ -51,6 +55,11 @@ export interface SimHostOptions {
   onRealized(host: SimHost): void;
   /** Asked to send the host's heartbeat now (it just registered). */
   beatNow(host: SimHost): void;
+  /** What the host's vswitch does when its controller is lost, and how often it probes. */
+  failMode: FailMode;
+  inactivityProbeMs: number;
+  /** Sends an encapsulated packet over the underlay to another host. */
+  tunnel(fromHost: string, tunnel: Tunnel, headers: Uint32Array, payload: Payload, bytes: number): void;
 }
 
 /** The digest member of one VM's status, as host and controller both compute it. */
@@ -80,12 +89,24 @@ export class SimHost {
   /** Refused by the controller for good: another live agent holds this id. */
   private evicted = false;
   private realized = { generation: 0, epoch: 0, stateId: "" };
+  /** The host's vswitch, its ports and tunnels, and its guests' NICs. */
+  readonly datapath: HostDatapath;
 
   constructor(private readonly options: SimHostOptions) {
     this.id = options.hostId;
     this.bus = options.bus;
     this.logger = options.logger.child({ hostId: options.hostId });
     this.vmsMax = options.vmsMax ?? vmsPerHostMax;
+    this.datapath = new HostDatapath({
+      hostId: this.id,
+      clock: options.clock,
+      random: options.random,
+      logger: this.logger,
+      tunnel: (tunnel, headers, payload, bytes) => options.tunnel(this.id, tunnel, headers, payload, bytes),
+      failMode: options.failMode,
+      inactivityProbeMs: options.inactivityProbeMs,
+      probe: (timeoutMs) => this.probeController(timeoutMs),
+    });
   }
 
   /**
@@ -102,7 +123,11 @@ export class SimHost {
   /** Stops for good. A stopped host is a powered-off machine: its VMs end without a word. */
   stop(): void {
     this.stopping.abort();
-    for (const vm of this.vms.values()) vm.discard();
+    this.datapath.stop();
+    for (const vm of this.vms.values()) {
+      vm.discard();
+      this.datapath.setRunning(vm.id, false);
+    }
   }
 
   /** True once the controller has accepted this host's registration. */
@@ -160,6 +185,7 @@ export class SimHost {
       this.report(vm);
       changed.push(vm);
     }
+    this.datapath.apply(plan.network);
     this.realized = { generation: plan.generation, epoch: plan.epoch, stateId: plan.stateId };
     this.logger.debug({ generation: plan.generation, vms: this.vms.size }, "document realized");
     this.options.onRealized(this);
@@ -265,6 +291,17 @@ export class SimHost {
     });
   }
 
+  /** One echo to the controller, as this host (so a fault rule on the host cuts it). */
+  private async probeController(timeoutMs: number): Promise<boolean> {
+    if (!this.alive) return false;
+    try {
+      await this.bus.call(hostService.ProbeController, { hostId: this.id }, { scopeId: this.id, timeoutMs, source: this.id });
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
   /** Registers again now (the controller asked: it does not know this boot). */
   reregister(): void {
     if (!this.evicted) void this.register();
@@ -272,6 +309,7 @@ export class SimHost {
 
   private remove(vm: SimVm): void {
     vm.discard();
+    this.datapath.setRunning(vm.id, false);
     this.vms.delete(vm.id);
     const removed = v1.VmStatus.create({ ...vm.status(), state: v1.VmState.VM_STATE_REMOVED });
     this.publishStatus(removed);
@@ -280,7 +318,9 @@ export class SimHost {
 
   private report(vm: SimVm): void {
     if (!this.alive || this.vms.get(vm.id) !== vm) return;
-    this.publishStatus(vm.status());
+    const status = vm.status();
+    this.datapath.setRunning(vm.id, status.state === v1.VmState.VM_STATE_RUNNING);
+    this.publishStatus(status);
   }
 
   private publishStatus(status: v1.VmStatus): void {
@@ -336,6 +376,7 @@ export class SimHost {
 
   private evict(reason: string): void {
     this.evicted = true;
+    this.datapath.stop();
     for (const vm of this.vms.values()) vm.discard();
     this.logger.error({ reason }, "the controller refused this host: it stops and says nothing more");
   }

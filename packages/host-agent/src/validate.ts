@@ -7,6 +7,7 @@
 import { checkName, checkRange, invalidArgument } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 import { memoryMibPerVmMax, vcpusPerVmMax } from "./limits.js";
+import { checkNetworkSection, type NetworkSection } from "./network/section.js";
 
 import v1 = simdc.v1;
 
@@ -41,6 +42,7 @@ export interface HostPlan {
   epoch: number;
   stateId: string;
   vms: DesiredVm[];
+  network: NetworkSection;
 }
 
 /**
@@ -89,5 +91,5 @@ export function checkPlan(chunks: v1.HostDocument[], held?: (vmId: string) => De
       vms.push(vm);
     }
   }
-  return { generation, epoch: first.epoch, stateId: first.stateId, vms };
+  return { generation, epoch: first.epoch, stateId: first.stateId, vms, network: checkNetworkSection(first.network) };
 }

@@ -100,6 +100,8 @@ const portAliases: Record<string, string> = {
   icmp_code: "tp_dst",
   arp_spa: "nw_src",
   arp_tpa: "nw_dst",
+  // OpenFlow keeps the ARP opcode where an IP packet has its protocol.
+  arp_op: "nw_proto",
 };
 
 function parseMatchItem(match: Map<number, MatchField>, item: string): void {
@@ -137,7 +139,8 @@ function checkPrerequisites(match: Map<number, MatchField>, uses: number[], what
     // An ARP packet's addresses match as nw_src/nw_dst, but only an IP header's can be rewritten.
     if ((name === "nw_src" || name === "nw_dst") && what === "setting" && dlType !== ETH_IP) throw invalidArgument(`setting ${name} needs ip (dl_type=0x0800)`);
     if ((name === "nw_src" || name === "nw_dst") && dlType !== ETH_IP && dlType !== ETH_ARP) throw invalidArgument(`${what} ${name} needs ip or arp (dl_type=0x0800 or 0x0806)`);
-    if (name === "nw_proto" && dlType !== ETH_IP) throw invalidArgument(`${what} nw_proto needs ip (dl_type=0x0800)`);
+    if (name === "nw_proto" && what === "setting" && dlType !== ETH_IP) throw invalidArgument("setting nw_proto needs ip (dl_type=0x0800)");
+    if (name === "nw_proto" && dlType !== ETH_IP && dlType !== ETH_ARP) throw invalidArgument(`${what} nw_proto (arp_op) needs ip or arp (dl_type=0x0800 or 0x0806)`);
     if ((name === "tp_src" || name === "tp_dst") && (dlType !== ETH_IP || (proto !== 6n && proto !== 17n && proto !== 1n))) {
       throw invalidArgument(`${what} ${name} needs tcp, udp or icmp (ip with nw_proto=6, 17 or 1)`);
     }
@@ -211,7 +214,7 @@ function parseAction(text: string): Action {
  */
 export function parseFlow(line: string): FlowSpec {
   const text = line.trim();
-  const at = text.search(/(^|,)\s*actions=/);
+  const at = text.search(/(^|[,\s])\s*actions=/);
   if (at < 0) throw invalidArgument(`no actions= in ${JSON.stringify(text)}`);
   const head = text.slice(0, at);
   const actionsText = text.slice(text.indexOf("actions=", at) + "actions=".length);

@@ -63,6 +63,15 @@ function keyOf(packet: Packet, fieldIds: number[], masks: bigint[]): string {
   return key;
 }
 
+/** The shape of a match: which fields, under which masks. */
+function shapeOf(fieldIds: number[], masks: bigint[]): string {
+  return `${fieldIds.join(",")}/${masks.map((m) => m.toString(16)).join(",")}`;
+}
+
+function matchKey(spec: FlowSpec): string {
+  return spec.match.map((m) => `${m.value.toString(16)},`).join("");
+}
+
 /** One OpenFlow table: flows grouped by the shape of their match. */
 class FlowTable {
   private groups: MaskGroup[] = [];
@@ -71,13 +80,13 @@ class FlowTable {
   add(flow: Flow): Flow | undefined {
     const fieldIds = flow.match.map((m) => m.field);
     const masks = flow.match.map((m) => m.mask);
-    const shape = `${fieldIds.join(",")}/${masks.map((m) => m.toString(16)).join(",")}`;
-    let group = this.groups.find((g) => `${g.fieldIds.join(",")}/${g.masks.map((m) => m.toString(16)).join(",")}` === shape);
+    const shape = shapeOf(fieldIds, masks);
+    let group = this.groups.find((g) => shapeOf(g.fieldIds, g.masks) === shape);
     if (!group) {
       group = { fieldIds, masks, flows: new Map(), maxPriority: -1 };
       this.groups.push(group);
     }
-    const key = flow.match.map((m) => `${m.value.toString(16)},`).join("");
+    const key = matchKey(flow);
     const same = group.flows.get(key) ?? [];
     // A flow with the same match and priority replaces the one there (ovs-ofctl add-flow).
     const replaced = same.find((f) => f.priority === flow.priority);
@@ -95,9 +104,16 @@ class FlowTable {
     return replaced;
   }
 
+  /** The flow with exactly this priority and match. */
+  find(spec: FlowSpec): Flow | undefined {
+    const shape = shapeOf(spec.match.map((m) => m.field), spec.match.map((m) => m.mask));
+    const group = this.groups.find((g) => shapeOf(g.fieldIds, g.masks) === shape);
+    return group?.flows.get(matchKey(spec))?.find((f) => f.priority === spec.priority);
+  }
+
   remove(flow: Flow): void {
     if (!this.flows.delete(flow)) return;
-    const key = flow.match.map((m) => `${m.value.toString(16)},`).join("");
+    const key = matchKey(flow);
     for (const group of this.groups) {
       const list = group.flows.get(key);
       if (!list?.includes(flow)) continue;
@@ -165,6 +181,25 @@ export class Vswitch {
     return installed;
   }
 
+  /**
+   * Removes the one flow with exactly this table, priority and match
+   * (del-flows --strict). @returns whether there was one.
+   */
+  deleteFlowStrict(spec: FlowSpec): boolean {
+    const table = this.tables.get(spec.table);
+    const flow = table?.find(spec);
+    if (!table || !flow) return false;
+    table.remove(flow);
+    this.generation += 1;
+    return true;
+  }
+
+  /** The ports normal floods to (they change as NICs and tunnels come and go). */
+  setPorts(ports: number[]): void {
+    this.options.ports = ports;
+    this.generation += 1;
+  }
+
   /** Removes flows: all, those of one table, or those whose cookie matches under the mask. @returns how many. */
   deleteFlows(filter: { table?: number; cookie?: bigint; cookieMask?: bigint } = {}): number {
     let removed = 0;
@@ -191,8 +226,11 @@ export class Vswitch {
     return [...this.tables.entries()].sort((a, b) => a[0] - b[0]).flatMap(([, t]) => [...t.flows].sort((a, b) => b.priority - a.priority));
   }
 
-  dumpFlows(): string[] {
-    return this.flows().map((f) => `n_packets=${f.nPackets}, n_bytes=${f.nBytes}, ${formatFlow(f)}`);
+  /** As ovs-ofctl dump-flows prints them: every flow, or one table's. */
+  dumpFlows(table?: number): string[] {
+    return this.flows()
+      .filter((f) => table === undefined || f.table === table)
+      .map((f) => `n_packets=${f.nPackets}, n_bytes=${f.nBytes}, ${formatFlow(f)}`);
   }
 
   /** Removes the flows whose idle or hard timeout has passed. @returns them (flow-removed). */

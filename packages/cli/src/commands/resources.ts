@@ -6,6 +6,7 @@ import { computeService, hostService, storageService, type Bus } from "@simdc/bu
 import { invalidArgument } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 import { intFlag, parse, positionals, stringFlag, type FlagSpec, type Parsed } from "../args.js";
+import { vmPing } from "./vswitch.js";
 import { listAllHosts, listAllVms, listAllVolumes } from "../paging.js";
 import { ago, hostState, out, plain, powerState, printJson, printTable, vmState, volumeState, type OutputFormat } from "../output.js";
 
@@ -118,8 +119,22 @@ export const vmCreateFlags: FlagSpec = {
   "memory-mib": { type: "string" },
   "boot-volume": { type: "string" },
   off: { type: "boolean" },
+  nic: { type: "string", multiple: true },
   ...mutationFlags,
 };
+
+/** --nic NETWORK[,mac=MAC][,ip=ADDRESS], once a NIC. @throws SimdcError INVALID_ARGUMENT. */
+export function parseNic(text: string): v1.INicSpec {
+  const [network, ...options] = text.split(",");
+  const nic: v1.INicSpec = { network: network ?? "" };
+  for (const option of options) {
+    const [key, value = ""] = option.split("=");
+    if (key === "mac") nic.mac = value;
+    else if (key === "ip") nic.ip = value;
+    else throw invalidArgument(`--nic ${text}: write NETWORK[,mac=MAC][,ip=ADDRESS]`);
+  }
+  return nic;
+}
 
 function printVms(ctx: CommandContext, vms: v1.Vm.$Properties[]): void {
   if (ctx.output === "json") return printJson(vms.map((vm) => plain(v1.Vm, vm)));
@@ -155,6 +170,7 @@ export async function vmCommand(ctx: CommandContext, verb: string | undefined, a
           vcpus: intFlag(parsed.flags, "vcpus", 1, 0, 1_000_000),
           memoryMib: intFlag(parsed.flags, "memory-mib", 512, 0, 1_000_000_000),
           bootVolume,
+          nics: ((parsed.flags["nic"] as unknown as string[] | undefined) ?? []).map(parseNic),
         },
         powerState: parsed.flags["off"] ? v1.PowerState.POWER_STATE_OFF : v1.PowerState.POWER_STATE_ON,
         mutation: mutationOf(parsed.flags),
@@ -164,6 +180,8 @@ export async function vmCommand(ctx: CommandContext, verb: string | undefined, a
       out(`vm ${vm?.id} placed on ${placement?.hostId}: ${placement?.reason}${resultNote(result)}\n`);
       return;
     }
+    case "ping":
+      return vmPing(ctx, argv);
     case "list": {
       const parsed = parse(argv, { host: { type: "string" } });
       positionals(parsed, []);
@@ -193,7 +211,7 @@ export async function vmCommand(ctx: CommandContext, verb: string | undefined, a
       return;
     }
     default:
-      throw invalidArgument("usage: simdc vm create|list|get|delete|start|stop ...");
+      throw invalidArgument("usage: simdc vm create|list|get|delete|start|stop|ping ...");
   }
 }
 

@@ -8,10 +8,10 @@ import { createConnection } from "node:net";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { storageService, type Bus } from "@simdc/bus";
-import { failedPrecondition, freshSeed, seedMax, timeScaleMax, timeScaleMin, wallClock, wallNowMs } from "@simdc/common";
+import { failedPrecondition, freshSeed, invalidArgument, seedMax, timeScaleMax, timeScaleMin, wallClock, wallNowMs } from "@simdc/common";
 import { destination, pino } from "pino";
 import { simdc } from "@simdc/proto";
-import { intFlag, numberFlag, parse, positionals, type FlagSpec } from "../args.js";
+import { intFlag, numberFlag, parse, positionals, stringFlag, type FlagSpec } from "../args.js";
 import { connectCli, type GlobalOptions } from "../context.js";
 import { ensureNatsServer } from "../launch/nats-server.js";
 import { isRecordedProcess, readAnyUpRecord, readUpRecord, removeUpRecord, writeUpRecord } from "../supervisor/record.js";
@@ -40,6 +40,8 @@ export const upFlags: FlagSpec = {
   "memory-overcommit": { type: "string" },
   "ready-timeout-ms": { type: "string" },
   "test-faults": { type: "boolean" },
+  "fail-mode": { type: "string" },
+  "inactivity-probe-ms": { type: "string" },
 };
 
 const packagesDir = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
@@ -98,7 +100,16 @@ export async function upCommand(global: GlobalOptions, argv: string[]): Promise<
 
   const startedAt = wallNowMs();
   const run = { seed, timeScale, timeOriginMs: startedAt };
-  const supervisor = new Supervisor({ dataDir, natsBinary, natsPort, prefix, run, extraArgs: { controller: controllerArgs, "host-agent": f["test-faults"] ? ["--test-faults"] : [] }, logger, say });
+  const failMode = stringFlag(f, "fail-mode") ?? "secure";
+  if (failMode !== "secure" && failMode !== "standalone") throw invalidArgument(`--fail-mode must be secure or standalone, got ${JSON.stringify(failMode)}`);
+  const agentArgs = [
+    ...(f["test-faults"] ? ["--test-faults"] : []),
+    "--fail-mode",
+    failMode,
+    "--inactivity-probe-ms",
+    String(intFlag(f, "inactivity-probe-ms", 5_000, 100, 600_000)),
+  ];
+  const supervisor = new Supervisor({ dataDir, natsBinary, natsPort, prefix, run, extraArgs: { controller: controllerArgs, "host-agent": agentArgs }, logger, say });
   let stopping = false;
   const stop = async (signal: string): Promise<void> => {
     if (stopping) return;

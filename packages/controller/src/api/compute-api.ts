@@ -92,9 +92,11 @@ export function computeEndpoints(state: ControllerState): Endpoint<any, any>[] {
             throw resourceExhausted(detail ? `${placement.reason} (${detail})` : placement.reason);
           }
           const explained = v1.Placement.create({ hostId: placement.hostId, reason: placement.reason, rejected: placement.rejected });
+          // Addresses are taken last, once nothing else can refuse the create, and held until the record is written.
+          const nics = state.ports.assign(id, spec.nics, state.networks, () => state.macRandom.next());
           const vm = v1.Vm.create({
             id,
-            spec,
+            spec: v1.VmSpec.create({ ...spec, nics: nics.nics }),
             powerState,
             generation: 1,
             hostId: placement.hostId,
@@ -108,6 +110,7 @@ export function computeEndpoints(state: ControllerState): Endpoint<any, any>[] {
             await vms.records.write(id, v1.VmRecord.create({ vm, requestIds: withRequestId([], requestId) }), vms.entry(id)?.revision);
           } finally {
             release();
+            nics.release();
           }
           state.crash.reach("record-stored");
           state.events.publish("vm", id, "created", v1.EventKind.EVENT_KIND_VM_CREATED, `vm ${id} placed on ${vm.hostId}`);

@@ -40,6 +40,12 @@ export function callerId(subject: string, prefixTokens: number, claimed: string,
 
 export function hostEndpoints(state: ControllerState): Endpoint<any, any>[] {
   return [
+    endpoint(hostService.ProbeController, (req, msg) => {
+      // Only the active controller answers: a standby is not the vswitch's controller.
+      state.lease.requireActive();
+      callerId(msg.subject, state.bus.subjects.prefixTokens, req.hostId, "host_id");
+      return { controllerId: state.controllerId, epoch: state.lease.epoch };
+    }),
     endpoint(hostService.RegisterHost, async (req, msg) => {
       state.lease.requireActive();
       const id = callerId(msg.subject, state.bus.subjects.prefixTokens, req.hostId, "host_id");

@@ -3,7 +3,7 @@
 // stored; request ids make a retried create or delete act once.
 
 import { endpoint, networkService, type Endpoint } from "@simdc/bus";
-import { checkName } from "@simdc/common";
+import { checkName, failedPrecondition } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 import type { ControllerState } from "../state.js";
 import { withRequestId } from "../store/kinds.js";
@@ -56,7 +56,11 @@ export function networkEndpoints(state: ControllerState): Endpoint<any, any>[] {
         async () => {
           const id = checkName("network_id", req.networkId);
           const { revision } = networks.require(id);
-          // No NIC attaches to a network yet, so nothing holds one back.
+          const attached = [...state.ports.onNetwork(id)];
+          if (attached.length > 0) {
+            const names = attached.slice(0, 4).map((p) => `${p.vmId}.eth${p.index}`).join(", ");
+            throw failedPrecondition(`network ${id} has ${attached.length} NIC(s) attached (${names}); delete those VMs first`);
+          }
           await networks.remove(id, revision);
           state.crash.reach("record-stored");
           return { response: {}, hosts: [] };

@@ -26,6 +26,8 @@ export function checkVmSpec(spec: v1.VmSpec.$Properties | null | undefined): v1.
     vcpus: checkRange("spec.vcpus", spec.vcpus ?? 0, 1, vcpusPerVmMax),
     memoryMib: checkRange("spec.memory_mib", spec.memoryMib ?? 0, 1, memoryMibPerVmMax),
     bootVolume: checkName("spec.boot_volume", spec.bootVolume ?? ""),
+    // Checked against the networks and what other NICs hold when addresses are assigned.
+    nics: (spec.nics ?? []).map((nic) => v1.NicSpec.create(nic)),
   });
 }
 

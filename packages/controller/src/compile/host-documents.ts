@@ -54,6 +54,13 @@ interface Compiled {
   digest: number;
 }
 
+/** Where a host's share of the logical networks comes from (the SDN compiler). */
+export interface NetworkSections {
+  sectionOf(hostId: string): v1.HostNetwork | undefined;
+  /** Told which hosts' sections may have changed. */
+  onHostsChanged(listener: (hostIds: Iterable<string>) => void): void;
+}
+
 interface Waiter {
   resolve(generation: number): void;
   reject(err: Error): void;
@@ -111,7 +118,11 @@ export class HostDocuments {
     private readonly clock: Clock,
     private readonly crash: CrashPoints,
     private readonly chunkBytesMax = documentChunkBytesDefault,
+    private readonly network?: NetworkSections,
   ) {
+    network?.onHostsChanged((hostIds) => {
+      for (const hostId of hostIds) this.touch(hostId);
+    });
     for (const [key, entry] of docs.all()) this.observe(key, undefined, entry.value ? { value: entry.value, revision: entry.revision, epoch: entry.epoch } : undefined);
     docs.onChange((key, before, after) => this.observe(key, before, after));
     vms.onTargetChanged((hostId, vmId) => {
@@ -274,7 +285,9 @@ export class HostDocuments {
     // A host that never registered has no agent to key its document by; nothing is placed on it either.
     if (!host || this.held.has(hostId)) return stored?.generation ?? 0;
     const vms = this.compileVms(hostId);
-    const stateDigest = bytesDigest(new TextEncoder().encode(this.stateId));
+    const network = this.network?.sectionOf(hostId);
+    // The network section rides in chunk 0, so its digest counts there.
+    const stateDigest = (bytesDigest(new TextEncoder().encode(this.stateId)) + (network ? bytesDigest(encodeMessage(v1.HostNetwork, network)) : 0)) >>> 0;
     let digest = stateDigest;
     for (const vm of vms) digest = (digest + vm.digest) >>> 0;
     if (stored && !this.forced.has(hostId) && stored.agentId === host.agentId && this.isComplete(stored) && this.digestOf(stored) === digest) {
@@ -297,6 +310,7 @@ export class HostDocuments {
           chunkCount: chunks.length,
           vms: chunks[i]!.map((c) => c.vm),
           contentDigest,
+          network: i === 0 ? network : undefined,
         });
         await this.docs.put(documentKey(host.agentId, hostId, i), doc);
         if (i === 0) this.crash.reach("document-written");

@@ -1,0 +1,233 @@
+// The SDN on a live datacenter (`simdc up`, real processes, real NATS): VMs
+// get their addresses by DHCP from their host's vswitch and ping each other
+// across hosts over the overlay; a host gets only the flows of the networks
+// it has a port on; the controller killed, established pings go on (secure
+// mode keeps the flows) while nothing new can be configured; the vswitches
+// cut from their controller do not plug a new VM's port until the link
+// heals, then converge; in standalone mode the vswitch fails open after 3
+// probe intervals and forwards as a learning switch.
+
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { spawn } from "node:child_process";
+import { eventually } from "@simdc/testkit";
+import { cli, startUp, type UpDatacenter } from "./up-env.js";
+
+interface PingJson {
+  sourceIp: string;
+  sent: number;
+  received: number;
+  replies: { seq: number; received: boolean }[];
+}
+
+interface VmJson {
+  id: string;
+  hostId: string;
+  spec: { nics: { network: string; mac: string; ip: string }[] };
+  status: { state: string };
+}
+
+interface PortsJson {
+  failMode: string;
+  controllerConnected: boolean;
+  failOpen: boolean;
+  ports: { name: string; ip: string; up: boolean }[];
+}
+
+const probeMs = 500;
+
+async function setUp(dc: UpDatacenter): Promise<void> {
+  await dc.simdc("volume", "create", "boot", "--size-mib", "16");
+}
+
+async function vm(dc: UpDatacenter, id: string): Promise<VmJson> {
+  return dc.json<VmJson>("vm", "get", id);
+}
+
+/** Waits until the VM runs and its first NIC has its address from DHCP. */
+async function addressed(dc: UpDatacenter, id: string): Promise<VmJson> {
+  const v = await eventually(`vm ${id} running`, async () => {
+    const got = await vm(dc, id);
+    if (got.status.state !== "VM_STATE_RUNNING") throw new Error(got.status.state);
+    return got;
+  });
+  await eventually(`vm ${id} bound by DHCP`, async () => {
+    const ports = await dc.json<PortsJson>("ofctl", "dump-ports", v.hostId);
+    const port = ports.ports.find((p) => p.name === `${id}.eth0`);
+    if (port?.ip !== v.spec.nics[0]!.ip) throw new Error(`${id}.eth0 has ${port?.ip}`);
+    return true;
+  });
+  return v;
+}
+
+/** A background `simdc vm ping`, its JSON when it ends. */
+function backgroundPing(dc: UpDatacenter, args: string[]): Promise<PingJson> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [cli, "--data-dir", dc.dataDir, "-o", "json", "vm", "ping", ...args], { stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    let err = "";
+    child.stdout.on("data", (c: Buffer) => (out += c.toString()));
+    child.stderr.on("data", (c: Buffer) => (err += c.toString()));
+    child.once("exit", (code) => (code === 0 ? resolve(JSON.parse(out) as PingJson) : reject(new Error(`ping exited ${code}: ${err}`))));
+  });
+}
+
+describe("sdn: overlay networks, secure mode", () => {
+  let dc: UpDatacenter;
+
+  beforeAll(async () => {
+    dc = await startUp(["--hosts", "3", "--inactivity-probe-ms", String(probeMs), "--fail-mode", "secure"]);
+    await setUp(dc);
+    await dc.simdc("net", "create", "blue", "--mode", "host-only", "--subnet", "10.1.0.0/24");
+    await dc.simdc("net", "create", "red", "--mode", "nat", "--subnet", "10.2.0.0/24");
+  }, 120_000);
+
+  afterAll(async () => {
+    await dc?.stop();
+  });
+
+  it("sdn: VMs on different hosts get their addresses by DHCP and ping each other over the overlay", async () => {
+    await dc.simdc("vm", "create", "b1", "--boot-volume", "boot", "--nic", "blue");
+    await dc.simdc("vm", "create", "b2", "--boot-volume", "boot", "--nic", "blue,ip=10.1.0.20");
+    const b1 = await addressed(dc, "b1");
+    const b2 = await addressed(dc, "b2");
+    expect(b1.hostId).not.toBe(b2.hostId);
+    expect(b1.spec.nics[0]).toMatchObject({ network: "blue", ip: "10.1.0.2" });
+    expect(b1.spec.nics[0]!.mac).toMatch(/^02(:[0-9a-f]{2}){5}$/);
+    expect(b2.spec.nics[0]!.ip).toBe("10.1.0.20");
+    const ping = await dc.json<PingJson>("vm", "ping", "b1", "10.1.0.20", "-c", "3", "-i", "100ms");
+    expect(ping).toMatchObject({ sourceIp: "10.1.0.2", sent: 3, received: 3 });
+    // An address nobody holds answers nothing.
+    const nobody = await dc.json<PingJson>("vm", "ping", "b1", "10.1.0.99", "-c", "1", "-W", "300ms");
+    expect(nobody.received).toBe(0);
+  });
+
+  it("sdn: a host gets only the flows of networks it has a port on; hand edits of controller tables are refused", async () => {
+    await dc.simdc("vm", "create", "r1", "--boot-volume", "boot", "--nic", "red");
+    const r1 = await addressed(dc, "r1");
+    const b1 = await vm(dc, "b1");
+    const b2 = await vm(dc, "b2");
+    for (const host of ["host-1", "host-2", "host-3"]) {
+      const flows = await dc.simdc("ofctl", "dump-flows", host);
+      const hasBlue = [b1.hostId, b2.hostId].includes(host);
+      const hasRed = r1.hostId === host;
+      expect(flows.includes("metadata=0x1"), `${host} blue flows`).toBe(hasBlue);
+      expect(flows.includes("metadata=0x2"), `${host} red flows`).toBe(hasRed);
+    }
+    // Tenants apart: a blue VM reaches no red address (no flow, no ARP answer).
+    const across = await dc.json<PingJson>("vm", "ping", "b1", r1.spec.nics[0]!.ip, "-c", "1", "-W", "300ms").catch((err: Error) => err);
+    expect(String(across instanceof Error ? across.message : across.received)).toMatch(/on no subnet|^0$/);
+    await expect(dc.simdc("ofctl", "add-flow", b1.hostId, "table=0,priority=200,actions=drop")).rejects.toThrow(/PERMISSION_DENIED.*controller's/);
+    await expect(dc.simdc("ofctl", "add-flow", b1.hostId, "table=0,priority=200,nw_src=10.0.0.1,actions=drop")).rejects.toThrow(/INVALID_ARGUMENT.*needs ip or arp/);
+    // A table of its own is the user's; del-flows with no table leaves the controller's alone.
+    expect(await dc.simdc("ofctl", "add-flow", b1.hostId, "table=50,priority=1,actions=drop")).toMatch(/1 flow\(s\) added/);
+    const before = (await dc.simdc("ofctl", "dump-flows", b1.hostId)).split("\n").length;
+    expect(await dc.simdc("ofctl", "del-flows", b1.hostId)).toMatch(/1 flow\(s\) deleted/);
+    expect((await dc.simdc("ofctl", "dump-flows", b1.hostId)).split("\n").length).toBe(before - 1);
+  });
+
+  it("sdn: NIC addresses are checked: taken, outside the subnet, an unknown network; a network with NICs cannot be deleted", async () => {
+    await expect(dc.simdc("vm", "create", "x1", "--boot-volume", "boot", "--nic", "blue,ip=10.1.0.20")).rejects.toThrow(/ALREADY_EXISTS.*10.1.0.20 is in use/);
+    await expect(dc.simdc("vm", "create", "x2", "--boot-volume", "boot", "--nic", "blue,ip=10.9.0.5")).rejects.toThrow(/INVALID_ARGUMENT.*in none of network blue's subnets/);
+    await expect(dc.simdc("vm", "create", "x3", "--boot-volume", "boot", "--nic", "green")).rejects.toThrow(/NOT_FOUND.*network green does not exist/);
+    const mac = (await vm(dc, "b1")).spec.nics[0]!.mac;
+    await expect(dc.simdc("vm", "create", "x4", "--boot-volume", "boot", "--nic", `blue,mac=${mac}`)).rejects.toThrow(/ALREADY_EXISTS.*MAC/);
+    await expect(dc.simdc("vm", "create", "x5", "--boot-volume", "boot", "--nic", "blue,mac=01:00:00:00:00:01")).rejects.toThrow(/INVALID_ARGUMENT.*unicast/);
+    await expect(dc.simdc("net", "delete", "blue")).rejects.toThrow(/FAILED_PRECONDITION.*NIC/);
+    for (const id of ["x1", "x2", "x3", "x4", "x5"]) await expect(dc.simdc("vm", "get", id)).rejects.toThrow(/NOT_FOUND/);
+  });
+
+  it("sdn: the controller killed, an established ping goes on; nothing new is configured until it returns, then a new VM's port comes up", async () => {
+    const b1 = await vm(dc, "b1");
+    // Its host and agent named, so the ping never needs the controller.
+    const ping = backgroundPing(dc, ["b1", "10.1.0.20", "-c", "60", "-i", "100ms", "--host", b1.hostId, "--agent", b1.hostId.replace("host", "agent")]);
+    const flowsBefore = await dc.simdc("ofctl", "dump-flows", "host-1", "--agent", "agent-1");
+    await dc.simdc("fault", "kill", "controller-1");
+    await eventually("host-1's vswitch lost its controller", async () => {
+      const ports = await dc.json<PortsJson>("ofctl", "dump-ports", "host-1", "--agent", "agent-1");
+      if (ports.controllerConnected) throw new Error("still connected");
+      expect(ports).toMatchObject({ failMode: "secure", failOpen: false });
+      return true;
+    });
+    // Secure: the flows stay as they were.
+    const strip = (text: string) => text.replace(/n_packets=\d+, n_bytes=\d+, /g, "");
+    expect(strip(await dc.simdc("ofctl", "dump-flows", "host-1", "--agent", "agent-1"))).toBe(strip(flowsBefore));
+    await expect(dc.simdc("vm", "create", "b3", "--boot-volume", "boot", "--nic", "blue")).rejects.toThrow(/UNAVAILABLE/);
+    const result = await ping;
+    expect(result.received, JSON.stringify(result.replies.filter((r) => !r.received))).toBe(60);
+    await dc.simdc("fault", "restart", "controller-1");
+    await eventually("the controller back", () => dc.simdc("vm", "create", "b3", "--boot-volume", "boot", "--nic", "blue", "--wait", "hosts"), 30_000);
+    const b3 = await addressed(dc, "b3");
+    expect((await dc.json<PingJson>("vm", "ping", "b1", b3.spec.nics[0]!.ip, "-c", "2", "-i", "100ms")).received).toBe(2);
+  }, 90_000);
+
+  it("sdn: vswitches cut from their controller do not plug a new VM's port until the link heals, and established traffic goes on", async () => {
+    await dc.simdc("fault", "add", "openflow-cut", "--action", "drop", "--subject", "*.api.v1.HostService.ProbeController.>", "--wait");
+    await eventually("every vswitch lost its controller", async () => {
+      for (const host of ["host-1", "host-2", "host-3"]) {
+        const ports = await dc.json<PortsJson>("ofctl", "dump-ports", host);
+        if (ports.controllerConnected) throw new Error(`${host} still connected`);
+      }
+      return true;
+    });
+    // The controller itself is up: the VM is created and runs, but no vswitch installs its port.
+    await dc.simdc("vm", "create", "b4", "--boot-volume", "boot", "--nic", "blue");
+    const b4 = await eventually("b4 running", async () => {
+      const got = await vm(dc, "b4");
+      if (got.status.state !== "VM_STATE_RUNNING") throw new Error(got.status.state);
+      return got;
+    });
+    const ports = await dc.json<PortsJson>("ofctl", "dump-ports", b4.hostId);
+    expect(ports.ports.map((p) => p.name)).not.toContain("b4.eth0");
+    expect((await dc.json<PingJson>("vm", "ping", "b1", b4.spec.nics[0]!.ip, "-c", "1", "-W", "300ms")).received).toBe(0);
+    expect((await dc.json<PingJson>("vm", "ping", "b1", "10.1.0.20", "-c", "2", "-i", "100ms")).received).toBe(2);
+    await dc.simdc("fault", "clear", "openflow-cut", "--wait");
+    await addressed(dc, "b4");
+    expect((await dc.json<PingJson>("vm", "ping", "b1", b4.spec.nics[0]!.ip, "-c", "2", "-i", "100ms")).received).toBe(2);
+  }, 90_000);
+});
+
+describe("sdn: standalone mode", () => {
+  let dc: UpDatacenter;
+
+  beforeAll(async () => {
+    dc = await startUp(["--hosts", "2", "--inactivity-probe-ms", String(probeMs), "--fail-mode", "standalone"]);
+    await setUp(dc);
+    await dc.simdc("net", "create", "blue", "--mode", "host-only", "--subnet", "10.1.0.0/24");
+  }, 120_000);
+
+  afterAll(async () => {
+    await dc?.stop();
+  });
+
+  it("sdn: standalone vswitches fail open after 3 probe intervals, forward by MAC learning, and resync when the controller returns", async () => {
+    await dc.simdc("vm", "create", "s1", "--boot-volume", "boot", "--nic", "blue");
+    await dc.simdc("vm", "create", "s2", "--boot-volume", "boot", "--nic", "blue");
+    const s1 = await addressed(dc, "s1");
+    const s2 = await addressed(dc, "s2");
+    expect(s1.hostId).not.toBe(s2.hostId);
+    const compiled = await dc.simdc("ofctl", "dump-flows", s1.hostId, "--agent", s1.hostId.replace("host", "agent"));
+    await dc.simdc("fault", "kill", "controller-1");
+    const agent = s1.hostId.replace("host", "agent");
+    // Each vswitch fails open on its own probe timer: both must have before traffic crosses learning switches only.
+    await eventually("both vswitches failed open", async () => {
+      for (const host of [s1.hostId, s2.hostId]) {
+        const ports = await dc.json<PortsJson>("ofctl", "dump-ports", host, "--agent", host.replace("host", "agent"));
+        if (!ports.failOpen) throw new Error(`${host} not yet`);
+      }
+      return true;
+    });
+    const flows = await dc.simdc("ofctl", "dump-flows", s1.hostId, "--agent", agent);
+    expect(flows).toMatch(/priority=0 actions=normal/);
+    expect(flows).not.toMatch(/goto_table/);
+    // Learning switches on both sides: ARP floods, answers are learned, echoes go through.
+    const ping = await dc.json<PingJson>("vm", "ping", "s1", s2.spec.nics[0]!.ip, "--host", s1.hostId, "--agent", agent, "-c", "3", "-i", "100ms");
+    expect(ping.received).toBe(3);
+    await dc.simdc("fault", "restart", "controller-1");
+    await eventually("s1's vswitch resynced", async () => {
+      const now = await dc.simdc("ofctl", "dump-flows", s1.hostId, "--agent", agent);
+      const strip = (text: string) => text.replace(/n_packets=\d+, n_bytes=\d+, /g, "");
+      expect(strip(now)).toBe(strip(compiled));
+      return true;
+    }, 30_000);
+  }, 90_000);
+});

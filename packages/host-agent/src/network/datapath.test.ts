@@ -1,0 +1,176 @@
+// Two hosts' data planes on the manual clock, their tunnels joined directly
+// (pure logic: what NATS carries is proven by the e2e): DHCP's timers as RFC
+// 2131 puts them (a 3600 s lease renews at 1800 s, rebinds at 3150 s, is
+// dead at 3600 s), a ping across the overlay, the fail modes at the times
+// OVS keeps (secure keeps its flows for good; standalone flushes and learns
+// after 3 probe intervals), a section held back while the controller is
+// lost, and hand edits refused on the controller's tables.
+
+import { describe, expect, it } from "vitest";
+import { createLogger, ManualClock } from "@simdc/common";
+import { simdc } from "@simdc/proto";
+import { parseIp } from "@simdc/vswitch";
+import { HostDatapath } from "./datapath.js";
+import type { FailMode } from "./controller-link.js";
+import { checkNetworkSection } from "./section.js";
+
+import v1 = simdc.v1;
+
+const logger = createLogger({ service: "test", id: "datapath", level: "silent" });
+const macA = "02:00:00:00:00:0a";
+const macB = "02:00:00:00:00:0b";
+
+/** What the controller would give host `self` for vm a (on h1) and vm b (on h2) on one network, VNI 7. */
+function section(self: "h1" | "h2", extra: v1.IVswitchPort[] = []): v1.IHostNetwork {
+  const [mine, theirs] = self === "h1" ? [macA, macB] : [macB, macA];
+  const ip = self === "h1" ? "10.0.0.2" : "10.0.0.3";
+  const other = self === "h1" ? "h2" : "h1";
+  return {
+    ports: [{ ofport: 1, vmId: self === "h1" ? "a" : "b", nicIndex: 0, networkId: "n", segmentId: 7, mac: mine, ip, prefixLength: 24, gateway: "10.0.0.1", leaseS: 3600 }, ...extra],
+    tunnels: [{ ofport: 0xf000, hostId: other, agentId: `agent-${other}` }],
+    flows: [
+      `table=0,priority=100,in_port=1,dl_src=${mine} actions=set_field:0x7->metadata,goto_table:10`,
+      "table=0,priority=100,in_port=61440,tun_id=0x7 actions=set_field:0x7->metadata,goto_table:30",
+      "table=10,priority=110,metadata=0x7,udp,tp_src=68,tp_dst=67 actions=controller",
+      "table=10,priority=110,metadata=0x7,arp,arp_op=1 actions=controller",
+      "table=10,priority=0 actions=goto_table:20",
+      `table=20,priority=100,metadata=0x7,dl_dst=${mine} actions=output:1`,
+      `table=20,priority=100,metadata=0x7,dl_dst=${theirs} actions=set_field:0x7->tun_id,output:61440`,
+      `table=30,priority=100,metadata=0x7,dl_dst=${mine} actions=output:1`,
+    ],
+    neighbors: [
+      { segmentId: 7, ip: "10.0.0.2", mac: macA },
+      { segmentId: 7, ip: "10.0.0.3", mac: macB },
+    ],
+    controllerTables: 40,
+  };
+}
+
+function pair(failMode: FailMode = "secure") {
+  const clock = new ManualClock();
+  const answering = { value: true };
+  const hosts = new Map<string, HostDatapath>();
+  const make = (hostId: string) =>
+    new HostDatapath({
+      hostId,
+      clock,
+      random: () => 0.5,
+      logger,
+      // The wire, joined directly: a packet leaves one host and enters the other.
+      tunnel: (tunnel, headers, payload, bytes) => queueMicrotask(() => hosts.get(tunnel.hostId)?.fromUnderlay(hostId, Array.from(headers), payload, bytes)),
+      failMode,
+      inactivityProbeMs: 5_000,
+      probe: () => Promise.resolve(answering.value),
+    });
+  hosts.set("h1", make("h1"));
+  hosts.set("h2", make("h2"));
+  const h1 = hosts.get("h1")!;
+  const h2 = hosts.get("h2")!;
+  h1.apply(checkNetworkSection(section("h1")));
+  h2.apply(checkNetworkSection(section("h2")));
+  return { clock, h1, h2, answering };
+}
+
+const portOf = (dp: HostDatapath, name: string) => dp.dumpPorts().find((p) => p.name === name)!;
+const controllerFlows = (dp: HostDatapath) => dp.dumpFlows(-1).map((l) => l.replace(/n_packets=\d+, n_bytes=\d+, /, ""));
+
+describe("datapath", () => {
+  it("dhcp: DORA at link up; a 3600 s lease renews at 1800 s, rebinds at 3150 s with no answer, and is dead at 3600 s", async () => {
+    const { clock, h1 } = pair();
+    h1.setRunning("a", true);
+    await clock.advanceAsync(0);
+    expect(portOf(h1, "a.eth0")).toMatchObject({ ip: "10.0.0.2", dhcp: "bound" });
+    const packetIns = h1.packetIns;
+    expect(packetIns).toBe(2); // DISCOVER and REQUEST
+    await clock.advanceAsync(1_800_000 - 1);
+    expect(portOf(h1, "a.eth0").dhcp).toBe("bound");
+    await clock.advanceAsync(1);
+    // Renewed (unicast REQUEST, ACK) and bound again for a fresh lease.
+    expect(h1.packetIns).toBe(packetIns + 1);
+    expect(portOf(h1, "a.eth0").dhcp).toBe("bound");
+    // The server stops answering: from the next T1 the client renews, then rebinds, then loses the address.
+    h1.modFlows(["table=10"], true, true);
+    const boundAt = clock.nowMs();
+    await clock.advanceAsync(boundAt + 1_800_000 - clock.nowMs());
+    expect(portOf(h1, "a.eth0").dhcp).toBe("renewing");
+    await clock.advanceAsync(boundAt + 3_150_000 - 1 - clock.nowMs());
+    expect(portOf(h1, "a.eth0").dhcp).toBe("renewing");
+    await clock.advanceAsync(1);
+    expect(portOf(h1, "a.eth0").dhcp).toBe("rebinding");
+    expect(portOf(h1, "a.eth0").ip).toBe("10.0.0.2");
+    await clock.advanceAsync(boundAt + 3_600_000 - clock.nowMs());
+    expect(portOf(h1, "a.eth0")).toMatchObject({ ip: "", dhcp: "selecting" });
+  });
+
+  it("ping: across the overlay, with ARP answered by the local responder; a stopped VM cannot ping", async () => {
+    const { clock, h1, h2 } = pair();
+    h1.setRunning("a", true);
+    h2.setRunning("b", true);
+    await clock.advanceAsync(0);
+    const ping = h1.ping("a", parseIp("10.0.0.3"), 3, 1_000, 1_000);
+    await clock.advanceAsync(3_000);
+    expect(await ping).toMatchObject({ sourceIp: "10.0.0.2", sent: 3, received: 3 });
+    expect(portOf(h1, "tun-h2")).toMatchObject({ txPackets: 3, rxPackets: 3 });
+    expect(portOf(h2, "b.eth0")).toMatchObject({ txPackets: 3 + 2, rxPackets: 3 + 2 });
+    h1.setRunning("a", false);
+    await expect(h1.ping("a", parseIp("10.0.0.3"), 1, 1_000, 1_000)).rejects.toMatchObject({ code: "FAILED_PRECONDITION" });
+    await expect(h1.ping("zz", parseIp("10.0.0.3"), 1, 1_000, 1_000)).rejects.toMatchObject({ code: "NOT_FOUND" });
+  });
+
+  it("fail modes: secure keeps its flows and installs nothing new while the controller is lost, then installs what came meanwhile", async () => {
+    const { clock, h1, answering } = pair("secure");
+    const flows = controllerFlows(h1);
+    answering.value = false;
+    await clock.advanceAsync(10_000);
+    expect(h1.link.connected).toBe(false);
+    // A newer section comes (a VM c on this host) while lost: held back.
+    h1.apply(checkNetworkSection(section("h1", [{ ofport: 2, vmId: "c", networkId: "n", segmentId: 7, mac: "02:00:00:00:00:0c", ip: "10.0.0.4", prefixLength: 24, leaseS: 3600 }])));
+    await clock.advanceAsync(3_600_000);
+    expect(controllerFlows(h1)).toEqual(flows);
+    expect(h1.dumpPorts().map((p) => p.name)).toEqual(["a.eth0", "tun-h2"]);
+    answering.value = true;
+    await clock.advanceAsync(5_000);
+    expect(h1.link.connected).toBe(true);
+    expect(h1.dumpPorts().map((p) => p.name)).toEqual(["a.eth0", "c.eth0", "tun-h2"]);
+  });
+
+  it("fail modes: standalone flushes and learns after 3 probe intervals (15 s at the default 5 s), and resyncs when the controller answers", async () => {
+    const { clock, h1, answering } = pair("standalone");
+    const flows = controllerFlows(h1);
+    answering.value = false;
+    await clock.advanceAsync(14_999);
+    expect(controllerFlows(h1)).toEqual(flows);
+    await clock.advanceAsync(1);
+    expect(h1.link.failOpen).toBe(true);
+    expect(controllerFlows(h1)).toEqual(["table=0,priority=0 actions=normal"]);
+    answering.value = true;
+    await clock.advanceAsync(5_000);
+    expect(h1.link.failOpen).toBe(false);
+    expect(controllerFlows(h1)).toEqual(flows);
+  });
+
+  it("hand edits: the controller's tables are refused unless forced; a bad line changes nothing; the next section puts them back", () => {
+    const { h1 } = pair();
+    const flows = controllerFlows(h1);
+    expect(() => h1.modFlows(["table=0,priority=1,actions=drop"], false, false)).toThrow(/PERMISSION_DENIED|controller's/);
+    expect(() => h1.modFlows(["table=50,priority=1,actions=drop", "table=51,nw_src=1.2.3.4,actions=drop"], false, false)).toThrow(/flow 2: matching nw_src needs ip or arp/);
+    expect(() => h1.modFlows(["table=0"], true, false)).toThrow(/controller's/);
+    expect(() => h1.modFlows(["tabel=1"], true, false)).toThrow(/INVALID_ARGUMENT|write table=N/);
+    expect(controllerFlows(h1)).toEqual(flows);
+    expect(h1.modFlows(["table=0"], true, true)).toBe(2);
+    h1.apply(checkNetworkSection(section("h1")));
+    expect(controllerFlows(h1)).toEqual(flows);
+  });
+
+  it("bad sections: a bad flow, an ofport used twice or a tunnel numbered as a VM port is refused", () => {
+    const bad = (change: (s: v1.IHostNetwork) => void) => {
+      const s = section("h1");
+      change(s);
+      return () => checkNetworkSection(s);
+    };
+    expect(bad((s) => s.flows!.push("table=0,actions=output:x"))).toThrow(/flows\[8\]/);
+    expect(bad((s) => (s.tunnels![0]!.ofport = 1))).toThrow(/ofport 1 is not in 61440/);
+    expect(bad((s) => s.ports!.push({ ...s.ports![0], vmId: "z" }))).toThrow(/used twice/);
+    expect(bad((s) => (s.ports![0]!.mac = "nope"))).toThrow(/INVALID_ARGUMENT|MAC/i);
+  });
+});

@@ -1,0 +1,461 @@
+// One host's share of the SDN data plane: its vswitch with the flows the
+// controller compiled, the VM NIC ports and the tunnels to other hosts, the
+// local services the flows send packets to (DHCP and the ARP responder,
+// answered here from what the controller pushed, as OVN's pinctrl does, so
+// addressing goes on without the controller), and the guests' NIC stacks.
+// A document's flows are applied as one step: the difference between what
+// is installed and what is wanted, with no moment without flows.
+
+import { failedPrecondition, invalidArgument, notFound, SimdcError, type Clock, type Logger } from "@simdc/common";
+import { simdc } from "@simdc/proto";
+import { formatFlow, formatIp, formatMac, fromWords, packetWords, parseFlow, toWords, Vswitch, type FlowSpec, type Packet } from "@simdc/vswitch";
+import { ControllerLink, type FailMode } from "./controller-link.js";
+import { GuestNic } from "./guest.js";
+import {
+  arp,
+  ARP_REPLY,
+  ARP_REQUEST,
+  arpBytes,
+  DHCP_CLIENT_PORT,
+  DHCP_SERVER_PORT,
+  dhcpBytes,
+  DhcpType,
+  DL_SRC,
+  DL_TYPE,
+  ETH_ARP,
+  IN_PORT,
+  ipv4,
+  METADATA,
+  NW_DST,
+  NW_PROTO,
+  NW_SRC,
+  PROTO_UDP,
+  sameSubnet,
+  scratchFields,
+  TP_DST,
+  TP_SRC,
+  type DhcpMessage,
+  type Payload,
+} from "./packets.js";
+import { noNetwork, type NetworkSection, type NicPort, type Tunnel } from "./section.js";
+
+import v1 = simdc.v1;
+
+/** VXLAN over IPv4: outer Ethernet, IP, UDP and the VXLAN header (RFC 7348). */
+export const overlayOverheadBytes = 50;
+/** The underlay's MTU; an inner frame larger than this less the overhead does not fit. */
+export const underlayMtuBytes = 1_500;
+export const pingCountMax = 10_000;
+
+export interface DatapathOptions {
+  hostId: string;
+  clock: Clock;
+  /** Seeded, in [0, 1). */
+  random: () => number;
+  logger: Logger;
+  /** Sends an encapsulated packet to another host's vswitch. */
+  tunnel(tunnel: Tunnel, headers: Uint32Array, payload: Payload, bytes: number): void;
+  failMode: FailMode;
+  inactivityProbeMs: number;
+  /** One echo to the controller: true when the active one answered in time. */
+  probe(timeoutMs: number): Promise<boolean>;
+}
+
+interface PortCounters {
+  rxPackets: number;
+  txPackets: number;
+  rxBytes: number;
+  txBytes: number;
+  drops: number;
+}
+
+/** The MAC the vswitch's DHCP server and ARP responder answer from, one per segment. */
+function serverMac(segment: bigint): bigint {
+  return 0x0a00_0000_0000n | (segment & 0xff_ffffn);
+}
+
+function nicName(port: NicPort): string {
+  return `${port.vmId}.eth${port.nicIndex}`;
+}
+
+function tunnelName(tunnel: Tunnel): string {
+  return `tun-${tunnel.hostId}`;
+}
+
+/** A flow's identity in its table: what add-flow would replace and del-flows --strict remove. */
+function flowKey(flow: FlowSpec): string {
+  const text = formatFlow({ ...flow, cookie: 0n, actions: [] });
+  return text.slice(0, text.lastIndexOf(" actions="));
+}
+
+export class HostDatapath {
+  readonly vswitch: Vswitch;
+  private section: NetworkSection = noNetwork;
+  private controllerTables = 0;
+  private readonly nicPorts = new Map<number, NicPort>();
+  private readonly nicByName = new Map<string, NicPort>();
+  private readonly tunnelPorts = new Map<number, Tunnel>();
+  private readonly tunnelByHost = new Map<string, Tunnel>();
+  /** Guests' NICs by `<vmId>.<nicIndex>`, and by the ofport they are plugged into. */
+  private readonly guests = new Map<string, GuestNic>();
+  private readonly guestByOfport = new Map<number, GuestNic>();
+  /** Port counters by port name (a NIC keeps its counts when the compiler renumbers its port). */
+  private readonly counters = new Map<string, PortCounters>();
+  private readonly running = new Set<string>();
+  packetIns = 0;
+  /** Packets that came over the underlay from a host this one has no tunnel to, or malformed. */
+  underlayRefused = 0;
+  mtuDrops = 0;
+  private nextEchoId = 1;
+  /** The controller connection: probed while the host has ports (a vswitch with no ports has nothing to lose). */
+  readonly link: ControllerLink;
+  /** The newest section, held back while the controller is lost. */
+  private deferred: NetworkSection | null = null;
+
+  constructor(private readonly options: DatapathOptions) {
+    this.vswitch = new Vswitch({ ports: [], now: () => options.clock.nowMs() });
+    const log = options.logger;
+    this.link = new ControllerLink({
+      mode: options.failMode,
+      probeMs: options.inactivityProbeMs,
+      clock: options.clock,
+      probe: options.probe,
+      onLost: () => log.warn({ failMode: options.failMode }, "vswitch lost its controller: flows kept, nothing new installed"),
+      onFailOpen: () => {
+        log.warn({ flows: this.vswitch.flows().length }, "vswitch fails open (standalone): flows flushed, forwarding as a learning switch");
+        this.vswitch.deleteFlows();
+        this.vswitch.addFlow("table=0,priority=0 actions=normal");
+      },
+      onBack: () => {
+        const section = this.deferred ?? this.section;
+        this.deferred = null;
+        log.info({ flows: section.flows.length }, "vswitch reconnected to its controller: resyncing its flows");
+        this.install(section);
+      },
+    });
+  }
+
+  stop(): void {
+    this.link.stop();
+  }
+
+  /** The section as last applied. */
+  get network(): NetworkSection {
+    return this.section;
+  }
+
+  /**
+   * Realizes a network section, or holds it while the controller is lost
+   * (a vswitch installs nothing its controller did not confirm).
+   */
+  apply(section: NetworkSection): void {
+    if (section.ports.length > 0) this.link.start();
+    if (this.link.running && !this.link.connected) {
+      this.deferred = section;
+      return;
+    }
+    this.install(section);
+    if (section.ports.length === 0) this.link.stop();
+  }
+
+  /**
+   * Installs a network section as one step: flows in the controller's
+   * tables made equal to it (flows that stay untouched, with their
+   * counters), ports and tunnels replaced, guests plugged and unplugged.
+   */
+  private install(section: NetworkSection): void {
+    const tablesEnd = Math.max(this.controllerTables, section.controllerTables);
+    const wanted = new Map<string, FlowSpec>();
+    for (const flow of section.flows) wanted.set(flowKey(flow), flow);
+    for (const flow of this.vswitch.flows()) {
+      if (flow.table >= tablesEnd) continue;
+      const key = flowKey(flow);
+      const want = wanted.get(key);
+      if (want && formatFlow(want) === formatFlow(flow)) wanted.delete(key);
+      else if (!want) this.vswitch.deleteFlowStrict(flow);
+    }
+    // Changed flows are replaced in place (same match and priority), never removed first.
+    for (const flow of wanted.values()) this.vswitch.addFlow(flow);
+    this.controllerTables = section.controllerTables || this.controllerTables;
+
+    this.nicPorts.clear();
+    this.nicByName.clear();
+    for (const port of section.ports) {
+      this.nicPorts.set(port.ofport, port);
+      this.nicByName.set(nicName(port), port);
+    }
+    this.tunnelPorts.clear();
+    this.tunnelByHost.clear();
+    for (const tunnel of section.tunnels) {
+      this.tunnelPorts.set(tunnel.ofport, tunnel);
+      this.tunnelByHost.set(tunnel.hostId, tunnel);
+    }
+    this.vswitch.setPorts([...this.nicPorts.keys(), ...this.tunnelPorts.keys()]);
+    const names = new Set([...section.ports.map(nicName), ...section.tunnels.map(tunnelName)]);
+    for (const name of this.counters.keys()) if (!names.has(name)) this.counters.delete(name);
+
+    const plugged = new Set<string>();
+    this.guestByOfport.clear();
+    for (const port of section.ports) {
+      const key = nicName(port);
+      plugged.add(key);
+      let guest = this.guests.get(key);
+      if (guest && guest.mac !== port.mac) {
+        guest.down();
+        guest = undefined;
+      }
+      if (!guest) {
+        guest = new GuestNic({
+          mac: port.mac,
+          clock: this.options.clock,
+          random: this.options.random,
+          send: (packet, payload, bytes) => this.inject(port.vmId, key, packet, payload, bytes),
+        });
+        this.guests.set(key, guest);
+        if (this.running.has(port.vmId)) guest.up();
+      }
+      this.guestByOfport.set(port.ofport, guest);
+    }
+    for (const [key, guest] of this.guests) {
+      if (plugged.has(key)) continue;
+      guest.down();
+      this.guests.delete(key);
+    }
+    this.section = section;
+  }
+
+  /** A VM started or stopped: its NICs' links come up (asking DHCP for an address) or go down. */
+  setRunning(vmId: string, running: boolean): void {
+    if (running === this.running.has(vmId)) return;
+    if (running) this.running.add(vmId);
+    else this.running.delete(vmId);
+    for (const port of this.section.ports) {
+      if (port.vmId !== vmId) continue;
+      const guest = this.guests.get(nicName(port));
+      if (running) guest?.up();
+      else guest?.down();
+    }
+  }
+
+  /** A packet from a guest NIC, into the vswitch at the NIC's current port. */
+  private inject(vmId: string, key: string, packet: Packet, payload: Payload, bytes: number): void {
+    if (!this.running.has(vmId)) return;
+    const port = this.nicByName.get(key);
+    if (!port) return;
+    this.forward(port.ofport, packet, payload, bytes, false);
+  }
+
+  /** A packet from another host's vswitch. Refused (counted) from a host this one has no tunnel to. */
+  fromUnderlay(fromHost: string, headers: readonly number[], payload: Payload, bytes: number): void {
+    const tunnel = this.tunnelByHost.get(fromHost);
+    if (!tunnel || headers.length !== packetWords) {
+      this.underlayRefused += 1;
+      return;
+    }
+    const packet = fromWords(Uint32Array.from(headers));
+    for (const f of scratchFields) packet[f] = 0n;
+    this.forward(tunnel.ofport, packet, payload, Math.max(0, bytes - overlayOverheadBytes), true);
+  }
+
+  private countersOf(ofport: number): PortCounters {
+    const nic = this.nicPorts.get(ofport);
+    const tunnel = this.tunnelPorts.get(ofport);
+    const name = nic ? nicName(nic) : tunnel ? tunnelName(tunnel) : `port-${ofport}`;
+    let c = this.counters.get(name);
+    if (!c) this.counters.set(name, (c = { rxPackets: 0, txPackets: 0, rxBytes: 0, txBytes: 0, drops: 0 }));
+    return c;
+  }
+
+  private forward(ofport: number, packet: Packet, payload: Payload, bytes: number, fromTunnel: boolean): void {
+    packet[IN_PORT] = BigInt(ofport);
+    const rx = this.countersOf(ofport);
+    rx.rxPackets += 1;
+    rx.rxBytes += bytes;
+    const verdict = this.vswitch.process(packet, bytes);
+    if (verdict.packetIns > 0) {
+      this.packetIns += 1;
+      this.localService(ofport, verdict.packet, payload);
+    }
+    if (verdict.outputs.length === 0 && verdict.packetIns === 0) rx.drops += 1;
+    for (const out of verdict.outputs) this.output(out, verdict.packet, payload, bytes, fromTunnel);
+  }
+
+  private output(ofport: number, packet: Packet, payload: Payload, bytes: number, fromTunnel: boolean): void {
+    const guest = this.guestByOfport.get(ofport);
+    if (guest) {
+      const tx = this.countersOf(ofport);
+      tx.txPackets += 1;
+      tx.txBytes += bytes;
+      const copy = [...packet];
+      // Delivered after this packet is done, so a guest's answer does not nest inside the forwarding of what it answers.
+      queueMicrotask(() => guest.receive(copy, payload));
+      return;
+    }
+    const tunnel = this.tunnelPorts.get(ofport);
+    // Split horizon: what came over a tunnel never leaves by one (the hosts are a full mesh).
+    if (!tunnel || fromTunnel) return;
+    if (bytes + overlayOverheadBytes > underlayMtuBytes) {
+      this.mtuDrops += 1;
+      return;
+    }
+    const tx = this.countersOf(ofport);
+    tx.txPackets += 1;
+    tx.txBytes += bytes + overlayOverheadBytes;
+    const copy = [...packet];
+    copy[IN_PORT] = 0n;
+    for (const f of scratchFields) copy[f] = 0n;
+    this.options.tunnel(tunnel, toWords(copy), payload, bytes + overlayOverheadBytes);
+  }
+
+  /** A local packet-in: DHCP and ARP answered from what the controller pushed, back out of the port they came in by. */
+  private localService(ofport: number, packet: Packet, payload: Payload): void {
+    const port = this.nicPorts.get(ofport);
+    if (!port) return;
+    const segment = packet[METADATA]!;
+    if (packet[NW_PROTO] === PROTO_UDP && packet[TP_SRC] === DHCP_CLIENT_PORT && packet[TP_DST] === DHCP_SERVER_PORT && payload.dhcp) {
+      const reply = this.dhcpReply(port, payload.dhcp);
+      const answer = ipv4(serverMac(port.segment), port.mac, port.gateway, port.ip, PROTO_UDP, DHCP_SERVER_PORT, DHCP_CLIENT_PORT);
+      this.output(ofport, answer, { dhcp: reply }, dhcpBytes, false);
+      return;
+    }
+    if (packet[DL_TYPE] === ETH_ARP && packet[NW_PROTO] === ARP_REQUEST) {
+      const mac = this.section.neighbors.get(segment)?.get(packet[NW_DST]!);
+      if (mac === undefined) return;
+      this.output(ofport, arp(ARP_REPLY, mac, packet[DL_SRC]!, packet[NW_DST]!, packet[NW_SRC]!), {}, arpBytes, false);
+    }
+  }
+
+  /** The vswitch's DHCP server: it offers and grants exactly the port's address. */
+  private dhcpReply(port: NicPort, request: DhcpMessage): DhcpMessage {
+    const grant = { xid: request.xid, address: port.ip, serverId: port.gateway, leaseS: port.leaseS, prefixLength: port.prefixLength, router: port.gateway };
+    if (request.type === DhcpType.Discover) return { type: DhcpType.Offer, ...grant };
+    if (request.type === DhcpType.Request && request.address === port.ip) return { type: DhcpType.Ack, ...grant };
+    return { type: DhcpType.Nak, ...grant, address: 0n };
+  }
+
+  /**
+   * The VM pings `target` from its NIC on the target's subnet: ARP, then
+   * `count` echoes `intervalMs` apart, each waiting `timeoutMs`.
+   * @throws SimdcError NOT_FOUND (no such NIC here), FAILED_PRECONDITION (not
+   * running, no address yet, target off every subnet of the VM).
+   */
+  async ping(vmId: string, target: bigint, count: number, intervalMs: number, timeoutMs: number): Promise<v1.PingResponse.$Properties> {
+    const ports = this.section.ports.filter((p) => p.vmId === vmId);
+    if (ports.length === 0) throw notFound(`vm ${vmId} has no NIC on host ${this.options.hostId}`);
+    if (!this.running.has(vmId)) throw failedPrecondition(`vm ${vmId} is not running`);
+    const port = ports.find((p) => sameSubnet(p.ip, target, p.prefixLength));
+    if (!port) throw failedPrecondition(`${formatIp(target)} is on no subnet of vm ${vmId}'s NICs (routing between subnets is not built yet)`);
+    const guest = this.guests.get(nicName(port))!;
+    if (guest.ip === 0n) throw failedPrecondition(`vm ${vmId}'s eth${port.nicIndex} has no address yet (DHCP ${guest.lease})`);
+    const id = this.nextEchoId++ & 0xffff;
+    const replies: Promise<v1.PingReply.$Properties>[] = [];
+    for (let seq = 1; seq <= count; seq++) {
+      if (seq > 1) await this.options.clock.sleep(intervalMs);
+      const mac = await guest.resolve(target, timeoutMs);
+      replies.push(
+        mac === undefined
+          ? Promise.resolve({ seq, received: false, rttMs: 0 })
+          : guest.echo(mac, target, id, seq, timeoutMs).then((rtt) => ({ seq, received: rtt !== undefined, rttMs: rtt ?? 0 })),
+      );
+    }
+    const done = await Promise.all(replies);
+    const rtts = done.filter((r) => r.received).map((r) => r.rttMs ?? 0);
+    return {
+      sourceIp: formatIp(guest.ip),
+      sent: count,
+      received: rtts.length,
+      rttMinMs: rtts.length ? Math.min(...rtts) : 0,
+      rttAvgMs: rtts.length ? rtts.reduce((a, b) => a + b, 0) / rtts.length : 0,
+      rttMaxMs: rtts.length ? Math.max(...rtts) : 0,
+      replies: done,
+    };
+  }
+
+  /** ovs-ofctl dump-flows: every flow, or one table's (table >= 0). */
+  dumpFlows(table: number): string[] {
+    return this.vswitch.dumpFlows(table < 0 ? undefined : table);
+  }
+
+  dumpPorts(): v1.VswitchPortStats.$Properties[] {
+    const out: v1.VswitchPortStats.$Properties[] = [];
+    const stats = (name: string) => {
+      const c = this.counters.get(name);
+      return { rxPackets: c?.rxPackets ?? 0, txPackets: c?.txPackets ?? 0, rxBytes: c?.rxBytes ?? 0, txBytes: c?.txBytes ?? 0, drops: c?.drops ?? 0 };
+    };
+    for (const port of this.section.ports) {
+      const guest = this.guestByOfport.get(port.ofport);
+      out.push({
+        ofport: port.ofport,
+        name: nicName(port),
+        mac: guest ? formatMac(port.mac) : "",
+        ip: guest && guest.ip !== 0n ? formatIp(guest.ip) : "",
+        up: this.running.has(port.vmId),
+        dhcp: guest?.lease ?? "down",
+        ...stats(nicName(port)),
+      });
+    }
+    for (const tunnel of this.section.tunnels) out.push({ ofport: tunnel.ofport, name: tunnelName(tunnel), up: true, ...stats(tunnelName(tunnel)) });
+    return out;
+  }
+
+  /**
+   * add-flow or del-flows by hand. Tables the controller owns are refused
+   * unless forced; every line is checked before anything changes.
+   * @throws SimdcError INVALID_ARGUMENT (bad syntax), PERMISSION_DENIED (a controller table, not forced).
+   */
+  modFlows(lines: string[], remove: boolean, force: boolean): number {
+    const owned = (table: number): void => {
+      if (!force && table < this.controllerTables) {
+        throw new SimdcError("PERMISSION_DENIED", `table ${table} is the controller's (tables 0-${this.controllerTables - 1}); use --force, and expect the next document to put it back`);
+      }
+    };
+    if (!remove) {
+      const flows = lines.map((line, i) => {
+        try {
+          return parseFlow(line);
+        } catch (err) {
+          throw invalidArgument(`flow ${i + 1}: ${(err as Error).message}`);
+        }
+      });
+      for (const flow of flows) owned(flow.table);
+      for (const flow of flows) this.vswitch.addFlow(flow);
+      return flows.length;
+    }
+    const filters = (lines.length ? lines : [""]).map(parseDeleteFilter);
+    for (const f of filters) if (f.table !== undefined) owned(f.table);
+    let removed = 0;
+    for (const f of filters) {
+      if (f.table !== undefined) removed += this.vswitch.deleteFlows(f);
+      // With no table named, only the tables open to hand edits, unless forced.
+      else for (const flow of this.vswitch.flows()) if ((force || flow.table >= this.controllerTables) && matchesCookie(flow.cookie, f)) removed += Number(this.vswitch.deleteFlowStrict(flow));
+    }
+    return removed;
+  }
+}
+
+interface DeleteFilter {
+  table?: number;
+  cookie?: bigint;
+  cookieMask?: bigint;
+}
+
+function matchesCookie(cookie: bigint, f: DeleteFilter): boolean {
+  if (f.cookie === undefined) return true;
+  const mask = f.cookieMask ?? -1n;
+  return (cookie & mask) === (f.cookie & mask);
+}
+
+/** "", "table=N", "cookie=V/M" or both, comma-separated. @throws SimdcError INVALID_ARGUMENT. */
+function parseDeleteFilter(text: string): DeleteFilter {
+  const out: DeleteFilter = {};
+  for (const item of text.split(",").map((s) => s.trim()).filter(Boolean)) {
+    const [key, value = ""] = item.split("=");
+    if (key === "table" && /^\d+$/.test(value) && Number(value) <= 254) out.table = Number(value);
+    else if (key === "cookie" && /^(0x[0-9a-f]+|\d+)(\/(0x[0-9a-f]+|\d+))?$/i.test(value)) {
+      const [v, m] = value.split("/");
+      out.cookie = BigInt(v!);
+      if (m) out.cookieMask = BigInt(m);
+    } else throw invalidArgument(`del-flows filter ${JSON.stringify(item)}: write table=N or cookie=VALUE/MASK`);
+  }
+  return out;
+}

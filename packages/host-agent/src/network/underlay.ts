@@ -1,0 +1,98 @@
+// The underlay between host vswitches: one NATS subject a host
+// (<prefix>.dp.<agentId>.<hostId>), one subscription an agent. Packets a
+// vswitch sends to the same host in one turn of the event loop travel
+// together as one message (a packet train), so a busy path costs one NATS
+// message for many packets. Each train is sent as its source host, so fault
+// rules on a host or between two hosts cut exactly its tunnels.
+
+import { Subjects, type Bus } from "@simdc/bus";
+import type { Logger } from "@simdc/common";
+import { simdc } from "@simdc/proto";
+import type { HostDatapath } from "./datapath.js";
+import type { Payload } from "./packets.js";
+import type { Tunnel } from "./section.js";
+
+import v1 = simdc.v1;
+
+/** Packets a train carries at most; more go in the next one. */
+export const trainPacketsMax = 256;
+
+interface PendingTrain {
+  subject: string;
+  fromHost: string;
+  toHost: string;
+  packets: v1.IUnderlayPacket[];
+}
+
+export class Underlay {
+  private readonly pending = new Map<string, PendingTrain>();
+  private flushing = false;
+  private subscription: ReturnType<Bus["subscribe"]> | null = null;
+  trainsSent = 0;
+  packetsSent = 0;
+  trainsRefused = 0;
+
+  constructor(
+    private readonly bus: Bus,
+    private readonly agentId: string,
+    private readonly datapathOf: (hostId: string) => HostDatapath | undefined,
+    private readonly logger: Logger,
+  ) {}
+
+  start(): void {
+    const subject = this.bus.subjects.underlay(this.agentId, "*");
+    const hostToken = this.bus.subjects.prefixTokens + 2;
+    this.subscription = this.bus.subscribe(subject, v1.UnderlayTrain, (train, at) => this.receive(train, Subjects.token(at, hostToken)), {
+      owner: (at) => Subjects.token(at, hostToken),
+    });
+  }
+
+  stop(): void {
+    this.subscription?.unsubscribe();
+    this.subscription = null;
+  }
+
+  /** Queues a packet for `tunnel`'s host; the queue goes out once this turn of the event loop is over. */
+  send(fromHost: string, tunnel: Tunnel, headers: Uint32Array, payload: Payload, bytes: number): void {
+    const key = `${fromHost}>${tunnel.hostId}`;
+    let train = this.pending.get(key);
+    if (!train) {
+      train = { subject: this.bus.subjects.underlay(tunnel.agentId, tunnel.hostId), fromHost, toHost: tunnel.hostId, packets: [] };
+      this.pending.set(key, train);
+    }
+    train.packets.push({ headers: Array.from(headers), size: bytes, payload: payload.echoId === undefined ? null : { echoId: payload.echoId, echoSeq: payload.echoSeq ?? 0, sentMs: payload.sentMs ?? 0 } });
+    if (train.packets.length >= trainPacketsMax) this.sendTrain(key, train);
+    if (!this.flushing) {
+      this.flushing = true;
+      queueMicrotask(() => this.flush());
+    }
+  }
+
+  private flush(): void {
+    this.flushing = false;
+    for (const [key, train] of this.pending) this.sendTrain(key, train);
+  }
+
+  private sendTrain(key: string, train: PendingTrain): void {
+    this.pending.delete(key);
+    if (train.packets.length === 0) return;
+    this.trainsSent += 1;
+    this.packetsSent += train.packets.length;
+    this.bus.publish(train.subject, v1.UnderlayTrain, { fromHost: train.fromHost, toHost: train.toHost, packets: train.packets }, train.fromHost);
+  }
+
+  /** A train for one of this agent's hosts; one addressed elsewhere, or to a host not here, is refused. */
+  private receive(train: v1.UnderlayTrain, hostId: string): void {
+    const datapath = this.datapathOf(hostId);
+    if (!datapath || train.toHost !== hostId) {
+      this.trainsRefused += 1;
+      this.logger.debug({ hostId, toHost: train.toHost, fromHost: train.fromHost }, "underlay train refused: not for a host here");
+      return;
+    }
+    for (const packet of train.packets) {
+      const echo = packet.payload;
+      const payload: Payload = echo ? { echoId: echo.echoId ?? 0, echoSeq: echo.echoSeq ?? 0, sentMs: echo.sentMs ?? 0 } : {};
+      datapath.fromUnderlay(train.fromHost, packet.headers ?? [], payload, packet.size ?? 0);
+    }
+  }
+}
