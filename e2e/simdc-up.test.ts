@@ -64,6 +64,14 @@ describe("simdc up", () => {
       ["web-1", "VM_STATE_RUNNING"],
       ["web-2", "VM_STATE_RUNNING"],
     ]);
+    // A network in each mode, and the demo's first packets crossed hosts.
+    const nets = await json<{ id: string; mode: string }[]>("net", "list");
+    expect(nets.map((n) => [n.id, n.mode])).toEqual([
+      ["home", "NETWORK_MODE_NAT"],
+      ["lab", "NETWORK_MODE_HOST_ONLY"],
+      ["lan", "NETWORK_MODE_BRIDGE"],
+    ]);
+    expect(dc.output()).toMatch(/demo: web-1 \(10\.10\.0\.\d+\) pinged db-1 \(10\.10\.0\.\d+\) across hosts: 3 of 3 answered/);
     const status = await simdc("status");
     expect(status).toMatch(/hosts: 4\/4 connected; SAN nodes: 2\/2 connected; VMs: 3 running/);
     const seed = /seed (\d+)/.exec(dc.output())?.[1];
@@ -266,11 +274,12 @@ describe("simdc up", () => {
   });
 
   it("simdc up: logical networks are created, listed and refused as the CLI says; an observer reads them and cannot create one", async () => {
-    expect(await simdc("net", "create", "web", "--mode", "bridge", "--subnet", "10.0.0.0/24")).toBe("network web: bridge on overlay 1; 10.0.0.0/24 (gateway 10.0.0.1)\n");
+    // The demo's three networks hold VNIs 1-3.
+    expect(await simdc("net", "create", "web", "--mode", "bridge", "--subnet", "10.0.0.0/24")).toBe("network web: bridge on overlay 4; 10.0.0.0/24 (gateway 10.0.0.1)\n");
     expect(await simdc("net", "create", "pay", "--mode", "nat", "--subnet", "172.16.0.0/16", "--vlan", "42")).toMatch(/^network pay: nat on vlan 42;/);
-    expect(await simdc("net", "list")).toMatch(/^NETWORK\s+MODE\s+TRANSPORT\s+VNI\/VLAN\s+SUBNETS\npay\s+nat\s+vlan\s+42\s+172.16.0.0\/16 \(gw 172.16.0.1\)\nweb\s+bridge\s+overlay\s+1\s+10.0.0.0\/24/);
-    await expect(simdc("net", "create", "lab", "--mode", "host-only", "--subnet", "10.0.0.128/25")).rejects.toMatchObject({ code: 1, stderr: expect.stringMatching(/^simdc: ALREADY_EXISTS: subnet 10.0.0.128\/25 overlaps 10.0.0.0\/24 of network web\n$/) });
-    await expect(simdc("net", "create", "lab", "--mode", "wifi", "--subnet", "10.9.0.0/24")).rejects.toMatchObject({ code: 2 });
+    expect(await simdc("net", "list")).toMatch(/^NETWORK\s+MODE\s+TRANSPORT\s+VNI\/VLAN\s+SUBNETS\n(.*\n){3}pay\s+nat\s+vlan\s+42\s+172.16.0.0\/16 \(gw 172.16.0.1\)\nweb\s+bridge\s+overlay\s+4\s+10.0.0.0\/24/);
+    await expect(simdc("net", "create", "lab2", "--mode", "host-only", "--subnet", "10.0.0.128/25")).rejects.toMatchObject({ code: 1, stderr: expect.stringMatching(/^simdc: ALREADY_EXISTS: subnet 10.0.0.128\/25 overlaps 10.0.0.0\/24 of network web\n$/) });
+    await expect(simdc("net", "create", "lab2", "--mode", "wifi", "--subnet", "10.9.0.0/24")).rejects.toMatchObject({ code: 2 });
     const observer = ["--user", "observer"];
     expect(await simdc(...observer, "net", "list")).toContain("web");
     await expect(simdc(...observer, "net", "create", "spy", "--mode", "bridge", "--subnet", "10.66.0.0/24")).rejects.toMatchObject({ code: 1, stderr: expect.stringMatching(/^simdc: PERMISSION_DENIED: this role may not call simdc.v1.NetworkService\/CreateNetwork/) });

@@ -1,7 +1,7 @@
 // simdc up --demo: a few volumes and VMs, so a newcomer sees a running
 // datacenter at once. Safe to run again on the same data: what exists is kept.
 
-import { computeService, storageService, type Bus } from "@simdc/bus";
+import { computeService, hostAgentService, hostScope, hostService, networkService, storageService, type Bus } from "@simdc/bus";
 import { SimdcError, wallClock, wallNowMs } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 import { printTable, vmState } from "../output.js";
@@ -9,10 +9,17 @@ import { listAllVms } from "../paging.js";
 
 import v1 = simdc.v1;
 
+/** A network in each of the seed's modes. */
+const demoNetworks = [
+  { name: "lan", mode: v1.NetworkMode.NETWORK_MODE_BRIDGE, subnets: ["10.10.0.0/24"] },
+  { name: "lab", mode: v1.NetworkMode.NETWORK_MODE_HOST_ONLY, subnets: ["10.20.0.0/24"] },
+  { name: "home", mode: v1.NetworkMode.NETWORK_MODE_NAT, subnets: ["10.30.0.0/24"] },
+];
+
 const demoVms = [
-  { name: "web-1", vcpus: 2, memoryMib: 2048, bootVolume: "web-1-boot" },
-  { name: "web-2", vcpus: 2, memoryMib: 2048, bootVolume: "web-2-boot" },
-  { name: "db-1", vcpus: 4, memoryMib: 8192, bootVolume: "db-1-boot" },
+  { name: "web-1", vcpus: 2, memoryMib: 2048, bootVolume: "web-1-boot", nics: ["lan"] },
+  { name: "web-2", vcpus: 2, memoryMib: 2048, bootVolume: "web-2-boot", nics: ["lan", "home"] },
+  { name: "db-1", vcpus: 4, memoryMib: 8192, bootVolume: "db-1-boot", nics: ["lan", "lab"] },
 ];
 
 const demoTimeoutMs = 30_000;
@@ -26,13 +33,14 @@ async function ignoreExisting(call: Promise<unknown>): Promise<void> {
 }
 
 export async function runDemo(bus: Bus, say: (line: string) => void): Promise<void> {
-  say("demo: creating a boot volume and a VM for web-1, web-2 and db-1");
+  say("demo: creating networks lan (bridge), lab (host-only) and home (NAT), and a boot volume and a VM for web-1, web-2 and db-1");
+  for (const net of demoNetworks) await ignoreExisting(bus.call(networkService.CreateNetwork, net));
   for (const vm of demoVms) {
     await ignoreExisting(bus.call(storageService.CreateVolume, { name: vm.bootVolume, sizeMib: 256 }));
     await ignoreExisting(
       bus.call(computeService.CreateVm, {
         name: vm.name,
-        spec: { vcpus: vm.vcpus, memoryMib: vm.memoryMib, bootVolume: vm.bootVolume },
+        spec: { vcpus: vm.vcpus, memoryMib: vm.memoryMib, bootVolume: vm.bootVolume, nics: vm.nics.map((network) => ({ network })) },
       }),
     );
   }
@@ -44,9 +52,43 @@ export async function runDemo(bus: Bus, say: (line: string) => void): Promise<vo
     await wallClock.sleep(100);
   }
   printTable(
-    ["VM", "STATE", "HOST", "VCPUS", "MEMORY MIB", "BOOT VOLUME"],
-    vms.map((vm) => [vm.id ?? "", vmState(vm.status?.state ?? 0), vm.hostId ?? "", String(vm.spec?.vcpus), String(vm.spec?.memoryMib), vm.spec?.bootVolume ?? ""]),
+    ["VM", "STATE", "HOST", "VCPUS", "MEMORY MIB", "BOOT VOLUME", "NICS"],
+    vms.map((vm) => [
+      vm.id ?? "",
+      vmState(vm.status?.state ?? 0),
+      vm.hostId ?? "",
+      String(vm.spec?.vcpus),
+      String(vm.spec?.memoryMib),
+      vm.spec?.bootVolume ?? "",
+      (vm.spec?.nics ?? []).map((n) => `${n.network} ${n.ip}`).join(", "),
+    ]),
   );
   const running = vms.filter((vm) => vm.status?.state === v1.VmState.VM_STATE_RUNNING).length;
-  say(`demo: ${running} of ${demoVms.length} VMs running. Try: simdc vm list; simdc events -w (in another terminal); simdc fault kill agent-1; simdc wait host host-1 --for disconnected; simdc experiment run agent-crash --short`);
+  say(`demo: ${running} of ${demoVms.length} VMs running.`);
+  await demoPing(bus, vms, say);
+  say("demo: try simdc vm list; simdc ofctl dump-flows host-1; simdc vm ping web-1 <address>; simdc events -w (in another terminal); simdc fault kill agent-1; simdc experiment run agent-crash --short");
+}
+
+/** web-1 pings db-1 over lan, once both have their addresses: the first packets of the datacenter. */
+async function demoPing(bus: Bus, vms: v1.Vm.$Properties[], say: (line: string) => void): Promise<void> {
+  const from = vms.find((vm) => vm.id === "web-1");
+  const target = vms.find((vm) => vm.id === "db-1")?.spec?.nics?.[0]?.ip;
+  if (!from?.hostId || !target) return;
+  const { host } = await bus.call(hostService.GetHost, { hostId: from.hostId });
+  const scopeId = hostScope(host?.agentId ?? "", from.hostId);
+  const deadline = wallNowMs() + demoTimeoutMs;
+  for (;;) {
+    try {
+      const reply = await bus.call(hostAgentService.Ping, { vmId: "web-1", targetIp: target, count: 3, intervalMs: 200 }, { scopeId, timeoutMs: 10_000 });
+      say(`demo: web-1 (${reply.sourceIp}) pinged db-1 (${target}) across hosts: ${reply.received} of ${reply.sent} answered, rtt avg ${reply.rttAvgMs.toFixed(1)} ms`);
+      return;
+    } catch (err) {
+      // Until DHCP has given web-1 its address; a demo that cannot ping says why and goes on.
+      if (wallNowMs() > deadline || !(err instanceof SimdcError && err.code === "FAILED_PRECONDITION")) {
+        say(`demo: web-1 could not ping db-1: ${String(err)}`);
+        return;
+      }
+      await wallClock.sleep(200);
+    }
+  }
 }
