@@ -29,7 +29,7 @@ afterAll(() => {
 
 describe("experiments", () => {
   it("experiments: the built-in scenarios are listed, and each is a valid file", async () => {
-    expect(scenarios).toEqual(["agent-crash", "controller-crash", "host-hang", "host-partition", "lossy-heartbeats", "san-crash-during-boot", "slow-controller"]);
+    expect(scenarios).toEqual(["agent-crash", "controller-crash", "host-hang", "host-partition", "lossy-heartbeats", "san-crash-during-boot", "sdn-outage-secure", "sdn-outage-standalone", "slow-controller"]);
     const listed = (await experiment("list")).stdout;
     for (const name of scenarios) expect(listed).toMatch(new RegExp(`^${name}\\s+\\S`, "m"));
     expect((await experiment("show", "agent-crash")).stdout).toContain("name: agent-crash");
@@ -44,7 +44,7 @@ describe("experiments", () => {
       expect(result.stderr).toContain(`seed 17; again: simdc experiment run ${name} --seed 17 --short`);
       const summary = readFileSync(join(out, "summary.md"), "utf8");
       expect(summary).toMatch(new RegExp(`^# Experiment ${name}: PASSED`));
-      for (const checker of ["vm-on-one-host", "acknowledged-kept", "vms-running", "hosts-connected"]) expect(summary).toMatch(new RegExp(`\\| ok \\| checker \\| ${checker} \\|`));
+      for (const checker of ["vm-on-one-host", "acknowledged-kept", "vms-running", "hosts-connected", "flows-match-intent"]) expect(summary).toMatch(new RegExp(`\\| ok \\| checker \\| ${checker} \\|`));
       const history = readFileSync(join(out, "history.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l) as { type: string });
       expect(history.filter((e) => e.type === "run")).toHaveLength(1);
       expect(history.filter((e) => e.type === "step").length).toBeGreaterThan(0);
@@ -54,7 +54,7 @@ describe("experiments", () => {
       const page = await checkPage(join(out, "report.html"));
       expect(page.errors).toEqual([]);
       expect(page.title).toBe(`simdc experiment ${name}: PASSED`);
-      expect(page.charts.map((c) => c.id)).toEqual(["chart-hosts", "chart-vms", "chart-latency", "chart-api", "chart-faults", "chart-timeline"]);
+      expect(page.charts.map((c) => c.id)).toEqual(["chart-hosts", "chart-vms", "chart-latency", "chart-api", "chart-faults", "chart-ping", "chart-flows", "chart-timeline"]);
       // An empty chart still draws its axes (a few thousand pixels); nothing drawn is zero.
       for (const c of page.charts) expect(c.paintedPixels, c.id).toBeGreaterThan(1_000);
     }, 180_000);

@@ -8,6 +8,7 @@ import type { DatacenterEvent } from "@simdc/history";
 import type { RunHistory, StepEntry } from "./history-model.js";
 import { Parts, type Verdict } from "./parts.js";
 import { duration, durationMs, name } from "./scenario.js";
+import { sdnParts } from "./sdn.js";
 
 const processField = { type: "string" };
 
@@ -166,6 +167,7 @@ export function builtinParts(): Parts {
   parts.checker({ name: "acknowledged-kept", summary: "every acknowledged create and delete is reflected at the end", check: acknowledgedKept });
   parts.checker({ name: "vms-running", summary: "every VM that should run is running once the liveness window after the last fault has passed", check: vmsRunning });
   parts.checker({ name: "hosts-connected", summary: "every host is connected once the liveness window after the last fault has passed", check: hostsConnected });
+  sdnParts(parts);
   return parts;
 }
 

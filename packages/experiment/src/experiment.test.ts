@@ -55,7 +55,7 @@ describe("experiment scenarios", () => {
     const { scenario } = parseScenario(`${base}short:\n  topology:\n    hosts: 2\n  duration: 8s\n`, "s.yaml", parts, { short: true });
     expect(scenario.topology).toMatchObject({ hosts: 2, hostsPerAgent: 2, san: 1, controllers: 1, heartbeatIntervalMs: 1000 });
     expect(scenario.duration).toBe("8s");
-    expect(scenario.checkers).toEqual(["vm-on-one-host", "acknowledged-kept", "vms-running", "hosts-connected"]);
+    expect(scenario.checkers).toEqual(["vm-on-one-host", "acknowledged-kept", "vms-running", "hosts-connected", "flows-match-intent"]);
     expect(scenario.lines.timeline).toEqual([10, 13, 16]);
     expect(parseScenario(base, "s.yaml", parts).scenario.topology.hosts).toBe(4);
   });
@@ -84,6 +84,8 @@ describe("experiment scenarios", () => {
     expect(refusal(base.replace("do: restart", "do: resume"))).toMatch(/^s\.yaml:13: resume agent-1 at [\d.]+ s: it is killed then, not paused$/);
     expect(refusal(base.replace("at: 2s", "at: 12s").replace("do: restart", "do: pause"))).toBe("s.yaml:10: kill at 12.00 s is after the end of the run (duration 10s)");
     expect(refusal(`${base}  - assert: creates\n`.replace("timeline:\n", "timeline:\n  - at: 0s\n    do: stop-vm\n    vm: db\n"))).toMatch(/^s\.yaml:12: no VM db exists at 0\.00 s/);
+    expect(refusal(base.replace("vms:\n", "networks:\n  - name: blue\n    mode: nat\n    subnet: 10.0.0.0/24\nvms:\n").replace("count: 2\n", "count: 2\n    nics: [red]\n"))).toMatch(/^s\.yaml:\d+: no network red \(the scenario's networks make them\)$/);
+    expect(refusal(`${base}probes:\n  - probe: ping\n    from: web-1\n    to: nobody\n    every: 1s\n`)).toMatch(/^s\.yaml:\d+: no VM nobody among the scenario's vms$/);
     expect(refusal(base.replace("hosts: 4", "hosts: 9000").replace("hostsPerAgent: 2", "hostsPerAgent: 1"))).toMatch(/^s\.yaml:3: this topology needs about \d+ MiB, more than 80% of this machine's 16384 MiB$/);
   });
 
@@ -190,6 +192,20 @@ describe("experiment reports", () => {
     hosts: [],
     target,
     ...extra,
+  });
+
+  it("sdn: ping-loss counts lost echoes (and unanswered probes) against max; flows-match-intent names the first host whose flows differ", () => {
+    const { scenario } = parseScenario("name: t\ntimeline: []\nduration: 20s\nassertions:\n  - assert: ping-loss\n    max: 20\n", "t.yaml", parts);
+    const ping = (timeMs: number, values: Record<string, number>): HistoryEntry => ({ type: "sample", timeMs, probe: "ping", values });
+    const flows = (installed: string[]): HistoryEntry => ({ ...(final(19_000, true) as object), flows: [{ hostId: "host-1", installed, intended: ["table=0,priority=1 actions=drop"] }] }) as HistoryEntry;
+    const judged = (entries: HistoryEntry[]) => Object.fromEntries(judge(new RunHistory([run, ...entries]), scenario, parts).judged.map((j) => [j.name, j.verdict]));
+    const good = judged([ping(1_000, { received: 1, rttMs: 2 }), ping(2_000, { received: 1, rttMs: 4 }), ping(3_000, { received: 0 }), ping(4_000, { received: 1, rttMs: 2 }), ping(5_000, { received: 1, rttMs: 2 }), flows(["table=0,priority=1 actions=drop"])]);
+    expect(good["ping-loss"]).toMatchObject({ ok: true, metrics: { sent: 5, lost: 1, lossPercent: 20 } });
+    expect(good["flows-match-intent"]).toMatchObject({ ok: true, detail: "1 hosts hold exactly their documents' 1 flows" });
+    const bad = judged([ping(1_000, { received: 1, rttMs: 2 }), ping(2_000, { errors: 1 }), flows([])]);
+    expect(bad["ping-loss"]).toMatchObject({ ok: false, detail: expect.stringMatching(/^1 of 2 echoes lost \(50\.0%, allowed 20%\); the first at/) });
+    expect(bad["flows-match-intent"]).toMatchObject({ ok: false, detail: expect.stringMatching(/^host-1 holds 0 flows .* against 1 in its document \(1 missing, 0 not intended; missing table=0,priority=1 actions=drop\)/) });
+    expect(judged([flows(["table=0,priority=1 actions=drop", "table=0,priority=2 actions=drop"])])["flows-match-intent"]).toMatchObject({ ok: false, detail: expect.stringMatching(/1 not intended; not intended table=0,priority=2/) });
   });
 
   it("reports: a fault's window runs from the step to what ended it: a restart, the rule's own end or its clearing, else the run's end", () => {

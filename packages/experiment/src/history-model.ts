@@ -65,6 +65,12 @@ export interface FinalEntry {
   timeMs: number;
   vms: { id: string; hostId: string; state: string; power: string; incarnation: string }[];
   hosts: { id: string; state: string }[];
+  /**
+   * Each host's vswitch at the end: the flows installed in the controller's
+   * tables and the flows of its document (both as ovs-ofctl writes them),
+   * for the hosts that have a network section.
+   */
+  flows?: { hostId: string; installed: string[]; intended: string[]; error?: string }[];
   /** Why the final state could not be read, if it could not. */
   error?: string;
 }

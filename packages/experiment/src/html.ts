@@ -100,6 +100,9 @@ export function reportData(h: RunHistory, result: RunResult): Record<string, unk
       p50: percentile(creates.filter((a) => a.ok).map((a) => a.latencyMs), 50),
     },
     faults: samples("faults"),
+    ping: samples("ping").map((x) => [x.t, x.values["received"] ? (x.values["rttMs"] ?? 0) : null]),
+    pingLost: samples("ping").filter((x) => !x.values["received"]).map((x) => [x.t, 0]),
+    flows: samples("flows"),
     events: timelineEvents(h, t),
     chains: h.steps.filter((s) => s.fault && s.ok).map((s) => consequences(h, s)),
     metrics: result.metrics,
@@ -156,6 +159,7 @@ export function reportHtml(h: RunHistory, result: RunResult, chartLibrary: strin
 <h2>Detection and recovery, per fault and host (ms)</h2><div class="chart" id="chart-latency"></div>
 <h2>API and create latency (ms)</h2><div class="chart" id="chart-api"></div>
 <h2>Messages the bus rules dropped, delayed and duplicated</h2><div class="chart" id="chart-faults"></div>
+<h2>Network: ping round trip (ms) and lost echoes; flows the vswitches hold</h2><div class="chart" id="chart-ping"></div><div class="chart" id="chart-flows"></div>
 <h2>Timeline of events</h2><div class="chart tall" id="chart-timeline"></div>
 <h2>What each fault caused</h2><div id="chains"></div>
 <h2>Events</h2>
@@ -200,6 +204,13 @@ chart("chart-api", { tooltip: { trigger: "item" }, legend: { data: ["GetControll
 const faultKeys = [...new Set(data.faults.flatMap((s) => Object.keys(s.values)))].sort();
 chart("chart-faults", { tooltip: { trigger: "axis" }, legend: { data: faultKeys, type: "scroll" }, xAxis: timeAxis, yAxis: { type: "value", name: "messages" },
   series: withShade((faultKeys.length ? faultKeys : ["none"]).map((k) => ({ name: k, type: "line", symbol: "none", data: data.faults.map((s) => [s.t, s.values[k] ?? 0]) }))) });
+chart("chart-ping", { tooltip: { trigger: "axis" }, legend: { data: ["rtt", "lost"] }, xAxis: timeAxis, yAxis: { type: "value", name: "ms" },
+  series: withShade([{ name: "rtt", type: "line", symbol: "none", connectNulls: false, data: data.ping }, { name: "lost", type: "scatter", symbolSize: 7, data: data.pingLost }]) });
+chart("chart-flows", { tooltip: { trigger: "axis" }, legend: { data: ["flows", "hosts that lost the controller", "hosts failed open"] }, xAxis: timeAxis,
+  yAxis: [{ type: "value", name: "flows" }, { type: "value", name: "hosts", minInterval: 1 }],
+  series: withShade([{ name: "flows", type: "line", step: "end", symbol: "none", data: data.flows.map((s) => [s.t, s.values.total ?? null]) },
+    { name: "hosts that lost the controller", type: "line", step: "end", symbol: "none", yAxisIndex: 1, data: data.flows.map((s) => [s.t, s.values.lost ?? null]) },
+    { name: "hosts failed open", type: "line", step: "end", symbol: "none", yAxisIndex: 1, data: data.flows.map((s) => [s.t, s.values.failedOpen ?? null]) }]) });
 const objects = [...new Set(data.events.map((e) => e.row))].sort();
 const kinds = [...new Set(data.events.map((e) => e.kind))].sort();
 chart("chart-timeline", { tooltip: { trigger: "item", formatter: (p) => p.data[3] + "<br>" + p.data[2] + " at " + p.data[0] + " s" },

@@ -1,7 +1,7 @@
 export { Parts } from "./parts.js";
 export type { AssertionPart, CheckerPart, JsonSchema, ProbePart, RunMode, StepPart, Verdict } from "./parts.js";
 export { parseScenario, scenarioSchema, durationMs, errorAt } from "./scenario.js";
-export type { Scenario, ScenarioSource, Step, Topology, VmGroup } from "./scenario.js";
+export type { NetworkSpec, Scenario, ScenarioSource, Step, Topology, VmGroup } from "./scenario.js";
 export { planRun, topologyNames, vmNames, estimatedMemoryMib } from "./plan.js";
 export type { Plan, PlannedStep } from "./plan.js";
 export { RunHistory, faultWindows, healing } from "./history-model.js";

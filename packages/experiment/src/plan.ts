@@ -69,6 +69,16 @@ export function planRun(scenario: Scenario, source: ScenarioSource, parts: Parts
   const total = durationMs(scenario.duration);
   const rng = new Rng(seed, `experiment/${scenario.name}`);
   const vms = new Set(scenario.vms.flatMap((g) => vmNames(g.name, g.count)));
+  const networks = new Set(scenario.networks.map((n) => n.name));
+  for (const [i, g] of scenario.vms.entries()) {
+    for (const [j, nic] of g.nics.entries()) if (!networks.has(nic)) throw errorAt(source, ["vms", i, "nics", j], `no network ${nic} (the scenario's networks make them)`);
+  }
+  for (const [i, probe] of scenario.probes.entries()) {
+    for (const field of ["from", "to"]) {
+      const vm = probe[field];
+      if (typeof vm === "string" && !vms.has(vm)) throw errorAt(source, ["probes", i, field], `no VM ${vm} among the scenario's vms`);
+    }
+  }
   const identities = new Set([...names.processes, ...names.hosts, "controller", "host-agent", "san-storage", "supervisor", "cli"]);
   for (let c = 1; c <= scenario.topology.controllers; c++) identities.add(`controller-${c}`);
   const counts = new Map<string, number>();

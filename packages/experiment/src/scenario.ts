@@ -31,6 +31,10 @@ export interface Topology {
   timeScale: number;
   pcpus: number;
   memoryMib: number;
+  /** What the hosts' vswitches do when the controller is lost. */
+  failMode: "secure" | "standalone";
+  /** How often a vswitch probes the controller, in ms. */
+  inactivityProbeMs: number;
 }
 
 export interface VmGroup {
@@ -38,6 +42,15 @@ export interface VmGroup {
   count: number;
   vcpus: number;
   memoryMib: number;
+  /** The networks of its NICs, eth0 first. */
+  nics: string[];
+}
+
+/** A logical network the run creates before its VMs. */
+export interface NetworkSpec {
+  name: string;
+  mode: "bridge" | "host-only" | "nat";
+  subnet: string;
 }
 
 /** A step's time: fixed, or drawn from the run's seed between two bounds. */
@@ -55,6 +68,7 @@ export interface Scenario {
   description: string;
   seed?: number;
   topology: Topology;
+  networks: NetworkSpec[];
   vms: VmGroup[];
   timeline: Step[];
   duration: string;
@@ -79,6 +93,22 @@ const topologySchema: JsonSchema = {
     timeScale: { type: "number", minimum: 0.01, maximum: 1000 },
     pcpus: { type: "integer", minimum: 1, maximum: 4096 },
     memoryMib: { type: "integer", minimum: 1 },
+    failMode: { enum: ["secure", "standalone"] },
+    inactivityProbeMs: { type: "integer", minimum: 100, maximum: 600_000 },
+  },
+};
+
+const networksSchema: JsonSchema = {
+  type: "array",
+  items: {
+    type: "object",
+    additionalProperties: false,
+    required: ["name", "mode", "subnet"],
+    properties: {
+      name,
+      mode: { enum: ["bridge", "host-only", "nat"] },
+      subnet: { type: "string", pattern: "^\\d{1,3}(\\.\\d{1,3}){3}/\\d{1,2}$" },
+    },
   },
 };
 
@@ -93,6 +123,7 @@ const vmsSchema: JsonSchema = {
       count: { type: "integer", minimum: 1, maximum: 100_000 },
       vcpus: { type: "integer", minimum: 1, maximum: 256 },
       memoryMib: { type: "integer", minimum: 1 },
+      nics: { type: "array", items: name, maxItems: 8 },
     },
   },
 };
@@ -140,6 +171,7 @@ export function scenarioSchema(parts: Parts): JsonSchema {
       description: { type: "string" },
       seed: { type: "integer", minimum: 0, maximum: 4294967295 },
       topology: topologySchema,
+      networks: networksSchema,
       vms: vmsSchema,
       timeline: { type: "array", items: tagged("do", parts.steps, { at: stepTime, id: name }, ["at"]) },
       duration,
@@ -167,6 +199,8 @@ const defaults: Topology = {
   timeScale: 1,
   pcpus: 16,
   memoryMib: 65_536,
+  failMode: "secure",
+  inactivityProbeMs: 5_000,
 };
 
 /** The line a path of the parsed document stands on: its key's line for a field, its item's for a list item. */
@@ -269,7 +303,8 @@ export function parseScenario(text: string, file: string, parts: Parts, options:
     description: r["description"] ?? "",
     ...(r["seed"] !== undefined ? { seed: r["seed"] } : {}),
     topology: { ...defaults, ...(r["topology"] ?? {}), ...(short.topology ?? {}) },
-    vms: ((short.vms ?? r["vms"] ?? []) as Partial<VmGroup>[]).map((g) => ({ name: g.name!, count: g.count ?? 1, vcpus: g.vcpus ?? 1, memoryMib: g.memoryMib ?? 512 })),
+    networks: r["networks"] ?? [],
+    vms: ((short.vms ?? r["vms"] ?? []) as Partial<VmGroup>[]).map((g) => ({ name: g.name!, count: g.count ?? 1, vcpus: g.vcpus ?? 1, memoryMib: g.memoryMib ?? 512, nics: g.nics ?? [] })),
     timeline: r["timeline"],
     duration: short.duration ?? r["duration"],
     liveness: short.liveness ?? r["liveness"] ?? "10s",

@@ -35,6 +35,8 @@ export function swarmScenario(seed: number, options: SwarmOptions = swarmDefault
     timeScale: 1,
     pcpus: 64,
     memoryMib: 65_536,
+    failMode: "secure",
+    inactivityProbeMs: 5_000,
   };
   const names = topologyNames(topology);
   const agents = Object.keys(names.agents);

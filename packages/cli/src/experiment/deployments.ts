@@ -60,6 +60,7 @@ export async function startLocal(scenario: Scenario, seed: number, testFaults: b
     "--seed", String(seed), "--time-scale", String(t.timeScale),
     "--heartbeat-interval-ms", String(t.heartbeatIntervalMs), "--heartbeat-misses-max", String(t.heartbeatMissesMax),
     "--pcpus", String(t.pcpus), "--memory-mib", String(t.memoryMib),
+    "--fail-mode", t.failMode, "--inactivity-probe-ms", String(t.inactivityProbeMs),
     ...(testFaults ? ["--test-faults"] : []),
   ];
   // Its own process group: Ctrl-C at the terminal reaches the runner, which stops it in order.
@@ -141,6 +142,8 @@ export async function startDocker(scenario: Scenario, seed: number, testFaults: 
     SIMDC_PCPUS: String(t.pcpus),
     SIMDC_MEMORY_MIB: String(t.memoryMib),
     SIMDC_TEST_FAULTS: testFaults ? "true" : "false",
+    SIMDC_FAIL_MODE: t.failMode,
+    SIMDC_INACTIVITY_PROBE_MS: String(t.inactivityProbeMs),
   };
   const compose = async (...args: string[]): Promise<string> => (await run("docker-compose", ["-p", project, "-f", file, ...args], { env, maxBuffer: 256 * 1024 * 1024 })).stdout;
   const down = async (): Promise<void> => void (await compose("down", "-v", "--remove-orphans").catch(() => ""));

@@ -9,7 +9,7 @@
 import { createWriteStream, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { join } from "node:path";
-import { controllerService, storageService, type Bus } from "@simdc/bus";
+import { controllerService, networkService, storageService, type Bus } from "@simdc/bus";
 import { SimdcError, wallClock, wallNowMs, type Clock, type Timer } from "@simdc/common";
 import {
   durationMs,
@@ -32,8 +32,15 @@ import { enumName } from "../output.js";
 import { listAllHosts, listAllVms } from "../paging.js";
 import { readyTimeoutMs, startDocker, startLocal } from "./deployments.js";
 import { createVms, executors, type StepContext } from "./steps.js";
+import { finalFlows, sampleFlows, samplePing, untilPinging, VmPlaces } from "./sdn-probes.js";
 
 import v1 = simdc.v1;
+
+const networkModes: Record<string, v1.NetworkMode> = {
+  bridge: v1.NetworkMode.NETWORK_MODE_BRIDGE,
+  "host-only": v1.NetworkMode.NETWORK_MODE_HOST_ONLY,
+  nat: v1.NetworkMode.NETWORK_MODE_NAT,
+};
 
 /** The charting library the HTML report inlines. */
 const chartLibraryPath = createRequire(import.meta.url).resolve("echarts/dist/echarts.min.js");
@@ -63,8 +70,12 @@ export interface ExperimentRun {
 
 
 /** Samples what a probe sees now. */
-async function sample(bus: Bus, probe: string): Promise<Record<string, number>> {
-  switch (probe) {
+async function sample(bus: Bus, probe: Scenario["probes"][number], plan: Plan, places: VmPlaces): Promise<Record<string, number>> {
+  switch (probe.probe) {
+    case "ping":
+      return samplePing(bus, places, probe["from"] as string, probe["to"] as string, durationMs(probe.every));
+    case "flows":
+      return sampleFlows(bus, plan);
     case "hosts": {
       const hosts = await listAllHosts(bus);
       const connected = hosts.filter((h) => h.state === v1.HostState.HOST_STATE_CONNECTED).length;
@@ -95,17 +106,18 @@ async function sample(bus: Bus, probe: string): Promise<Record<string, number>> 
       return { latencyMs: wallNowMs() - started };
     }
     default:
-      throw new SimdcError("INVALID_ARGUMENT", `no probe ${probe}`);
+      throw new SimdcError("INVALID_ARGUMENT", `no probe ${probe.probe}`);
   }
 }
 
-async function finalState(bus: Bus, clock: Clock): Promise<HistoryEntry> {
+async function finalState(bus: Bus, clock: Clock, plan: Plan): Promise<HistoryEntry> {
   const timeMs = clock.nowMs();
   try {
-    const [vms, hosts] = await Promise.all([listAllVms(bus), listAllHosts(bus)]);
+    const [vms, hosts, flows] = await Promise.all([listAllVms(bus), listAllHosts(bus), finalFlows(bus, plan)]);
     return {
       type: "final",
       timeMs,
+      flows,
       vms: vms.map((vm) => ({
         id: vm.id ?? "",
         hostId: vm.hostId ?? "",
@@ -145,6 +157,9 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRun
 
     const bootVolume = "boot";
     const stepContext: StepContext = { bus: theBus, clock, plan, deployment: dc, bootVolume, ack: record };
+    for (const net of scenario.networks) {
+      await theBus.call(networkService.CreateNetwork, { name: net.name, mode: networkModes[net.mode], subnets: [net.subnet] });
+    }
     const initial = scenario.vms.flatMap((g) => vmNames(g.name, g.count).map((name) => ({ name, g })));
     if (initial.length > 0 || scenario.timeline.some((s) => s.do === "create-vms")) {
       await theBus.call(storageService.CreateVolume, { name: bootVolume, sizeMib: 64 });
@@ -160,6 +175,12 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRun
         if (o.signal.aborted) throw new SimdcError("UNAVAILABLE", "interrupted while the VMs started");
         await wallClock.sleep(200);
       }
+    }
+    // The probed VMs are located now, while the controller answers; their pings then need only the hosts.
+    const places = new VmPlaces();
+    await places.find(theBus, new Set(scenario.probes.flatMap((p) => [p["from"], p["to"]]).filter((v): v is string => typeof v === "string")));
+    for (const p of scenario.probes) {
+      if (p.probe === "ping") await untilPinging(theBus, places, p["from"] as string, p["to"] as string, readyTimeoutMs, (ms) => wallClock.sleep(ms), wallNowMs);
     }
 
     const startMs = clock.nowMs();
@@ -183,7 +204,7 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRun
         clock.every(everyMs, () => {
           if (busy) return;
           busy = true;
-          sample(theBus, probe.probe)
+          sample(theBus, probe, plan, places)
             .then((values) => record({ type: "sample", timeMs: clock.nowMs(), probe: probe.probe, values }))
             // A probe that gets no answer (the controller is the fault) is a sample too.
             .catch(() => record({ type: "sample", timeMs: clock.nowMs(), probe: probe.probe, values: { errors: 1 } }))
@@ -253,7 +274,7 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRun
     interrupted = o.signal.aborted;
     await Promise.all(running);
     for (const t of timers) t.cancel();
-    record(await finalState(theBus, clock));
+    record(await finalState(theBus, clock, plan));
     // Events published just before the end still reach the history.
     await wallClock.sleep(500);
     stopRecording.abort();

@@ -97,14 +97,14 @@ async function acked(ctx: StepContext, op: string, id: string, call: () => Promi
 }
 
 /** Creates VMs, `concurrency` requests in flight, each with a request id so a retry would act once. */
-export async function createVms(ctx: StepContext, names: string[], spec: { vcpus: number; memoryMib: number }, concurrency: number): Promise<number> {
+export async function createVms(ctx: StepContext, names: string[], spec: { vcpus: number; memoryMib: number; nics?: string[] }, concurrency: number): Promise<number> {
   let next = 0;
   let ok = 0;
   const worker = async (): Promise<void> => {
     while (next < names.length) {
       const id = names[next++]!;
       const created = await acked(ctx, "create-vm", id, () =>
-        ctx.bus.call(computeService.CreateVm, { name: id, spec: { vcpus: spec.vcpus, memoryMib: spec.memoryMib, bootVolume: ctx.bootVolume }, mutation: { requestId: `create-${id}` } }, { timeoutMs: 10_000 }),
+        ctx.bus.call(computeService.CreateVm, { name: id, spec: { vcpus: spec.vcpus, memoryMib: spec.memoryMib, bootVolume: ctx.bootVolume, nics: (spec.nics ?? []).map((network) => ({ network })) }, mutation: { requestId: `create-${id}` } }, { timeoutMs: 10_000 }),
       );
       if (created) ok += 1;
     }

@@ -1,0 +1,99 @@
+// What the SDN's probes and the final state read from a live datacenter:
+// a ping between two VMs, sent by the source VM's host agent (whose host and
+// agent were found before the timeline began, so a ping needs no
+// controller); the hosts' vswitches (flows, controller connection); and, at
+// the end, each host's installed flows against its document in KV.
+
+import { hostAgentService, hostScope, hostService, computeService, type Bus } from "@simdc/bus";
+import { simdc } from "@simdc/proto";
+import { formatFlow, parseFlow } from "@simdc/vswitch";
+import type { FinalEntry, Plan } from "@simdc/experiment";
+
+import v1 = simdc.v1;
+
+interface VmPlace {
+  hostId: string;
+  agentId: string;
+  ip: string;
+}
+
+/** Where the probed VMs run, found once before the timeline starts. */
+export class VmPlaces {
+  private readonly places = new Map<string, VmPlace>();
+
+  async find(bus: Bus, vmIds: Iterable<string>): Promise<void> {
+    for (const vmId of vmIds) {
+      const { vm } = await bus.call(computeService.GetVm, { vmId });
+      const { host } = await bus.call(hostService.GetHost, { hostId: vm?.hostId ?? "" });
+      this.places.set(vmId, { hostId: vm?.hostId ?? "", agentId: host?.agentId ?? "", ip: vm?.spec?.nics?.[0]?.ip ?? "" });
+    }
+  }
+
+  get(vmId: string): VmPlace {
+    const place = this.places.get(vmId);
+    if (!place) throw new Error(`vm ${vmId} was not located before the run`);
+    return place;
+  }
+}
+
+/** Waits until `from` pings `to` (both have their addresses by DHCP), so the timeline starts with a working network. */
+export async function untilPinging(bus: Bus, places: VmPlaces, from: string, to: string, timeoutMs: number, sleep: (ms: number) => Promise<unknown>, nowMs: () => number): Promise<void> {
+  const deadline = nowMs() + timeoutMs;
+  for (;;) {
+    const answer = await samplePing(bus, places, from, to, 500).catch((err: unknown) => ({ received: 0, error: String(err) }));
+    if (answer.received) return;
+    if (nowMs() > deadline) throw new Error(`vm ${from} could not ping ${to} within ${timeoutMs} ms before the run (${"error" in answer ? answer.error : "no answer"})`);
+    await sleep(200);
+  }
+}
+
+/** One echo from `from` to `to`'s first address: received 0 or 1, and its round trip. */
+export async function samplePing(bus: Bus, places: VmPlaces, from: string, to: string, everyMs: number): Promise<Record<string, number>> {
+  const source = places.get(from);
+  const timeoutMs = Math.max(50, Math.min(1_000, everyMs - 20));
+  const reply = await bus.call(hostAgentService.Ping, { vmId: from, targetIp: places.get(to).ip, count: 1, timeoutMs }, { scopeId: hostScope(source.agentId, source.hostId), timeoutMs: timeoutMs + 2_000 });
+  return { received: reply.received, rttMs: reply.rttAvgMs };
+}
+
+/** The flows every host holds, and how many have lost their controller or failed open. */
+export async function sampleFlows(bus: Bus, plan: Plan): Promise<Record<string, number>> {
+  const out = { total: 0, lost: 0, failedOpen: 0 };
+  await Promise.all(
+    Object.entries(plan.agents).flatMap(([agentId, hosts]) =>
+      hosts.map(async (hostId) => {
+        const scopeId = hostScope(agentId, hostId);
+        const [flows, ports] = await Promise.all([bus.call(hostAgentService.DumpFlows, { table: -1 }, { scopeId }), bus.call(hostAgentService.DumpPorts, {}, { scopeId })]);
+        out.total += flows.flows.length;
+        if (!ports.controllerConnected) out.lost += 1;
+        if (ports.failOpen) out.failedOpen += 1;
+      }),
+    ),
+  );
+  return out;
+}
+
+/** A flow as ovs-ofctl dump-flows writes it, without counters: installed and intended compare equal. */
+function canonical(text: string): string {
+  return formatFlow(parseFlow(text.replace(/^(n_packets=\d+, n_bytes=\d+, )/, "")));
+}
+
+/** Each host's installed flows in the controller's tables against its document's, for hosts with a network section. */
+export async function finalFlows(bus: Bus, plan: Plan): Promise<NonNullable<FinalEntry["flows"]>> {
+  const docs = await bus.bucket("docs", v1.HostDocument, { fenced: { epochOf: () => 0 }, bindOnly: true });
+  const out: NonNullable<FinalEntry["flows"]> = [];
+  for (const [agentId, hosts] of Object.entries(plan.agents)) {
+    for (const hostId of hosts) {
+      try {
+        const doc = await docs.get(`${agentId}.${hostId}.0`);
+        const intended = (doc?.value.network?.flows ?? []).map(canonical);
+        const dump = await bus.call(hostAgentService.DumpFlows, { table: -1 }, { scopeId: hostScope(agentId, hostId) });
+        const ownedBelow = doc?.value.network?.controllerTables || dump.controllerTables;
+        const installed = dump.flows.map(canonical).filter((f) => Number(/table=(\d+)/.exec(f)?.[1] ?? 0) < ownedBelow);
+        if (intended.length || installed.length) out.push({ hostId, installed: installed.sort(), intended: intended.sort() });
+      } catch (err) {
+        out.push({ hostId, installed: [], intended: [], error: String(err) });
+      }
+    }
+  }
+  return out;
+}

@@ -1,0 +1,61 @@
+// The SDN's experiment parts: a ping probe between two VMs (through their
+// vswitches and the underlay, never the controller), a probe of the flows
+// the hosts hold, an assertion on ping loss, and a checker that every
+// host's installed flows equal what its document says once the faults have
+// healed (the data plane converged on the control plane's intent).
+
+import type { RunHistory } from "./history-model.js";
+import type { Parts, Verdict } from "./parts.js";
+import { percentile } from "./builtins.js";
+import { name } from "./scenario.js";
+
+export function sdnParts(parts: Parts): void {
+  parts.probe({
+    kind: "ping",
+    summary: "one ICMP echo from VM `from` to VM `to`'s first address each time (received 0 or 1, rttMs), through their hosts' vswitches only",
+    properties: { from: name, to: name },
+  });
+  parts.probe({ kind: "flows", summary: "flows the hosts' vswitches hold (total, and hosts whose controller is lost or that failed open)" });
+  parts.assertion({
+    kind: "ping-loss",
+    summary: "of the ping probe's echoes, at most max percent were lost (a probe with no answer at all counts as lost)",
+    properties: { max: { type: "number", minimum: 0, maximum: 100 } },
+    required: ["max"],
+    evaluate: pingLoss,
+  });
+  parts.checker({ name: "flows-match-intent", summary: "every host's installed flows equal its document's once the faults have healed", check: flowsMatchIntent });
+}
+
+function pingLoss(h: RunHistory, params: Record<string, unknown>): Verdict {
+  const samples = h.samples.filter((s) => s.probe === "ping");
+  if (samples.length === 0) return { ok: false, detail: "no ping samples: add a ping probe" };
+  const lost = samples.filter((s) => !s.values["received"]);
+  const rtts = samples.flatMap((s) => (s.values["received"] ? [s.values["rttMs"] ?? 0] : []));
+  const lossPercent = (100 * lost.length) / samples.length;
+  const max = params["max"] as number;
+  const metrics = { sent: samples.length, lost: lost.length, lossPercent, rttP50: percentile(rtts, 50), rttP99: percentile(rtts, 99) };
+  if (lossPercent > max) {
+    const first = lost[0]!;
+    return { ok: false, detail: `${lost.length} of ${samples.length} echoes lost (${lossPercent.toFixed(1)}%, allowed ${max}%); the first at ${h.at(first.timeMs)}`, metrics };
+  }
+  return { ok: true, detail: `${lost.length} of ${samples.length} echoes lost (${lossPercent.toFixed(1)}%, allowed ${max}%), rtt p50 ${metrics.rttP50.toFixed(1)} ms`, metrics };
+}
+
+function flowsMatchIntent(h: RunHistory): Verdict {
+  if (!h.final || h.final.error) return { ok: false, detail: `the final state could not be read: ${h.final?.error ?? "no final entry"}` };
+  const hosts = h.final.flows ?? [];
+  let flows = 0;
+  for (const host of hosts) {
+    if (host.error) return { ok: false, detail: `${host.hostId}'s flows could not be read: ${host.error}` };
+    const installed = new Set(host.installed);
+    const intended = new Set(host.intended);
+    const missing = host.intended.filter((f) => !installed.has(f));
+    const extra = host.installed.filter((f) => !intended.has(f));
+    if (missing.length || extra.length) {
+      const example = missing.length ? `missing ${missing[0]}` : `not intended ${extra[0]}`;
+      return { ok: false, detail: `${host.hostId} holds ${host.installed.length} flows in the controller's tables against ${host.intended.length} in its document (${missing.length} missing, ${extra.length} not intended; ${example})` };
+    }
+    flows += host.intended.length;
+  }
+  return { ok: true, detail: `${hosts.length} hosts hold exactly their documents' ${flows} flows` };
+}
