@@ -101,6 +101,25 @@ describe("sdn: overlay networks, secure mode", () => {
     expect(nobody.received).toBe(0);
   });
 
+  it("sdn: a UDP flow between VMs on two hosts: what was sent arrives, with its throughput and latency; a flow too big for the MTU is refused", async () => {
+    const started = await dc.simdc("traffic", "start", "b1", "10.1.0.20", "--rate", "500", "--size", "400", "--duration", "2s");
+    expect(started).toMatch(/^flow \d+: b1 \(10\.1\.0\.2\) -> 10\.1\.0\.20 udp\/5001, 500 packets\/s of 400 bytes for 2 s/);
+    const flowId = Number(/^flow (\d+)/.exec(started)![1]);
+    type Stats = { flows: { flow: number; running: boolean; sent: number; received: number; lossPercent: number; mbps: number; latencyAvgMs: number }[] };
+    const done = await eventually("the flow done and all of it arrived", async () => {
+      const stats = await dc.json<Stats>("traffic", "stats", "b1");
+      const flow = stats.flows.find((f) => f.flow === flowId)!;
+      if (flow.running || flow.received < flow.sent) throw new Error(JSON.stringify(flow));
+      return flow;
+    });
+    expect(done.sent).toBeGreaterThanOrEqual(950);
+    expect(done).toMatchObject({ received: done.sent, lossPercent: 0 });
+    expect(done.mbps).toBeGreaterThan(1.4);
+    expect(done.latencyAvgMs).toBeLessThan(100);
+    await expect(dc.simdc("traffic", "start", "b1", "10.1.0.20", "--size", "1451")).rejects.toThrow(/INVALID_ARGUMENT: size_bytes 1451 does not fit/);
+    await expect(dc.simdc("traffic", "stop", "b1", "999")).rejects.toThrow(/NOT_FOUND: no traffic flow 999/);
+  });
+
   it("sdn: a host gets only the flows of networks it has a port on; hand edits of controller tables are refused", async () => {
     await dc.simdc("vm", "create", "r1", "--boot-volume", "boot", "--nic", "red");
     const r1 = await addressed(dc, "r1");

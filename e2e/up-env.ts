@@ -67,7 +67,8 @@ export async function startUp(args: string[], readyText = "ready in", timeoutMs 
         child.kill("SIGTERM");
         await exited;
       }
-      rmSync(dataDir, { recursive: true, force: true });
+      // SIMDC_KEEP_DATA=1 keeps the data directory, so a failed run's process logs can be read.
+      if (!process.env["SIMDC_KEEP_DATA"]) rmSync(dataDir, { recursive: true, force: true });
     },
   };
 }

@@ -87,6 +87,9 @@ export const hostAgentService = {
   DumpPorts: method("host", "HostAgentService", "DumpPorts", v1.DumpPortsRequest, v1.DumpPortsResponse),
   ModFlows: method("host", "HostAgentService", "ModFlows", v1.ModFlowsRequest, v1.ModFlowsResponse),
   Ping: method("host", "HostAgentService", "Ping", v1.PingRequest, v1.PingResponse),
+  StartTraffic: method("host", "HostAgentService", "StartTraffic", v1.StartTrafficRequest, v1.StartTrafficResponse),
+  StopTraffic: method("host", "HostAgentService", "StopTraffic", v1.StopTrafficRequest, v1.StopTrafficResponse),
+  TrafficStats: method("host", "HostAgentService", "TrafficStats", v1.TrafficStatsRequest, v1.TrafficStatsResponse),
 };
 
 export const sanNodeService = {

@@ -117,6 +117,16 @@ simdc ofctl del-flows <host> [table=N|cookie=V/M] [--force]: delete flows
   --agent A         the host's agent (default: asked of the controller)
   --table N         only table N (dump-flows)
   --force           also the controller's tables (add-flow, del-flows)`,
+  traffic: `simdc traffic start <vm> <address> [--rate PPS] [--size B] [--port P] [--duration D]
+simdc traffic stop <vm> <flow> | stats <vm>: constant-rate UDP flows from a VM's guest
+
+  --rate PPS        packets a second (default 100, at most 100,000; simulated time)
+  --size B          bytes a packet, 64-1450 (the underlay's MTU less VXLAN's 50; default 1000)
+  --port P          UDP destination port (default 5001)
+  --duration D      stop by itself after D (default: until stopped)
+  --host H          the VM's host, without asking the controller
+  --agent A         the host's agent, without asking the controller
+stats: per flow sent, received where its target runs, loss, throughput and one-way latency`,
   compose: `simdc compose: the compose deployment of a topology, written into a directory
 (docker-compose.yml, deploy/prometheus.yml, and the NATS users in deploy/.auth)
 
@@ -153,6 +163,7 @@ const subcommands: Record<string, string[]> = {
   experiment: ["list", "show", "schema", "run", "compare", "swarm"],
   ofctl: ["trace", "dump-flows", "dump-ports", "add-flow", "del-flows"],
   net: ["create", "list", "get", "delete"],
+  traffic: ["start", "stop", "stats"],
 };
 
 /** A bash completion script for simdc: commands, subcommands and each command's flags (from its help). */

@@ -15,6 +15,7 @@ import { eventsCommand, waitCommand } from "./commands/watch.js";
 import { experimentCommand } from "./commands/experiment.js";
 import { composeCommand } from "./commands/compose.js";
 import { ofctlCommand } from "./commands/ofctl.js";
+import { trafficCommand } from "./commands/vswitch.js";
 import { networkCommand } from "./commands/network.js";
 import { flushStdout, out, quietOnClosedPipe, type OutputFormat } from "./output.js";
 import { bashCompletion, helpFor } from "./help.js";
@@ -48,7 +49,13 @@ const usage = `usage: simdc [--server URL] [--data-dir DIR] [--prefix P] [--user
                          what happened (kept a day), and with -w what happens next
   net create <name> --mode bridge|host-only|nat --subnet CIDR [--subnet CIDR] [--vlan N]
   net list | get|delete <net>
-                         logical networks (the model: VMs do not attach to them yet)
+                         logical networks; VMs attach with vm create --nic NET
+  vm ping <vm> <address> [-c N] [-i 1s]
+                         ICMP echo from a VM's guest through its vswitch
+  traffic start <vm> <address> [--rate PPS] [--size B] [--duration D] | stop <vm> <flow> | stats <vm>
+                         constant-rate UDP flows between VMs: sent, received, loss, latency
+  ofctl dump-flows|dump-ports <host>, add-flow <host> <flow>, del-flows <host> [FILTER]
+                         a live host's vswitch (the controller's tables need --force)
   ofctl trace --flows FILE --packets FILE [--ports P,...]
                          what a vswitch does with each packet (OVS ofproto/trace, offline)
   compose [--hosts N] [--hosts-per-agent K] [--san M] [--controllers C] [--dir DIR]
@@ -158,6 +165,9 @@ async function main(argv: string[]): Promise<boolean> {
         return false;
       case "ofctl":
         await ofctlCommand(ctx, verb, more);
+        return false;
+      case "traffic":
+        await trafficCommand(ctx, verb, more);
         return false;
       case "compose":
         await composeCommand(global, rest.slice(1));

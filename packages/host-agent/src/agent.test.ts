@@ -957,6 +957,10 @@ describe("one agent, many hosts", () => {
         [stage.client.call(hostAgentService.Ping, { vmId: "VM NONE", targetIp: "10.0.0.1" }, on), "INVALID_ARGUMENT", /vm_id/],
         [stage.client.call(hostAgentService.Ping, { vmId: "vm-none", targetIp: "10.0.0.1", count: 10_001 }, on), "INVALID_ARGUMENT", /count/],
         [stage.client.call(hostAgentService.Ping, { vmId: "vm-none", targetIp: "10.0.0.1", intervalMs: 5 }, on), "INVALID_ARGUMENT", /interval_ms/],
+        [stage.client.call(hostAgentService.StartTraffic, { vmId: "vm-none", targetIp: "10.0.0.1", ratePps: 10 }, on), "NOT_FOUND", /vm-none has no NIC/],
+        [stage.client.call(hostAgentService.StartTraffic, { vmId: "vm-none", targetIp: "10.0.0.1", ratePps: 10, sizeBytes: 20 }, on), "INVALID_ARGUMENT", /size_bytes/],
+        [stage.client.call(hostAgentService.StartTraffic, { vmId: "vm-none", targetIp: "nowhere", ratePps: 10 }, on), "INVALID_ARGUMENT", /nowhere/],
+        [stage.client.call(hostAgentService.StopTraffic, { flowId: 42 }, on), "NOT_FOUND", /no traffic flow 42/],
       ];
       for (const [call, code, message] of cases) await expect(call).rejects.toMatchObject({ code, message: expect.stringMatching(message) });
       expect(await flows()).toEqual(before);

@@ -154,6 +154,22 @@ export class HostAgent implements RunningRole {
           const timeoutMs = checkRange("timeout_ms", req.timeoutMs || 1_000, 1, 60_000);
           return host.datapath.ping(checkName("vm_id", req.vmId), parseIp(req.targetIp), count, intervalMs, timeoutMs);
         }),
+        endpoint(hostAgentService.StartTraffic, (req, msg) => {
+          const host = agent.hostOf(msg.subject);
+          const size = checkRange("size_bytes", req.sizeBytes || 1_000, 64, 1_500);
+          const port = checkRange("dst_port", req.dstPort || 5_001, 1, 65_535);
+          const durationMs = checkRange("duration_ms", req.durationMs, 0, 86_400_000);
+          return host.datapath.startUdp(checkName("vm_id", req.vmId), parseIp(req.targetIp), req.ratePps, size, port, durationMs);
+        }),
+        endpoint(hostAgentService.StopTraffic, (req, msg) => {
+          const traffic = agent.hostOf(msg.subject).datapath.traffic;
+          if (!traffic.stop(req.flowId)) throw notFound(`no traffic flow ${req.flowId} on this host`);
+          return { flow: traffic.stats().sending.find((f) => f["flowId"] === req.flowId) };
+        }),
+        endpoint(hostAgentService.TrafficStats, (_req, msg) => {
+          const host = agent.hostOf(msg.subject);
+          return { hostId: host.id, ...host.datapath.traffic.stats() };
+        }),
       ],
     );
     // The server must have the subscriptions before callers are told the hosts serve.

@@ -4,5 +4,5 @@ export { defaultPriority, formatFlow, packetFields, parseFlow, parsePacket } fro
 export type { Action, FlowSpec, MatchField, Packet } from "./flow-syntax.js";
 export { parseFlowFile, resubmitDepthMax, Vswitch } from "./vswitch.js";
 export type { Flow, Verdict, VswitchOptions } from "./vswitch.js";
-export { fromWords, hashWords, packetWords, toWords } from "./words.js";
+export { fromWords, hashWords, packetWords, toWords, wordOffset } from "./words.js";
 export type { PacketWords } from "./words.js";

@@ -46,7 +46,6 @@ interface CacheEntry {
   /** Counts not yet folded into the matched flows (OVS keeps datapath stats the same way). */
   packets: number;
   bytes: number;
-  lastUsedMs: number;
 }
 
 interface MaskGroup {
@@ -217,7 +216,8 @@ export class Vswitch {
 
   /** Adds the counts the cache holds to the flows they belong to. */
   private foldStats(): void {
-    for (const bucket of this.cache.values()) for (const entry of bucket) fold(entry);
+    const now = this.options.now();
+    for (const bucket of this.cache.values()) for (const entry of bucket) fold(entry, now);
   }
 
   /** Every flow, by table then priority (highest first), as ovs-ofctl dump-flows lists them, with current counters. */
@@ -279,9 +279,9 @@ export class Vswitch {
     }
     if (hit) {
       this.cacheHits += 1;
+      // No clock read a hit: the flows' last use is stamped when the counts are folded into them.
       hit.packets += 1;
       hit.bytes += bytes;
-      hit.lastUsedMs = this.options.now();
       return hit.verdict;
     }
     this.cacheMisses += 1;
@@ -295,9 +295,9 @@ export class Vswitch {
     const live: CacheEntry[] = [];
     for (const e of bucket ?? []) {
       if (e.generation === this.generation) live.push(e);
-      else fold(e);
+      else fold(e, this.options.now());
     }
-    live.push({ generation: this.generation, words: words.slice(), verdict, packets: 1, bytes, lastUsedMs: this.options.now() });
+    live.push({ generation: this.generation, words: words.slice(), verdict, packets: 1, bytes });
     this.cached += live.length - (bucket?.length ?? 0);
     this.cache.set(hash, live);
     return verdict;
@@ -371,12 +371,17 @@ export class Vswitch {
   }
 }
 
-function fold(entry: CacheEntry): void {
+/**
+ * Adds an entry's counts to its flows; a flow with new counts was used by
+ * `nowMs` (as OVS's revalidators stamp a megaflow's use when they pull its
+ * stats), so an idle timeout is judged to within the interval of the folds.
+ */
+function fold(entry: CacheEntry, nowMs: number): void {
   if (entry.packets === 0) return;
   for (const flow of entry.verdict.matched) {
     flow.nPackets += entry.packets;
     flow.nBytes += entry.bytes;
-    if (entry.lastUsedMs > flow.lastUsedMs) flow.lastUsedMs = entry.lastUsedMs;
+    if (nowMs > flow.lastUsedMs) flow.lastUsedMs = nowMs;
   }
   entry.packets = 0;
   entry.bytes = 0;

@@ -12,6 +12,13 @@ export const packetWords = widths.reduce((a, b) => a + b, 0);
 
 export type PacketWords = Uint32Array;
 
+/** Where a field starts among a packet's words (a field wider than 32 bits takes that word and the next). */
+export function wordOffset(name: string): number {
+  const index = fields.findIndex((f) => f.name === name);
+  if (index < 0) throw new Error(`no field ${name}`);
+  return widths.slice(0, index).reduce((a, b) => a + b, 0);
+}
+
 const MASK32 = 0xffffffffn;
 
 export function toWords(packet: Packet): PacketWords {

@@ -70,6 +70,87 @@ export async function liveOfctl(ctx: CommandContext, verb: string, argv: string[
   }
 }
 
+/** Where a VM runs: --host/--agent, or the controller's record. */
+async function placeOf(bus: Bus, vmId: string, flags: Parsed["flags"]): Promise<{ hostId: string; scopeId: string }> {
+  const hostId = stringFlag(flags, "host") ?? (await bus.call(computeService.GetVm, { vmId })).vm?.hostId ?? "";
+  return { hostId, scopeId: hostScope(await agentOf(bus, hostId, flags), hostId) };
+}
+
+/** simdc traffic start|stop|stats: constant-rate UDP flows between VMs, and what arrived. */
+export async function trafficCommand(ctx: CommandContext, verb: string | undefined, argv: string[]): Promise<void> {
+  const placeFlags = { host: { type: "string" }, agent: { type: "string" } } as const;
+  const bus = await ctx.bus();
+  switch (verb) {
+    case "start": {
+      const parsed = parse(argv, { ...placeFlags, rate: { type: "string" }, size: { type: "string" }, port: { type: "string" }, duration: { type: "string" } });
+      const [vmId, target] = positionals(parsed, ["vm", "address"]);
+      const { scopeId } = await placeOf(bus, vmId!, parsed.flags);
+      const request = {
+        vmId: vmId!,
+        targetIp: target!,
+        ratePps: intFlag(parsed.flags, "rate", 100, 1, 100_000),
+        sizeBytes: intFlag(parsed.flags, "size", 1_000, 64, 1_500),
+        dstPort: intFlag(parsed.flags, "port", 5_001, 1, 65_535),
+        durationMs: parsed.flags["duration"] ? durationFlag(parsed.flags, "duration", 0, 86_400_000) : 0,
+      };
+      const reply = await bus.call(hostAgentService.StartTraffic, request, { scopeId });
+      if (ctx.output === "json") return printJson(plain(v1.StartTrafficResponse, reply));
+      out(`flow ${reply.flowId}: ${vmId} (${reply.sourceIp}) -> ${target} udp/${request.dstPort}, ${request.ratePps} packets/s of ${request.sizeBytes} bytes${request.durationMs ? ` for ${request.durationMs / 1000} s` : ""}\n`);
+      return;
+    }
+    case "stop": {
+      const parsed = parse(argv, placeFlags);
+      const [vmId, flow] = positionals(parsed, ["vm", "flow"]);
+      if (!/^\d+$/.test(flow!)) throw invalidArgument(`flow ${JSON.stringify(flow)} is not a flow number`);
+      const { scopeId } = await placeOf(bus, vmId!, parsed.flags);
+      const reply = await bus.call(hostAgentService.StopTraffic, { flowId: Number(flow) }, { scopeId });
+      out(`flow ${flow} stopped after ${reply.flow?.sent ?? 0} packets\n`);
+      return;
+    }
+    case "stats": {
+      const parsed = parse(argv, placeFlags);
+      const [vmId] = positionals(parsed, ["vm"]);
+      const { scopeId } = await placeOf(bus, vmId!, parsed.flags);
+      const stats = await bus.call(hostAgentService.TrafficStats, {}, { scopeId });
+      const sending = stats.sending.filter((f) => f.vmId === vmId);
+      // What arrived of each flow is counted where its target runs.
+      const arrived = new Map<string, v1.ITrafficReceived>();
+      const targets = new Set(sending.map((f) => f.targetIp ?? ""));
+      if (targets.size) {
+        for (const vm of (await bus.call(computeService.ListVms, {})).vms) {
+          if (!(vm.spec?.nics ?? []).some((n) => targets.has(n.ip ?? ""))) continue;
+          const there = await placeOf(bus, vm.id ?? "", {});
+          for (const r of (await bus.call(hostAgentService.TrafficStats, {}, { scopeId: there.scopeId })).received) arrived.set(`${r.sourceIp}/${r.flowId}`, r);
+        }
+      }
+      const rows = sending.map((f) => {
+        const r = arrived.get(`${f.sourceIp}/${f.flowId}`);
+        const received = r?.received ?? 0;
+        const spanS = r && r.lastMs! > r.firstMs! ? (r.lastMs! - r.firstMs!) / 1000 : 0;
+        return {
+          flow: f.flowId,
+          to: f.targetIp,
+          running: f.running,
+          sent: f.sent ?? 0,
+          received,
+          lossPercent: f.sent ? (100 * Math.max(0, (f.sent ?? 0) - received)) / f.sent : 0,
+          mbps: spanS ? ((r?.bytes ?? 0) * 8) / spanS / 1e6 : 0,
+          latencyAvgMs: r?.latencyAvgMs ?? 0,
+          latencyMaxMs: r?.latencyMaxMs ?? 0,
+        };
+      });
+      if (ctx.output === "json") return printJson({ vm: vmId, flows: rows, received: stats.received.filter((r) => r.vmId === vmId).map((r) => plain(v1.TrafficReceived, r)) });
+      printTable(
+        ["FLOW", "TO", "STATE", "SENT", "RECEIVED", "LOSS %", "MBIT/S", "LATENCY AVG MS", "MAX MS"],
+        rows.map((r) => [String(r.flow), r.to ?? "", r.running ? "running" : "stopped", String(r.sent), String(r.received), r.lossPercent.toFixed(1), r.mbps.toFixed(2), r.latencyAvgMs.toFixed(2), r.latencyMaxMs.toFixed(1)]),
+      );
+      return;
+    }
+    default:
+      throw invalidArgument("usage: simdc traffic start <vm> <address> [--rate PPS] [--size B] [--port P] [--duration D] | stop <vm> <flow> | stats <vm>");
+  }
+}
+
 /** simdc vm ping VM ADDRESS [-c COUNT] [-i INTERVAL] [-W TIMEOUT] */
 export async function vmPing(ctx: CommandContext, argv: string[]): Promise<void> {
   const parsed = parse(argv, { count: { type: "string", short: "c" }, interval: { type: "string", short: "i" }, timeout: { type: "string", short: "W" }, agent: { type: "string" }, host: { type: "string" } });

@@ -13,38 +13,12 @@ import { parseIp } from "@simdc/vswitch";
 import { HostDatapath } from "./datapath.js";
 import type { FailMode } from "./controller-link.js";
 import { checkNetworkSection } from "./section.js";
+import { twoHostSection } from "./two-hosts.js";
 
 import v1 = simdc.v1;
 
 const logger = createLogger({ service: "test", id: "datapath", level: "silent" });
-const macA = "02:00:00:00:00:0a";
-const macB = "02:00:00:00:00:0b";
-
-/** What the controller would give host `self` for vm a (on h1) and vm b (on h2) on one network, VNI 7. */
-function section(self: "h1" | "h2", extra: v1.IVswitchPort[] = []): v1.IHostNetwork {
-  const [mine, theirs] = self === "h1" ? [macA, macB] : [macB, macA];
-  const ip = self === "h1" ? "10.0.0.2" : "10.0.0.3";
-  const other = self === "h1" ? "h2" : "h1";
-  return {
-    ports: [{ ofport: 1, vmId: self === "h1" ? "a" : "b", nicIndex: 0, networkId: "n", segmentId: 7, mac: mine, ip, prefixLength: 24, gateway: "10.0.0.1", leaseS: 3600 }, ...extra],
-    tunnels: [{ ofport: 0xf000, hostId: other, agentId: `agent-${other}` }],
-    flows: [
-      `table=0,priority=100,in_port=1,dl_src=${mine} actions=set_field:0x7->metadata,goto_table:10`,
-      "table=0,priority=100,in_port=61440,tun_id=0x7 actions=set_field:0x7->metadata,goto_table:30",
-      "table=10,priority=110,metadata=0x7,udp,tp_src=68,tp_dst=67 actions=controller",
-      "table=10,priority=110,metadata=0x7,arp,arp_op=1 actions=controller",
-      "table=10,priority=0 actions=goto_table:20",
-      `table=20,priority=100,metadata=0x7,dl_dst=${mine} actions=output:1`,
-      `table=20,priority=100,metadata=0x7,dl_dst=${theirs} actions=set_field:0x7->tun_id,output:61440`,
-      `table=30,priority=100,metadata=0x7,dl_dst=${mine} actions=output:1`,
-    ],
-    neighbors: [
-      { segmentId: 7, ip: "10.0.0.2", mac: macA },
-      { segmentId: 7, ip: "10.0.0.3", mac: macB },
-    ],
-    controllerTables: 40,
-  };
-}
+const section = twoHostSection;
 
 function pair(failMode: FailMode = "secure") {
   const clock = new ManualClock();
@@ -57,7 +31,7 @@ function pair(failMode: FailMode = "secure") {
       random: () => 0.5,
       logger,
       // The wire, joined directly: a packet leaves one host and enters the other.
-      tunnel: (tunnel, headers, payload, bytes) => queueMicrotask(() => hosts.get(tunnel.hostId)?.fromUnderlay(hostId, Array.from(headers), payload, bytes)),
+      tunnel: (tunnel, headers, payload, bytes) => queueMicrotask(() => hosts.get(tunnel.hostId)?.fromUnderlay(hostId, new Uint8Array(headers.slice().buffer), payload, bytes)),
       failMode,
       inactivityProbeMs: 5_000,
       probe: () => Promise.resolve(answering.value),
@@ -128,10 +102,13 @@ describe("datapath", () => {
     await clock.advanceAsync(3_600_000);
     expect(controllerFlows(h1)).toEqual(flows);
     expect(h1.dumpPorts().map((p) => p.name)).toEqual(["a.eth0", "tun-h2"]);
+    // c boots meanwhile: its NIC comes up with the port, and its first DHCP packet finds the port in place.
+    h1.setRunning("c", true);
     answering.value = true;
     await clock.advanceAsync(5_000);
     expect(h1.link.connected).toBe(true);
     expect(h1.dumpPorts().map((p) => p.name)).toEqual(["a.eth0", "c.eth0", "tun-h2"]);
+    expect(portOf(h1, "c.eth0")).toMatchObject({ ip: "10.0.0.4", dhcp: "bound" });
   });
 
   it("fail modes: standalone flushes and learns after 3 probe intervals (15 s at the default 5 s), and resyncs when the controller answers", async () => {
@@ -160,6 +137,18 @@ describe("datapath", () => {
     expect(h1.modFlows(["table=0"], true, true)).toBe(2);
     h1.apply(checkNetworkSection(section("h1")));
     expect(controllerFlows(h1)).toEqual(flows);
+  });
+
+  it("timeouts: a hand-added flow with a hard timeout is removed on the simulated clock and counted", async () => {
+    const { clock, h1 } = pair();
+    h1.modFlows(["table=50,priority=1,hard_timeout=2,actions=drop", "table=51,priority=1,idle_timeout=5,actions=drop"], false, false);
+    await clock.advanceAsync(1_999);
+    expect(h1.dumpFlows(50)).toHaveLength(1);
+    await clock.advanceAsync(1_001);
+    expect(h1.dumpFlows(50)).toEqual([]);
+    await clock.advanceAsync(3_000);
+    expect(h1.dumpFlows(51)).toEqual([]);
+    expect(h1.flowsRemoved).toBe(2);
   });
 
   it("bad sections: a bad flow, an ofport used twice or a tunnel numbered as a VM port is refused", () => {

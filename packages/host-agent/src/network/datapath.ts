@@ -6,11 +6,12 @@
 // A document's flows are applied as one step: the difference between what
 // is installed and what is wanted, with no moment without flows.
 
-import { failedPrecondition, invalidArgument, notFound, SimdcError, type Clock, type Logger } from "@simdc/common";
+import { failedPrecondition, invalidArgument, notFound, SimdcError, type Clock, type Logger, type Timer } from "@simdc/common";
 import { simdc } from "@simdc/proto";
-import { formatFlow, formatIp, formatMac, fromWords, packetWords, parseFlow, toWords, Vswitch, type FlowSpec, type Packet } from "@simdc/vswitch";
+import { formatFlow, formatIp, formatMac, packetWords, parseFlow, toWords, Vswitch, wordOffset, type FlowSpec, type Packet, type PacketWords, type Verdict } from "@simdc/vswitch";
 import { ControllerLink, type FailMode } from "./controller-link.js";
 import { GuestNic } from "./guest.js";
+import { ratePpsMax, Traffic } from "./traffic.js";
 import {
   arp,
   ARP_REPLY,
@@ -41,11 +42,20 @@ import { noNetwork, type NetworkSection, type NicPort, type Tunnel } from "./sec
 
 import v1 = simdc.v1;
 
+const IN_PORT_WORD = wordOffset("in_port");
+/** The words of the pipeline's scratch fields (metadata, registers): never carried across a tunnel. */
+const scratchWords = ["metadata", ...Array.from({ length: 8 }, (_, i) => `reg${i}`)].flatMap((name) => {
+  const at = wordOffset(name);
+  return name === "metadata" ? [at, at + 1] : [at];
+});
+
 /** VXLAN over IPv4: outer Ethernet, IP, UDP and the VXLAN header (RFC 7348). */
 export const overlayOverheadBytes = 50;
 /** The underlay's MTU; an inner frame larger than this less the overhead does not fit. */
 export const underlayMtuBytes = 1_500;
 export const pingCountMax = 10_000;
+/** How often flows' idle and hard timeouts are checked, in simulated ms. */
+export const flowExpiryCheckMs = 1_000;
 
 export interface DatapathOptions {
   hostId: string;
@@ -101,12 +111,23 @@ export class HostDatapath {
   private readonly guestByOfport = new Map<number, GuestNic>();
   /** Port counters by port name (a NIC keeps its counts when the compiler renumbers its port). */
   private readonly counters = new Map<string, PortCounters>();
+  /** The same counters by ofport, for the hot path (rebuilt when ports change). */
+  private readonly countersByOfport = new Map<number, PortCounters>();
+  /** A packet's words while it is forwarded (the vswitch copies what it keeps). */
+  private readonly scratch = new Uint32Array(packetWords);
+  /** Each cached verdict's packet as it leaves by a tunnel (in_port and the pipeline's scratch fields cleared). */
+  private encapsulated = new WeakMap<Verdict, PacketWords>();
+  private readonly deliveries: { guest: GuestNic; packet: Packet; payload: Payload; bytes: number }[] = [];
   private readonly running = new Set<string>();
   packetIns = 0;
   /** Packets that came over the underlay from a host this one has no tunnel to, or malformed. */
   underlayRefused = 0;
   mtuDrops = 0;
   private nextEchoId = 1;
+  private expiry: Timer | null = null;
+  /** Flows removed by their idle or hard timeout. */
+  flowsRemoved = 0;
+  readonly traffic: Traffic;
   /** The controller connection: probed while the host has ports (a vswitch with no ports has nothing to lose). */
   readonly link: ControllerLink;
   /** The newest section, held back while the controller is lost. */
@@ -114,6 +135,7 @@ export class HostDatapath {
 
   constructor(private readonly options: DatapathOptions) {
     this.vswitch = new Vswitch({ ports: [], now: () => options.clock.nowMs() });
+    this.traffic = new Traffic(options.clock);
     const log = options.logger;
     this.link = new ControllerLink({
       mode: options.failMode,
@@ -137,6 +159,30 @@ export class HostDatapath {
 
   stop(): void {
     this.link.stop();
+    this.traffic.stopAll();
+    this.expiry?.cancel();
+    this.expiry = null;
+  }
+
+  /**
+   * Checks idle and hard timeouts every second while any flow has one
+   * (only hand-added flows do: the compiled ones never expire); a removed
+   * flow is counted and logged, as OVS's flow-removed.
+   */
+  private watchTimeouts(): void {
+    if (this.expiry) return;
+    const hasTimeouts = (): boolean => this.vswitch.flows().some((f) => f.idleTimeoutS > 0 || f.hardTimeoutS > 0);
+    if (!hasTimeouts()) return;
+    this.expiry = this.options.clock.every(flowExpiryCheckMs, () => {
+      for (const { flow, reason } of this.vswitch.expire()) {
+        this.flowsRemoved += 1;
+        this.options.logger.info({ flow: formatFlow(flow), reason, packets: flow.nPackets }, "flow removed");
+      }
+      if (!hasTimeouts()) {
+        this.expiry?.cancel();
+        this.expiry = null;
+      }
+    });
   }
 
   /** The section as last applied. */
@@ -191,10 +237,13 @@ export class HostDatapath {
       this.tunnelByHost.set(tunnel.hostId, tunnel);
     }
     this.vswitch.setPorts([...this.nicPorts.keys(), ...this.tunnelPorts.keys()]);
+    this.countersByOfport.clear();
     const names = new Set([...section.ports.map(nicName), ...section.tunnels.map(tunnelName)]);
     for (const name of this.counters.keys()) if (!names.has(name)) this.counters.delete(name);
 
     const plugged = new Set<string>();
+    // Links come up once the whole section is in place: a guest's first DHCP packet must find its port.
+    const starting: GuestNic[] = [];
     this.guestByOfport.clear();
     for (const port of section.ports) {
       const key = nicName(port);
@@ -210,9 +259,10 @@ export class HostDatapath {
           clock: this.options.clock,
           random: this.options.random,
           send: (packet, payload, bytes) => this.inject(port.vmId, key, packet, payload, bytes),
+          received: (sourceIp, payload, bytes) => this.traffic.arrived(port.vmId, sourceIp, payload, bytes),
         });
         this.guests.set(key, guest);
-        if (this.running.has(port.vmId)) guest.up();
+        if (this.running.has(port.vmId)) starting.push(guest);
       }
       this.guestByOfport.set(port.ofport, guest);
     }
@@ -222,6 +272,7 @@ export class HostDatapath {
       this.guests.delete(key);
     }
     this.section = section;
+    for (const guest of starting) guest.up();
   }
 
   /** A VM started or stopped: its NICs' links come up (asking DHCP for an address) or go down. */
@@ -235,65 +286,104 @@ export class HostDatapath {
       if (running) guest?.up();
       else guest?.down();
     }
+    if (!running) this.traffic.stopVm(vmId);
   }
 
   /** A packet from a guest NIC, into the vswitch at the NIC's current port. */
-  private inject(vmId: string, key: string, packet: Packet, payload: Payload, bytes: number): void {
+  private inject(vmId: string, key: string, packet: Packet | PacketWords, payload: Payload, bytes: number): void {
     if (!this.running.has(vmId)) return;
     const port = this.nicByName.get(key);
     if (!port) return;
-    this.forward(port.ofport, packet, payload, bytes, false);
+    // Traffic comes as words already (made once a flow); a guest's own packets (ARP, DHCP, ICMP) are few.
+    let words: PacketWords;
+    if (packet instanceof Uint32Array) {
+      this.scratch.set(packet);
+      words = this.scratch;
+    } else words = toWords(packet);
+    this.forward(port.ofport, words, payload, bytes, false);
   }
 
-  /** A packet from another host's vswitch. Refused (counted) from a host this one has no tunnel to. */
-  fromUnderlay(fromHost: string, headers: readonly number[], payload: Payload, bytes: number): void {
+  /**
+   * A packet from another host's vswitch: its header words as the sender's
+   * vswitch left them (little-endian). Refused (counted) from a host this one
+   * has no tunnel to, or malformed.
+   */
+  fromUnderlay(fromHost: string, headers: Uint8Array, payload: Payload, bytes: number): void {
     const tunnel = this.tunnelByHost.get(fromHost);
-    if (!tunnel || headers.length !== packetWords) {
+    if (!tunnel || headers.length !== packetWords * 4) {
       this.underlayRefused += 1;
       return;
     }
-    const packet = fromWords(Uint32Array.from(headers));
-    for (const f of scratchFields) packet[f] = 0n;
-    this.forward(tunnel.ofport, packet, payload, Math.max(0, bytes - overlayOverheadBytes), true);
+    new Uint8Array(this.scratch.buffer).set(headers);
+    // The sender cleared its pipeline's scratch fields; a lying sender's are cleared here too.
+    for (const w of scratchWords) this.scratch[w] = 0;
+    this.forward(tunnel.ofport, this.scratch, payload, Math.max(0, bytes - overlayOverheadBytes), true);
   }
 
+  /** Counters by port name (a NIC keeps its counts when the compiler renumbers its port). */
   private countersOf(ofport: number): PortCounters {
+    let c = this.countersByOfport.get(ofport);
+    if (c) return c;
     const nic = this.nicPorts.get(ofport);
     const tunnel = this.tunnelPorts.get(ofport);
     const name = nic ? nicName(nic) : tunnel ? tunnelName(tunnel) : `port-${ofport}`;
-    let c = this.counters.get(name);
+    c = this.counters.get(name);
     if (!c) this.counters.set(name, (c = { rxPackets: 0, txPackets: 0, rxBytes: 0, txBytes: 0, drops: 0 }));
+    this.countersByOfport.set(ofport, c);
     return c;
   }
 
-  private forward(ofport: number, packet: Packet, payload: Payload, bytes: number, fromTunnel: boolean): void {
-    packet[IN_PORT] = BigInt(ofport);
+  /** The hot path: `words` (the caller's, reused after this returns) enter at `ofport`. */
+  private forward(ofport: number, words: PacketWords, payload: Payload, bytes: number, fromTunnel: boolean): void {
+    words[IN_PORT_WORD] = ofport;
     const rx = this.countersOf(ofport);
     rx.rxPackets += 1;
     rx.rxBytes += bytes;
-    const verdict = this.vswitch.process(packet, bytes);
+    const verdict = this.vswitch.processWords(words, bytes);
     if (verdict.packetIns > 0) {
       this.packetIns += 1;
       this.localService(ofport, verdict.packet, payload);
     }
-    if (verdict.outputs.length === 0 && verdict.packetIns === 0) rx.drops += 1;
-    for (const out of verdict.outputs) this.output(out, verdict.packet, payload, bytes, fromTunnel);
+    const outputs = verdict.outputs;
+    if (outputs.length === 0 && verdict.packetIns === 0) rx.drops += 1;
+    for (let i = 0; i < outputs.length; i++) {
+      const out = outputs[i]!;
+      const guest = this.guestByOfport.get(out);
+      if (guest) this.toGuest(out, guest, verdict.packet, payload, bytes);
+      else if (!fromTunnel) this.toTunnel(out, verdict, payload, bytes);
+    }
   }
 
-  private output(ofport: number, packet: Packet, payload: Payload, bytes: number, fromTunnel: boolean): void {
-    const guest = this.guestByOfport.get(ofport);
-    if (guest) {
-      const tx = this.countersOf(ofport);
-      tx.txPackets += 1;
-      tx.txBytes += bytes;
-      const copy = [...packet];
-      // Delivered after this packet is done, so a guest's answer does not nest inside the forwarding of what it answers.
-      queueMicrotask(() => guest.receive(copy, payload));
-      return;
+  /** Hands a packet to a guest once this turn's forwarding is done, so an answer never nests inside what it answers. */
+  private toGuest(ofport: number, guest: GuestNic, packet: Packet, payload: Payload, bytes: number): void {
+    const tx = this.countersOf(ofport);
+    tx.txPackets += 1;
+    tx.txBytes += bytes;
+    this.deliveries.push({ guest, packet, payload, bytes });
+    if (this.deliveries.length === 1) queueMicrotask(() => this.deliver());
+  }
+
+  private deliver(): void {
+    // Guests' answers may queue more; they are delivered in this same drain.
+    for (let i = 0; i < this.deliveries.length; i++) {
+      const d = this.deliveries[i]!;
+      try {
+        d.guest.receive(d.packet, d.payload, d.bytes);
+      } catch (err) {
+        // A fault in one simulated guest must not take the host's other guests (or its agent) down.
+        this.options.logger.error({ err: String(err), stack: (err as Error).stack }, "a guest failed on a packet");
+      }
     }
+    this.deliveries.length = 0;
+  }
+
+  /**
+   * Out by a tunnel, VXLAN's overhead counted against the MTU. Split horizon:
+   * what came over a tunnel never leaves by one (the hosts are a full mesh).
+   */
+  private toTunnel(ofport: number, verdict: Verdict, payload: Payload, bytes: number): void {
     const tunnel = this.tunnelPorts.get(ofport);
-    // Split horizon: what came over a tunnel never leaves by one (the hosts are a full mesh).
-    if (!tunnel || fromTunnel) return;
+    if (!tunnel) return;
     if (bytes + overlayOverheadBytes > underlayMtuBytes) {
       this.mtuDrops += 1;
       return;
@@ -301,27 +391,33 @@ export class HostDatapath {
     const tx = this.countersOf(ofport);
     tx.txPackets += 1;
     tx.txBytes += bytes + overlayOverheadBytes;
-    const copy = [...packet];
-    copy[IN_PORT] = 0n;
-    for (const f of scratchFields) copy[f] = 0n;
-    this.options.tunnel(tunnel, toWords(copy), payload, bytes + overlayOverheadBytes);
+    // Verdicts come from the vswitch's cache: the encapsulated form is made once a verdict.
+    let words = this.encapsulated.get(verdict);
+    if (!words) {
+      const copy = [...verdict.packet];
+      copy[IN_PORT] = 0n;
+      for (const f of scratchFields) copy[f] = 0n;
+      this.encapsulated.set(verdict, (words = toWords(copy)));
+    }
+    this.options.tunnel(tunnel, words, payload, bytes + overlayOverheadBytes);
   }
 
   /** A local packet-in: DHCP and ARP answered from what the controller pushed, back out of the port they came in by. */
   private localService(ofport: number, packet: Packet, payload: Payload): void {
     const port = this.nicPorts.get(ofport);
-    if (!port) return;
+    const guest = this.guestByOfport.get(ofport);
+    if (!port || !guest) return;
     const segment = packet[METADATA]!;
     if (packet[NW_PROTO] === PROTO_UDP && packet[TP_SRC] === DHCP_CLIENT_PORT && packet[TP_DST] === DHCP_SERVER_PORT && payload.dhcp) {
       const reply = this.dhcpReply(port, payload.dhcp);
       const answer = ipv4(serverMac(port.segment), port.mac, port.gateway, port.ip, PROTO_UDP, DHCP_SERVER_PORT, DHCP_CLIENT_PORT);
-      this.output(ofport, answer, { dhcp: reply }, dhcpBytes, false);
+      this.toGuest(ofport, guest, answer, { dhcp: reply }, dhcpBytes);
       return;
     }
     if (packet[DL_TYPE] === ETH_ARP && packet[NW_PROTO] === ARP_REQUEST) {
       const mac = this.section.neighbors.get(segment)?.get(packet[NW_DST]!);
       if (mac === undefined) return;
-      this.output(ofport, arp(ARP_REPLY, mac, packet[DL_SRC]!, packet[NW_DST]!, packet[NW_SRC]!), {}, arpBytes, false);
+      this.toGuest(ofport, guest, arp(ARP_REPLY, mac, packet[DL_SRC]!, packet[NW_DST]!, packet[NW_SRC]!), {}, arpBytes);
     }
   }
 
@@ -340,13 +436,7 @@ export class HostDatapath {
    * running, no address yet, target off every subnet of the VM).
    */
   async ping(vmId: string, target: bigint, count: number, intervalMs: number, timeoutMs: number): Promise<v1.PingResponse.$Properties> {
-    const ports = this.section.ports.filter((p) => p.vmId === vmId);
-    if (ports.length === 0) throw notFound(`vm ${vmId} has no NIC on host ${this.options.hostId}`);
-    if (!this.running.has(vmId)) throw failedPrecondition(`vm ${vmId} is not running`);
-    const port = ports.find((p) => sameSubnet(p.ip, target, p.prefixLength));
-    if (!port) throw failedPrecondition(`${formatIp(target)} is on no subnet of vm ${vmId}'s NICs (routing between subnets is not built yet)`);
-    const guest = this.guests.get(nicName(port))!;
-    if (guest.ip === 0n) throw failedPrecondition(`vm ${vmId}'s eth${port.nicIndex} has no address yet (DHCP ${guest.lease})`);
+    const guest = this.sender(vmId, target);
     const id = this.nextEchoId++ & 0xffff;
     const replies: Promise<v1.PingReply.$Properties>[] = [];
     for (let seq = 1; seq <= count; seq++) {
@@ -372,6 +462,33 @@ export class HostDatapath {
   }
 
   /** ovs-ofctl dump-flows: every flow, or one table's (table >= 0). */
+  /**
+   * The NIC a running VM reaches `target` from: on the target's subnet, with an address.
+   * @throws SimdcError NOT_FOUND (no NIC here), FAILED_PRECONDITION (not running, no address yet, no subnet of the target).
+   */
+  private sender(vmId: string, target: bigint): GuestNic {
+    const ports = this.section.ports.filter((p) => p.vmId === vmId);
+    if (ports.length === 0) throw notFound(`vm ${vmId} has no NIC on host ${this.options.hostId}`);
+    if (!this.running.has(vmId)) throw failedPrecondition(`vm ${vmId} is not running`);
+    const port = ports.find((p) => sameSubnet(p.ip, target, p.prefixLength));
+    if (!port) throw failedPrecondition(`${formatIp(target)} is on no subnet of vm ${vmId}'s NICs (routing between subnets is not built yet)`);
+    const guest = this.guests.get(nicName(port))!;
+    if (guest.ip === 0n) throw failedPrecondition(`vm ${vmId}'s eth${port.nicIndex} has no address yet (DHCP ${guest.lease})`);
+    return guest;
+  }
+
+  /**
+   * A VM starts a constant-rate UDP flow to `target`.
+   * @throws SimdcError as ping, and INVALID_ARGUMENT for a rate or size out of range.
+   */
+  startUdp(vmId: string, target: bigint, ratePps: number, bytes: number, dstPort: number, durationMs: number): { flowId: number; sourceIp: string } {
+    const guest = this.sender(vmId, target);
+    if (bytes + overlayOverheadBytes > underlayMtuBytes) throw invalidArgument(`size_bytes ${bytes} does not fit the underlay's ${underlayMtuBytes}-byte MTU with ${overlayOverheadBytes} bytes of VXLAN (at most ${underlayMtuBytes - overlayOverheadBytes})`);
+    if (ratePps < 1 || ratePps > ratePpsMax) throw invalidArgument(`rate_pps must be 1-${ratePpsMax}`);
+    const flowId = this.traffic.start({ vmId, guest, target, ratePps, bytes, dstPort, durationMs });
+    return { flowId, sourceIp: formatIp(guest.ip) };
+  }
+
   dumpFlows(table: number): string[] {
     return this.vswitch.dumpFlows(table < 0 ? undefined : table);
   }
@@ -419,6 +536,7 @@ export class HostDatapath {
       });
       for (const flow of flows) owned(flow.table);
       for (const flow of flows) this.vswitch.addFlow(flow);
+      this.watchTimeouts();
       return flows.length;
     }
     const filters = (lines.length ? lines : [""]).map(parseDeleteFilter);

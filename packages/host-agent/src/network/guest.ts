@@ -6,7 +6,7 @@
 // vswitch port delivers, and sends only through it.
 
 import type { Clock, Timer } from "@simdc/common";
-import type { Packet } from "@simdc/vswitch";
+import { toWords, type Packet, type PacketWords } from "@simdc/vswitch";
 import {
   arp,
   ARP_REPLY,
@@ -47,8 +47,10 @@ export interface GuestNicOptions {
   clock: Clock;
   /** Seeded, in [0, 1). */
   random: () => number;
-  /** Puts a packet on the NIC's vswitch port. */
-  send(packet: Packet, payload: Payload, bytes: number): void;
+  /** Puts a packet (its fields, or its words) on the NIC's vswitch port. */
+  send(packet: Packet | PacketWords, payload: Payload, bytes: number): void;
+  /** A traffic packet (UDP with a flow number) arrived for this NIC's address. */
+  received(sourceIp: bigint, payload: Payload, bytes: number): void;
 }
 
 const retransmitFirstMs = 4_000;
@@ -91,13 +93,14 @@ export class GuestNic {
     this.arpCache.clear();
   }
 
-  receive(packet: Packet, payload: Payload): void {
+  receive(packet: Packet, payload: Payload, bytes: number): void {
     if (this.lease === "down") return;
     const dst = packet[DL_DST]!;
     if (dst !== this.mac && !isBroadcastOrMulticast(dst)) return;
     if (packet[DL_TYPE] === ETH_ARP) this.onArp(packet);
     else if (packet[DL_TYPE] === ETH_IP) {
       if (packet[NW_PROTO] === PROTO_UDP && packet[TP_DST] === DHCP_CLIENT_PORT && payload.dhcp) this.onDhcp(packet, payload.dhcp);
+      else if (packet[NW_PROTO] === PROTO_UDP && payload.flow !== undefined && packet[NW_DST] === this.ip && this.ip !== IP_ANY) this.options.received(packet[NW_SRC]!, payload, bytes);
       else if (packet[NW_PROTO] === PROTO_ICMP && packet[NW_DST] === this.ip && this.ip !== IP_ANY) this.onIcmp(packet, payload);
     }
   }
@@ -140,6 +143,16 @@ export class GuestNic {
       const packet = ipv4(this.mac, targetMac, this.ip, targetIp, PROTO_ICMP, ICMP_ECHO_REQUEST, 0n);
       this.options.send(packet, { echoId: id, echoSeq: seq, sentMs: this.options.clock.nowMs() }, echoBytes);
     });
+  }
+
+  /** The header words of this NIC's UDP datagrams to one destination (made once a flow). */
+  udpHeaders(targetMac: bigint, targetIp: bigint, srcPort: bigint, dstPort: bigint): PacketWords {
+    return toWords(ipv4(this.mac, targetMac, this.ip, targetIp, PROTO_UDP, srcPort, dstPort));
+  }
+
+  /** One datagram of a traffic flow, its headers made by udpHeaders. */
+  sendWords(headers: PacketWords, payload: Payload, bytes: number): void {
+    this.options.send(headers, payload, bytes);
   }
 
   private onArp(packet: Packet): void {

@@ -61,8 +61,10 @@ export interface DhcpMessage {
 export interface Payload {
   echoId?: number;
   echoSeq?: number;
-  /** When the echo request left, in simulated ms. */
+  /** When the echo request (or traffic packet) left, in simulated ms. */
   sentMs?: number;
+  /** A traffic flow's number at its sender; echoSeq is then its sequence. */
+  flow?: number;
   dhcp?: DhcpMessage;
 }
 

@@ -37,6 +37,8 @@ export class Underlay {
     private readonly agentId: string,
     private readonly datapathOf: (hostId: string) => HostDatapath | undefined,
     private readonly logger: Logger,
+    /** Packets a message at most (1: every packet its own message, as the benchmark's unbatched case). */
+    private readonly trainMax = trainPacketsMax,
   ) {}
 
   start(): void {
@@ -60,8 +62,10 @@ export class Underlay {
       train = { subject: this.bus.subjects.underlay(tunnel.agentId, tunnel.hostId), fromHost, toHost: tunnel.hostId, packets: [] };
       this.pending.set(key, train);
     }
-    train.packets.push({ headers: Array.from(headers), size: bytes, payload: payload.echoId === undefined ? null : { echoId: payload.echoId, echoSeq: payload.echoSeq ?? 0, sentMs: payload.sentMs ?? 0 } });
-    if (train.packets.length >= trainPacketsMax) this.sendTrain(key, train);
+    const carried = payload.echoId === undefined && payload.flow === undefined ? null : { echoId: payload.echoId ?? 0, echoSeq: payload.echoSeq ?? 0, sentMs: payload.sentMs ?? 0, flow: payload.flow ?? 0 };
+    // The words are the verdict's, never changed once made: the train refers to them until it is encoded.
+    train.packets.push({ headers: new Uint8Array(headers.buffer, headers.byteOffset, headers.byteLength), size: bytes, payload: carried });
+    if (train.packets.length >= this.trainMax) this.sendTrain(key, train);
     if (!this.flushing) {
       this.flushing = true;
       queueMicrotask(() => this.flush());
@@ -90,9 +94,10 @@ export class Underlay {
       return;
     }
     for (const packet of train.packets) {
-      const echo = packet.payload;
-      const payload: Payload = echo ? { echoId: echo.echoId ?? 0, echoSeq: echo.echoSeq ?? 0, sentMs: echo.sentMs ?? 0 } : {};
-      datapath.fromUnderlay(train.fromHost, packet.headers ?? [], payload, packet.size ?? 0);
+      const carried = packet.payload;
+      // Flow 0 is no flow: flows are numbered from 1 at their sender.
+      const payload: Payload = carried ? { echoId: carried.echoId ?? 0, echoSeq: carried.echoSeq ?? 0, sentMs: carried.sentMs ?? 0, ...(carried.flow ? { flow: carried.flow } : {}) } : {};
+      datapath.fromUnderlay(train.fromHost, packet.headers ?? new Uint8Array(0), payload, packet.size ?? 0);
     }
   }
 }
