@@ -155,6 +155,30 @@ describe("sdn: overlay networks, secure mode", () => {
     for (const id of ["x1", "x2", "x3", "x4", "x5"]) await expect(dc.simdc("vm", "get", id)).rejects.toThrow(/NOT_FOUND/);
   });
 
+  it("sdn: on a reactive network the first packet to a destination asks the controller, whose answer installs the flow with an idle timeout", async () => {
+    await dc.simdc("net", "create", "green", "--mode", "host-only", "--subnet", "10.3.0.0/24", "--flow-setup", "reactive");
+    expect(await dc.simdc("net", "list")).toMatch(/^green\s.*\sreactive$/m);
+    await dc.simdc("vm", "create", "g1", "--boot-volume", "boot", "--nic", "green");
+    await dc.simdc("vm", "create", "g2", "--boot-volume", "boot", "--nic", "green");
+    const g1 = await addressed(dc, "g1");
+    const g2 = await addressed(dc, "g2");
+    const before = await dc.simdc("ofctl", "dump-flows", g1.hostId);
+    expect(before).toMatch(/metadata=0x\w+ actions=controller\(id=1\)/);
+    expect(before).not.toContain(g2.spec.nics[0]!.mac);
+    const ping = await dc.json<PingJson>("vm", "ping", "g1", g2.spec.nics[0]!.ip, "-c", "3", "-i", "100ms");
+    expect(ping.received).toBe(3);
+    const after = await dc.simdc("ofctl", "dump-flows", g1.hostId);
+    expect(after).toMatch(new RegExp(`cookie=0x5eac7,.*idle_timeout=30,.*dl_dst=${g2.spec.nics[0]!.mac}[, ]`));
+    type Reactive = { centralPacketIns: number; flowMods: number; packetInsDropped: number };
+    const counts = await dc.json<Reactive>("ofctl", "dump-ports", g1.hostId);
+    expect(counts.centralPacketIns).toBeGreaterThanOrEqual(1);
+    expect(counts.flowMods).toBeGreaterThanOrEqual(1);
+    expect(counts.packetInsDropped).toBe(0);
+    // A new document (a VM joins) keeps the reactive flows: they are the controller's answers, not the document's.
+    await dc.simdc("vm", "create", "g3", "--boot-volume", "boot", "--nic", "green", "--wait", "hosts");
+    expect(await dc.simdc("ofctl", "dump-flows", g1.hostId)).toContain("cookie=0x5eac7");
+  });
+
   it("sdn: the controller killed, an established ping goes on; nothing new is configured until it returns, then a new VM's port comes up", async () => {
     const b1 = await vm(dc, "b1");
     // Its host and agent named, so the ping never needs the controller.

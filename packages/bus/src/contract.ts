@@ -33,6 +33,7 @@ function method<Req, Res>(
 export const hostService = {
   RegisterHost: method("api-by-id", "HostService", "RegisterHost", v1.RegisterHostRequest, v1.RegisterHostResponse),
   ProbeController: method("api-by-id", "HostService", "ProbeController", v1.ProbeControllerRequest, v1.ProbeControllerResponse),
+  PacketIn: method("api-by-id", "HostService", "PacketIn", v1.PacketInRequest, v1.PacketInResponse),
   ListHosts: method("api", "HostService", "ListHosts", v1.ListHostsRequest, v1.ListHostsResponse),
   GetHost: method("api", "HostService", "GetHost", v1.GetHostRequest, v1.GetHostResponse),
   GetSyncStatus: method("api", "HostService", "GetSyncStatus", v1.GetSyncStatusRequest, v1.GetSyncStatusResponse),

@@ -99,7 +99,9 @@ simdc net list | get <net> | delete <net>: logical networks (VMs attach with vm 
 
   --mode M          bridge (reachable from outside), host-only (from nothing outside) or nat
   --subnet CIDR     an IPv4 subnet, /8 to /30, overlapping no other network's; repeat for more
-  --vlan N          ride VLAN N (1-4094) of the physical segment; without it, an overlay with its own VNI${changing}`,
+  --vlan N          ride VLAN N (1-4094) of the physical segment; without it, an overlay with its own VNI
+  --flow-setup F    proactive (default: every flow pushed ahead) or reactive (a table miss asks the
+                    controller, which answers with the flow; rate limited, counted in dump-ports)${changing}`,
   ofctl: `simdc ofctl trace --flows FILE --packets FILE [--ports P,...]: what a vswitch does with each packet,
 offline, like ovs-appctl ofproto/trace (flows in ovs-ofctl syntax, one a line; packets in
 ovs-ofctl field syntax, one a line; -o json: one object a packet with outputs and the

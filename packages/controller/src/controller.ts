@@ -124,14 +124,15 @@ export class Controller implements RunningRole {
     const crash = new CrashPoints(parseCrashPoints(config.crashAt ?? ""), logger);
     const networks = new Networks(networkRecords);
     const ports = new LogicalPorts(vms);
+    const networkView = {
+      network: (id: string) => networks.get(id)?.network ?? undefined,
+      portsOnHost: (id: string) => ports.onHost(id),
+      portsOnNetwork: (id: string) => ports.onNetwork(id),
+      agentOf: (id: string) => hosts.get(id)?.agentId,
+    };
+    const compileNetwork = (hostId: string, allProactive = false) => compileHostNetwork(hostId, networkView, { allProactive });
     const sections: NetworkSections = {
-      sectionOf: (hostId) =>
-        compileHostNetwork(hostId, {
-          network: (id) => networks.get(id)?.network ?? undefined,
-          portsOnHost: (id) => ports.onHost(id),
-          portsOnNetwork: (id) => ports.onNetwork(id),
-          agentOf: (id) => hosts.get(id)?.agentId,
-        }),
+      sectionOf: (hostId) => compileNetwork(hostId),
       onHostsChanged: (listener) => ports.onHostsChanged(listener),
     };
     const documents = new HostDocuments(bus, docRecords, vms, volumes, hosts, lease, logger, clock, crash, config.documentChunkBytes, sections);
@@ -170,9 +171,10 @@ export class Controller implements RunningRole {
         inventoryIntervalMs: config.inventoryIntervalMs,
         crash,
       }),
-      counters: { refused: 0 },
+      counters: { refused: 0, packetIns: 0, flowMods: 0 },
       networks,
       ports,
+      compileNetwork,
       macRandom: new Rng(seed, "macs"),
       crash,
     };

@@ -25,6 +25,9 @@ import v1 = simdc.v1;
 export interface ControllerCounters {
   /** Messages refused: stale boot ids, generations from the future, taken ids, spoofed ids. */
   refused: number;
+  /** Packet-ins from reactive networks answered, and flows sent back. */
+  packetIns: number;
+  flowMods: number;
 }
 
 export interface ControllerState {
@@ -48,6 +51,8 @@ export interface ControllerState {
   networks: Networks;
   /** Every VM NIC, by network and host, with the addresses they hold. */
   ports: LogicalPorts;
+  /** A host's share of the networks; with allProactive, reactive networks' known-MAC flows too (to answer packet-ins). */
+  compileNetwork(hostId: string, allProactive?: boolean): v1.HostNetwork | undefined;
   /** Draws new NICs' MACs, from the run's seed. */
   macRandom: Rng;
   requests: RequestLog;

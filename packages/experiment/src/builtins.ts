@@ -97,6 +97,7 @@ export function builtinParts(): Parts {
       concurrency: { type: "integer", minimum: 1, maximum: 256 },
       vcpus: { type: "integer", minimum: 1, maximum: 256 },
       memoryMib: { type: "integer", minimum: 1 },
+      nics: { type: "array", items: name, maxItems: 8 },
     },
     required: ["name"],
   });
@@ -242,7 +243,10 @@ function vmsRunning(h: RunHistory): Verdict {
       return { ok: false, detail: `vm ${vm.id} should run; its last report is ${lastReport ? `${lastReport.state} from ${lastReport.hostId} at ${h.at(lastReport.timeMs)}` : "none"}, and the controller has it ${vm.state}` };
     }
     if (vm.state !== "running") return { ok: false, detail: `vm ${vm.id} reported running at ${h.at(lastReport.timeMs)}, and the controller has it ${vm.state} at the end` };
-    if (lastReport.timeMs > until) return { ok: false, detail: `vm ${vm.id} ran again only at ${h.at(lastReport.timeMs)}, after the liveness window (${h.at(until)})` };
+    // A VM created after the faults healed has the liveness window from its creation.
+    const created = h.acks.find((a) => a.ok && a.op === "create-vm" && a.id === vm.id);
+    const vmUntil = Math.max(until, created ? created.timeMs + h.run.livenessMs : 0);
+    if (lastReport.timeMs > vmUntil) return { ok: false, detail: `vm ${vm.id} ran again only at ${h.at(lastReport.timeMs)}, after the liveness window (${h.at(vmUntil)})` };
   }
   return { ok: true, detail: `${count} VMs that should run are running by ${h.at(until)}` };
 }

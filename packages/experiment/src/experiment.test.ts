@@ -194,6 +194,13 @@ describe("experiment reports", () => {
     ...extra,
   });
 
+  it("checkers: a VM created after the faults healed has the liveness window from its creation", () => {
+    const late = (runningAt: number) =>
+      verdicts([{ type: "ack", timeMs: 15_000, op: "create-vm", id: "vm-1", ok: true, latencyMs: 3 }, vmReport(runningAt, "vm-1", "host-1", "running"), final(30_000, true)])["vms-running"];
+    expect(late(16_000)).toMatchObject({ ok: true });
+    expect(late(26_000)).toMatchObject({ ok: false, detail: "vm vm-1 ran again only at +26.00 s, after the liveness window (+20.00 s)" });
+  });
+
   it("sdn: ping-loss counts lost echoes (and unanswered probes) against max; flows-match-intent names the first host whose flows differ", () => {
     const { scenario } = parseScenario("name: t\ntimeline: []\nduration: 20s\nassertions:\n  - assert: ping-loss\n    max: 20\n", "t.yaml", parts);
     const ping = (timeMs: number, values: Record<string, number>): HistoryEntry => ({ type: "sample", timeMs, probe: "ping", values });

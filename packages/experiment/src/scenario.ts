@@ -51,6 +51,8 @@ export interface NetworkSpec {
   name: string;
   mode: "bridge" | "host-only" | "nat";
   subnet: string;
+  /** Every flow pushed ahead (the default), or set up by packet-ins. */
+  flowSetup?: "proactive" | "reactive";
 }
 
 /** A step's time: fixed, or drawn from the run's seed between two bounds. */
@@ -107,6 +109,7 @@ const networksSchema: JsonSchema = {
     properties: {
       name,
       mode: { enum: ["bridge", "host-only", "nat"] },
+      flowSetup: { enum: ["proactive", "reactive"] },
       subnet: { type: "string", pattern: "^\\d{1,3}(\\.\\d{1,3}){3}/\\d{1,2}$" },
     },
   },

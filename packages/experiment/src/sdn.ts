@@ -15,7 +15,7 @@ export function sdnParts(parts: Parts): void {
     summary: "one ICMP echo from VM `from` to VM `to`'s first address each time (received 0 or 1, rttMs), through their hosts' vswitches only",
     properties: { from: name, to: name },
   });
-  parts.probe({ kind: "flows", summary: "flows the hosts' vswitches hold (total, and hosts whose controller is lost or that failed open)" });
+  parts.probe({ kind: "flows", summary: "flows the hosts' vswitches hold (total), hosts whose controller is lost or that failed open, and packet-ins sent to the controller so far" });
   parts.assertion({
     kind: "ping-loss",
     summary: "of the ping probe's echoes, at most max percent were lost (a probe with no answer at all counts as lost)",

@@ -144,6 +144,9 @@ export class HostAgent implements RunningRole {
             inactivityProbeMs: config.inactivityProbeMs,
             underlayRefused: dp.underlayRefused,
             mtuDrops: dp.mtuDrops,
+            centralPacketIns: dp.centralPacketIns,
+            packetInsDropped: dp.packetInsDropped,
+            flowMods: dp.flowMods,
           };
         }),
         endpoint(hostAgentService.ModFlows, (req, msg) => ({ changed: agent.hostOf(msg.subject).datapath.modFlows(req.flows, req.delete, req.force) })),

@@ -29,6 +29,9 @@ import type { FailMode } from "./network/controller-link.js";
 
 import v1 = simdc.v1;
 
+/** How long a packet-in waits for the controller's answer (its packets are dropped after). */
+const packetInTimeoutMs = 2_000;
+
 /** The physical hardware a simulated host offers. */
 export interface HostCapacity {
   pcpus: number;
@@ -106,6 +109,10 @@ export class SimHost {
       failMode: options.failMode,
       inactivityProbeMs: options.inactivityProbeMs,
       probe: (timeoutMs) => this.probeController(timeoutMs),
+      packetIn: async (segmentId, dlSrc, dlDst) => {
+        const reply = await this.bus.call(hostService.PacketIn, { hostId: this.id, segmentId, dlSrc, dlDst }, { scopeId: this.id, timeoutMs: packetInTimeoutMs, source: this.id });
+        return reply.flows;
+      },
     });
   }
 

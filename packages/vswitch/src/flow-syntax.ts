@@ -12,7 +12,8 @@ export type Action =
   | { kind: "output"; port: number }
   | { kind: "in_port" }
   | { kind: "normal" }
-  | { kind: "controller" }
+  /** A packet-in to the controller connection `id` (0 unless controller(id=N) says). */
+  | { kind: "controller"; id: number }
   | { kind: "resubmit"; port: number | null; table: number | null }
   | { kind: "goto_table"; table: number }
   | { kind: "set"; field: number; value: bigint }
@@ -164,7 +165,16 @@ function parseAction(text: string): Action {
   if (text === "drop") throw invalidArgument("drop must be the only action");
   if (text === "in_port") return { kind: "in_port" };
   if (text === "normal" || text === "NORMAL") return { kind: "normal" };
-  if (text === "controller" || text.startsWith("controller:") || text.startsWith("controller(")) return { kind: "controller" };
+  if (text === "controller" || text.startsWith("controller:")) return { kind: "controller", id: 0 };
+  if (text.startsWith("controller(") && text.endsWith(")")) {
+    let id = 0;
+    for (const arg of text.slice("controller(".length, -1).split(",").filter(Boolean)) {
+      const [key, value = ""] = arg.split("=");
+      // OVS's other arguments (reason, max_len, userdata, pause) change nothing here.
+      if (key === "id") id = smallInt("controller id", value, 0xffff);
+    }
+    return { kind: "controller", id };
+  }
   if (text === "strip_vlan") return { kind: "strip_vlan" };
   if (/^\d+$/.test(text)) return { kind: "output", port: smallInt("output", text, 0xffff) };
   const colon = text.indexOf(":");
@@ -285,6 +295,8 @@ function formatAction(a: Action): string {
       return `set_field:${formatValue(fields[a.field]!, a.value)}->${fields[a.field]!.name}`;
     case "mod_vlan_vid":
       return `mod_vlan_vid:${a.vid}`;
+    case "controller":
+      return a.id ? `controller(id=${a.id})` : "controller";
     default:
       return a.kind;
   }

@@ -6,3 +6,4 @@ export { parseFlowFile, resubmitDepthMax, Vswitch } from "./vswitch.js";
 export type { Flow, Verdict, VswitchOptions } from "./vswitch.js";
 export { fromWords, hashWords, packetWords, toWords, wordOffset } from "./words.js";
 export type { PacketWords } from "./words.js";
+export { centralControllerId, reactiveCookie } from "./conventions.js";

@@ -116,6 +116,14 @@ describe("vswitch", () => {
     expect(vs.flows()).toEqual([]);
   });
 
+  it("vswitch: packet-ins name their controller connection (controller(id=N)), 0 when unnamed", () => {
+    const vs = switchWith(["priority=10,in_port=1,actions=controller(id=1),output:2", "priority=10,in_port=2,actions=controller(reason=no_match,max_len=128)"]);
+    expect(vs.trace(pkt("in_port=1")).controllerIds).toEqual([1]);
+    expect(vs.trace(pkt("in_port=2")).controllerIds).toEqual([0]);
+    expect(formatFlow(parseFlow("priority=1,actions=controller(id=3)"))).toBe("table=0,priority=1 actions=controller(id=3)");
+    expect(() => parseFlow("priority=1,actions=controller(id=x)")).toThrow(/controller id/);
+  });
+
   it("vswitch: bad flows and packets are refused with the reason, as ovs-ofctl refuses them", () => {
     const refuse = (flow: string) => () => parseFlow(flow);
     expect(refuse("nw_src=10.0.0.1,actions=drop")).toThrow(/nw_src needs ip or arp/);

@@ -29,6 +29,8 @@ export interface Verdict {
   matched: Flow[];
   /** Copies sent to the controller (packet-in). */
   packetIns: number;
+  /** The controller connections they went to (controller(id=N)), in order. */
+  controllerIds: number[];
 }
 
 /** How deep resubmits may nest, as OVS limits them. */
@@ -305,7 +307,7 @@ export class Vswitch {
 
   private run(input: Packet, learn: boolean): Verdict {
     const packet = [...input];
-    const verdict: Verdict = { outputs: [], packet, matched: [], packetIns: 0 };
+    const verdict: Verdict = { outputs: [], packet, matched: [], packetIns: 0, controllerIds: [] };
     this.visit(0, packet, verdict, 0, learn);
     return verdict;
   }
@@ -326,6 +328,7 @@ export class Vswitch {
           break;
         case "controller":
           verdict.packetIns += 1;
+          verdict.controllerIds.push(action.id);
           break;
         case "normal":
           this.normal(packet, inPort, verdict, learn);

@@ -158,7 +158,8 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRun
     const bootVolume = "boot";
     const stepContext: StepContext = { bus: theBus, clock, plan, deployment: dc, bootVolume, ack: record };
     for (const net of scenario.networks) {
-      await theBus.call(networkService.CreateNetwork, { name: net.name, mode: networkModes[net.mode], subnets: [net.subnet] });
+      const flowSetup = net.flowSetup === "reactive" ? v1.FlowSetup.FLOW_SETUP_REACTIVE : v1.FlowSetup.FLOW_SETUP_PROACTIVE;
+      await theBus.call(networkService.CreateNetwork, { name: net.name, mode: networkModes[net.mode], subnets: [net.subnet], flowSetup });
     }
     const initial = scenario.vms.flatMap((g) => vmNames(g.name, g.count).map((name) => ({ name, g })));
     if (initial.length > 0 || scenario.timeline.some((s) => s.do === "create-vms")) {

@@ -6,7 +6,7 @@
 
 import { hostAgentService, hostScope, hostService, computeService, type Bus } from "@simdc/bus";
 import { simdc } from "@simdc/proto";
-import { formatFlow, parseFlow } from "@simdc/vswitch";
+import { formatFlow, parseFlow, reactiveCookie } from "@simdc/vswitch";
 import type { FinalEntry, Plan } from "@simdc/experiment";
 
 import v1 = simdc.v1;
@@ -57,7 +57,7 @@ export async function samplePing(bus: Bus, places: VmPlaces, from: string, to: s
 
 /** The flows every host holds, and how many have lost their controller or failed open. */
 export async function sampleFlows(bus: Bus, plan: Plan): Promise<Record<string, number>> {
-  const out = { total: 0, lost: 0, failedOpen: 0 };
+  const out = { total: 0, lost: 0, failedOpen: 0, packetIns: 0 };
   await Promise.all(
     Object.entries(plan.agents).flatMap(([agentId, hosts]) =>
       hosts.map(async (hostId) => {
@@ -66,6 +66,7 @@ export async function sampleFlows(bus: Bus, plan: Plan): Promise<Record<string, 
         out.total += flows.flows.length;
         if (!ports.controllerConnected) out.lost += 1;
         if (ports.failOpen) out.failedOpen += 1;
+        out.packetIns += Number(ports.centralPacketIns);
       }),
     ),
   );
@@ -88,7 +89,10 @@ export async function finalFlows(bus: Bus, plan: Plan): Promise<NonNullable<Fina
         const intended = (doc?.value.network?.flows ?? []).map(canonical);
         const dump = await bus.call(hostAgentService.DumpFlows, { table: -1 }, { scopeId: hostScope(agentId, hostId) });
         const ownedBelow = doc?.value.network?.controllerTables || dump.controllerTables;
-        const installed = dump.flows.map(canonical).filter((f) => Number(/table=(\d+)/.exec(f)?.[1] ?? 0) < ownedBelow);
+        // The controller's answers to packet-ins (the reactive cookie) are not the document's.
+        const installed = dump.flows
+          .map(canonical)
+          .filter((f) => !f.startsWith(`cookie=0x${reactiveCookie.toString(16)},`) && Number(/table=(\d+)/.exec(f)?.[1] ?? 0) < ownedBelow);
         if (intended.length || installed.length) out.push({ hostId, installed: installed.sort(), intended: intended.sort() });
       } catch (err) {
         out.push({ hostId, installed: [], intended: [], error: String(err) });

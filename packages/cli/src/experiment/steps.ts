@@ -116,7 +116,8 @@ export async function createVms(ctx: StepContext, names: string[], spec: { vcpus
 async function createVmsStep(ctx: StepContext, step: PlannedStep): Promise<StepOutcome> {
   const p = step.params;
   const names = vmNames(p["name"] as string, (p["count"] as number | undefined) ?? 1);
-  const ok = await createVms(ctx, names, { vcpus: (p["vcpus"] as number | undefined) ?? 1, memoryMib: (p["memoryMib"] as number | undefined) ?? 512 }, (p["concurrency"] as number | undefined) ?? 16);
+  const spec = { vcpus: (p["vcpus"] as number | undefined) ?? 1, memoryMib: (p["memoryMib"] as number | undefined) ?? 512, nics: (p["nics"] as string[] | undefined) ?? [] };
+  const ok = await createVms(ctx, names, spec, (p["concurrency"] as number | undefined) ?? 16);
   return { detail: `${ok} of ${names.length} creates acknowledged`, hosts: [] };
 }
 

@@ -130,7 +130,7 @@ export const operatorTokenHeader = "Simdc-Operator-Token";
 /** Its own hosts' subjects only; block I/O to any SAN node; its hosts' documents. */
 export function agentUser(prefix: string, agentId: string, hostIds: string[], password: string): RoleUser {
   const publish = [
-    ...hostIds.flatMap((h) => [`${prefix}.evt.host.${h}.>`, `${prefix}.api.v1.HostService.RegisterHost.${h}`, `${prefix}.api.v1.HostService.ProbeController.${h}`]),
+    ...hostIds.flatMap((h) => [`${prefix}.evt.host.${h}.>`, `${prefix}.api.v1.HostService.RegisterHost.${h}`, `${prefix}.api.v1.HostService.ProbeController.${h}`, `${prefix}.api.v1.HostService.PacketIn.${h}`]),
     `${prefix}.evt.process.${agentId}.>`,
     `${prefix}.evt.agent.${agentId}.>`,
     `${prefix}.san.*.ReadBlocks`,

@@ -4,12 +4,14 @@
 // datacenter-wide progress.
 
 import { endpoint, hostService, Subjects, type Endpoint } from "@simdc/bus";
-import { checkName, invalidArgument } from "@simdc/common";
+import { checkName, invalidArgument, notFound } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 import type { ControllerState } from "../state.js";
 import { waitTimeoutMsDefault, waitTimeoutMsMax } from "./mutation.js";
 import { page } from "./paging.js";
 import { checkBootId, checkHostCapacity } from "./validate.js";
+import { reactiveCookie } from "@simdc/vswitch";
+import { reactiveIdleTimeoutS, tableFromLocal } from "../compile/host-network.js";
 
 import v1 = simdc.v1;
 
@@ -45,6 +47,22 @@ export function hostEndpoints(state: ControllerState): Endpoint<any, any>[] {
       state.lease.requireActive();
       callerId(msg.subject, state.bus.subjects.prefixTokens, req.hostId, "host_id");
       return { controllerId: state.controllerId, epoch: state.lease.epoch };
+    }),
+    endpoint(hostService.PacketIn, (req, msg) => {
+      state.lease.requireActive();
+      const hostId = callerId(msg.subject, state.bus.subjects.prefixTokens, req.hostId, "host_id");
+      const dst = req.dlDst.toLowerCase();
+      if (!/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/.test(dst)) throw invalidArgument(`dl_dst ${JSON.stringify(req.dlDst)} is not a MAC address`);
+      const network = state.networks.bySegment(req.segmentId);
+      if (!network) throw notFound(`no network has segment ${req.segmentId}`);
+      state.counters.packetIns += 1;
+      // The flow the host would hold were the network proactive, with an idle timeout and the reactive cookie.
+      const lookup = `table=${tableFromLocal},priority=100,metadata=0x${req.segmentId.toString(16)},dl_dst=${dst} `;
+      const flows = (state.compileNetwork(hostId, true)?.flows ?? [])
+        .filter((f) => f.startsWith(lookup))
+        .map((f) => `cookie=0x${reactiveCookie.toString(16)},idle_timeout=${reactiveIdleTimeoutS},${f}`);
+      state.counters.flowMods += flows.length;
+      return { flows };
     }),
     endpoint(hostService.RegisterHost, async (req, msg) => {
       state.lease.requireActive();

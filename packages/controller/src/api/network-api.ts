@@ -1,4 +1,4 @@
-// NetworkService: the logical networks VMs will attach to. A create is
+// NetworkService: the logical networks VMs attach to. A create is
 // checked against every other network (VLANs, VNIs, address space) and
 // stored; request ids make a retried create or delete act once.
 
@@ -22,7 +22,7 @@ export function networkEndpoints(state: ControllerState): Endpoint<any, any>[] {
         req,
         async (requestId) => {
           const network = await networks.create(
-            { id: req.name, mode: req.mode, transport: req.transport, vlanId: req.vlanId, subnets: req.subnets },
+            { id: req.name, mode: req.mode, transport: req.transport, vlanId: req.vlanId, subnets: req.subnets, flowSetup: req.flowSetup },
             state.clock.nowMs(),
             withRequestId([], requestId),
           );

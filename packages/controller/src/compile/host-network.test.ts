@@ -84,6 +84,21 @@ describe("sdn compiler", () => {
     ]);
   });
 
+  it("compiler: a reactive network's known-MAC flows of table 20 are left to packet-ins; the table misses go to the controller", () => {
+    const reactive: NetworkView = { ...view, network: (id) => (id === "blue" ? { ...networks["blue"], flowSetup: v1.FlowSetup.FLOW_SETUP_REACTIVE } : networks[id]) };
+    const h1 = compileHostNetwork("h1", reactive)!;
+    const blue20 = h1.flows.filter((f) => f.startsWith("table=20") && f.includes("metadata=0x1"));
+    expect(blue20).toEqual([
+      "table=20,priority=50,metadata=0x1,dl_dst=01:00:00:00:00:00/01:00:00:00:00:00 actions=output:1,set_field:0x1->tun_id,output:61440",
+      "table=20,priority=1,metadata=0x1 actions=controller(id=1)",
+    ]);
+    // Delivery from tunnels stays proactive, and red is untouched.
+    expect(h1.flows).toContain("table=30,priority=100,metadata=0x1,dl_dst=02:00:00:00:00:0a actions=output:1");
+    expect(h1.flows.filter((f) => f.includes("metadata=0x2"))).toEqual(compileHostNetwork("h1", view)!.flows.filter((f) => f.includes("metadata=0x2")));
+    // What the controller answers packet-ins from: the proactive form.
+    expect(compileHostNetwork("h1", reactive, { allProactive: true })!.flows.filter((f) => !f.includes("controller(id=1)"))).toEqual(compileHostNetwork("h1", view)!.flows);
+  });
+
   it("compiler: a host with no port gets no section; a port on a deleted network or a host with no agent yet is left out", () => {
     expect(compileHostNetwork("h9", view)).toBeUndefined();
     const orphan: NetworkView = { ...view, network: (id) => (id === "red" ? undefined : networks[id]) };

@@ -20,6 +20,7 @@
 //   table 30  from a tunnel: delivered to local ports only (never back out).
 
 import { simdc } from "@simdc/proto";
+import { centralControllerId } from "@simdc/vswitch";
 import type { LogicalPort } from "../network/logical-ports.js";
 
 import v1 = simdc.v1;
@@ -32,6 +33,8 @@ export const tableFromTunnel = 30;
 export const controllerTablesEnd = 40;
 /** Tunnel ports are numbered from here; VM ports count up from 1. */
 export const tunnelOfportBase = 0xf000;
+/** How long a reactive flow stays without traffic, in seconds. */
+export const reactiveIdleTimeoutS = 30;
 /** The DHCP lease the vswitch grants when the network does not say (RFC 2131's example). */
 export const leaseSecondsDefault = 3_600;
 
@@ -65,7 +68,7 @@ function subnetOf(network: v1.INetwork, ip: string): { prefix: number; gateway: 
  * The host's network section, or undefined when it has no port on any
  * network (its document then carries none).
  */
-export function compileHostNetwork(hostId: string, view: NetworkView): v1.HostNetwork | undefined {
+export function compileHostNetwork(hostId: string, view: NetworkView, options: { allProactive?: boolean } = {}): v1.HostNetwork | undefined {
   const local = [...view.portsOnHost(hostId)].filter((p) => view.network(p.networkId)).sort(byPort);
   if (local.length === 0) return undefined;
   const ofportOf = new Map<LogicalPort, number>(local.map((p, i) => [p, i + 1]));
@@ -92,6 +95,8 @@ export function compileHostNetwork(hostId: string, view: NetworkView): v1.HostNe
     const all = members.get(id)!;
     const mine = local.filter((p) => p.networkId === id);
     const theirHosts = [...new Set(all.filter((p) => tunnelOf.has(p.hostId)).map((p) => p.hostId))].sort();
+    // Reactive: the known-MAC flows of table 20 come one by one as packet-ins are answered.
+    const reactive = network.flowSetup === v1.FlowSetup.FLOW_SETUP_REACTIVE && !options.allProactive;
     for (const p of mine) {
       const ofport = ofportOf.get(p)!;
       const { prefix, gateway } = subnetOf(network, p.ip);
@@ -108,9 +113,9 @@ export function compileHostNetwork(hostId: string, view: NetworkView): v1.HostNe
       const ofport = ofportOf.get(p);
       const tunnel = tunnelOf.get(p.hostId);
       if (ofport !== undefined) {
-        flows.push(`table=${tableFromLocal},priority=100,${meta},dl_dst=${p.mac} actions=output:${ofport}`);
+        if (!reactive) flows.push(`table=${tableFromLocal},priority=100,${meta},dl_dst=${p.mac} actions=output:${ofport}`);
         flows.push(`table=${tableFromTunnel},priority=100,${meta},dl_dst=${p.mac} actions=output:${ofport}`);
-      } else if (tunnel !== undefined) {
+      } else if (tunnel !== undefined && !reactive) {
         flows.push(`table=${tableFromLocal},priority=100,${meta},dl_dst=${p.mac} actions=set_field:0x${segment.toString(16)}->tun_id,output:${tunnel}`);
       }
     }
@@ -119,6 +124,7 @@ export function compileHostNetwork(hostId: string, view: NetworkView): v1.HostNe
     const flood = [...localOutputs, ...(tunnelOutputs.length ? [`set_field:0x${segment.toString(16)}->tun_id`, ...tunnelOutputs] : [])];
     flows.push(`table=${tableFromLocal},priority=50,${meta},dl_dst=01:00:00:00:00:00/01:00:00:00:00:00 actions=${flood.join(",")}`);
     flows.push(`table=${tableFromTunnel},priority=50,${meta},dl_dst=01:00:00:00:00:00/01:00:00:00:00:00 actions=${localOutputs.join(",")}`);
+    if (reactive) flows.push(`table=${tableFromLocal},priority=1,${meta} actions=controller(id=${centralControllerId})`);
   }
   flows.push(`table=${tableLocalServices},priority=0 actions=goto_table:${tableFromLocal}`);
   ports.sort((a, b) => a.ofport - b.ofport);

@@ -21,6 +21,7 @@ export interface NetworkSpec {
   transport: v1.NetworkTransport;
   vlanId: number;
   subnets: string[];
+  flowSetup: v1.FlowSetup;
 }
 
 export class Networks {
@@ -68,6 +69,8 @@ export class Networks {
     if (!(spec.mode in v1.NetworkMode) || spec.mode === v1.NetworkMode.NETWORK_MODE_UNSPECIFIED) throw invalidArgument("mode must be bridge, host-only or nat");
     const transport = spec.transport || v1.NetworkTransport.NETWORK_TRANSPORT_OVERLAY;
     if (!(transport in v1.NetworkTransport)) throw invalidArgument("transport must be overlay or vlan");
+    const flowSetup = spec.flowSetup || v1.FlowSetup.FLOW_SETUP_PROACTIVE;
+    if (!(flowSetup in v1.FlowSetup)) throw invalidArgument("flow_setup must be proactive or reactive");
     if (spec.subnets.length === 0) throw invalidArgument("a network needs at least one subnet (a CIDR like 10.0.0.0/24)");
     if (spec.subnets.length > subnetsPerNetworkMax) throw invalidArgument(`at most ${subnetsPerNetworkMax} subnets a network`);
     const cidrs: Cidr[] = spec.subnets.map(parseCidr);
@@ -101,6 +104,7 @@ export class Networks {
       subnets: cidrs.map((c) => ({ cidr: formatCidr(c), gateway: numberToIp(gatewayOf(c)) })),
       incarnation: uniqueId(),
       createdAtMs: nowMs,
+      flowSetup,
     });
   }
 
@@ -117,6 +121,12 @@ export class Networks {
 
   async remove(id: string, revision: number): Promise<void> {
     await this.store.remove(id, revision);
+  }
+
+  /** The network of a segment (an overlay's VNI or a VLAN id), for a packet-in that names only its segment. */
+  bySegment(segmentId: number): v1.Network | undefined {
+    for (const network of this.networks()) if (network.segmentId === segmentId) return network;
+    return undefined;
   }
 
   /** The record that a request made (for a replay when its answer was not stored). */

@@ -35,6 +35,7 @@ function pair(failMode: FailMode = "secure") {
       failMode,
       inactivityProbeMs: 5_000,
       probe: () => Promise.resolve(answering.value),
+      packetIn: () => Promise.resolve([]),
     });
   hosts.set("h1", make("h1"));
   hosts.set("h2", make("h2"));

@@ -8,7 +8,7 @@
 
 import { failedPrecondition, invalidArgument, notFound, SimdcError, type Clock, type Logger, type Timer } from "@simdc/common";
 import { simdc } from "@simdc/proto";
-import { formatFlow, formatIp, formatMac, packetWords, parseFlow, toWords, Vswitch, wordOffset, type FlowSpec, type Packet, type PacketWords, type Verdict } from "@simdc/vswitch";
+import { formatFlow, formatIp, formatMac, packetWords, parseFlow, reactiveCookie, toWords, Vswitch, wordOffset, type FlowSpec, type Packet, type PacketWords, type Verdict } from "@simdc/vswitch";
 import { ControllerLink, type FailMode } from "./controller-link.js";
 import { GuestNic } from "./guest.js";
 import { ratePpsMax, Traffic } from "./traffic.js";
@@ -21,6 +21,7 @@ import {
   DHCP_SERVER_PORT,
   dhcpBytes,
   DhcpType,
+  DL_DST,
   DL_SRC,
   DL_TYPE,
   ETH_ARP,
@@ -54,6 +55,10 @@ export const overlayOverheadBytes = 50;
 /** The underlay's MTU; an inner frame larger than this less the overhead does not fit. */
 export const underlayMtuBytes = 1_500;
 export const pingCountMax = 10_000;
+/** Packet-ins to the controller a simulated second, at most (a burst of as many), as OVS's controller_rate_limit. */
+export const packetInRatePerS = 100;
+/** Packets held for one destination while its packet-in is answered; more are dropped. */
+const packetInBufferMax = 32;
 /** How often flows' idle and hard timeouts are checked, in simulated ms. */
 export const flowExpiryCheckMs = 1_000;
 
@@ -69,6 +74,8 @@ export interface DatapathOptions {
   inactivityProbeMs: number;
   /** One echo to the controller: true when the active one answered in time. */
   probe(timeoutMs: number): Promise<boolean>;
+  /** A reactive network's table miss, to the controller: the flows it answers with (flow-mod). */
+  packetIn(segment: number, dlSrc: string, dlDst: string): Promise<string[]>;
 }
 
 interface PortCounters {
@@ -127,6 +134,14 @@ export class HostDatapath {
   private expiry: Timer | null = null;
   /** Flows removed by their idle or hard timeout. */
   flowsRemoved = 0;
+  /** Reactive networks: packet-ins sent, packets dropped (rate limit, no answer), flows installed from answers. */
+  centralPacketIns = 0;
+  packetInsDropped = 0;
+  flowMods = 0;
+  private packetInTokens = packetInRatePerS;
+  private packetInRefilledMs = 0;
+  /** Packets waiting for the answer to their destination's packet-in. */
+  private readonly awaitingFlow = new Map<string, { ofport: number; words: PacketWords; payload: Payload; bytes: number }[]>();
   readonly traffic: Traffic;
   /** The controller connection: probed while the host has ports (a vswitch with no ports has nothing to lose). */
   readonly link: ControllerLink;
@@ -214,7 +229,8 @@ export class HostDatapath {
     const wanted = new Map<string, FlowSpec>();
     for (const flow of section.flows) wanted.set(flowKey(flow), flow);
     for (const flow of this.vswitch.flows()) {
-      if (flow.table >= tablesEnd) continue;
+      // The controller's answers to packet-ins are not the document's; their idle timeouts end them.
+      if (flow.table >= tablesEnd || flow.cookie === reactiveCookie) continue;
       const key = flowKey(flow);
       const want = wanted.get(key);
       if (want && formatFlow(want) === formatFlow(flow)) wanted.delete(key);
@@ -341,8 +357,12 @@ export class HostDatapath {
     rx.rxBytes += bytes;
     const verdict = this.vswitch.processWords(words, bytes);
     if (verdict.packetIns > 0) {
-      this.packetIns += 1;
-      this.localService(ofport, verdict.packet, payload);
+      for (const id of verdict.controllerIds) {
+        if (id === 0) {
+          this.packetIns += 1;
+          this.localService(ofport, verdict.packet, payload);
+        } else this.toController(ofport, verdict.packet, words, payload, bytes);
+      }
     }
     const outputs = verdict.outputs;
     if (outputs.length === 0 && verdict.packetIns === 0) rx.drops += 1;
@@ -352,6 +372,53 @@ export class HostDatapath {
       if (guest) this.toGuest(out, guest, verdict.packet, payload, bytes);
       else if (!fromTunnel) this.toTunnel(out, verdict, payload, bytes);
     }
+  }
+
+  /**
+   * A reactive table miss: the packet waits while the controller is asked
+   * for its destination's flow (one question a destination at a time,
+   * rate limited), then goes through the pipeline again.
+   */
+  private toController(ofport: number, packet: Packet, words: PacketWords, payload: Payload, bytes: number): void {
+    const segment = Number(packet[METADATA]!);
+    const dst = formatMac(packet[DL_DST]!);
+    const key = `${segment}/${dst}`;
+    const waiting = this.awaitingFlow.get(key);
+    const held = { ofport, words: words.slice(), payload, bytes };
+    if (waiting) {
+      if (waiting.length < packetInBufferMax) waiting.push(held);
+      else this.packetInsDropped += 1;
+      return;
+    }
+    const now = this.options.clock.nowMs();
+    this.packetInTokens = Math.min(packetInRatePerS, this.packetInTokens + ((now - this.packetInRefilledMs) / 1_000) * packetInRatePerS);
+    this.packetInRefilledMs = now;
+    if (this.packetInTokens < 1) {
+      this.packetInsDropped += 1;
+      return;
+    }
+    this.packetInTokens -= 1;
+    this.centralPacketIns += 1;
+    this.awaitingFlow.set(key, [held]);
+    const release = (flows: string[]): void => {
+      const packets = this.awaitingFlow.get(key) ?? [];
+      this.awaitingFlow.delete(key);
+      let installed = 0;
+      for (const line of flows) {
+        try {
+          this.vswitch.addFlow(parseFlow(line));
+          installed += 1;
+        } catch (err) {
+          this.options.logger.warn({ flow: line, err: String(err) }, "the controller answered a packet-in with a flow that does not parse");
+        }
+      }
+      this.flowMods += installed;
+      if (installed) this.watchTimeouts();
+      // With the flow in place the packets go on; with none (an unknown destination, no controller) they are dropped.
+      if (!installed) this.packetInsDropped += packets.length;
+      else for (const p of packets) this.forward(p.ofport, p.words, p.payload, p.bytes, false);
+    };
+    this.options.packetIn(segment, formatMac(packet[DL_SRC]!), dst).then(release, () => release([]));
   }
 
   /** Hands a packet to a guest once this turn's forwarding is done, so an answer never nests inside what it answers. */
