@@ -15,7 +15,12 @@
 //   wait      1,000 hosts: a change acknowledged with --wait=hosts (every live
 //             host realized it), p50 and p99.
 //   up        `simdc up` until ready, 10 hosts and 100 hosts.
-// Usage: node bench/run.mjs [--only getvm,createvm,scale,restart,wait,up] [--rounds 5]
+//   sdn       1,000 hosts (500 an agent), 50 overlay networks of 20 hosts, 20
+//             VMs a host (20,000 NICs): the flows all hosts hold, the agents'
+//             memory, and a new VM's port ready (its NIC created with
+//             --wait=hosts: every host that shares its network installed its
+//             flows), next to --wait=hosts of a VM with no NIC.
+// Usage: node bench/run.mjs [--only getvm,createvm,scale,restart,wait,up,sdn] [--rounds 5]
 
 import { execFile, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -24,7 +29,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs, promisify } from "node:util";
 import { connect } from "nats";
-import { computeService, controllerService, hostService, storageService } from "@simdc/bus";
+import { computeService, controllerService, hostAgentService, hostScope, hostService, networkService, storageService } from "@simdc/bus";
 import { simdc } from "@simdc/proto";
 import { connectTestBus, eventually } from "@simdc/testkit";
 import { freePort } from "@simdc/cli";
@@ -36,7 +41,7 @@ const run = promisify(execFile);
 const { values: opts } = parseArgs({
   options: {
     rounds: { type: "string", default: "5" },
-    only: { type: "string", default: "getvm,createvm,scale,restart,wait,up" },
+    only: { type: "string", default: "getvm,createvm,scale,restart,wait,up,sdn" },
   },
 });
 const only = new Set(opts.only.split(","));
@@ -333,6 +338,56 @@ async function benchWait() {
   await dc.stop();
 }
 
+async function benchSdn() {
+  console.log("\n== SDN at 1,000 hosts: flows held, agent memory, a new VM's port ready ==");
+  const hosts = 1000;
+  const networks = 50;
+  const vmsPerHost = 1;
+  const dc = await up(["--hosts", String(hosts), "--hosts-per-agent", "500", "--san", "1", "--pcpus", "64"]);
+  await dc.bus.call(storageService.CreateVolume, { name: "boot", sizeMib: 64 });
+  for (let n = 0; n < networks; n++) await dc.bus.call(networkService.CreateNetwork, { name: `n${n}`, mode: v1.NetworkMode.NETWORK_MODE_HOST_ONLY, subnets: [`10.${n}.0.0/16`] });
+  // VM i on network i % 50: placement spreads them, so each network's NICs land on many hosts.
+  const count = hosts * vmsPerHost;
+  const created = await inFlight(
+    (i) => dc.bus.call(computeService.CreateVm, { name: `vm-${i}`, spec: { vcpus: 1, memoryMib: 64, bootVolume: "boot", nics: [{ network: `n${i % networks}` }] } }, { timeoutMs: 120_000 }),
+    count,
+    64,
+  );
+  console.log(`${count.toLocaleString("en")} VMs with a NIC created in ${(created.wallMs / 1000).toFixed(1)} s (${Math.round((count / created.wallMs) * 1000)}/s)`);
+  await waitAllRunning(dc, count, 900_000);
+  // Every host has realized the newest generation: the flows are in place.
+  await dc.bus.call(hostService.GetSyncStatus, { waitHosts: true, waitTimeoutMs: 600_000 }, { timeoutMs: 610_000 });
+  let flows = 0;
+  let hostsWithFlows = 0;
+  const agentOf = new Map();
+  for (const p of await dc.processes()) for (const h of p.hostIds ?? []) agentOf.set(h, p.name);
+  for (let h = 1; h <= hosts; h++) {
+    const hostId = `host-${h}`;
+    const reply = await dc.bus.call(hostAgentService.DumpFlows, { table: -1 }, { scopeId: hostScope(agentOf.get(hostId), hostId), timeoutMs: 30_000 });
+    flows += reply.flows.length;
+    if (reply.flows.length) hostsWithFlows += 1;
+  }
+  const agents = (await dc.processes()).filter((p) => p.role === "host-agent");
+  const rss = agents.map((p) => memoryMib(p.pid).rss);
+  console.log(`flows held: ${flows.toLocaleString("en")} over ${hostsWithFlows} hosts (${Math.round(flows / hostsWithFlows)} a host); agents' resident memory: ${rss.map((m) => `${Math.round(m)} MiB`).join(" + ")} = ${Math.round(rss.reduce((a, b) => a + b, 0))} MiB for ${hosts} hosts and ${count.toLocaleString("en")} VMs`);
+  // A new VM's port ready: its NIC on a network no change touched for a while (the per-host write spacing is 250 ms).
+  const ready = [];
+  const bare = [];
+  for (let i = 0; i < 40; i++) {
+    const t = nowMs();
+    await dc.bus.call(computeService.CreateVm, { name: `port-${i}`, spec: { vcpus: 1, memoryMib: 64, bootVolume: "boot", nics: [{ network: `n${i % networks}` }] }, mutation: { wait: v1.WaitFor.WAIT_FOR_HOSTS } }, { timeoutMs: 60_000 });
+    ready.push(nowMs() - t);
+    const t2 = nowMs();
+    await dc.bus.call(computeService.CreateVm, { name: `bare-${i}`, spec: { vcpus: 1, memoryMib: 64, bootVolume: "boot" }, mutation: { wait: v1.WaitFor.WAIT_FOR_HOSTS } }, { timeoutMs: 60_000 });
+    bare.push(nowMs() - t2);
+    await sleep(300);
+  }
+  ready.sort((a, b) => a - b);
+  bare.sort((a, b) => a - b);
+  console.log(`VM port ready (NIC created, --wait=hosts): p50 ${ms(percentile(ready, 50))}  p95 ${ms(percentile(ready, 95))}   | a VM with no NIC, --wait=hosts: p50 ${ms(percentile(bare, 50))}  p95 ${ms(percentile(bare, 95))}`);
+  await dc.stop();
+}
+
 async function benchUp() {
   console.log("\n== simdc up until the controller sees every host connected and every SAN node registered ==");
   for (const [hosts, perAgent] of [[10, 1], [100, 50]]) {
@@ -356,4 +411,5 @@ if (only.has("scale")) await benchScale();
 if (only.has("restart")) await benchRestart();
 if (only.has("wait")) await benchWait();
 if (only.has("up")) await benchUp();
+if (only.has("sdn")) await benchSdn();
 process.exit(0);

@@ -91,6 +91,7 @@ export class HostDocuments {
   /** Failed writes in a row, per host, for the retry delay. */
   private readonly failures = new Map<string, number>();
   private nbCfg = 0;
+  private pumpQueued = false;
   private listeners: ((hostId: string, generation: number) => void)[] = [];
   private stateId = "";
   /**
@@ -189,11 +190,22 @@ export class HostDocuments {
     this.pump();
   }
 
-  /** Marks the host's document for compiling (while active; a standby compiles everything when it takes over). */
+  /**
+   * Marks the host's document for compiling (while active; a standby
+   * compiles everything when it takes over). Compiling waits for the end of
+   * this turn: one stored change tells several listeners (the VM's host, the
+   * hosts sharing its networks), and the document must see them all, not be
+   * written without the last and again a spacing later.
+   */
   touch(hostId: string): void {
     if (!this.lease.isActive) return;
     this.dirty.add(hostId);
-    this.pump();
+    if (this.pumpQueued) return;
+    this.pumpQueued = true;
+    queueMicrotask(() => {
+      this.pumpQueued = false;
+      this.pump();
+    });
   }
 
   /**
