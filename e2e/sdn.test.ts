@@ -117,6 +117,14 @@ describe("sdn: overlay networks, secure mode", () => {
     expect(done.mbps).toBeGreaterThan(1.4);
     expect(done.latencyAvgMs).toBeLessThan(100);
     await expect(dc.simdc("traffic", "start", "b1", "10.1.0.20", "--size", "1451")).rejects.toThrow(/INVALID_ARGUMENT: size_bytes 1451 does not fit/);
+    // The flow crossed b1's host's converged NIC (nic0), with VXLAN's 50 bytes on each packet.
+    const b1 = await vm(dc, "b1");
+    type Nics = { nics: { name: string; txPackets: number; txBytes: number; drops: number }[] };
+    const nics = (await dc.json<Nics>("ofctl", "dump-ports", b1.hostId)).nics;
+    expect(nics.map((n) => n.name)).toEqual(["nic0", "nic1"]);
+    expect(nics[0]!.txPackets).toBeGreaterThanOrEqual(done.sent);
+    expect(nics[0]!.txBytes).toBeGreaterThanOrEqual(done.sent * 450);
+    expect(nics[1]!.txPackets).toBe(0);
     await expect(dc.simdc("traffic", "stop", "b1", "999")).rejects.toThrow(/NOT_FOUND: no traffic flow 999/);
   });
 
@@ -144,6 +152,22 @@ describe("sdn: overlay networks, secure mode", () => {
     expect((await dc.simdc("ofctl", "dump-flows", b1.hostId)).split("\n").length).toBe(before - 1);
   });
 
+  it("sdn: a network pinned to the dedicated uplink sends its tunnels by the hosts' second NIC", async () => {
+    expect(await dc.simdc("net", "create", "pay", "--mode", "host-only", "--subnet", "10.4.0.0/24", "--uplink", "dedicated")).toMatch(/; dedicated uplink$/m);
+    await dc.simdc("vm", "create", "p1", "--boot-volume", "boot", "--nic", "pay");
+    await dc.simdc("vm", "create", "p2", "--boot-volume", "boot", "--nic", "pay");
+    const p1 = await addressed(dc, "p1");
+    const p2 = await addressed(dc, "p2");
+    expect(p1.hostId).not.toBe(p2.hostId);
+    type Nics = { nics: { name: string; txPackets: number }[] };
+    const before = (await dc.json<Nics>("ofctl", "dump-ports", p1.hostId)).nics;
+    expect((await dc.json<PingJson>("vm", "ping", "p1", p2.spec.nics[0]!.ip, "-c", "3", "-i", "100ms")).received).toBe(3);
+    const after = (await dc.json<Nics>("ofctl", "dump-ports", p1.hostId)).nics;
+    expect(after[1]!.txPackets - before[1]!.txPackets).toBe(3);
+    expect(after[0]!.txPackets).toBe(before[0]!.txPackets);
+    await expect(dc.simdc("net", "create", "x", "--mode", "nat", "--subnet", "10.99.0.0/24", "--uplink", "fast")).rejects.toThrow(/--uplink must be converged or dedicated/);
+  });
+
   it("sdn: NIC addresses are checked: taken, outside the subnet, an unknown network; a network with NICs cannot be deleted", async () => {
     await expect(dc.simdc("vm", "create", "x1", "--boot-volume", "boot", "--nic", "blue,ip=10.1.0.20")).rejects.toThrow(/ALREADY_EXISTS.*10.1.0.20 is in use/);
     await expect(dc.simdc("vm", "create", "x2", "--boot-volume", "boot", "--nic", "blue,ip=10.9.0.5")).rejects.toThrow(/INVALID_ARGUMENT.*in none of network blue's subnets/);
@@ -157,7 +181,7 @@ describe("sdn: overlay networks, secure mode", () => {
 
   it("sdn: on a reactive network the first packet to a destination asks the controller, whose answer installs the flow with an idle timeout", async () => {
     await dc.simdc("net", "create", "green", "--mode", "host-only", "--subnet", "10.3.0.0/24", "--flow-setup", "reactive");
-    expect(await dc.simdc("net", "list")).toMatch(/^green\s.*\sreactive$/m);
+    expect(await dc.simdc("net", "list")).toMatch(/^green\s.*\sreactive\s+converged$/m);
     await dc.simdc("vm", "create", "g1", "--boot-volume", "boot", "--nic", "green");
     await dc.simdc("vm", "create", "g2", "--boot-volume", "boot", "--nic", "green");
     const g1 = await addressed(dc, "g1");

@@ -47,6 +47,7 @@ export const eventNames = [
   "exited",
   "added",
   "cleared",
+  "nic-drops",
 ] as const;
 
 export type EventName = (typeof eventNames)[number];

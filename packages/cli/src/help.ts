@@ -33,7 +33,9 @@ export const help: Record<string, string> = {
   --test-faults              agents serve test-only faults (experiments that prove their checkers)
   --fail-mode M              what vswitches do when the controller is lost: secure (default: keep
                              flows, install nothing new) or standalone (flush, learn MACs after 3 probes)
-  --inactivity-probe-ms P    how often a vswitch probes its controller (default 5000)`,
+  --inactivity-probe-ms P    how often a vswitch probes its controller (default 5000)
+  --nic-mbps B               each host NIC's bandwidth, Mbit/s (default 10000)
+  --nic-queue-kib Q          each host NIC's transmit queue (default 1024 KiB)`,
   down: "simdc down: stop the datacenter 'simdc up' runs from --data-dir",
   status: "simdc status: seed, controllers, processes, hosts, SAN nodes, VMs and documents",
   logs: `simdc logs [process]: pretty-printed logs of one process, or of all merged by time
@@ -101,7 +103,9 @@ simdc net list | get <net> | delete <net>: logical networks (VMs attach with vm 
   --subnet CIDR     an IPv4 subnet, /8 to /30, overlapping no other network's; repeat for more
   --vlan N          ride VLAN N (1-4094) of the physical segment; without it, an overlay with its own VNI
   --flow-setup F    proactive (default: every flow pushed ahead) or reactive (a table miss asks the
-                    controller, which answers with the flow; rate limited, counted in dump-ports)${changing}`,
+                    controller, which answers with the flow; rate limited, counted in dump-ports)
+  --uplink U        converged (default: the host's first NIC, shared with storage) or dedicated
+                    (its second NIC, for dedicated networks only)${changing}`,
   ofctl: `simdc ofctl trace --flows FILE --packets FILE [--ports P,...]: what a vswitch does with each packet,
 offline, like ovs-appctl ofproto/trace (flows in ovs-ofctl syntax, one a line; packets in
 ovs-ofctl field syntax, one a line; -o json: one object a packet with outputs and the

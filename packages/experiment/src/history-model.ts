@@ -57,6 +57,8 @@ export interface SampleEntry {
   type: "sample";
   timeMs: number;
   probe: string;
+  /** Which probe of its kind ("web-1>web-2" for a ping), when a scenario has several. */
+  label?: string;
   values: Record<string, number>;
 }
 

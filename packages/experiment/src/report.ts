@@ -32,8 +32,10 @@ export function judge(history: RunHistory, scenario: Scenario, parts: Parts): Ru
     } catch (err) {
       verdict = { ok: false, detail: `could not be evaluated: ${(err as Error).message}` };
     }
-    judged.push({ name: a.assert, kind: "assertion", verdict });
-    for (const [k, v] of Object.entries(verdict.metrics ?? {})) metrics[`${a.assert}.${k}`] = v;
+    // An assertion about one VM's probes (from:) is told apart from others of its kind.
+    const name = typeof a["from"] === "string" ? `${a.assert}(${a["from"]})` : a.assert;
+    judged.push({ name, kind: "assertion", verdict });
+    for (const [k, v] of Object.entries(verdict.metrics ?? {})) metrics[`${name}.${k}`] = v;
   }
   for (const c of scenario.checkers) {
     const verdict = parts.checkers.get(c)!.check(history);

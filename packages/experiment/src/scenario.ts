@@ -35,6 +35,9 @@ export interface Topology {
   failMode: "secure" | "standalone";
   /** How often a vswitch probes the controller, in ms. */
   inactivityProbeMs: number;
+  /** Each host NIC's bandwidth (Mbit/s) and transmit queue (KiB). */
+  nicMbps: number;
+  nicQueueKib: number;
 }
 
 export interface VmGroup {
@@ -53,6 +56,8 @@ export interface NetworkSpec {
   subnet: string;
   /** Every flow pushed ahead (the default), or set up by packet-ins. */
   flowSetup?: "proactive" | "reactive";
+  /** Which host NIC carries its tunnels: the converged one (the default) or the dedicated one. */
+  uplink?: "converged" | "dedicated";
 }
 
 /** A step's time: fixed, or drawn from the run's seed between two bounds. */
@@ -97,6 +102,8 @@ const topologySchema: JsonSchema = {
     memoryMib: { type: "integer", minimum: 1 },
     failMode: { enum: ["secure", "standalone"] },
     inactivityProbeMs: { type: "integer", minimum: 100, maximum: 600_000 },
+    nicMbps: { type: "integer", minimum: 1, maximum: 400_000 },
+    nicQueueKib: { type: "integer", minimum: 1, maximum: 1_048_576 },
   },
 };
 
@@ -110,6 +117,7 @@ const networksSchema: JsonSchema = {
       name,
       mode: { enum: ["bridge", "host-only", "nat"] },
       flowSetup: { enum: ["proactive", "reactive"] },
+      uplink: { enum: ["converged", "dedicated"] },
       subnet: { type: "string", pattern: "^\\d{1,3}(\\.\\d{1,3}){3}/\\d{1,2}$" },
     },
   },
@@ -204,6 +212,8 @@ const defaults: Topology = {
   memoryMib: 65_536,
   failMode: "secure",
   inactivityProbeMs: 5_000,
+  nicMbps: 10_000,
+  nicQueueKib: 1_024,
 };
 
 /** The line a path of the parsed document stands on: its key's line for a field, its item's for a list item. */

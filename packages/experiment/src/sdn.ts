@@ -7,9 +7,17 @@
 import type { RunHistory } from "./history-model.js";
 import type { Parts, Verdict } from "./parts.js";
 import { percentile } from "./builtins.js";
-import { name } from "./scenario.js";
+import { duration, name } from "./scenario.js";
 
 export function sdnParts(parts: Parts): void {
+  parts.step({
+    kind: "traffic",
+    summary: "a constant-rate UDP flow from VM from to VM to's first address, ratePps packets/s of sizeBytes (default 1000), for a while (a load, shaded as a fault: it may saturate a NIC)",
+    fault: true,
+    properties: { from: name, to: name, ratePps: { type: "integer", minimum: 1, maximum: 100_000 }, sizeBytes: { type: "integer", minimum: 64, maximum: 1_450 }, for: duration },
+    required: ["from", "to", "ratePps", "for"],
+    refs: { from: "vm", to: "vm" },
+  });
   parts.probe({
     kind: "ping",
     summary: "one ICMP echo from VM `from` to VM `to`'s first address each time (received 0 or 1, rttMs), through their hosts' vswitches only",
@@ -18,8 +26,8 @@ export function sdnParts(parts: Parts): void {
   parts.probe({ kind: "flows", summary: "flows the hosts' vswitches hold (total), hosts whose controller is lost or that failed open, and packet-ins sent to the controller so far" });
   parts.assertion({
     kind: "ping-loss",
-    summary: "of the ping probe's echoes, at most max percent were lost (a probe with no answer at all counts as lost)",
-    properties: { max: { type: "number", minimum: 0, maximum: 100 } },
+    summary: "of the ping probes' echoes (only those VM from sends, with from), at most max percent were lost (a probe with no answer at all counts as lost)",
+    properties: { max: { type: "number", minimum: 0, maximum: 100 }, from: name },
     required: ["max"],
     evaluate: pingLoss,
   });
@@ -27,7 +35,9 @@ export function sdnParts(parts: Parts): void {
 }
 
 function pingLoss(h: RunHistory, params: Record<string, unknown>): Verdict {
-  const samples = h.samples.filter((s) => s.probe === "ping");
+  // With from: only the ping probes that VM sends.
+  const from = params["from"] as string | undefined;
+  const samples = h.samples.filter((s) => s.probe === "ping" && (!from || s.label?.startsWith(`${from}>`)));
   if (samples.length === 0) return { ok: false, detail: "no ping samples: add a ping probe" };
   const lost = samples.filter((s) => !s.values["received"]);
   const rtts = samples.flatMap((s) => (s.values["received"] ? [s.values["rttMs"] ?? 0] : []));

@@ -37,6 +37,8 @@ export function swarmScenario(seed: number, options: SwarmOptions = swarmDefault
     memoryMib: 65_536,
     failMode: "secure",
     inactivityProbeMs: 5_000,
+    nicMbps: 10_000,
+    nicQueueKib: 1_024,
   };
   const names = topologyNames(topology);
   const agents = Object.keys(names.agents);

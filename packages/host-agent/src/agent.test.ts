@@ -85,6 +85,7 @@ function agentConfig(agentId: string, hostIds: string[], testFaults = false): Ag
     heartbeatIntervalMs: 1_000,
     failMode: "secure",
     inactivityProbeMs: 5_000,
+    uplinks: [{ name: "nic0", bandwidthMbps: 10_000, queueBytes: 1 << 20, latencyMs: 0.05 }],
   };
 }
 

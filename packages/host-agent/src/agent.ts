@@ -90,6 +90,7 @@ export class HostAgent implements RunningRole {
         tunnel: (fromHost, tunnel, headers, payload, bytes) => this.underlay.send(fromHost, tunnel, headers, payload, bytes),
         failMode: config.failMode,
         inactivityProbeMs: config.inactivityProbeMs,
+        uplinks: config.uplinks,
       });
       this.hosts.set(hostId, host);
       this.slots[index % slotCount]!.push(host);
@@ -147,6 +148,7 @@ export class HostAgent implements RunningRole {
             centralPacketIns: dp.centralPacketIns,
             packetInsDropped: dp.packetInsDropped,
             flowMods: dp.flowMods,
+            nics: dp.nicStats(),
           };
         }),
         endpoint(hostAgentService.ModFlows, (req, msg) => ({ changed: agent.hostOf(msg.subject).datapath.modFlows(req.flows, req.delete, req.force) })),

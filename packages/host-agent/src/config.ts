@@ -7,6 +7,7 @@ import { bootBlocksMax, heartbeatIntervalMsMax, heartbeatIntervalMsMin, hostsPer
 import type { HostCapacity } from "./host.js";
 import type { VmTiming } from "./vm.js";
 import { failModes, inactivityProbeMsDefault, type FailMode } from "./network/controller-link.js";
+import type { UplinkSpec } from "./network/uplink.js";
 
 /** Flags of the host-agent process, merged with the bus's common ones by runProcess. */
 export const hostAgentSettings = {
@@ -51,6 +52,9 @@ export const hostAgentSettings = {
     max: heartbeatIntervalMsMax,
     help: "heartbeat interval until the controller's registration reply sets it",
   },
+  "nic-mbps": { kind: "int", env: "SIMDC_NIC_MBPS", default: 10_000, min: 1, max: 400_000, help: "each physical NIC's bandwidth, Mbit/s (simulated time)" },
+  "nic-queue-kib": { kind: "int", env: "SIMDC_NIC_QUEUE_KIB", default: 1_024, min: 1, max: 1_048_576, help: "each physical NIC's transmit queue, KiB; a packet that would overflow it is dropped" },
+  "nic-latency-us": { kind: "int", env: "SIMDC_NIC_LATENCY_US", default: 50, min: 0, max: 10_000_000, help: "each physical NIC's wire latency, microseconds (under a millisecond it is not felt: timers are millisecond grained)" },
   "fail-mode": {
     kind: "string",
     env: "SIMDC_FAIL_MODE",
@@ -84,6 +88,8 @@ export interface AgentConfig {
   testFaults: boolean;
   failMode: FailMode;
   inactivityProbeMs: number;
+  /** Each host's physical NICs: nic0 converged, nic1 dedicated when the host has two. */
+  uplinks: UplinkSpec[];
 }
 
 /**
@@ -107,6 +113,12 @@ export function agentConfigOf(settings: Settings<typeof hostAgentSettings>): Age
     heartbeatIntervalMs: settings["heartbeat-interval-ms"],
     testFaults: settings["test-faults"],
     failMode: checkFailMode(settings["fail-mode"]),
+    uplinks: Array.from({ length: Math.min(2, settings.nics) }, (_, i) => ({
+      name: `nic${i}`,
+      bandwidthMbps: settings["nic-mbps"],
+      queueBytes: settings["nic-queue-kib"] * 1024,
+      latencyMs: settings["nic-latency-us"] / 1_000,
+    })),
     inactivityProbeMs: settings["inactivity-probe-ms"],
   };
 }

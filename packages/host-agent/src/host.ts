@@ -26,6 +26,7 @@ import { HostDatapath } from "./network/datapath.js";
 import type { Payload } from "./network/packets.js";
 import type { Tunnel } from "./network/section.js";
 import type { FailMode } from "./network/controller-link.js";
+import type { UplinkSpec } from "./network/uplink.js";
 
 import v1 = simdc.v1;
 
@@ -58,6 +59,8 @@ export interface SimHostOptions {
   onRealized(host: SimHost): void;
   /** Asked to send the host's heartbeat now (it just registered). */
   beatNow(host: SimHost): void;
+  /** The host's physical NICs. */
+  uplinks: UplinkSpec[];
   /** What the host's vswitch does when its controller is lost, and how often it probes. */
   failMode: FailMode;
   inactivityProbeMs: number;
@@ -109,6 +112,8 @@ export class SimHost {
       failMode: options.failMode,
       inactivityProbeMs: options.inactivityProbeMs,
       probe: (timeoutMs) => this.probeController(timeoutMs),
+      uplinks: options.uplinks,
+      nicDrops: (nic, count) => this.publishNicDrops(nic, count),
       packetIn: async (segmentId, dlSrc, dlDst) => {
         const reply = await this.bus.call(hostService.PacketIn, { hostId: this.id, segmentId, dlSrc, dlDst }, { scopeId: this.id, timeoutMs: packetInTimeoutMs, source: this.id });
         return reply.flows;
@@ -295,6 +300,17 @@ export class SimHost {
       memoryMibRunning: memoryMib,
       realizedGeneration: this.realized.generation,
       publishFailures: this.bus.publishFailureCount,
+    });
+  }
+
+  private publishNicDrops(nic: string, count: number): void {
+    this.logger.warn({ nic, drops: count }, "NIC queue full: packets dropped");
+    this.publish(this.bus.subjects.event("host", this.id, "nic-drops"), v1.Event, {
+      kind: v1.EventKind.EVENT_KIND_NIC_DROPS,
+      objectId: this.id,
+      timeMs: this.options.clock.nowMs(),
+      message: `host ${this.id}: ${nic} dropped ${count} packets (queue full)`,
+      source: this.options.agentId,
     });
   }
 

@@ -15,30 +15,34 @@ const modes: Record<string, v1.NetworkMode> = {
   nat: v1.NetworkMode.NETWORK_MODE_NAT,
 };
 
-const usage = "usage: simdc net create <name> --mode bridge|host-only|nat --subnet CIDR [--subnet CIDR ...] [--vlan N] [--flow-setup proactive|reactive] | list | get <net> | delete <net>";
+const usage = "usage: simdc net create <name> --mode bridge|host-only|nat --subnet CIDR [--subnet CIDR ...] [--vlan N] [--flow-setup proactive|reactive] [--uplink converged|dedicated] | list | get <net> | delete <net>";
 
 const modeName = (m: number): string => enumName(v1.NetworkMode, m, "NETWORK_MODE_").replace("_", "-");
 const transportName = (t: number): string => enumName(v1.NetworkTransport, t, "NETWORK_TRANSPORT_");
 const flowSetupName = (f: number): string => enumName(v1.FlowSetup, f || v1.FlowSetup.FLOW_SETUP_PROACTIVE, "FLOW_SETUP_");
 const flowSetups: Record<string, v1.FlowSetup> = { proactive: v1.FlowSetup.FLOW_SETUP_PROACTIVE, reactive: v1.FlowSetup.FLOW_SETUP_REACTIVE };
+const uplinks: Record<string, v1.Uplink> = { converged: v1.Uplink.UPLINK_CONVERGED, dedicated: v1.Uplink.UPLINK_DEDICATED };
+const uplinkName = (u: number): string => enumName(v1.Uplink, u || v1.Uplink.UPLINK_CONVERGED, "UPLINK_");
 
 function row(n: v1.INetwork): string[] {
-  return [n.id ?? "", modeName(n.mode ?? 0), transportName(n.transport ?? 0), String(n.segmentId ?? 0), (n.subnets ?? []).map((s) => `${s.cidr} (gw ${s.gateway})`).join(", "), flowSetupName(n.flowSetup ?? 0)];
+  return [n.id ?? "", modeName(n.mode ?? 0), transportName(n.transport ?? 0), String(n.segmentId ?? 0), (n.subnets ?? []).map((s) => `${s.cidr} (gw ${s.gateway})`).join(", "), flowSetupName(n.flowSetup ?? 0), uplinkName(n.uplink ?? 0)];
 }
 
-const headers = ["NETWORK", "MODE", "TRANSPORT", "VNI/VLAN", "SUBNETS", "FLOWS"];
+const headers = ["NETWORK", "MODE", "TRANSPORT", "VNI/VLAN", "SUBNETS", "FLOWS", "UPLINK"];
 
 export async function networkCommand(ctx: CommandContext, verb: string | undefined, argv: string[]): Promise<void> {
   const bus = await ctx.bus();
   switch (verb) {
     case "create": {
-      const parsed = parse(argv, { mode: { type: "string" }, subnet: { type: "string", multiple: true }, vlan: { type: "string" }, "flow-setup": { type: "string" }, ...mutationFlags });
+      const parsed = parse(argv, { mode: { type: "string" }, subnet: { type: "string", multiple: true }, vlan: { type: "string" }, "flow-setup": { type: "string" }, uplink: { type: "string" }, ...mutationFlags });
       const [name] = positionals(parsed, ["name"]);
       const mode = modes[stringFlag(parsed.flags, "mode") ?? ""];
       if (mode === undefined) throw invalidArgument("--mode must be bridge, host-only or nat");
       const vlan = intFlag(parsed.flags, "vlan", 0, 1, 4094);
       const flowSetup = flowSetups[stringFlag(parsed.flags, "flow-setup") ?? "proactive"];
       if (flowSetup === undefined) throw invalidArgument("--flow-setup must be proactive or reactive");
+      const uplink = uplinks[stringFlag(parsed.flags, "uplink") ?? "converged"];
+      if (uplink === undefined) throw invalidArgument("--uplink must be converged or dedicated");
       const subnets = (parsed.flags["subnet"] as unknown as string[] | undefined) ?? [];
       const { network } = await bus.call(networkService.CreateNetwork, {
         name: name!,
@@ -47,10 +51,11 @@ export async function networkCommand(ctx: CommandContext, verb: string | undefin
         vlanId: vlan,
         subnets,
         flowSetup,
+        uplink,
         mutation: mutationOf(parsed.flags),
       });
       if (ctx.output === "json") return printJson(plain(v1.Network, network));
-      out(`network ${network?.id}: ${modeName(network?.mode ?? 0)} on ${transportName(network?.transport ?? 0)} ${network?.segmentId}; ${(network?.subnets ?? []).map((s) => `${s.cidr} (gateway ${s.gateway})`).join(", ")}${network?.flowSetup === v1.FlowSetup.FLOW_SETUP_REACTIVE ? "; reactive flow setup" : ""}\n`);
+      out(`network ${network?.id}: ${modeName(network?.mode ?? 0)} on ${transportName(network?.transport ?? 0)} ${network?.segmentId}; ${(network?.subnets ?? []).map((s) => `${s.cidr} (gateway ${s.gateway})`).join(", ")}${network?.flowSetup === v1.FlowSetup.FLOW_SETUP_REACTIVE ? "; reactive flow setup" : ""}${network?.uplink === v1.Uplink.UPLINK_DEDICATED ? "; dedicated uplink" : ""}\n`);
       return;
     }
     case "list": {

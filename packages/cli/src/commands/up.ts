@@ -42,6 +42,8 @@ export const upFlags: FlagSpec = {
   "test-faults": { type: "boolean" },
   "fail-mode": { type: "string" },
   "inactivity-probe-ms": { type: "string" },
+  "nic-mbps": { type: "string" },
+  "nic-queue-kib": { type: "string" },
 };
 
 const packagesDir = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
@@ -108,6 +110,10 @@ export async function upCommand(global: GlobalOptions, argv: string[]): Promise<
     failMode,
     "--inactivity-probe-ms",
     String(intFlag(f, "inactivity-probe-ms", 5_000, 100, 600_000)),
+    "--nic-mbps",
+    String(intFlag(f, "nic-mbps", 10_000, 1, 400_000)),
+    "--nic-queue-kib",
+    String(intFlag(f, "nic-queue-kib", 1_024, 1, 1_048_576)),
   ];
   const supervisor = new Supervisor({ dataDir, natsBinary, natsPort, prefix, run, extraArgs: { controller: controllerArgs, "host-agent": agentArgs }, logger, say });
   let stopping = false;

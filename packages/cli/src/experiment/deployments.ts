@@ -61,6 +61,7 @@ export async function startLocal(scenario: Scenario, seed: number, testFaults: b
     "--heartbeat-interval-ms", String(t.heartbeatIntervalMs), "--heartbeat-misses-max", String(t.heartbeatMissesMax),
     "--pcpus", String(t.pcpus), "--memory-mib", String(t.memoryMib),
     "--fail-mode", t.failMode, "--inactivity-probe-ms", String(t.inactivityProbeMs),
+    "--nic-mbps", String(t.nicMbps), "--nic-queue-kib", String(t.nicQueueKib),
     ...(testFaults ? ["--test-faults"] : []),
   ];
   // Its own process group: Ctrl-C at the terminal reaches the runner, which stops it in order.
@@ -144,6 +145,8 @@ export async function startDocker(scenario: Scenario, seed: number, testFaults: 
     SIMDC_TEST_FAULTS: testFaults ? "true" : "false",
     SIMDC_FAIL_MODE: t.failMode,
     SIMDC_INACTIVITY_PROBE_MS: String(t.inactivityProbeMs),
+    SIMDC_NIC_MBPS: String(t.nicMbps),
+    SIMDC_NIC_QUEUE_KIB: String(t.nicQueueKib),
   };
   const compose = async (...args: string[]): Promise<string> => (await run("docker-compose", ["-p", project, "-f", file, ...args], { env, maxBuffer: 256 * 1024 * 1024 })).stdout;
   const down = async (): Promise<void> => void (await compose("down", "-v", "--remove-orphans").catch(() => ""));

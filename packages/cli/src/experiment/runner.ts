@@ -159,7 +159,8 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRun
     const stepContext: StepContext = { bus: theBus, clock, plan, deployment: dc, bootVolume, ack: record };
     for (const net of scenario.networks) {
       const flowSetup = net.flowSetup === "reactive" ? v1.FlowSetup.FLOW_SETUP_REACTIVE : v1.FlowSetup.FLOW_SETUP_PROACTIVE;
-      await theBus.call(networkService.CreateNetwork, { name: net.name, mode: networkModes[net.mode], subnets: [net.subnet], flowSetup });
+      const uplink = net.uplink === "dedicated" ? v1.Uplink.UPLINK_DEDICATED : v1.Uplink.UPLINK_CONVERGED;
+      await theBus.call(networkService.CreateNetwork, { name: net.name, mode: networkModes[net.mode], subnets: [net.subnet], flowSetup, uplink });
     }
     const initial = scenario.vms.flatMap((g) => vmNames(g.name, g.count).map((name) => ({ name, g })));
     if (initial.length > 0 || scenario.timeline.some((s) => s.do === "create-vms")) {
@@ -205,10 +206,11 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRun
         clock.every(everyMs, () => {
           if (busy) return;
           busy = true;
+          const label = probe.probe === "ping" ? { label: `${probe["from"] as string}>${probe["to"] as string}` } : {};
           sample(theBus, probe, plan, places)
-            .then((values) => record({ type: "sample", timeMs: clock.nowMs(), probe: probe.probe, values }))
+            .then((values) => record({ type: "sample", timeMs: clock.nowMs(), probe: probe.probe, ...label, values }))
             // A probe that gets no answer (the controller is the fault) is a sample too.
-            .catch(() => record({ type: "sample", timeMs: clock.nowMs(), probe: probe.probe, values: { errors: 1 } }))
+            .catch(() => record({ type: "sample", timeMs: clock.nowMs(), probe: probe.probe, ...label, values: { errors: 1 } }))
             .finally(() => (busy = false));
         }),
       );

@@ -3,7 +3,7 @@
 // rules in KV, VM changes through the API (each answer recorded, acknowledged
 // or not). A capability that registers a step kind adds its executor here.
 
-import { addFaultRule, clearFaultRules, computeService, hostAgentService, hostScope, readFaultRules, type Bus } from "@simdc/bus";
+import { addFaultRule, clearFaultRules, computeService, hostAgentService, hostScope, hostService, readFaultRules, type Bus } from "@simdc/bus";
 import { SimdcError, wallNowMs, type Clock } from "@simdc/common";
 import { durationMs, vmNames, type AckEntry, type Plan, type PlannedStep } from "@simdc/experiment";
 import { simdc } from "@simdc/proto";
@@ -153,7 +153,27 @@ async function duplicateVm(ctx: StepContext, step: PlannedStep): Promise<StepOut
   return { detail: `vm ${id} of ${from} started on ${onto} too`, hosts: [], target: id };
 }
 
+/** A constant-rate UDP flow from one VM to another's first address, for a while (its host's agent paces it). */
+async function trafficStep(ctx: StepContext, step: PlannedStep): Promise<StepOutcome> {
+  const p = step.params;
+  const from = p["from"] as string;
+  const to = p["to"] as string;
+  const { vm } = await ctx.bus.call(computeService.GetVm, { vmId: from });
+  const { host } = await ctx.bus.call(hostService.GetHost, { hostId: vm?.hostId ?? "" });
+  const target = (await ctx.bus.call(computeService.GetVm, { vmId: to })).vm?.spec?.nics?.[0]?.ip ?? "";
+  const forMs = durationMs(p["for"] as string);
+  const request = { vmId: from, targetIp: target, ratePps: p["ratePps"] as number, sizeBytes: (p["sizeBytes"] as number | undefined) ?? 1_000, durationMs: forMs };
+  const reply = await ctx.bus.call(hostAgentService.StartTraffic, request, { scopeId: hostScope(host?.agentId ?? "", vm?.hostId ?? "") });
+  return {
+    detail: `flow ${reply.flowId}: ${from} (${reply.sourceIp}) -> ${to} (${target}), ${request.ratePps} packets/s of ${request.sizeBytes} bytes for ${forMs / 1000} s`,
+    hosts: [],
+    target: from,
+    endsAtMs: ctx.clock.nowMs() + forMs,
+  };
+}
+
 export const executors: Record<string, Executor> = {
+  traffic: trafficStep,
   kill: processFault,
   pause: processFault,
   resume: processFault,

@@ -22,7 +22,7 @@ export function networkEndpoints(state: ControllerState): Endpoint<any, any>[] {
         req,
         async (requestId) => {
           const network = await networks.create(
-            { id: req.name, mode: req.mode, transport: req.transport, vlanId: req.vlanId, subnets: req.subnets, flowSetup: req.flowSetup },
+            { id: req.name, mode: req.mode, transport: req.transport, vlanId: req.vlanId, subnets: req.subnets, flowSetup: req.flowSetup, uplink: req.uplink },
             state.clock.nowMs(),
             withRequestId([], requestId),
           );

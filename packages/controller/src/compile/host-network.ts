@@ -128,5 +128,6 @@ export function compileHostNetwork(hostId: string, view: NetworkView, options: {
   }
   flows.push(`table=${tableLocalServices},priority=0 actions=goto_table:${tableFromLocal}`);
   ports.sort((a, b) => a.ofport - b.ofport);
-  return v1.HostNetwork.create({ ports, tunnels, flows, neighbors, controllerTables: controllerTablesEnd });
+  const dedicatedSegments = networkIds.map((id) => view.network(id)!).filter((n) => n.uplink === v1.Uplink.UPLINK_DEDICATED).map((n) => n.segmentId ?? 0);
+  return v1.HostNetwork.create({ ports, tunnels, flows, neighbors, controllerTables: controllerTablesEnd, dedicatedSegments });
 }

@@ -22,6 +22,7 @@ export interface NetworkSpec {
   vlanId: number;
   subnets: string[];
   flowSetup: v1.FlowSetup;
+  uplink: v1.Uplink;
 }
 
 export class Networks {
@@ -71,6 +72,8 @@ export class Networks {
     if (!(transport in v1.NetworkTransport)) throw invalidArgument("transport must be overlay or vlan");
     const flowSetup = spec.flowSetup || v1.FlowSetup.FLOW_SETUP_PROACTIVE;
     if (!(flowSetup in v1.FlowSetup)) throw invalidArgument("flow_setup must be proactive or reactive");
+    const uplink = spec.uplink || v1.Uplink.UPLINK_CONVERGED;
+    if (!(uplink in v1.Uplink)) throw invalidArgument("uplink must be converged or dedicated");
     if (spec.subnets.length === 0) throw invalidArgument("a network needs at least one subnet (a CIDR like 10.0.0.0/24)");
     if (spec.subnets.length > subnetsPerNetworkMax) throw invalidArgument(`at most ${subnetsPerNetworkMax} subnets a network`);
     const cidrs: Cidr[] = spec.subnets.map(parseCidr);
@@ -105,6 +108,7 @@ export class Networks {
       incarnation: uniqueId(),
       createdAtMs: nowMs,
       flowSetup,
+      uplink,
     });
   }
 

@@ -36,6 +36,8 @@ function pair(failMode: FailMode = "secure") {
       inactivityProbeMs: 5_000,
       probe: () => Promise.resolve(answering.value),
       packetIn: () => Promise.resolve([]),
+      uplinks: [{ name: "nic0", bandwidthMbps: 10_000, queueBytes: 1 << 20, latencyMs: 0.05 }],
+      nicDrops: () => undefined,
     });
   hosts.set("h1", make("h1"));
   hosts.set("h2", make("h2"));

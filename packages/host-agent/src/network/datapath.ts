@@ -12,6 +12,7 @@ import { formatFlow, formatIp, formatMac, packetWords, parseFlow, reactiveCookie
 import { ControllerLink, type FailMode } from "./controller-link.js";
 import { GuestNic } from "./guest.js";
 import { ratePpsMax, Traffic } from "./traffic.js";
+import { Uplink, type UplinkSpec } from "./uplink.js";
 import {
   arp,
   ARP_REPLY,
@@ -36,6 +37,7 @@ import {
   scratchFields,
   TP_DST,
   TP_SRC,
+  TUN_ID,
   type DhcpMessage,
   type Payload,
 } from "./packets.js";
@@ -76,6 +78,10 @@ export interface DatapathOptions {
   probe(timeoutMs: number): Promise<boolean>;
   /** A reactive network's table miss, to the controller: the flows it answers with (flow-mod). */
   packetIn(segment: number, dlSrc: string, dlDst: string): Promise<string[]>;
+  /** The host's physical NICs: the first converged, the second (if any) dedicated. */
+  uplinks: UplinkSpec[];
+  /** A NIC dropped `count` packets since the last report (reported at most once a second a NIC). */
+  nicDrops(nic: string, count: number): void;
 }
 
 interface PortCounters {
@@ -143,6 +149,8 @@ export class HostDatapath {
   /** Packets waiting for the answer to their destination's packet-in. */
   private readonly awaitingFlow = new Map<string, { ofport: number; words: PacketWords; payload: Payload; bytes: number }[]>();
   readonly traffic: Traffic;
+  readonly uplinks: Uplink[];
+  private readonly dropsReported = new Map<Uplink, { count: number; atMs: number }>();
   /** The controller connection: probed while the host has ports (a vswitch with no ports has nothing to lose). */
   readonly link: ControllerLink;
   /** The newest section, held back while the controller is lost. */
@@ -151,6 +159,7 @@ export class HostDatapath {
   constructor(private readonly options: DatapathOptions) {
     this.vswitch = new Vswitch({ ports: [], now: () => options.clock.nowMs() });
     this.traffic = new Traffic(options.clock);
+    this.uplinks = options.uplinks.map((spec) => new Uplink(spec, options.clock, (nic) => this.reportDrops(nic)));
     const log = options.logger;
     this.link = new ControllerLink({
       mode: options.failMode,
@@ -289,6 +298,20 @@ export class HostDatapath {
     }
     this.section = section;
     for (const guest of starting) guest.up();
+  }
+
+  /** Drops are reported as they start and then at most once a second, with how many since the last report. */
+  private reportDrops(nic: Uplink): void {
+    const now = this.options.clock.nowMs();
+    const last = this.dropsReported.get(nic) ?? { count: 0, atMs: -Infinity };
+    if (now - last.atMs < 1_000) return;
+    this.options.nicDrops(nic.spec.name, nic.drops - last.count);
+    this.dropsReported.set(nic, { count: nic.drops, atMs: now });
+  }
+
+  /** The NIC a segment's tunnels leave by: the dedicated one when the network is pinned to it and the host has one. */
+  uplinkOf(segment: bigint): Uplink {
+    return (this.section.dedicatedSegments.has(segment) ? this.uplinks[1] : undefined) ?? this.uplinks[0]!;
   }
 
   /** A VM started or stopped: its NICs' links come up (asking DHCP for an address) or go down. */
@@ -455,9 +478,6 @@ export class HostDatapath {
       this.mtuDrops += 1;
       return;
     }
-    const tx = this.countersOf(ofport);
-    tx.txPackets += 1;
-    tx.txBytes += bytes + overlayOverheadBytes;
     // Verdicts come from the vswitch's cache: the encapsulated form is made once a verdict.
     let words = this.encapsulated.get(verdict);
     if (!words) {
@@ -466,7 +486,12 @@ export class HostDatapath {
       for (const f of scratchFields) copy[f] = 0n;
       this.encapsulated.set(verdict, (words = toWords(copy)));
     }
-    this.options.tunnel(tunnel, words, payload, bytes + overlayOverheadBytes);
+    const wire = bytes + overlayOverheadBytes;
+    const headers = words;
+    if (!this.uplinkOf(verdict.packet[TUN_ID]!).transmit(wire, () => this.options.tunnel(tunnel, headers, payload, wire))) return;
+    const tx = this.countersOf(ofport);
+    tx.txPackets += 1;
+    tx.txBytes += wire;
   }
 
   /** A local packet-in: DHCP and ARP answered from what the controller pushed, back out of the port they came in by. */
@@ -526,6 +551,21 @@ export class HostDatapath {
       rttMaxMs: rtts.length ? Math.max(...rtts) : 0,
       replies: done,
     };
+  }
+
+  /** The physical NICs' figures, for dump-ports. */
+  nicStats(): v1.INicStats[] {
+    return this.uplinks.map((u) => ({
+      name: u.spec.name,
+      bandwidthMbps: u.spec.bandwidthMbps,
+      queueBytes: u.spec.queueBytes,
+      txPackets: u.txPackets,
+      txBytes: u.txBytes,
+      drops: u.drops,
+      backlogBytes: Math.round(u.backlogBytes()),
+      backlogBytesMax: u.backlogBytesMax,
+      storageBytes: u.storageBytes,
+    }));
   }
 
   /** ovs-ofctl dump-flows: every flow, or one table's (table >= 0). */

@@ -40,10 +40,12 @@ export interface NetworkSection {
   /** segment -> ip -> mac, for the ARP responder. */
   neighbors: Map<bigint, Map<bigint, bigint>>;
   controllerTables: number;
+  /** Segments whose tunnels leave by the dedicated NIC. */
+  dedicatedSegments: Set<bigint>;
 }
 
 /** The empty section: a host with no port on any network. */
-export const noNetwork: NetworkSection = { ports: [], tunnels: [], flows: [], neighbors: new Map(), controllerTables: 0 };
+export const noNetwork: NetworkSection = { ports: [], tunnels: [], flows: [], neighbors: new Map(), controllerTables: 0, dedicatedSegments: new Set() };
 
 /** @throws SimdcError INVALID_ARGUMENT naming the first bad item. */
 export function checkNetworkSection(raw: v1.IHostNetwork | null | undefined): NetworkSection {
@@ -93,5 +95,5 @@ export function checkNetworkSection(raw: v1.IHostNetwork | null | undefined): Ne
       throw invalidArgument(`network neighbors[${i}]: ${(err as Error).message}`);
     }
   }
-  return { ports, tunnels, flows, neighbors, controllerTables: raw.controllerTables ?? 0 };
+  return { ports, tunnels, flows, neighbors, controllerTables: raw.controllerTables ?? 0, dedicatedSegments: new Set((raw.dedicatedSegments ?? []).map((s) => BigInt(s))) };
 }

@@ -1,0 +1,83 @@
+// A host's physical NIC, the underlay side of its tunnels: a bandwidth, a
+// transmit queue and a wire latency, on the simulated clock. A packet waits
+// for the packets ahead of it (the backlog drains at the line rate); one that
+// would overflow the queue is dropped and counted. Departures within the
+// same millisecond leave together (the simulation's timers are millisecond
+// grained), so a saturated NIC costs a timer a millisecond, not a packet.
+// The converged NIC also carries the host's storage traffic: reserve() is the
+// hook the SAN work will call for every block it moves.
+
+import type { Clock } from "@simdc/common";
+
+export interface UplinkSpec {
+  name: string;
+  bandwidthMbps: number;
+  queueBytes: number;
+  latencyMs: number;
+}
+
+export class Uplink {
+  txPackets = 0;
+  txBytes = 0;
+  drops = 0;
+  storageBytes = 0;
+  backlogBytesMax = 0;
+  /** When the line is free again (simulated ms). */
+  private busyUntilMs = 0;
+  /** Packets leaving at each whole millisecond, with the timer that sends them. */
+  private readonly departures = new Map<number, (() => void)[]>();
+  private readonly bytesPerMs: number;
+
+  constructor(
+    readonly spec: UplinkSpec,
+    private readonly clock: Clock,
+    /** Told of drops (the datapath reports them as events, at most one a second). */
+    private readonly dropped: (uplink: Uplink) => void,
+  ) {
+    this.bytesPerMs = (spec.bandwidthMbps * 1e6) / 8 / 1_000;
+  }
+
+  /** Bytes waiting for the line now. */
+  backlogBytes(now = this.clock.nowMs()): number {
+    return Math.max(0, this.busyUntilMs - now) * this.bytesPerMs;
+  }
+
+  /** Queues `bytes` for the line; `send` runs when they have crossed it. @returns false when the queue was full (dropped). */
+  transmit(bytes: number, send: () => void): boolean {
+    const now = this.clock.nowMs();
+    const backlog = this.backlogBytes(now);
+    if (backlog + bytes > this.spec.queueBytes) {
+      this.drops += 1;
+      this.dropped(this);
+      return false;
+    }
+    if (backlog + bytes > this.backlogBytesMax) this.backlogBytesMax = Math.round(backlog + bytes);
+    this.busyUntilMs = Math.max(now, this.busyUntilMs) + bytes / this.bytesPerMs;
+    this.txPackets += 1;
+    this.txBytes += bytes;
+    const arrivesMs = this.busyUntilMs + this.spec.latencyMs;
+    if (arrivesMs - now < 1) {
+      send();
+      return true;
+    }
+    const slot = Math.ceil(arrivesMs);
+    let leaving = this.departures.get(slot);
+    if (!leaving) {
+      this.departures.set(slot, (leaving = []));
+      this.clock.after(slot - now, () => {
+        const batch = this.departures.get(slot) ?? [];
+        this.departures.delete(slot);
+        for (const go of batch) go();
+      });
+    }
+    leaving.push(send);
+    return true;
+  }
+
+  /** Storage traffic on this NIC: it takes the line's time like any packet, and is never dropped (the SAN retries). */
+  reserve(bytes: number): void {
+    const now = this.clock.nowMs();
+    this.busyUntilMs = Math.max(now, this.busyUntilMs) + bytes / this.bytesPerMs;
+    this.storageBytes += bytes;
+  }
+}
