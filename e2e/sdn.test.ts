@@ -101,6 +101,30 @@ describe("sdn: overlay networks, secure mode", () => {
     expect(nobody.received).toBe(0);
   });
 
+  it("sdn: simdc trace follows a packet through b1's host's tables, over the tunnel, and to b2's port, changing nothing", async () => {
+    const b1 = await vm(dc, "b1");
+    const b2 = await vm(dc, "b2");
+    type Ports = { ports: { name: string; ofport: number }[] };
+    const port = (await dc.json<Ports>("ofctl", "dump-ports", b1.hostId)).ports.find((p) => p.name === "b1.eth0")!.ofport;
+    const packet = `in_port=${port},dl_src=${b1.spec.nics[0]!.mac},dl_dst=${b2.spec.nics[0]!.mac},icmp,nw_src=10.1.0.2,nw_dst=10.1.0.20`;
+    const before = await dc.simdc("ofctl", "dump-flows", b1.hostId);
+    type Hop = { hostId: string; flows: string[]; outputs: { name: string; hostId: string }[] };
+    const hops = await dc.json<Hop[]>("trace", b1.hostId, packet);
+    expect(hops.map((h) => [h.hostId, h.outputs.map((o) => o.name)])).toEqual([
+      [b1.hostId, [`tun-${b2.hostId}`]],
+      [b2.hostId, ["b2.eth0"]],
+    ]);
+    expect(hops[0]!.flows.map((f) => Number(/table=(\d+)/.exec(f)![1]))).toEqual([0, 10, 20]);
+    expect(hops[1]!.flows.map((f) => Number(/table=(\d+)/.exec(f)![1]))).toEqual([0, 30]);
+    expect(await dc.simdc("trace", b1.hostId, packet)).toMatch(new RegExp(`^${b1.hostId}:\n  table=0,.*\n.*\n.*\n  => output \\d+ \\(tun-${b2.hostId}\\)\n${b2.hostId}:`));
+    // A spoofed source MAC matches no flow of table 0: dropped at the first hop.
+    const spoofed = await dc.json<Hop[]>("trace", b1.hostId, packet.replace(b1.spec.nics[0]!.mac, "02:66:66:66:66:66"));
+    expect(spoofed.map((h) => [h.hostId, h.outputs.length, h.flows.length])).toEqual([[b1.hostId, 0, 0]]);
+    await expect(dc.simdc("trace", b1.hostId, "in_port=1,colour=red")).rejects.toThrow(/INVALID_ARGUMENT: unknown field "colour"/);
+    // Tracing changed no counter.
+    expect(await dc.simdc("ofctl", "dump-flows", b1.hostId)).toBe(before);
+  });
+
   it("sdn: a UDP flow between VMs on two hosts: what was sent arrives, with its throughput and latency; a flow too big for the MTU is refused", async () => {
     const started = await dc.simdc("traffic", "start", "b1", "10.1.0.20", "--rate", "500", "--size", "400", "--duration", "2s");
     expect(started).toMatch(/^flow \d+: b1 \(10\.1\.0\.2\) -> 10\.1\.0\.20 udp\/5001, 500 packets\/s of 400 bytes for 2 s/);

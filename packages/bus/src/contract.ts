@@ -91,6 +91,7 @@ export const hostAgentService = {
   StartTraffic: method("host", "HostAgentService", "StartTraffic", v1.StartTrafficRequest, v1.StartTrafficResponse),
   StopTraffic: method("host", "HostAgentService", "StopTraffic", v1.StopTrafficRequest, v1.StopTrafficResponse),
   TrafficStats: method("host", "HostAgentService", "TrafficStats", v1.TrafficStatsRequest, v1.TrafficStatsResponse),
+  Trace: method("host", "HostAgentService", "Trace", v1.TraceRequest, v1.TraceResponse),
 };
 
 export const sanNodeService = {

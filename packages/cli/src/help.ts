@@ -123,6 +123,14 @@ simdc ofctl del-flows <host> [table=N|cookie=V/M] [--force]: delete flows
   --agent A         the host's agent (default: asked of the controller)
   --table N         only table N (dump-flows)
   --force           also the controller's tables (add-flow, del-flows)`,
+  trace: `simdc trace <host> <packet> [--agent A] [--hops N]: what a live host's vswitch does with a
+packet (ofproto/trace on its tables, changing nothing), then the same on every host a tunnel
+output leads to, as ovn-trace follows a packet across chassis. The packet is in ovs-ofctl
+field syntax: in_port=1,dl_src=02:...,dl_dst=02:...,ip,nw_src=10.0.0.2,nw_dst=10.0.0.3
+(simdc ofctl dump-ports shows the ports, MACs and addresses). -o json: one object a hop.
+
+  --agent A         the first host's agent (default: asked of the controller)
+  --hops N          hosts at most (default 8)`,
   traffic: `simdc traffic start <vm> <address> [--rate PPS] [--size B] [--port P] [--duration D]
 simdc traffic stop <vm> <flow> | stats <vm>: constant-rate UDP flows from a VM's guest
 

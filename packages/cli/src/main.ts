@@ -15,7 +15,7 @@ import { eventsCommand, waitCommand } from "./commands/watch.js";
 import { experimentCommand } from "./commands/experiment.js";
 import { composeCommand } from "./commands/compose.js";
 import { ofctlCommand } from "./commands/ofctl.js";
-import { trafficCommand } from "./commands/vswitch.js";
+import { traceCommand, trafficCommand } from "./commands/vswitch.js";
 import { networkCommand } from "./commands/network.js";
 import { flushStdout, out, quietOnClosedPipe, type OutputFormat } from "./output.js";
 import { bashCompletion, helpFor } from "./help.js";
@@ -58,6 +58,8 @@ const usage = `usage: simdc [--server URL] [--data-dir DIR] [--prefix P] [--user
                          a live host's vswitch (the controller's tables need --force)
   ofctl trace --flows FILE --packets FILE [--ports P,...]
                          what a vswitch does with each packet (OVS ofproto/trace, offline)
+  trace <host> <packet> [--hops N]
+                         a packet through a live host's tables and across its tunnels
   compose [--hosts N] [--hosts-per-agent K] [--san M] [--controllers C] [--dir DIR]
                          the compose deployment of a topology (docker-compose.yml,
                          deploy/prometheus.yml, NATS users) written into DIR
@@ -168,6 +170,9 @@ async function main(argv: string[]): Promise<boolean> {
         return false;
       case "traffic":
         await trafficCommand(ctx, verb, more);
+        return false;
+      case "trace":
+        await traceCommand(ctx, rest.slice(1));
         return false;
       case "compose":
         await composeCommand(global, rest.slice(1));

@@ -962,6 +962,9 @@ describe("one agent, many hosts", () => {
         [stage.client.call(hostAgentService.StartTraffic, { vmId: "vm-none", targetIp: "10.0.0.1", ratePps: 10, sizeBytes: 20 }, on), "INVALID_ARGUMENT", /size_bytes/],
         [stage.client.call(hostAgentService.StartTraffic, { vmId: "vm-none", targetIp: "nowhere", ratePps: 10 }, on), "INVALID_ARGUMENT", /nowhere/],
         [stage.client.call(hostAgentService.StopTraffic, { flowId: 42 }, on), "NOT_FOUND", /no traffic flow 42/],
+        [stage.client.call(hostAgentService.Trace, { packet: "in_port=1,colour=red" }, on), "INVALID_ARGUMENT", /colour/],
+        [stage.client.call(hostAgentService.Trace, { packet: "in_port=1", fromHost: "host-x" }, on), "NOT_FOUND", /no tunnel from host-x/],
+        [stage.client.call(hostAgentService.Trace, { packet: "in_port=1", fromHost: "host.x" }, on), "INVALID_ARGUMENT", /from_host/],
       ];
       for (const [call, code, message] of cases) await expect(call).rejects.toMatchObject({ code, message: expect.stringMatching(message) });
       expect(await flows()).toEqual(before);

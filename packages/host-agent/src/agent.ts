@@ -171,6 +171,10 @@ export class HostAgent implements RunningRole {
           if (!traffic.stop(req.flowId)) throw notFound(`no traffic flow ${req.flowId} on this host`);
           return { flow: traffic.stats().sending.find((f) => f["flowId"] === req.flowId) };
         }),
+        endpoint(hostAgentService.Trace, (req, msg) => {
+          const from = req.fromHost ? checkName("from_host", req.fromHost) : "";
+          return agent.hostOf(msg.subject).datapath.trace(req.packet, from);
+        }),
         endpoint(hostAgentService.TrafficStats, (_req, msg) => {
           const host = agent.hostOf(msg.subject);
           return { hostId: host.id, ...host.datapath.traffic.stats() };

@@ -70,6 +70,10 @@ beforeAll(async () => {
       capacity: { pcpus: 16, memoryMib: 65_536, nics: 2 },
       timing: { bootBlocks: 8, bootTimeMs: 300, stopTimeMs: 100, bootRetryMs: 30_000 },
       heartbeatIntervalMs: 5_000,
+      testFaults: false,
+      failMode: "secure",
+      inactivityProbeMs: 5_000,
+      uplinks: [{ name: "nic0", bandwidthMbps: 10_000, queueBytes: 1 << 20, latencyMs: 0.05 }],
     },
   });
 });

@@ -155,6 +155,37 @@ export async function trafficCommand(ctx: CommandContext, verb: string | undefin
   }
 }
 
+/**
+ * simdc trace HOST PACKET: ofproto/trace on a live host's tables, then on
+ * every host a tunnel output leads to (as ovn-trace follows a packet across
+ * chassis), printing each hop's flows and outputs. Changes nothing.
+ */
+export async function traceCommand(ctx: CommandContext, argv: string[]): Promise<void> {
+  const parsed = parse(argv, { agent: { type: "string" }, hops: { type: "string" } });
+  const [hostId, packet] = positionals(parsed, ["host", "packet"]);
+  const hopsMax = intFlag(parsed.flags, "hops", 8, 1, 64);
+  const bus = await ctx.bus();
+  const hops: v1.TraceResponse[] = [];
+  let queue = [{ hostId: hostId!, agentId: await agentOf(bus, hostId!, parsed.flags), packet: packet!, fromHost: "" }];
+  while (queue.length && hops.length < hopsMax) {
+    const next: typeof queue = [];
+    for (const hop of queue) {
+      const reply = await bus.call(hostAgentService.Trace, { packet: hop.packet, fromHost: hop.fromHost }, { scopeId: hostScope(hop.agentId, hop.hostId) });
+      hops.push(reply);
+      for (const out of reply.outputs) if (out.hostId) next.push({ hostId: out.hostId, agentId: out.agentId ?? "", packet: reply.packet, fromHost: hop.hostId });
+    }
+    queue = next;
+  }
+  if (ctx.output === "json") return printJson(hops.map((h) => plain(v1.TraceResponse, h)));
+  for (const hop of hops) {
+    out(`${hop.hostId}:\n`);
+    for (const flow of hop.flows) out(`  ${flow}\n`);
+    const outputs = hop.outputs.map((o) => `${o.ofport} (${o.name || "no such port"})`);
+    const packetIns = [hop.localPacketIns ? `${hop.localPacketIns} to the host's agent` : "", hop.controllerPacketIns ? `${hop.controllerPacketIns} to the controller` : ""].filter(Boolean);
+    out(`  => ${outputs.length ? `output ${outputs.join(", ")}` : packetIns.length ? "no output" : "drop"}${packetIns.length ? `; packet-in ${packetIns.join(", ")}` : ""}\n`);
+  }
+}
+
 /** simdc vm ping VM ADDRESS [-c COUNT] [-i INTERVAL] [-W TIMEOUT] */
 export async function vmPing(ctx: CommandContext, argv: string[]): Promise<void> {
   const parsed = parse(argv, { count: { type: "string", short: "c" }, interval: { type: "string", short: "i" }, timeout: { type: "string", short: "W" }, agent: { type: "string" }, host: { type: "string" } });

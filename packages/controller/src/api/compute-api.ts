@@ -93,7 +93,7 @@ export function computeEndpoints(state: ControllerState): Endpoint<any, any>[] {
           }
           const explained = v1.Placement.create({ hostId: placement.hostId, reason: placement.reason, rejected: placement.rejected });
           // Addresses are taken last, once nothing else can refuse the create, and held until the record is written.
-          const nics = state.ports.assign(id, spec.nics, state.networks, () => state.macRandom.next());
+          const nics = state.ports.assign(id, placement.hostId, spec.nics, state.networks, () => state.macRandom.next());
           const vm = v1.Vm.create({
             id,
             spec: v1.VmSpec.create({ ...spec, nics: nics.nics }),

@@ -27,7 +27,7 @@ export function checkVmSpec(spec: v1.VmSpec.$Properties | null | undefined): v1.
     memoryMib: checkRange("spec.memory_mib", spec.memoryMib ?? 0, 1, memoryMibPerVmMax),
     bootVolume: checkName("spec.boot_volume", spec.bootVolume ?? ""),
     // Checked against the networks and what other NICs hold when addresses are assigned.
-    nics: (spec.nics ?? []).map((nic) => v1.NicSpec.create(nic)),
+    nics: (spec.nics ?? []).map((nic) => v1.NicSpec.create({ ...nic, ofport: 0 })),
   });
 }
 

@@ -15,7 +15,7 @@ const networks: Record<string, v1.INetwork> = {
   red: { id: "red", segmentId: 2, subnets: [{ cidr: "10.2.0.0/16", gateway: "10.2.0.1" }] },
 };
 
-const port = (vmId: string, hostId: string, networkId: string, mac: string, ip: string, index = 0): LogicalPort => ({ vmId, index, hostId, networkId, mac, ip });
+const port = (vmId: string, hostId: string, networkId: string, mac: string, ip: string, ofport = 0): LogicalPort => ({ vmId, index: 0, hostId, networkId, mac, ip, ofport });
 
 const ports: LogicalPort[] = [
   port("a", "h1", "blue", "02:00:00:00:00:0a", "10.1.0.2"),
@@ -97,6 +97,17 @@ describe("sdn compiler", () => {
     expect(h1.flows.filter((f) => f.includes("metadata=0x2"))).toEqual(compileHostNetwork("h1", view)!.flows.filter((f) => f.includes("metadata=0x2")));
     // What the controller answers packet-ins from: the proactive form.
     expect(compileHostNetwork("h1", reactive, { allProactive: true })!.flows.filter((f) => !f.includes("controller(id=1)"))).toEqual(compileHostNetwork("h1", view)!.flows);
+  });
+
+  it("compiler: each NIC keeps the port the controller gave it, so a VM joining a host changes no other VM's port", () => {
+    const kept: LogicalPort[] = [port("a", "h1", "blue", "02:00:00:00:00:0a", "10.1.0.2", 5), port("c", "h1", "red", "02:00:00:00:00:0c", "10.2.0.2", 2), port("n", "h1", "blue", "02:00:00:00:00:0e", "10.1.0.9")];
+    const h1 = compileHostNetwork("h1", { ...view, portsOnHost: () => kept, portsOnNetwork: (id) => kept.filter((p) => p.networkId === id) })!;
+    expect(h1.ports.map((p) => [p.vmId, p.ofport])).toEqual([
+      ["n", 1],
+      ["c", 2],
+      ["a", 5],
+    ]);
+    expect(h1.flows).toContain("table=0,priority=100,in_port=5,dl_src=02:00:00:00:00:0a actions=set_field:0x1->metadata,goto_table:10");
   });
 
   it("compiler: a host with no port gets no section; a port on a deleted network or a host with no agent yet is left out", () => {

@@ -71,7 +71,22 @@ function subnetOf(network: v1.INetwork, ip: string): { prefix: number; gateway: 
 export function compileHostNetwork(hostId: string, view: NetworkView, options: { allProactive?: boolean } = {}): v1.HostNetwork | undefined {
   const local = [...view.portsOnHost(hostId)].filter((p) => view.network(p.networkId)).sort(byPort);
   if (local.length === 0) return undefined;
-  const ofportOf = new Map<LogicalPort, number>(local.map((p, i) => [p, i + 1]));
+  // Each NIC keeps the port the controller gave it; one without (or clashing) takes the lowest free.
+  const ofportOf = new Map<LogicalPort, number>();
+  const used = new Set<number>();
+  for (const p of local) {
+    if (p.ofport > 0 && p.ofport < tunnelOfportBase && !used.has(p.ofport)) {
+      ofportOf.set(p, p.ofport);
+      used.add(p.ofport);
+    }
+  }
+  let free = 1;
+  for (const p of local) {
+    if (ofportOf.has(p)) continue;
+    while (used.has(free)) free += 1;
+    ofportOf.set(p, free);
+    used.add(free);
+  }
   const networkIds = [...new Set(local.map((p) => p.networkId))].sort();
   // Every port of each network this host joins, and the hosts they are on.
   const members = new Map<string, LogicalPort[]>();

@@ -25,6 +25,8 @@ export interface LogicalPort {
   networkId: string;
   mac: string;
   ip: string;
+  /** Its port on the host's vswitch (0: none given yet, as in records from before ports were kept). */
+  ofport: number;
 }
 
 const unicastMac = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
@@ -36,6 +38,8 @@ export class LogicalPorts {
   private readonly macs = new Set<string>();
   /** Addresses held per network. */
   private readonly ips = new Map<string, Set<number>>();
+  /** Ports taken by creates whose records are not written yet, per host. */
+  private readonly ofportsHeld = new Map<string, Set<number>>();
   private readonly listeners: ((hostIds: Set<string>) => void)[] = [];
 
   constructor(vms: VmStore) {
@@ -71,8 +75,13 @@ export class LogicalPorts {
    * network that does not exist, ALREADY_EXISTS for a MAC or IP in use,
    * RESOURCE_EXHAUSTED when a network has no address left.
    */
-  assign(vmId: string, nics: v1.INicSpec[], networks: Networks, nextRandom: () => number): { nics: v1.NicSpec[]; release: () => void } {
+  assign(vmId: string, hostId: string, nics: v1.INicSpec[], networks: Networks, nextRandom: () => number): { nics: v1.NicSpec[]; release: () => void } {
     if (nics.length > nicsPerVmMax) throw invalidArgument(`a VM has at most ${nicsPerVmMax} NICs`);
+    // Ports: the lowest the host's NICs and the creates in flight on it leave free.
+    const taken = new Set<number>([...this.onHost(hostId)].map((p) => p.ofport));
+    for (const held of this.ofportsHeld.get(hostId) ?? []) taken.add(held);
+    const ofports: number[] = [];
+    for (let ofport = 1; ofports.length < nics.length; ofport++) if (!taken.has(ofport)) ofports.push(ofport);
     const takenMacs: string[] = [];
     const takenIps: [string, number][] = [];
     const out: v1.NicSpec[] = [];
@@ -113,10 +122,13 @@ export class LogicalPorts {
       }
       takenMacs.push(mac);
       takenIps.push([networkId, ip]);
-      out.push(v1.NicSpec.create({ network: networkId, mac, ip: numberToIp(ip) }));
+      out.push(v1.NicSpec.create({ network: networkId, mac, ip: numberToIp(ip), ofport: ofports[i]! }));
     }
     for (const mac of takenMacs) this.macs.add(mac);
     for (const [net, ip] of takenIps) this.ipsOf(net).add(ip);
+    let held = this.ofportsHeld.get(hostId);
+    if (!held) this.ofportsHeld.set(hostId, (held = new Set()));
+    for (const ofport of ofports) held.add(ofport);
     return {
       nics: out,
       release: () => {
@@ -124,6 +136,9 @@ export class LogicalPorts {
         const held = this.byVm.get(vmId) ?? [];
         for (const mac of takenMacs) if (!held.some((p) => p.mac === mac)) this.macs.delete(mac);
         for (const [net, ip] of takenIps) if (!held.some((p) => p.networkId === net && ipToNumber(p.ip) === ip)) this.ips.get(net)?.delete(ip);
+        const onHost = this.ofportsHeld.get(hostId);
+        for (const ofport of ofports) onHost?.delete(ofport);
+        if (onHost?.size === 0) this.ofportsHeld.delete(hostId);
       },
     };
   }
@@ -144,6 +159,7 @@ export class LogicalPorts {
       networkId: nic.network ?? "",
       mac: nic.mac ?? "",
       ip: nic.ip ?? "",
+      ofport: nic.ofport ?? 0,
     }));
     const same = before.length === after.length && before.every((p, i) => JSON.stringify(p) === JSON.stringify(after[i]));
     if (same) return;

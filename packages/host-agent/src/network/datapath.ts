@@ -8,7 +8,7 @@
 
 import { failedPrecondition, invalidArgument, notFound, SimdcError, type Clock, type Logger, type Timer } from "@simdc/common";
 import { simdc } from "@simdc/proto";
-import { formatFlow, formatIp, formatMac, packetWords, parseFlow, reactiveCookie, toWords, Vswitch, wordOffset, type FlowSpec, type Packet, type PacketWords, type Verdict } from "@simdc/vswitch";
+import { formatFlow, formatIp, formatMac, packetFields, packetWords, parseFlow, parsePacket, reactiveCookie, toWords, Vswitch, wordOffset, type FlowSpec, type Packet, type PacketWords, type Verdict } from "@simdc/vswitch";
 import { ControllerLink, type FailMode } from "./controller-link.js";
 import { GuestNic } from "./guest.js";
 import { ratePpsMax, Traffic } from "./traffic.js";
@@ -550,6 +550,37 @@ export class HostDatapath {
       rttAvgMs: rtts.length ? rtts.reduce((a, b) => a + b, 0) / rtts.length : 0,
       rttMaxMs: rtts.length ? Math.max(...rtts) : 0,
       replies: done,
+    };
+  }
+
+  /**
+   * ofproto/trace on the live tables: what the vswitch would do with
+   * `packet` (ovs-ofctl field syntax), changing no counter, cache or MAC.
+   * With `fromHost`, the packet came over that host's tunnel.
+   * @throws SimdcError INVALID_ARGUMENT for a bad packet, NOT_FOUND for a host with no tunnel here.
+   */
+  trace(packetText: string, fromHost: string): v1.TraceResponse.$Properties {
+    const packet = parsePacket(packetText);
+    if (fromHost) {
+      const tunnel = this.tunnelByHost.get(fromHost);
+      if (!tunnel) throw notFound(`host ${this.options.hostId} has no tunnel from ${fromHost}`);
+      packet[IN_PORT] = BigInt(tunnel.ofport);
+      for (const f of scratchFields) packet[f] = 0n;
+    }
+    const verdict = this.vswitch.trace(packet);
+    const outputs = verdict.outputs.map((ofport) => {
+      const nic = this.nicPorts.get(ofport);
+      const tunnel = this.tunnelPorts.get(ofport);
+      return { ofport, name: nic ? nicName(nic) : tunnel ? tunnelName(tunnel) : "", hostId: tunnel?.hostId ?? "", agentId: tunnel?.agentId ?? "" };
+    });
+    const fields = packetFields(verdict.packet);
+    return {
+      hostId: this.options.hostId,
+      flows: verdict.matched.map(formatFlow),
+      outputs,
+      packet: Object.entries(fields).map(([k, v]) => `${k}=${v}`).join(","),
+      localPacketIns: verdict.controllerIds.filter((id) => id === 0).length,
+      controllerPacketIns: verdict.controllerIds.filter((id) => id !== 0).length,
     };
   }
 
