@@ -176,6 +176,25 @@ describe("sdn: overlay networks, secure mode", () => {
     expect((await dc.simdc("ofctl", "dump-flows", b1.hostId)).split("\n").length).toBe(before - 1);
   });
 
+  it("sdn: the reachability matrix over every VM's addresses equals the policy: a network's VMs reach each other, tenants stay apart", async () => {
+    type Matrix = { cells: { from: string; to: string; reached: boolean; allowed: boolean }[]; matchesPolicy: boolean };
+    const matrix = await dc.json<Matrix>("net", "reachability");
+    expect(matrix.matchesPolicy).toBe(true);
+    const pairs = Object.fromEntries(matrix.cells.map((c) => [`${c.from}>${c.to}`, c.reached]));
+    expect(pairs).toMatchObject({ "b1>b2": true, "b2>b1": true, "b1>r1": false, "r1>b2": false });
+    // Hand a blue VM's traffic to nobody: b1 -> b2 breaks, and the matrix says so.
+    const b1 = await vm(dc, "b1");
+    await dc.simdc("ofctl", "add-flow", b1.hostId, "table=20,priority=200,ip,actions=drop", "--force");
+    const err = (await dc.simdc("net", "reachability").catch((e: unknown) => e)) as { code: number; stdout: string; stderr: string };
+    expect(err.code).toBe(1);
+    expect(err.stderr).toMatch(/FAILED_PRECONDITION: b1 did not reach b2 \(10\.1\.0\.20\), which the policy allows/);
+    // The controller's next document for that host puts its table back.
+    await dc.simdc("ofctl", "del-flows", b1.hostId, "table=20", "--force");
+    await dc.simdc("vm", "create", "b5", "--boot-volume", "boot", "--nic", "blue", "--wait", "hosts");
+    await addressed(dc, "b5");
+    expect((await dc.json<Matrix>("net", "reachability")).matchesPolicy).toBe(true);
+  });
+
   it("sdn: a network pinned to the dedicated uplink sends its tunnels by the hosts' second NIC", async () => {
     expect(await dc.simdc("net", "create", "pay", "--mode", "host-only", "--subnet", "10.4.0.0/24", "--uplink", "dedicated")).toMatch(/; dedicated uplink$/m);
     await dc.simdc("vm", "create", "p1", "--boot-volume", "boot", "--nic", "pay");

@@ -98,6 +98,8 @@ simdc fault list | clear [id] [--wait]
   --timeout D        give up after D (default 30s): exit 1, DEADLINE_EXCEEDED`,
   net: `simdc net create <name> --mode bridge|host-only|nat --subnet CIDR [--subnet CIDR ...] [--vlan N]
 simdc net list | get <net> | delete <net>: logical networks (VMs attach with vm create --nic)
+simdc net reachability [--timeout 300ms]: every running VM pings every other VM's addresses;
+  the matrix against the policy (same network: allowed; else denied); exit 1 on a difference
 
   --mode M          bridge (reachable from outside), host-only (from nothing outside) or nat
   --subnet CIDR     an IPv4 subnet, /8 to /30, overlapping no other network's; repeat for more
@@ -176,7 +178,7 @@ const subcommands: Record<string, string[]> = {
   wait: ["vm", "host", "volume"],
   experiment: ["list", "show", "schema", "run", "compare", "swarm"],
   ofctl: ["trace", "dump-flows", "dump-ports", "add-flow", "del-flows"],
-  net: ["create", "list", "get", "delete"],
+  net: ["create", "list", "get", "delete", "reachability"],
   traffic: ["start", "stop", "stats"],
 };
 

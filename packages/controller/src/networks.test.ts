@@ -83,7 +83,7 @@ describe("networks", () => {
       [{ name: "N_9", mode: NETWORK_MODE_BRIDGE, subnets: ["10.55.0.0/24"] }, "INVALID_ARGUMENT", /name/],
       [{ name: "n10", mode: NETWORK_MODE_BRIDGE, vlanId: 7, subnets: ["10.56.0.0/24"] }, "INVALID_ARGUMENT", /vlan_id is for vlan transport/],
     ] as const) {
-      await expect(client.call(networkService.CreateNetwork, request), JSON.stringify(request)).rejects.toMatchObject({ code, message: expect.stringMatching(text) });
+      await expect(client.call(networkService.CreateNetwork, { ...request, subnets: [...request.subnets] }), JSON.stringify(request)).rejects.toMatchObject({ code, message: expect.stringMatching(text) });
     }
     await expect(client.call(networkService.DeleteNetwork, { networkId: "nope" })).rejects.toMatchObject({ code: "NOT_FOUND" });
     expect((await client.call(networkService.ListNetworks, {})).networks.map((n) => n.id)).toEqual(before);

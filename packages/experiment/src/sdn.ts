@@ -18,6 +18,21 @@ export function sdnParts(parts: Parts): void {
     required: ["from", "to", "ratePps", "for"],
     refs: { from: "vm", to: "vm" },
   });
+  parts.step({
+    kind: "link",
+    summary: "the underlay between hosts a and b goes down (both ways), lossy (percent of its packets dropped each way) or slow (delayMs each way), for a while; heartbeats and the API are untouched",
+    fault: true,
+    properties: {
+      a: name,
+      b: name,
+      state: { enum: ["down", "lossy", "slow"] },
+      percent: { type: "integer", minimum: 1, maximum: 100 },
+      delayMs: { type: "integer", minimum: 1, maximum: 60_000 },
+      for: duration,
+    },
+    required: ["a", "b", "state"],
+    refs: { a: "host", b: "host" },
+  });
   parts.probe({
     kind: "ping",
     summary: "one ICMP echo from VM `from` to VM `to`'s first address each time (received 0 or 1, rttMs), through their hosts' vswitches only",

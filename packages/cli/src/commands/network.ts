@@ -6,6 +6,7 @@ import { simdc } from "@simdc/proto";
 import { intFlag, parse, positionals, stringFlag } from "../args.js";
 import { enumName, out, plain, printJson, printTable } from "../output.js";
 import { mutationFlags, mutationOf, type CommandContext } from "./resources.js";
+import { reachabilityCommand } from "./vswitch.js";
 
 import v1 = simdc.v1;
 
@@ -15,7 +16,7 @@ const modes: Record<string, v1.NetworkMode> = {
   nat: v1.NetworkMode.NETWORK_MODE_NAT,
 };
 
-const usage = "usage: simdc net create <name> --mode bridge|host-only|nat --subnet CIDR [--subnet CIDR ...] [--vlan N] [--flow-setup proactive|reactive] [--uplink converged|dedicated] | list | get <net> | delete <net>";
+const usage = "usage: simdc net create <name> --mode bridge|host-only|nat --subnet CIDR [--subnet CIDR ...] [--vlan N] [--flow-setup proactive|reactive] [--uplink converged|dedicated] | list | get <net> | delete <net> | reachability";
 
 const modeName = (m: number): string => enumName(v1.NetworkMode, m, "NETWORK_MODE_").replace("_", "-");
 const transportName = (t: number): string => enumName(v1.NetworkTransport, t, "NETWORK_TRANSPORT_");
@@ -31,6 +32,7 @@ function row(n: v1.INetwork): string[] {
 const headers = ["NETWORK", "MODE", "TRANSPORT", "VNI/VLAN", "SUBNETS", "FLOWS", "UPLINK"];
 
 export async function networkCommand(ctx: CommandContext, verb: string | undefined, argv: string[]): Promise<void> {
+  if (verb === "reachability") return reachabilityCommand(ctx, argv);
   const bus = await ctx.bus();
   switch (verb) {
     case "create": {

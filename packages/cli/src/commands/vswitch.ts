@@ -5,7 +5,7 @@
 // while the controller is away.
 
 import { computeService, hostAgentService, hostScope, hostService, type Bus } from "@simdc/bus";
-import { checkName, invalidArgument } from "@simdc/common";
+import { checkName, invalidArgument, SimdcError } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 import { durationFlag, intFlag, parse, positionals, stringFlag, type Parsed } from "../args.js";
 import { out, plain, printJson, printTable } from "../output.js";
@@ -183,6 +183,59 @@ export async function traceCommand(ctx: CommandContext, argv: string[]): Promise
     const outputs = hop.outputs.map((o) => `${o.ofport} (${o.name || "no such port"})`);
     const packetIns = [hop.localPacketIns ? `${hop.localPacketIns} to the host's agent` : "", hop.controllerPacketIns ? `${hop.controllerPacketIns} to the controller` : ""].filter(Boolean);
     out(`  => ${outputs.length ? `output ${outputs.join(", ")}` : packetIns.length ? "no output" : "drop"}${packetIns.length ? `; packet-in ${packetIns.join(", ")}` : ""}\n`);
+  }
+}
+
+/**
+ * simdc net reachability: every VM with a NIC pings every address of every
+ * other VM (one echo each, through the data plane only), and the matrix is
+ * compared with what the policy allows: two NICs on the same network reach
+ * each other, nothing else does (networks are tenants apart; there is no
+ * router, external network or security group yet). Exits non-zero on a
+ * difference, naming it.
+ */
+export async function reachabilityCommand(ctx: CommandContext, argv: string[]): Promise<void> {
+  const parsed = parse(argv, { timeout: { type: "string" } });
+  positionals(parsed, []);
+  const timeoutMs = durationFlag(parsed.flags, "timeout", 300, 10_000);
+  const bus = await ctx.bus();
+  const vms = (await bus.call(computeService.ListVms, {})).vms.filter((vm) => (vm.spec?.nics ?? []).length > 0 && vm.status?.state === v1.VmState.VM_STATE_RUNNING);
+  const agents = new Map<string, string>();
+  for (const vm of vms) if (!agents.has(vm.hostId ?? "")) agents.set(vm.hostId ?? "", (await bus.call(hostService.GetHost, { hostId: vm.hostId ?? "" })).host?.agentId ?? "");
+  const targets = vms.flatMap((vm) => (vm.spec?.nics ?? []).map((nic) => ({ vmId: vm.id ?? "", network: nic.network ?? "", ip: nic.ip ?? "" })));
+  type Cell = { from: string; to: string; ip: string; reached: boolean; allowed: boolean; why: string };
+  const cells: Cell[] = [];
+  await Promise.all(
+    vms.map(async (vm) => {
+      const scopeId = hostScope(agents.get(vm.hostId ?? "")!, vm.hostId ?? "");
+      const networks = new Set((vm.spec?.nics ?? []).map((n) => n.network ?? ""));
+      for (const t of targets) {
+        if (t.vmId === vm.id) continue;
+        let reached = false;
+        let why = "";
+        try {
+          reached = (await bus.call(hostAgentService.Ping, { vmId: vm.id ?? "", targetIp: t.ip, count: 1, timeoutMs }, { scopeId, timeoutMs: timeoutMs + 5_000 })).received > 0;
+          if (!reached) why = "no answer";
+        } catch (err) {
+          why = err instanceof Error ? err.message : String(err);
+        }
+        cells.push({ from: vm.id ?? "", to: t.vmId, ip: t.ip, reached, allowed: networks.has(t.network), why });
+      }
+    }),
+  );
+  cells.sort((a, b) => (a.from === b.from ? (a.to === b.to ? a.ip.localeCompare(b.ip) : a.to.localeCompare(b.to)) : a.from.localeCompare(b.from)));
+  const wrong = cells.filter((c) => c.reached !== c.allowed);
+  if (ctx.output === "json") printJson({ cells, matchesPolicy: wrong.length === 0 });
+  else {
+    printTable(
+      ["FROM", "TO", "ADDRESS", "REACHED", "POLICY"],
+      cells.map((c) => [c.from, c.to, c.ip, c.reached ? "yes" : `no${c.why ? ` (${c.why})` : ""}`, c.allowed ? "allow" : "deny"]),
+    );
+    out(wrong.length === 0 ? `reachability matches the policy: ${cells.length} pairs\n` : `${wrong.length} of ${cells.length} pairs differ from the policy\n`);
+  }
+  if (wrong.length) {
+    const first = wrong[0]!;
+    throw new SimdcError("FAILED_PRECONDITION", `${first.from} ${first.reached ? "reached" : "did not reach"} ${first.to} (${first.ip}), which the policy ${first.allowed ? "allows" : "denies"}`);
   }
 }
 

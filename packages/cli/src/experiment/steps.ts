@@ -71,6 +71,35 @@ async function busRule(ctx: StepContext, step: PlannedStep): Promise<StepOutcome
   return { detail, hosts, target: step.id, ...(forMs ? { endsAtMs: now + forMs } : {}) };
 }
 
+/** A link fault between two hosts' vswitches: bus rules on the underlay subjects only, each way. */
+async function linkFault(ctx: StepContext, step: PlannedStep): Promise<StepOutcome> {
+  const p = step.params;
+  const [a, b] = [p["a"] as string, p["b"] as string];
+  const state = p["state"] as "down" | "lossy" | "slow";
+  const forMs = typeof p["for"] === "string" ? durationMs(p["for"]) : 0;
+  const now = ctx.clock.nowMs();
+  const subject = `${ctx.bus.subjects.prefix}.dp.>`;
+  const base = { subject, percent: 100, delayMs: 0, jitterMs: 0, copies: 1, ...(forMs ? { endsAtMs: now + forMs } : {}) };
+  const rules: v1.FaultRule.$Properties[] =
+    state === "down"
+      ? [{ ...base, id: step.id, action: ruleActions["partition"]!, source: a, destination: b }]
+      : [
+          [a, b, step.id],
+          [b, a, `${step.id}-back`],
+        ].map(([source, destination, id]) => ({
+          ...base,
+          id,
+          source,
+          destination,
+          action: ruleActions[state === "lossy" ? "drop" : "delay"]!,
+          ...(state === "lossy" ? { percent: (p["percent"] as number | undefined) ?? 10 } : { delayMs: (p["delayMs"] as number | undefined) ?? 50 }),
+        }));
+  for (const rule of rules) await addFaultRule(ctx.bus, rule);
+  const detail = `link ${a} <-> ${b} ${state}${state === "lossy" ? ` (${rules[0]!.percent}% dropped each way)` : state === "slow" ? ` (+${rules[0]!.delayMs} ms each way)` : ""}${forMs ? ` for ${forMs} ms` : ""}`;
+  publishFaultEvent(ctx.bus, step.id, "added", `fault rule ${step.id} added: ${detail}`, `experiment:${step.id}`, now);
+  return { detail, hosts: [], target: step.id, ...(forMs ? { endsAtMs: now + forMs } : {}) };
+}
+
 async function clearBus(ctx: StepContext, step: PlannedStep): Promise<StepOutcome> {
   const id = step.params["rule"] as string | undefined;
   const before = await readFaultRules(ctx.bus);
@@ -174,6 +203,7 @@ async function trafficStep(ctx: StepContext, step: PlannedStep): Promise<StepOut
 
 export const executors: Record<string, Executor> = {
   traffic: trafficStep,
+  link: linkFault,
   kill: processFault,
   pause: processFault,
   resume: processFault,
