@@ -195,6 +195,25 @@ describe("sdn: overlay networks, secure mode", () => {
     expect((await dc.json<Matrix>("net", "reachability")).matchesPolicy).toBe(true);
   });
 
+  it("sdn: a NIC attached to a running VM comes up by DHCP and reaches its network; detached, its address answers no more", async () => {
+    const r1 = await vm(dc, "r1");
+    const attached = await dc.simdc("vm", "nic", "add", "r1", "blue,ip=10.1.0.50", "--wait", "hosts");
+    expect(attached).toMatch(/^vm r1: eth0 red 10\.2\.0\.\d+ \S+; eth1 blue 10\.1\.0\.50 02:\S+ \(vm generation 2\)/);
+    await eventually("r1.eth1 bound", async () => {
+      type Ports = { ports: { name: string; ip: string }[] };
+      const ports = await dc.json<Ports>("ofctl", "dump-ports", r1.hostId);
+      return ports.ports.find((p) => p.name === "r1.eth1")?.ip === "10.1.0.50" ? true : undefined;
+    });
+    expect((await dc.json<PingJson>("vm", "ping", "b1", "10.1.0.50", "-c", "2", "-i", "100ms")).received).toBe(2);
+    await expect(dc.simdc("vm", "nic", "add", "r1", "blue,ip=10.1.0.50")).rejects.toThrow(/ALREADY_EXISTS.*10\.1\.0\.50 is in use/);
+    expect(await dc.simdc("vm", "nic", "remove", "r1", "1", "--wait", "hosts")).toMatch(/^vm r1: eth0 red \S+ \S+ \(vm generation 3\)/);
+    expect((await dc.json<PingJson>("vm", "ping", "b1", "10.1.0.50", "-c", "1", "-W", "300ms")).received).toBe(0);
+    await expect(dc.simdc("vm", "nic", "remove", "r1", "5")).rejects.toThrow(/NOT_FOUND: vm r1 has no eth5/);
+    // Its address is free again.
+    expect(await dc.simdc("vm", "nic", "add", "r1", "blue,ip=10.1.0.50")).toContain("eth1 blue 10.1.0.50");
+    await dc.simdc("vm", "nic", "remove", "r1", "1", "--wait", "hosts");
+  });
+
   it("sdn: a network pinned to the dedicated uplink sends its tunnels by the hosts' second NIC", async () => {
     expect(await dc.simdc("net", "create", "pay", "--mode", "host-only", "--subnet", "10.4.0.0/24", "--uplink", "dedicated")).toMatch(/; dedicated uplink$/m);
     await dc.simdc("vm", "create", "p1", "--boot-volume", "boot", "--nic", "pay");

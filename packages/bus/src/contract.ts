@@ -56,6 +56,8 @@ export const computeService = {
   DeleteVm: method("api", "ComputeService", "DeleteVm", v1.DeleteVmRequest, v1.DeleteVmResponse),
   StartVm: method("api", "ComputeService", "StartVm", v1.StartVmRequest, v1.StartVmResponse),
   StopVm: method("api", "ComputeService", "StopVm", v1.StopVmRequest, v1.StopVmResponse),
+  AttachNic: method("api", "ComputeService", "AttachNic", v1.AttachNicRequest, v1.AttachNicResponse),
+  DetachNic: method("api", "ComputeService", "DetachNic", v1.DetachNicRequest, v1.DetachNicResponse),
 };
 
 export const storageService = {

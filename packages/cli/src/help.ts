@@ -54,6 +54,7 @@ export const help: Record<string, string> = {
   vm: `simdc vm create <name> --boot-volume V [--vcpus N] [--memory-mib M] [--off] [--nic NET[,mac=M][,ip=A] ...]
 simdc vm list [--host H] | get <vm> | delete <vm> | start <vm> | stop <vm>
 simdc vm ping <vm> <address> [-c N] [-i 1s] [-W 1s]: ICMP echo from the VM, through its vswitch
+simdc vm nic add <vm> NET[,mac=M][,ip=A] | remove <vm> <index>: attach or detach a NIC (a new generation)
 
   --boot-volume V   the volume it boots from (create)
   --vcpus N         virtual CPUs (create, default 1)
@@ -172,7 +173,7 @@ simdc experiment swarm [--runs N] [--seed S] [--out DIR] [--docker]
 /** The subcommands (first words after the command) each command takes, for completion. */
 const subcommands: Record<string, string[]> = {
   host: ["list", "get"],
-  vm: ["create", "list", "get", "delete", "start", "stop", "ping"],
+  vm: ["create", "list", "get", "delete", "start", "stop", "ping", "nic"],
   volume: ["create", "list", "get", "delete"],
   fault: ["kill", "pause", "resume", "restart", "add", "list", "clear"],
   wait: ["vm", "host", "volume"],

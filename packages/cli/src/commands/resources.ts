@@ -182,6 +182,26 @@ export async function vmCommand(ctx: CommandContext, verb: string | undefined, a
     }
     case "ping":
       return vmPing(ctx, argv);
+    case "nic": {
+      const parsed = parse(argv, mutationFlags);
+      const [action, id, what] = parsed.positionals;
+      if ((action !== "add" && action !== "remove") || !id || !what || parsed.positionals.length !== 3) {
+        throw invalidArgument("usage: simdc vm nic add <vm> NET[,mac=M][,ip=A] | remove <vm> <index>");
+      }
+      const bus = await ctx.bus();
+      const mutation = mutationOf(parsed.flags);
+      let vm: v1.IVm | null | undefined;
+      let result: v1.IMutationResult | null | undefined;
+      if (action === "add") ({ vm, result } = await bus.call(computeService.AttachNic, { vmId: id, nic: parseNic(what), mutation }, callTimeout(parsed.flags)));
+      else {
+        if (!/^\d+$/.test(what)) throw invalidArgument(`${JSON.stringify(what)} is not a NIC index (0 for eth0)`);
+        ({ vm, result } = await bus.call(computeService.DetachNic, { vmId: id, index: Number(what), mutation }, callTimeout(parsed.flags)));
+      }
+      if (ctx.output === "json") return printJson(plain(v1.Vm, vm));
+      const nics = (vm?.spec?.nics ?? []).map((n, i) => `eth${i} ${n.network} ${n.ip} ${n.mac}`).join("; ") || "no NICs";
+      out(`vm ${id}: ${nics} (vm generation ${vm?.generation})${resultNote(result)}\n`);
+      return;
+    }
     case "list": {
       const parsed = parse(argv, { host: { type: "string" } });
       positionals(parsed, []);
@@ -211,7 +231,7 @@ export async function vmCommand(ctx: CommandContext, verb: string | undefined, a
       return;
     }
     default:
-      throw invalidArgument("usage: simdc vm create|list|get|delete|start|stop|ping ...");
+      throw invalidArgument("usage: simdc vm create|list|get|delete|start|stop|ping|nic ...");
   }
 }
 

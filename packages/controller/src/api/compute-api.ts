@@ -3,13 +3,14 @@
 // it from its document afterwards, and the VM's status shows how far it got.
 
 import { computeService, endpoint, type Endpoint } from "@simdc/bus";
-import { alreadyExists, checkName, failedPrecondition, notFound, resourceExhausted, uniqueId } from "@simdc/common";
+import { alreadyExists, checkName, failedPrecondition, invalidArgument, notFound, resourceExhausted, uniqueId } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 import type { ControllerState } from "../state.js";
 import { withRequestId } from "../store/kinds.js";
 import { mutate } from "./mutation.js";
 import { page, pageOf } from "./paging.js";
 import { checkPowerState, checkVmSpec } from "./validate.js";
+import { nicsPerVmMax } from "../network/logical-ports.js";
 
 import v1 = simdc.v1;
 
@@ -69,7 +70,51 @@ export function computeEndpoints(state: ControllerState): Endpoint<any, any>[] {
     };
   }
 
+  /** A VM with its NICs changed, written at the next generation. */
+  async function changeNics(vmId: string, requestId: string, change: (vm: v1.Vm) => { nics: v1.INicSpec[]; release?: () => void }): Promise<{ response: { vm: v1.Vm }; hosts: string[] }> {
+    const { vm, record, revision } = requireVm(vmId);
+    const { nics, release } = change(vm);
+    try {
+      const changed = v1.Vm.create({ ...vm, spec: v1.VmSpec.create({ ...vm.spec, nics }), generation: vm.generation + 1 });
+      await vms.records.write(vm.id, v1.VmRecord.create({ vm: changed, requestIds: withRequestId(record.requestIds, requestId) }), revision);
+      state.crash.reach("record-stored");
+      return { response: { vm: vmView(state, changed) }, hosts: [vm.hostId] };
+    } finally {
+      release?.();
+    }
+  }
+
   return [
+    endpoint(computeService.AttachNic, (req) =>
+      mutate(
+        state,
+        computeService.AttachNic,
+        req,
+        (requestId) =>
+          changeNics(req.vmId, requestId, (vm) => {
+            if (!req.nic) throw invalidArgument("nic is required");
+            const held = vm.spec?.nics ?? [];
+            if (held.length >= nicsPerVmMax) throw invalidArgument(`vm ${vm.id} has ${held.length} NICs, the most a VM may have`);
+            const added = state.ports.assign(vm.id, vm.hostId, [v1.NicSpec.create({ ...req.nic, ofport: 0 })], state.networks, () => state.macRandom.next());
+            return { nics: [...held, ...added.nics], release: added.release };
+          }),
+        replayPower(req.vmId),
+      ),
+    ),
+    endpoint(computeService.DetachNic, (req) =>
+      mutate(
+        state,
+        computeService.DetachNic,
+        req,
+        (requestId) =>
+          changeNics(req.vmId, requestId, (vm) => {
+            const held = vm.spec?.nics ?? [];
+            if (req.index >= held.length) throw notFound(`vm ${vm.id} has no eth${req.index} (it has ${held.length} NIC${held.length === 1 ? "" : "s"})`);
+            return { nics: held.filter((_, i) => i !== req.index) };
+          }),
+        replayPower(req.vmId),
+      ),
+    ),
     endpoint(computeService.CreateVm, (req) =>
       mutate(
         state,
