@@ -94,6 +94,21 @@ describe("datapath", () => {
     await expect(h1.ping("zz", parseIp("10.0.0.3"), 1, 1_000, 1_000)).rejects.toMatchObject({ code: "NOT_FOUND" });
   });
 
+  it("traffic: a UDP flow sends what its rate owes over its duration, and all of it arrives across the overlay", async () => {
+    const { clock, h1, h2 } = pair();
+    h1.setRunning("a", true);
+    h2.setRunning("b", true);
+    await clock.advanceAsync(0);
+    const { flowId } = h1.startUdp("a", parseIp("10.0.0.3"), 500, 400, 5001, 2_000);
+    await clock.advanceAsync(3_000);
+    const sent = h1.traffic.stats().sending.find((f) => f["flowId"] === flowId)!;
+    expect(sent).toMatchObject({ running: false });
+    expect(sent["sent"]).toBeGreaterThanOrEqual(995);
+    expect(sent["sent"]).toBeLessThanOrEqual(1_000);
+    expect(h2.traffic.stats().received).toMatchObject([{ vmId: "b", flowId, received: sent["sent"], bytes: (sent["sent"] as number) * 400 }]);
+    expect(() => h1.startUdp("a", parseIp("10.0.0.3"), 500, 1_451, 5001, 0)).toThrow(/does not fit/);
+  });
+
   it("fail modes: secure keeps its flows and installs nothing new while the controller is lost, then installs what came meanwhile", async () => {
     const { clock, h1, answering } = pair("secure");
     const flows = controllerFlows(h1);

@@ -27,6 +27,8 @@ interface UdpFlow extends UdpFlowSpec {
   id: number;
   sent: number;
   credit: number;
+  /** When the flow was last paced: credit follows the simulated time that passed, however late a tick runs. */
+  pacedMs: number;
   startedMs: number;
   stoppedMs: number;
   timer: Timer | null;
@@ -57,7 +59,7 @@ export class Traffic {
 
   start(spec: UdpFlowSpec): number {
     const id = this.nextId++;
-    const flow: UdpFlow = { ...spec, id, sent: 0, credit: 0, startedMs: this.clock.nowMs(), stoppedMs: 0, timer: null, headers: undefined, resolving: false };
+    const flow: UdpFlow = { ...spec, id, sent: 0, credit: 0, pacedMs: this.clock.nowMs(), startedMs: this.clock.nowMs(), stoppedMs: 0, timer: null, headers: undefined, resolving: false };
     flow.timer = this.clock.every(trafficTickMs, () => this.tick(flow));
     this.flows.set(id, flow);
     return id;
@@ -85,8 +87,14 @@ export class Traffic {
 
   private tick(flow: UdpFlow): void {
     const now = this.clock.nowMs();
-    if (flow.durationMs && now - flow.startedMs >= flow.durationMs) return this.end(flow);
-    if (flow.guest.lease === "down") return;
+    // A flow with a duration sends what its rate owes up to its end, and stops.
+    const endMs = flow.durationMs ? flow.startedMs + flow.durationMs : Infinity;
+    if (now >= endMs) this.end(flow);
+    if (flow.guest.lease === "down") {
+      // A NIC that is down owes nothing for the time it was down.
+      flow.pacedMs = now;
+      return;
+    }
     if (flow.headers === undefined) {
       // ARP once, as a socket's first datagram does; the flow waits for the answer.
       if (!flow.resolving) {
@@ -98,7 +106,10 @@ export class Traffic {
       }
       return;
     }
-    flow.credit += (flow.ratePps * trafficTickMs) / 1_000;
+    // Credit follows the simulated time that passed (however late this tick runs), from when the target answered ARP.
+    const until = Math.min(now, endMs);
+    flow.credit += (flow.ratePps * Math.max(0, until - flow.pacedMs)) / 1_000;
+    flow.pacedMs = until;
     while (flow.credit >= 1) {
       flow.credit -= 1;
       flow.sent += 1;
