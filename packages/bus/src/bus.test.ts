@@ -7,13 +7,14 @@ import { connect, type NatsConnection } from "nats";
 import { simdc } from "@simdc/proto";
 import { notFound, SimdcError } from "@simdc/common";
 import { startTestNats, connectTestBus, type TestNats } from "@simdc/testkit";
-import { Bus, computeService, endpoint, hostAgentService, hostScope } from "./mod.js";
+import { computeService, endpoint, hostAgentService, hostScope } from "./mod.js";
 
 import v1 = simdc.v1;
 
 let nats: TestNats;
-let server: Bus;
-let client: Bus;
+// The testkit connects with the built package; its Bus is this one, compiled.
+let server: Awaited<ReturnType<typeof connectTestBus>>;
+let client: Awaited<ReturnType<typeof connectTestBus>>;
 let raw: NatsConnection;
 let handled = 0;
 
