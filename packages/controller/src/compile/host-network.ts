@@ -21,6 +21,7 @@
 
 import { simdc } from "@simdc/proto";
 import { centralControllerId } from "@simdc/vswitch";
+import { contains, ipToNumber, parseCidr } from "../network/ipam.js";
 import type { LogicalPort } from "../network/logical-ports.js";
 
 import v1 = simdc.v1;
@@ -50,16 +51,12 @@ function byPort(a: LogicalPort, b: LogicalPort): number {
   return a.vmId < b.vmId ? -1 : a.vmId > b.vmId ? 1 : a.index - b.index;
 }
 
-/** The prefix length of the subnet of `network` that holds `ip`. */
+/** The prefix length and gateway of the subnet of `network` that holds `ip`. */
 function subnetOf(network: v1.INetwork, ip: string): { prefix: number; gateway: string } {
-  const toNumber = (text: string): number => text.split(".").reduce((acc, p) => acc * 256 + Number(p), 0);
-  const address = toNumber(ip);
+  const address = ipToNumber(ip);
   for (const subnet of network.subnets ?? []) {
-    const [base, prefixText] = (subnet.cidr ?? "").split("/");
-    const prefix = Number(prefixText);
-    const size = 2 ** (32 - prefix);
-    const start = toNumber(base ?? "");
-    if (address >= start && address < start + size) return { prefix, gateway: subnet.gateway ?? "" };
+    const cidr = parseCidr(subnet.cidr ?? "");
+    if (contains(cidr, address)) return { prefix: cidr.prefix, gateway: subnet.gateway ?? "" };
   }
   return { prefix: 32, gateway: "" };
 }

@@ -487,8 +487,15 @@ export class HostDatapath {
       this.encapsulated.set(verdict, (words = toWords(copy)));
     }
     const wire = bytes + overlayOverheadBytes;
-    const headers = words;
-    if (!this.uplinkOf(verdict.packet[TUN_ID]!).transmit(wire, () => this.options.tunnel(tunnel, headers, payload, wire))) return;
+    const uplink = this.uplinkOf(verdict.packet[TUN_ID]!);
+    const delayMs = uplink.transmit(wire);
+    if (delayMs < 0) return;
+    // Most packets cross at once: only a queue or a latency of a millisecond or more costs a deferred send.
+    if (delayMs < 1) this.options.tunnel(tunnel, words, payload, wire);
+    else {
+      const headers = words;
+      uplink.later(delayMs, () => this.options.tunnel(tunnel, headers, payload, wire));
+    }
     const tx = this.countersOf(ofport);
     tx.txPackets += 1;
     tx.txBytes += wire;

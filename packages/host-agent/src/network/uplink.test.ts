@@ -15,7 +15,12 @@ describe("uplink", () => {
     const arrived: number[] = [];
     const drops: number[] = [];
     const nic = new Uplink(spec, clock, (u) => drops.push(u.drops));
-    const results = Array.from({ length: 6 }, (_, i) => nic.transmit(1_000, () => arrived.push(i)));
+    const send = (i: number): boolean => {
+      const delayMs = nic.transmit(1_000);
+      if (delayMs >= 0) nic.later(delayMs, () => arrived.push(i));
+      return delayMs >= 0;
+    };
+    const results = Array.from({ length: 6 }, (_, i) => send(i));
     expect(results).toEqual([true, true, true, true, true, false]);
     expect(drops).toEqual([1]);
     expect(nic.backlogBytes()).toBe(5_000);
@@ -27,7 +32,7 @@ describe("uplink", () => {
     expect(arrived).toEqual([0, 1, 2, 3, 4]);
     expect(nic).toMatchObject({ txPackets: 5, txBytes: 5_000, drops: 1, backlogBytesMax: 5_000 });
     // Drained: the queue takes packets again.
-    expect(nic.transmit(1_000, () => arrived.push(5))).toBe(true);
+    expect(send(5)).toBe(true);
   });
 
   it("uplink: storage traffic takes the line's time, so the packets behind it wait", () => {
@@ -35,7 +40,7 @@ describe("uplink", () => {
     const at: number[] = [];
     const nic = new Uplink({ ...spec, queueBytes: 10_000, latencyMs: 0 }, clock, () => undefined);
     nic.reserve(3_000);
-    nic.transmit(1_000, () => at.push(clock.nowMs()));
+    nic.later(nic.transmit(1_000), () => at.push(clock.nowMs()));
     clock.advance(10);
     expect(at).toEqual([4]);
     expect(nic.storageBytes).toBe(3_000);

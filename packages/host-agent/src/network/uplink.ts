@@ -3,7 +3,8 @@
 // for the packets ahead of it (the backlog drains at the line rate); one that
 // would overflow the queue is dropped and counted. Departures within the
 // same millisecond leave together (the simulation's timers are millisecond
-// grained), so a saturated NIC costs a timer a millisecond, not a packet.
+// grained), so a saturated NIC costs a timer a millisecond, not a packet,
+// and a packet that crosses at once costs none.
 // The converged NIC also carries the host's storage traffic: reserve() is the
 // hook the SAN work will call for every block it moves.
 
@@ -42,25 +43,30 @@ export class Uplink {
     return Math.max(0, this.busyUntilMs - now) * this.bytesPerMs;
   }
 
-  /** Queues `bytes` for the line; `send` runs when they have crossed it. @returns false when the queue was full (dropped). */
-  transmit(bytes: number, send: () => void): boolean {
+  /**
+   * Queues `bytes` for the line. @returns in how many ms they will have
+   * crossed it (under 1: now, no timer needed), or -1 when the queue was
+   * full and they were dropped.
+   */
+  transmit(bytes: number): number {
     const now = this.clock.nowMs();
     const backlog = this.backlogBytes(now);
     if (backlog + bytes > this.spec.queueBytes) {
       this.drops += 1;
       this.dropped(this);
-      return false;
+      return -1;
     }
     if (backlog + bytes > this.backlogBytesMax) this.backlogBytesMax = Math.round(backlog + bytes);
     this.busyUntilMs = Math.max(now, this.busyUntilMs) + bytes / this.bytesPerMs;
     this.txPackets += 1;
     this.txBytes += bytes;
-    const arrivesMs = this.busyUntilMs + this.spec.latencyMs;
-    if (arrivesMs - now < 1) {
-      send();
-      return true;
-    }
-    const slot = Math.ceil(arrivesMs);
+    return this.busyUntilMs + this.spec.latencyMs - now;
+  }
+
+  /** Runs `send` once `delayMs` (from transmit) has passed, with the others leaving in the same millisecond. */
+  later(delayMs: number, send: () => void): void {
+    const now = this.clock.nowMs();
+    const slot = Math.ceil(now + delayMs);
     let leaving = this.departures.get(slot);
     if (!leaving) {
       this.departures.set(slot, (leaving = []));
@@ -71,7 +77,6 @@ export class Uplink {
       });
     }
     leaving.push(send);
-    return true;
   }
 
   /** Storage traffic on this NIC: it takes the line's time like any packet, and is never dropped (the SAN retries). */
