@@ -166,7 +166,7 @@ describe("sdn: overlay networks, secure mode", () => {
     }
     // Tenants apart: a blue VM reaches no red address (no flow, no ARP answer).
     const across = await dc.json<PingJson>("vm", "ping", "b1", r1.spec.nics[0]!.ip, "-c", "1", "-W", "300ms").catch((err: Error) => err);
-    expect(String(across instanceof Error ? across.message : across.received)).toMatch(/on no subnet|^0$/);
+    expect(String(across instanceof Error ? across.message : across.received)).toMatch(/has no route to|^0$/);
     await expect(dc.simdc("ofctl", "add-flow", b1.hostId, "table=0,priority=200,actions=drop")).rejects.toThrow(/PERMISSION_DENIED.*controller's/);
     await expect(dc.simdc("ofctl", "add-flow", b1.hostId, "table=0,priority=200,nw_src=10.0.0.1,actions=drop")).rejects.toThrow(/INVALID_ARGUMENT.*needs ip or arp/);
     // A table of its own is the user's; del-flows with no table leaves the controller's alone.
@@ -193,6 +193,118 @@ describe("sdn: overlay networks, secure mode", () => {
     await dc.simdc("vm", "create", "b5", "--boot-volume", "boot", "--nic", "blue", "--wait", "hosts");
     await addressed(dc, "b5");
     expect((await dc.json<Matrix>("net", "reachability")).matchesPolicy).toBe(true);
+  });
+
+  it("sdn: security groups: a guarded NIC admits only what its rules allow, replies to what it started pass, and a rule change reaches its host", async () => {
+    await dc.simdc("sg", "create", "guard");
+    await expect(dc.simdc("vm", "create", "g0", "--boot-volume", "boot", "--nic", "blue,sg=nosuch")).rejects.toThrow(/NOT_FOUND: nics\[0\]: security group nosuch does not exist/);
+    await dc.simdc("vm", "create", "g1", "--boot-volume", "boot", "--nic", "blue,sg=guard", "--wait", "hosts");
+    const g1 = await addressed(dc, "g1");
+    const address = g1.spec.nics[0]!.ip;
+    const ping = async (from: string, to: string) => (await dc.json<PingJson>("vm", "ping", from, to, "-c", "2", "-i", "100ms", "-W", "400ms")).received;
+    // Default deny inbound; what g1 starts gets its replies back (conntrack on g1's host).
+    expect(await ping("b1", address)).toBe(0);
+    expect(await ping("b2", address)).toBe(0);
+    expect(await ping("g1", "10.1.0.20")).toBe(2);
+    type Matrix = { cells: { from: string; to: string; reached: boolean; allowed: boolean }[]; matchesPolicy: boolean };
+    const closed = await dc.json<Matrix>("net", "reachability");
+    expect(closed.matchesPolicy).toBe(true);
+    expect(closed.cells.filter((c) => c.to === "g1").every((c) => !c.allowed && !c.reached)).toBe(true);
+    // Admit ICMP from b2 alone: b2 gets through, b1 still does not.
+    await dc.simdc("sg", "update", "guard", "--rule", "icmp,from=10.1.0.20/32", "--rule", "tcp:8000-8100", "--wait", "hosts");
+    expect(await ping("b2", address)).toBe(2);
+    expect(await ping("b1", address)).toBe(0);
+    const flows = await dc.simdc("ofctl", "dump-flows", g1.hostId, "--table", "35");
+    expect(flows).toMatch(/dl_type=0x800,nw_src=10\.1\.0\.20,nw_proto=1,reg6=0x\d+,ct_state=\+new\+trk actions=ct\(commit,zone=\d+\),output:\d+/);
+    // tcp:8000-8100 as the fewest masked matches: 8000/65472 (8000-8063) first.
+    expect(flows).toMatch(/nw_proto=6,tp_dst=8000\/65472,/);
+    expect((await dc.json<Matrix>("net", "reachability")).matchesPolicy).toBe(true);
+    // A group that guards a NIC cannot be deleted; once the VM is gone it can.
+    await expect(dc.simdc("sg", "delete", "guard")).rejects.toThrow(/FAILED_PRECONDITION: security group guard guards 1 NIC\(s\) \(g1\.eth0\)/);
+    await dc.simdc("vm", "delete", "g1", "--wait", "hosts");
+    await dc.simdc("sg", "delete", "guard");
+    expect(await dc.simdc("sg", "list")).not.toMatch(/guard/);
+  });
+
+  it("sdn: the outside: a bridge VM reaches an endpoint and is reached from it; a NAT VM reaches it as its host's uplink address and is not reached; a host-only VM neither", async () => {
+    await dc.simdc("net", "create", "wan", "--mode", "bridge", "--subnet", "10.3.0.0/24");
+    const www = await dc.json<{ ip: string; hostId: string }>("ext", "create", "www", "--wait", "hosts");
+    expect(www.ip).toBe("198.18.128.1");
+    await expect(dc.simdc("ext", "create", "b1")).rejects.toThrow(/ALREADY_EXISTS: b1 is a VM's name/);
+    await expect(dc.simdc("ext", "create", "off", "--ip", "10.9.9.9")).rejects.toThrow(/INVALID_ARGUMENT: ip 10\.9\.9\.9 is not on the external network 198\.18\.0\.0\/16/);
+    await expect(dc.simdc("net", "create", "clash", "--mode", "bridge", "--subnet", "198.18.4.0/24")).rejects.toThrow(/ALREADY_EXISTS: subnet 198\.18\.4\.0\/24 overlaps the external network/);
+    await dc.simdc("vm", "create", "w1", "--boot-volume", "boot", "--nic", "wan", "--wait", "hosts");
+    const w1 = await addressed(dc, "w1");
+    const r1 = await vm(dc, "r1");
+    const b1 = await vm(dc, "b1");
+    const ping = async (kind: "vm" | "ext", from: string, to: string) => (await dc.json<PingJson>(kind, "ping", from, to, "-c", "2", "-i", "100ms", "-W", "400ms")).received;
+    // Bridge: both ways.
+    expect(await ping("vm", "w1", www.ip)).toBe(2);
+    expect(await ping("ext", "www", w1.spec.nics[0]!.ip)).toBe(2);
+    // NAT: out, as r1's host's uplink address, which the host's translation table shows; nothing comes in.
+    expect(await ping("vm", "r1", www.ip)).toBe(2);
+    expect(await ping("ext", "www", r1.spec.nics[0]!.ip)).toBe(0);
+    const uplink = (await dc.json<{ uplinkIp: string }>("host", "get", r1.hostId)).uplinkIp;
+    expect(uplink).toMatch(/^198\.18\.0\.\d+$/);
+    const table = await dc.simdc("ofctl", "dump-conntrack", r1.hostId);
+    expect(table).toContain(`icmp,orig=(src=${r1.spec.nics[0]!.ip},dst=${www.ip}`);
+    expect(table).toContain(`reply=(src=${www.ip},dst=${uplink}`);
+    expect(await ping("ext", "www", uplink)).toBe(0);
+    // Host-only: no route out, and nothing in.
+    await expect(dc.simdc("vm", "ping", "b1", www.ip, "-c", "1")).rejects.toThrow(/FAILED_PRECONDITION: vm b1 has no route to 198\.18\.128\.1/);
+    expect(await ping("ext", "www", b1.spec.nics[0]!.ip)).toBe(0);
+    type Matrix = { cells: { from: string; to: string; reached: boolean; allowed: boolean }[]; matchesPolicy: boolean };
+    const matrix = await dc.json<Matrix>("net", "reachability");
+    expect(matrix.matchesPolicy).toBe(true);
+    const pairs = Object.fromEntries(matrix.cells.map((c) => [`${c.from}>${c.to}`, c.reached]));
+    expect(pairs).toMatchObject({ "w1>www": true, "www>w1": true, "r1>www": true, "www>r1": false, "b1>www": false, "www>b1": false, "w1>r1": false });
+    await dc.simdc("vm", "delete", "w1", "--wait", "hosts");
+    await dc.simdc("ext", "delete", "www", "--wait", "hosts");
+    await dc.simdc("net", "delete", "wan");
+    expect(await dc.simdc("ext", "list")).not.toMatch(/www/);
+  });
+
+  it("sdn: a logical router joins one tenant's networks: VMs on different networks reach each other through it, the rest stays apart", async () => {
+    await dc.simdc("net", "create", "front", "--mode", "host-only", "--subnet", "10.5.0.0/24", "--tenant", "acme");
+    await dc.simdc("net", "create", "back", "--mode", "host-only", "--subnet", "10.6.0.0/24", "--tenant", "acme");
+    await dc.simdc("net", "create", "other", "--mode", "host-only", "--subnet", "10.7.0.0/24", "--tenant", "globex");
+    await expect(dc.simdc("router", "create", "mixed", "--network", "front", "--network", "other")).rejects.toThrow(/INVALID_ARGUMENT: network other is tenant globex's, not acme's/);
+    await expect(dc.simdc("router", "create", "lonely", "--network", "front")).rejects.toThrow(/INVALID_ARGUMENT: a router joins at least two networks/);
+    await dc.simdc("vm", "create", "f1", "--boot-volume", "boot", "--nic", "front");
+    await dc.simdc("vm", "create", "k1", "--boot-volume", "boot", "--nic", "back");
+    await dc.simdc("vm", "create", "o1", "--boot-volume", "boot", "--nic", "other", "--wait", "hosts");
+    const [f1, k1, o1] = [await addressed(dc, "f1"), await addressed(dc, "k1"), await addressed(dc, "o1")];
+    // Before the router: host-only networks, no route anywhere.
+    await expect(dc.simdc("vm", "ping", "f1", k1.spec.nics[0]!.ip, "-c", "1")).rejects.toThrow(/FAILED_PRECONDITION: vm f1 has no route/);
+    await dc.simdc("router", "create", "edge", "--network", "front", "--network", "back", "--wait", "hosts");
+    await expect(dc.simdc("router", "create", "again", "--network", "back", "--network", "other")).rejects.toThrow(/FAILED_PRECONDITION: network back is on router edge already/);
+    await expect(dc.simdc("net", "delete", "front")).rejects.toThrow(/FAILED_PRECONDITION: network front is on router edge/);
+    // A running guest learns its new default route at its next DHCP exchange; a stop and start brings it now.
+    for (const id of ["f1", "k1"]) {
+      await dc.simdc("vm", "stop", id, "--wait", "hosts");
+      await dc.simdc("vm", "start", id, "--wait", "hosts");
+      await addressed(dc, id);
+    }
+    const ping = async (from: string, to: string) => (await dc.json<PingJson>("vm", "ping", from, to, "-c", "2", "-i", "100ms", "-W", "400ms")).received;
+    expect(await ping("f1", k1.spec.nics[0]!.ip)).toBe(2);
+    expect(await ping("k1", f1.spec.nics[0]!.ip)).toBe(2);
+    await expect(dc.simdc("vm", "ping", "o1", f1.spec.nics[0]!.ip, "-c", "1")).rejects.toThrow(/no route/);
+    expect(await ping("f1", o1.spec.nics[0]!.ip)).toBe(0);
+    // Traced: f1's host routes (table 25) and hands the packet to k1's port, here or over a tunnel.
+    const segment = (await dc.json<{ segmentId: number }>("net", "get", "front")).segmentId;
+    const routerMac = `0a:00:00:${[16, 8, 0].map((b) => ((segment >> b) & 0xff).toString(16).padStart(2, "0")).join(":")}`;
+    const ofport = (await dc.json<{ ports: { name: string; ofport: number }[] }>("ofctl", "dump-ports", f1.hostId)).ports.find((p) => p.name === "f1.eth0")!.ofport;
+    const hops = await dc.json<{ hostId: string; flows: string[]; outputs: { name: string }[] }[]>("trace", f1.hostId, `in_port=${ofport},dl_src=${f1.spec.nics[0]!.mac},dl_dst=${routerMac},icmp,nw_src=${f1.spec.nics[0]!.ip},nw_dst=${k1.spec.nics[0]!.ip}`);
+    expect(hops[0]!.flows.some((f) => f.startsWith("table=25,"))).toBe(true);
+    expect(hops[hops.length - 1]!.outputs.map((o) => o.name)).toEqual(["k1.eth0"]);
+    type Matrix = { cells: { from: string; to: string; reached: boolean; allowed: boolean }[]; matchesPolicy: boolean };
+    const matrix = await dc.json<Matrix>("net", "reachability");
+    expect(matrix.matchesPolicy).toBe(true);
+    expect(Object.fromEntries(matrix.cells.map((c) => [`${c.from}>${c.to}`, c.reached]))).toMatchObject({ "f1>k1": true, "k1>f1": true, "f1>o1": false, "o1>k1": false });
+    expect(await dc.simdc("router", "list")).toMatch(/edge\s+acme\s+front, back/);
+    for (const id of ["f1", "k1", "o1"]) await dc.simdc("vm", "delete", id, "--wait", "hosts");
+    await dc.simdc("router", "delete", "edge");
+    for (const net of ["front", "back", "other"]) await dc.simdc("net", "delete", net);
   });
 
   it("sdn: a NIC attached to a running VM comes up by DHCP and reaches its network; detached, its address answers no more", async () => {

@@ -72,6 +72,7 @@ describe("simdc up", () => {
       ["lan", "NETWORK_MODE_BRIDGE"],
     ]);
     expect(dc.output()).toMatch(/demo: web-1 \(10\.10\.0\.\d+\) pinged db-1 \(10\.10\.0\.\d+\) across hosts: 3 of 3 answered/);
+    expect(dc.output()).toMatch(/demo: web-1 \(10\.10\.0\.\d+\) pinged www \(198\.18\.128\.1\) out of the bridge network lan to the outside: 3 of 3 answered/);
     const status = await simdc("status");
     expect(status).toMatch(/hosts: 4\/4 connected; SAN nodes: 2\/2 connected; VMs: 3 running/);
     const seed = /seed (\d+)/.exec(dc.output())?.[1];
@@ -277,7 +278,7 @@ describe("simdc up", () => {
     // The demo's three networks hold VNIs 1-3.
     expect(await simdc("net", "create", "web", "--mode", "bridge", "--subnet", "10.0.0.0/24")).toBe("network web: bridge on overlay 4; 10.0.0.0/24 (gateway 10.0.0.1)\n");
     expect(await simdc("net", "create", "pay", "--mode", "nat", "--subnet", "172.16.0.0/16", "--vlan", "42")).toMatch(/^network pay: nat on vlan 42;/);
-    expect(await simdc("net", "list")).toMatch(/^NETWORK\s+MODE\s+TRANSPORT\s+VNI\/VLAN\s+SUBNETS\s+FLOWS\s+UPLINK\n(.*\n){3}pay\s+nat\s+vlan\s+42\s+172.16.0.0\/16 \(gw 172.16.0.1\)\s+proactive\s+converged\nweb\s+bridge\s+overlay\s+4\s+10.0.0.0\/24/);
+    expect(await simdc("net", "list")).toMatch(/^NETWORK\s+TENANT\s+MODE\s+TRANSPORT\s+VNI\/VLAN\s+SUBNETS\s+FLOWS\s+UPLINK\n(.*\n){3}pay\s+default\s+nat\s+vlan\s+42\s+172.16.0.0\/16 \(gw 172.16.0.1\)\s+proactive\s+converged\nweb\s+default\s+bridge\s+overlay\s+4\s+10.0.0.0\/24/);
     await expect(simdc("net", "create", "lab2", "--mode", "host-only", "--subnet", "10.0.0.128/25")).rejects.toMatchObject({ code: 1, stderr: expect.stringMatching(/^simdc: ALREADY_EXISTS: subnet 10.0.0.128\/25 overlaps 10.0.0.0\/24 of network web\n$/) });
     await expect(simdc("net", "create", "lab2", "--mode", "wifi", "--subnet", "10.9.0.0/24")).rejects.toMatchObject({ code: 2 });
     const observer = ["--user", "observer"];

@@ -80,6 +80,17 @@ export const networkService = {
   GetNetwork: method("api", "NetworkService", "GetNetwork", v1.GetNetworkRequest, v1.GetNetworkResponse),
   ListNetworks: method("api", "NetworkService", "ListNetworks", v1.ListNetworksRequest, v1.ListNetworksResponse),
   DeleteNetwork: method("api", "NetworkService", "DeleteNetwork", v1.DeleteNetworkRequest, v1.DeleteNetworkResponse),
+  CreateSecurityGroup: method("api", "NetworkService", "CreateSecurityGroup", v1.CreateSecurityGroupRequest, v1.CreateSecurityGroupResponse),
+  GetSecurityGroup: method("api", "NetworkService", "GetSecurityGroup", v1.GetSecurityGroupRequest, v1.GetSecurityGroupResponse),
+  ListSecurityGroups: method("api", "NetworkService", "ListSecurityGroups", v1.ListSecurityGroupsRequest, v1.ListSecurityGroupsResponse),
+  UpdateSecurityGroup: method("api", "NetworkService", "UpdateSecurityGroup", v1.UpdateSecurityGroupRequest, v1.UpdateSecurityGroupResponse),
+  DeleteSecurityGroup: method("api", "NetworkService", "DeleteSecurityGroup", v1.DeleteSecurityGroupRequest, v1.DeleteSecurityGroupResponse),
+  CreateExternalEndpoint: method("api", "NetworkService", "CreateExternalEndpoint", v1.CreateExternalEndpointRequest, v1.CreateExternalEndpointResponse),
+  ListExternalEndpoints: method("api", "NetworkService", "ListExternalEndpoints", v1.ListExternalEndpointsRequest, v1.ListExternalEndpointsResponse),
+  DeleteExternalEndpoint: method("api", "NetworkService", "DeleteExternalEndpoint", v1.DeleteExternalEndpointRequest, v1.DeleteExternalEndpointResponse),
+  CreateRouter: method("api", "NetworkService", "CreateRouter", v1.CreateRouterRequest, v1.CreateRouterResponse),
+  ListRouters: method("api", "NetworkService", "ListRouters", v1.ListRoutersRequest, v1.ListRoutersResponse),
+  DeleteRouter: method("api", "NetworkService", "DeleteRouter", v1.DeleteRouterRequest, v1.DeleteRouterResponse),
 };
 
 export const hostAgentService = {
@@ -88,6 +99,7 @@ export const hostAgentService = {
   StartStrayVm: method("host", "HostAgentService", "StartStrayVm", v1.StartStrayVmRequest, v1.StartStrayVmResponse),
   DumpFlows: method("host", "HostAgentService", "DumpFlows", v1.DumpFlowsRequest, v1.DumpFlowsResponse),
   DumpPorts: method("host", "HostAgentService", "DumpPorts", v1.DumpPortsRequest, v1.DumpPortsResponse),
+  DumpConntrack: method("host", "HostAgentService", "DumpConntrack", v1.DumpConntrackRequest, v1.DumpConntrackResponse),
   ModFlows: method("host", "HostAgentService", "ModFlows", v1.ModFlowsRequest, v1.ModFlowsResponse),
   Ping: method("host", "HostAgentService", "Ping", v1.PingRequest, v1.PingResponse),
   StartTraffic: method("host", "HostAgentService", "StartTraffic", v1.StartTrafficRequest, v1.StartTrafficResponse),

@@ -51,17 +51,18 @@ export const help: Record<string, string> = {
 
   --wait               until every live host has realized the newest generation
   --wait-timeout-ms T  give up after T ms`,
-  vm: `simdc vm create <name> --boot-volume V [--vcpus N] [--memory-mib M] [--off] [--nic NET[,mac=M][,ip=A] ...]
+  vm: `simdc vm create <name> --boot-volume V [--vcpus N] [--memory-mib M] [--off] [--nic NET[,mac=M][,ip=A][,sg=G+G] ...]
 simdc vm list [--host H] | get <vm> | delete <vm> | start <vm> | stop <vm>
 simdc vm ping <vm> <address> [-c N] [-i 1s] [-W 1s]: ICMP echo from the VM, through its vswitch
-simdc vm nic add <vm> NET[,mac=M][,ip=A] | remove <vm> <index>: attach or detach a NIC (a new generation)
+simdc vm nic add <vm> NET[,mac=M][,ip=A][,sg=G+G] | remove <vm> <index>: attach or detach a NIC (a new generation)
 
   --boot-volume V   the volume it boots from (create)
   --vcpus N         virtual CPUs (create, default 1)
   --memory-mib M    memory (create, default 512)
   --off             create it powered off
   --nic NET,...     a NIC on network NET (eth0 first; repeat for more); mac= and ip= fix its
-                    addresses, else the controller picks them; the VM gets its address by DHCP
+                    addresses, else the controller picks them; the VM gets its address by DHCP;
+                    sg=G1+G2 puts it in security groups (see simdc help sg)
   --host H          only the VMs of host H (list); ping: the VM's host, without asking the controller
   --agent A         ping: the host's agent, without asking the controller
   -c, --count N     ping: echoes (default 4)
@@ -97,18 +98,51 @@ simdc fault list | clear [id] [--wait]
   --for STATE        vm: defined, starting, running, stopping, stopped, failed, unknown, deleted;
                      host: connected, disconnected; volume: creating, ready, deleting, failed, deleted
   --timeout D        give up after D (default 30s): exit 1, DEADLINE_EXCEEDED`,
-  net: `simdc net create <name> --mode bridge|host-only|nat --subnet CIDR [--subnet CIDR ...] [--vlan N]
+  net: `simdc net create <name> --mode bridge|host-only|nat --subnet CIDR [--subnet CIDR ...] [--vlan N] [--tenant T]
 simdc net list | get <net> | delete <net>: logical networks (VMs attach with vm create --nic)
 simdc net reachability [--timeout 300ms]: every running VM pings every other VM's addresses;
-  the matrix against the policy (same network: allowed; else denied); exit 1 on a difference
+  the matrix against the policy (same network and admitted by the target's security groups:
+  allowed; else denied); exit 1 on a difference
 
   --mode M          bridge (reachable from outside), host-only (from nothing outside) or nat
   --subnet CIDR     an IPv4 subnet, /8 to /30, overlapping no other network's; repeat for more
   --vlan N          ride VLAN N (1-4094) of the physical segment; without it, an overlay with its own VNI
+  --tenant T        whose network it is (default: default); a router joins only one tenant's networks
   --flow-setup F    proactive (default: every flow pushed ahead) or reactive (a table miss asks the
                     controller, which answers with the flow; rate limited, counted in dump-ports)
   --uplink U        converged (default: the host's first NIC, shared with storage) or dedicated
                     (its second NIC, for dedicated networks only)${changing}`,
+  router: `simdc router create <name> --network NET --network NET [...]: a logical router between networks of
+one tenant (each network on at most one router); every host routes what its own VMs send to
+their network's gateway straight to the destination's network, as OVN distributes a router
+simdc router list | delete <router>
+
+A network on a router gives its VMs a default route (its gateway), host-only ones too; a VM's
+default route is its first NIC with one.
+
+  --network NET     a network to join; two or more${changing}`,
+  ext: `simdc ext create <name> [--ip A] [--host H]: an external endpoint, an address of the outside world
+on the simulated external network 198.18.0.0/16 (its router at .0.1), played by one host's vswitch
+simdc ext list | delete <name>
+simdc ext ping <name> <address> [-c N] [-i D] [-W D]: ICMP echo from the endpoint
+
+What reaches what: a bridge network's VMs reach the endpoints and are reached from them; a NAT
+network's VMs reach them as their host's uplink address (simdc host get), and nothing outside
+can start a connection to them; a host-only network's VMs neither reach nor are reached.
+
+  --ip A            its address (default: the lowest free from 198.18.128.1)
+  --host H          the host that plays it (default: the connected host playing the fewest)${changing}`,
+  sg: `simdc sg create <name> [--rule RULE ...] | update <sg> [--rule RULE ...]: a security group and its
+inbound allow rules (update replaces them all; every host with a NIC in the group gets new flows)
+simdc sg list | get <sg> | delete <sg> (refused while a NIC is in it)
+
+A NIC joins groups at vm create --nic NET,sg=G1+G2 (or vm nic add). A NIC in a group admits a new
+inbound connection only when a rule of one of its groups matches it (default deny inbound);
+replies to what the VM started, and the rest of an admitted connection, pass (conntrack on the
+VM's host, per NIC). Outbound traffic is not filtered; a NIC in no group admits everything.
+
+  --rule RULE       any, icmp, tcp[:PORT[-PORT]] or udp[:PORT[-PORT]], with ,from=CIDR to admit
+                    only sources in CIDR (tcp:80,from=10.0.0.0/8); repeat for more${changing}`,
   ofctl: `simdc ofctl trace --flows FILE --packets FILE [--ports P,...]: what a vswitch does with each packet,
 offline, like ovs-appctl ofproto/trace (flows in ovs-ofctl syntax, one a line; packets in
 ovs-ofctl field syntax, one a line; -o json: one object a packet with outputs and the
@@ -116,6 +150,7 @@ final header fields)
 
 simdc ofctl dump-flows <host> [--table N]: the flows of a live host's vswitch, with counters
 simdc ofctl dump-ports <host>: its ports with counters, fail mode and controller connection
+simdc ofctl dump-conntrack <host>: its connection tracker (security groups, NAT translations)
 simdc ofctl add-flow <host> <flow> [--force]: add a flow (ovs-ofctl syntax)
 simdc ofctl del-flows <host> [table=N|cookie=V/M] [--force]: delete flows
   (tables the controller owns are refused without --force; its next document puts them back)
@@ -178,7 +213,10 @@ const subcommands: Record<string, string[]> = {
   fault: ["kill", "pause", "resume", "restart", "add", "list", "clear"],
   wait: ["vm", "host", "volume"],
   experiment: ["list", "show", "schema", "run", "compare", "swarm"],
-  ofctl: ["trace", "dump-flows", "dump-ports", "add-flow", "del-flows"],
+  ofctl: ["trace", "dump-flows", "dump-ports", "dump-conntrack", "add-flow", "del-flows"],
+  sg: ["create", "update", "list", "get", "delete"],
+  ext: ["create", "list", "delete", "ping"],
+  router: ["create", "list", "delete"],
   net: ["create", "list", "get", "delete", "reachability"],
   traffic: ["start", "stop", "stats"],
 };

@@ -15,6 +15,9 @@ import { eventsCommand, waitCommand } from "./commands/watch.js";
 import { experimentCommand } from "./commands/experiment.js";
 import { composeCommand } from "./commands/compose.js";
 import { ofctlCommand } from "./commands/ofctl.js";
+import { securityGroupCommand } from "./commands/security-group.js";
+import { externalCommand } from "./commands/external.js";
+import { routerCommand } from "./commands/router.js";
 import { traceCommand, trafficCommand } from "./commands/vswitch.js";
 import { networkCommand } from "./commands/network.js";
 import { flushStdout, out, quietOnClosedPipe, type OutputFormat } from "./output.js";
@@ -47,14 +50,22 @@ const usage = `usage: simdc [--server URL] [--data-dir DIR] [--prefix P] [--user
                          agent-2, controller, host-agent, ...); D is 500ms, 30s, 2m
   events [-w] [--kind K,...] [--id ID,...] [--since all|5m|ISO] [--record FILE]
                          what happened (kept a day), and with -w what happens next
-  net create <name> --mode bridge|host-only|nat --subnet CIDR [--subnet CIDR] [--vlan N]
-  net list | get|delete <net>
+  net create <name> --mode bridge|host-only|nat --subnet CIDR [--subnet CIDR] [--vlan N] [--tenant T]
+  net list | get|delete <net> | reachability
                          logical networks; VMs attach with vm create --nic NET
+  router create <name> --network NET --network NET [...] | list | delete <router>
+                         logical routers between one tenant's networks
+  sg create <name> [--rule any|icmp|tcp[:P[-P]]|udp[:P[-P]][,from=CIDR] ...] | update <sg> [--rule ...]
+  sg list | get|delete <sg>
+                         security groups: stateful inbound allow rules (vm create --nic NET,sg=G)
+  ext create <name> [--ip A] [--host H] | list | delete <name> | ping <name> <address>
+                         external endpoints: the outside world (198.18.0.0/16) for bridge
+                         and NAT networks to reach
   vm ping <vm> <address> [-c N] [-i 1s]
                          ICMP echo from a VM's guest through its vswitch
   traffic start <vm> <address> [--rate PPS] [--size B] [--duration D] | stop <vm> <flow> | stats <vm>
                          constant-rate UDP flows between VMs: sent, received, loss, latency
-  ofctl dump-flows|dump-ports <host>, add-flow <host> <flow>, del-flows <host> [FILTER]
+  ofctl dump-flows|dump-ports|dump-conntrack <host>, add-flow <host> <flow>, del-flows <host> [FILTER]
                          a live host's vswitch (the controller's tables need --force)
   ofctl trace --flows FILE --packets FILE [--ports P,...]
                          what a vswitch does with each packet (OVS ofproto/trace, offline)
@@ -164,6 +175,15 @@ async function main(argv: string[]): Promise<boolean> {
         return false;
       case "net":
         await networkCommand(ctx, verb, more);
+        return false;
+      case "sg":
+        await securityGroupCommand(ctx, verb, more);
+        return false;
+      case "ext":
+        await externalCommand(ctx, verb, more);
+        return false;
+      case "router":
+        await routerCommand(ctx, verb, more);
         return false;
       case "ofctl":
         await ofctlCommand(ctx, verb, more);

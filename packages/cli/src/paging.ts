@@ -1,6 +1,6 @@
 // Reads every page of a paged list, for commands that show a whole list.
 
-import { computeService, hostService, storageService, type Bus } from "@simdc/bus";
+import { computeService, hostService, networkService, storageService, type Bus } from "@simdc/bus";
 import type { simdc } from "@simdc/proto";
 
 /** Calls `fetchPage` with each next_page_token until the last page, and joins the pages. */
@@ -36,5 +36,37 @@ export function listAllHosts(bus: Bus): Promise<simdc.v1.Host.$Properties[]> {
   return allPages(async (pageToken) => {
     const reply = await bus.call(hostService.ListHosts, { pageToken, pageSize: 2000 });
     return { items: reply.hosts, nextPageToken: reply.nextPageToken };
+  });
+}
+
+/** Every logical network. */
+export function listAllNetworks(bus: Bus): Promise<simdc.v1.INetwork[]> {
+  return allPages(async (pageToken) => {
+    const reply = await bus.call(networkService.ListNetworks, { pageToken, pageSize: 2000 });
+    return { items: reply.networks, nextPageToken: reply.nextPageToken };
+  });
+}
+
+/** Every security group. */
+export function listAllSecurityGroups(bus: Bus): Promise<simdc.v1.ISecurityGroup[]> {
+  return allPages(async (pageToken) => {
+    const reply = await bus.call(networkService.ListSecurityGroups, { pageToken, pageSize: 2000 });
+    return { items: reply.securityGroups, nextPageToken: reply.nextPageToken };
+  });
+}
+
+/** Every external endpoint. */
+export function listAllEndpoints(bus: Bus): Promise<simdc.v1.IExternalEndpoint[]> {
+  return allPages(async (pageToken) => {
+    const reply = await bus.call(networkService.ListExternalEndpoints, { pageToken, pageSize: 2000 });
+    return { items: reply.endpoints, nextPageToken: reply.nextPageToken };
+  });
+}
+
+/** Every logical router. */
+export function listAllRouters(bus: Bus): Promise<simdc.v1.IRouter[]> {
+  return allPages(async (pageToken) => {
+    const reply = await bus.call(networkService.ListRouters, { pageToken, pageSize: 2000 });
+    return { items: reply.routers, nextPageToken: reply.nextPageToken };
   });
 }

@@ -9,3 +9,4 @@ export * from "./log.js";
 export * from "./lifecycle.js";
 export * from "./config.js";
 export * from "./health.js";
+export * from "./ipv4.js";

@@ -13,8 +13,11 @@ import { hostEndpoints } from "./api/host-api.js";
 import { storageEndpoints } from "./api/storage-api.js";
 import { networkEndpoints } from "./api/network-api.js";
 import { Networks } from "./network/networks.js";
+import { SecurityGroups } from "./network/security-groups.js";
+import { ExternalEndpoints } from "./network/external.js";
+import { Routers } from "./network/routers.js";
 import { LogicalPorts } from "./network/logical-ports.js";
-import { compileHostNetwork } from "./compile/host-network.js";
+import { compileHostNetwork, type NetworkView } from "./compile/host-network.js";
 import { HostDocuments, type NetworkSections } from "./compile/host-documents.js";
 import { CrashPoints, parseCrashPoints } from "./crash-points.js";
 import { EventPublisher } from "./events.js";
@@ -87,7 +90,7 @@ export class Controller implements RunningRole {
     });
     const open = async <T>(name: string, type: MessageType<T>, noun: string, late: LateWrites, extra: object = {}) =>
       FencedStore.open<T>(await bus.bucket(name, type, { replicas: config.kvReplicas, fenced, ...extra }), noun, lease, logger, late);
-    const [vmRecords, volumeRecords, hostRecords, sanRecords, docRecords, requestRecords, networkRecords] = await Promise.all([
+    const [vmRecords, volumeRecords, hostRecords, sanRecords, docRecords, requestRecords, networkRecords, securityGroupRecords, endpointRecords, routerRecords] = await Promise.all([
       open<v1.VmRecord>("vms", v1.VmRecord, "vm", undo("vm"), { history: recordHistory }),
       open<v1.VolumeRecord>("volumes", v1.VolumeRecord, "volume", undo("volume"), { history: recordHistory }),
       open<v1.Host>("hosts", v1.Host, "host", undo("host"), { history: recordHistory }),
@@ -95,6 +98,9 @@ export class Controller implements RunningRole {
       open<v1.HostDocument>("docs", v1.HostDocument, "host document", "accept"),
       open<v1.RequestRecord>("requests", v1.RequestRecord, "request", undo("request"), { history: 2, ttlMs: requestMemoryMs }),
       open<v1.NetworkRecord>("networks", v1.NetworkRecord, "network", undo("network"), { history: recordHistory }),
+      open<v1.SecurityGroupRecord>("security-groups", v1.SecurityGroupRecord, "security group", undo("security group"), { history: recordHistory }),
+      open<v1.ExternalEndpointRecord>("external-endpoints", v1.ExternalEndpointRecord, "external endpoint", undo("external endpoint"), { history: recordHistory }),
+      open<v1.RouterRecord>("routers", v1.RouterRecord, "router", undo("router"), { history: recordHistory }),
     ]);
     const policy = { heartbeatIntervalMs: config.heartbeatIntervalMs, heartbeatMissesMax: config.heartbeatMissesMax };
     const registryOptions = { policy, clock, events, logger, lease };
@@ -123,9 +129,17 @@ export class Controller implements RunningRole {
     }, ratios);
     const crash = new CrashPoints(parseCrashPoints(config.crashAt ?? ""), logger);
     const networks = new Networks(networkRecords);
-    const ports = new LogicalPorts(vms);
-    const networkView = {
+    const routers = new Routers(routerRecords);
+    const ports = new LogicalPorts(vms, (networkId) => routers.of(networkId)?.networks ?? []);
+    const securityGroups = new SecurityGroups(securityGroupRecords);
+    const endpoints = new ExternalEndpoints(endpointRecords, { uplinkAddresses: () => [...hosts.all()].map((h) => h.uplinkIp) });
+    const networkView: NetworkView = {
       network: (id: string) => networks.get(id)?.network ?? undefined,
+      networks: () => networks.all(),
+      securityGroup: (id: string) => securityGroups.get(id),
+      endpoints: () => endpoints.all(),
+      uplinkOf: (id: string) => hosts.get(id)?.uplinkIp ?? "",
+      routerOf: (id: string) => routers.of(id),
       portsOnHost: (id: string) => ports.onHost(id),
       portsOnNetwork: (id: string) => ports.onNetwork(id),
       agentOf: (id: string) => hosts.get(id)?.agentId,
@@ -133,7 +147,24 @@ export class Controller implements RunningRole {
     const compileNetwork = (hostId: string, allProactive = false) => compileHostNetwork(hostId, networkView, { allProactive });
     const sections: NetworkSections = {
       sectionOf: (hostId) => compileNetwork(hostId),
-      onHostsChanged: (listener) => ports.onHostsChanged(listener),
+      onHostsChanged: (listener) => {
+        // The hosts that play endpoints route to every routed network's VMs: any port change may concern them.
+        const withEndpointHosts = (hostIds: Set<string>) => {
+          for (const e of endpoints.all()) hostIds.add(e.hostId);
+          return hostIds;
+        };
+        ports.onHostsChanged((hostIds) => listener(withEndpointHosts(hostIds)));
+        securityGroups.onRulesChanged((groupId) => listener(ports.hostsInGroup(groupId)));
+        routers.onChanged((networkIds) => {
+          const hostIds = new Set<string>();
+          for (const n of networkIds) for (const h of ports.hostsOn(n)) hostIds.add(h);
+          listener(withEndpointHosts(hostIds));
+        });
+        endpoints.onChanged((hostIds) => {
+          for (const n of networks.all()) if (n.mode !== v1.NetworkMode.NETWORK_MODE_HOST_ONLY) for (const h of ports.hostsOn(n.id)) hostIds.add(h);
+          listener(withEndpointHosts(hostIds));
+        });
+      },
     };
     const documents = new HostDocuments(bus, docRecords, vms, volumes, hosts, lease, logger, clock, crash, config.documentChunkBytes, sections);
     const sync = new HostSync(documents, hosts, clock);
@@ -173,6 +204,9 @@ export class Controller implements RunningRole {
       }),
       counters: { refused: 0, packetIns: 0, flowMods: 0 },
       networks,
+      securityGroups,
+      endpoints,
+      routers,
       ports,
       compileNetwork,
       macRandom: new Rng(seed, "macs"),
@@ -185,7 +219,7 @@ export class Controller implements RunningRole {
       ranking.update(hostId);
       sync.update(hostId);
     });
-    const stores = [vmRecords, volumeRecords, hostRecords, sanRecords, docRecords, requestRecords, networkRecords];
+    const stores = [vmRecords, volumeRecords, hostRecords, sanRecords, docRecords, requestRecords, networkRecords, securityGroupRecords, endpointRecords, routerRecords];
     const controller = new Controller(state, new HostFollower(state), stores);
     // Followed, not read once: a standby that started before the state existed, or a store made anew, learns its id.
     await (await bus.bucket(controllerBucket, v1.DatacenterState)).watchKey(datacenterKey, (value) => {

@@ -2,7 +2,11 @@
 // VLAN and their gateways, and are listed, read and deleted; a name, a VLAN
 // or address space already taken, a bad CIDR or mode is refused and changes
 // nothing (also when two creates race); a retried create with the same
-// request id acts once; networks survive a controller restart.
+// request id acts once; networks survive a controller restart. Security
+// groups: created, listed, updated (revision bumped), deleted, their rules
+// checked, and a retried update acting once. Routers and external
+// endpoints: what is malformed, unknown or against the rules is refused and
+// changes nothing.
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { networkService, type Bus } from "@simdc/bus";
@@ -15,6 +19,7 @@ import { controllerConfigOf, controllerSettings } from "./settings.js";
 import v1 = simdc.v1;
 const { NETWORK_MODE_BRIDGE, NETWORK_MODE_HOST_ONLY, NETWORK_MODE_NAT } = v1.NetworkMode;
 const { NETWORK_TRANSPORT_OVERLAY, NETWORK_TRANSPORT_VLAN } = v1.NetworkTransport;
+const { SECURITY_PROTOCOL_ANY, SECURITY_PROTOCOL_ICMP, SECURITY_PROTOCOL_TCP, SECURITY_PROTOCOL_UDP } = v1.SecurityProtocol;
 
 let nats: TestNats;
 let client: Bus;
@@ -100,5 +105,99 @@ describe("networks", () => {
     await stopController();
     stopController = await startController();
     expect((await client.call(networkService.ListNetworks, {})).networks).toEqual(before);
+  });
+
+  it("security groups: created with their rules normalized, listed, read, updated at a new revision (a retry acts once) and deleted", async () => {
+    const web = await client.call(networkService.CreateSecurityGroup, {
+      name: "web",
+      rules: [{ protocol: SECURITY_PROTOCOL_TCP, portMin: 80, portMax: 80 }, { protocol: SECURITY_PROTOCOL_ICMP, remoteCidr: "10.0.0.0/8" }, { protocol: SECURITY_PROTOCOL_ANY, remoteCidr: "192.0.2.7/32" }],
+    });
+    expect(web.securityGroup?.revision).toBe(1);
+    expect(web.securityGroup?.rules?.map((r) => [r.protocol, r.portMin, r.portMax, r.remoteCidr])).toEqual([
+      [SECURITY_PROTOCOL_TCP, 80, 80, ""],
+      [SECURITY_PROTOCOL_ICMP, 0, 0, "10.0.0.0/8"],
+      [SECURITY_PROTOCOL_ANY, 0, 0, "192.0.2.7/32"],
+    ]);
+    await client.call(networkService.CreateSecurityGroup, { name: "closed" });
+    expect((await client.call(networkService.ListSecurityGroups, {})).securityGroups.map((g) => g.id)).toEqual(["closed", "web"]);
+    const update = { securityGroupId: "web", rules: [{ protocol: SECURITY_PROTOCOL_UDP, portMin: 53, portMax: 54 }], mutation: { requestId: "sg-web-2" } };
+    const updated = await client.call(networkService.UpdateSecurityGroup, update);
+    expect(updated.securityGroup?.revision).toBe(2);
+    const again = await client.call(networkService.UpdateSecurityGroup, update);
+    expect(again.result?.replayed).toBe(true);
+    const read = (await client.call(networkService.GetSecurityGroup, { securityGroupId: "web" })).securityGroup;
+    expect([read?.revision, read?.rules?.length, read?.incarnation]).toEqual([2, 1, web.securityGroup?.incarnation]);
+    await client.call(networkService.DeleteSecurityGroup, { securityGroupId: "closed" });
+    await expect(client.call(networkService.GetSecurityGroup, { securityGroupId: "closed" })).rejects.toMatchObject({ code: "NOT_FOUND" });
+  });
+
+  it("security groups: a bad rule, a taken name or an unknown group is refused with the reason, and nothing changes", async () => {
+    await client.call(networkService.CreateSecurityGroup, { name: "kept", rules: [{ protocol: SECURITY_PROTOCOL_ICMP }] });
+    const before = JSON.stringify((await client.call(networkService.ListSecurityGroups, {})).securityGroups);
+    const tcp = SECURITY_PROTOCOL_TCP;
+    for (const [rules, text] of [
+      [[{ protocol: 0 as v1.SecurityProtocol }], /rules\[0\].protocol must be any, icmp, tcp or udp/],
+      [[{ protocol: 9 as v1.SecurityProtocol }], /rules\[0\].protocol must be any, icmp, tcp or udp/],
+      [[{ protocol: SECURITY_PROTOCOL_ICMP, portMin: 1, portMax: 2 }], /ports are for tcp and udp rules/],
+      [[{ protocol: tcp, portMin: 90, portMax: 80 }], /port_max 80 is below port_min 90/],
+      [[{ protocol: tcp, portMin: 0, portMax: 80 }], /port_min must be an integer from 1 to 65535/],
+      [[{ protocol: tcp, portMin: 1, portMax: 70000 }], /port_max must be an integer from 1 to 65535/],
+      [[{ protocol: tcp, remoteCidr: "10.0.0.1/8" }], /host bits are set/],
+      [[{ protocol: tcp, remoteCidr: "nope" }], /not a CIDR/],
+      [Array.from({ length: 65 }, () => ({ protocol: tcp })), /at most 64 rules/],
+    ] as const) {
+      await expect(client.call(networkService.CreateSecurityGroup, { name: "bad", rules: [...rules] }), JSON.stringify(rules)).rejects.toMatchObject({ code: "INVALID_ARGUMENT", message: expect.stringMatching(text) });
+      await expect(client.call(networkService.UpdateSecurityGroup, { securityGroupId: "kept", rules: [...rules] })).rejects.toMatchObject({ code: "INVALID_ARGUMENT" });
+    }
+    await expect(client.call(networkService.CreateSecurityGroup, { name: "kept" })).rejects.toMatchObject({ code: "ALREADY_EXISTS" });
+    await expect(client.call(networkService.CreateSecurityGroup, { name: "Bad_Name" })).rejects.toMatchObject({ code: "INVALID_ARGUMENT" });
+    await expect(client.call(networkService.UpdateSecurityGroup, { securityGroupId: "nosuch" })).rejects.toMatchObject({ code: "NOT_FOUND" });
+    await expect(client.call(networkService.DeleteSecurityGroup, { securityGroupId: "nosuch" })).rejects.toMatchObject({ code: "NOT_FOUND" });
+    await expect(client.call(networkService.GetSecurityGroup, { securityGroupId: "" })).rejects.toMatchObject({ code: "INVALID_ARGUMENT" });
+    await expect(client.call(networkService.ListSecurityGroups, { pageSize: 5000 })).rejects.toMatchObject({ code: "INVALID_ARGUMENT" });
+    expect(JSON.stringify((await client.call(networkService.ListSecurityGroups, {})).securityGroups)).toBe(before);
+  });
+
+  it("routers: join two or more networks of one tenant, each on one router; what breaks a rule is refused and changes nothing", async () => {
+    await create("rt-a", ["10.120.0.0/24"], { tenant: "acme" });
+    await create("rt-b", ["10.121.0.0/24"], { tenant: "acme" });
+    await create("rt-c", ["10.122.0.0/24"], { tenant: "globex" });
+    await expect(create("rt-bad", ["10.123.0.0/24"], { tenant: "Not A Name" })).rejects.toMatchObject({ code: "INVALID_ARGUMENT", message: expect.stringMatching(/tenant/) });
+    await expect(create("rt-out", ["198.18.7.0/24"])).rejects.toMatchObject({ code: "ALREADY_EXISTS", message: expect.stringMatching(/overlaps the external network 198.18.0.0\/16/) });
+    for (const [networks, code, text] of [
+      [["rt-a"], "INVALID_ARGUMENT", /at least two networks/],
+      [["rt-a", "rt-a"], "INVALID_ARGUMENT", /rt-a is named twice/],
+      [["rt-a", "nosuch"], "NOT_FOUND", /network nosuch does not exist/],
+      [["rt-a", "rt-c"], "INVALID_ARGUMENT", /rt-c is tenant globex's, not acme's/],
+      [["rt-a", "Bad Name"], "INVALID_ARGUMENT", /networks\[1\]/],
+    ] as const) {
+      await expect(client.call(networkService.CreateRouter, { name: "r-bad", networks: [...networks] }), JSON.stringify(networks)).rejects.toMatchObject({ code, message: expect.stringMatching(text) });
+    }
+    expect((await client.call(networkService.ListRouters, {})).routers).toEqual([]);
+    const { router } = await client.call(networkService.CreateRouter, { name: "edge", networks: ["rt-a", "rt-b"] });
+    expect([router?.tenant, router?.networks]).toEqual(["acme", ["rt-a", "rt-b"]]);
+    await expect(client.call(networkService.CreateRouter, { name: "edge", networks: ["rt-a", "rt-b"] })).rejects.toMatchObject({ code: "ALREADY_EXISTS" });
+    await expect(client.call(networkService.CreateRouter, { name: "r2", networks: ["rt-b", "rt-c"] })).rejects.toMatchObject({ code: "FAILED_PRECONDITION", message: expect.stringMatching(/rt-b is on router edge already/) });
+    await expect(client.call(networkService.DeleteNetwork, { networkId: "rt-a" })).rejects.toMatchObject({ code: "FAILED_PRECONDITION", message: expect.stringMatching(/on router edge/) });
+    await expect(client.call(networkService.DeleteRouter, { routerId: "nosuch" })).rejects.toMatchObject({ code: "NOT_FOUND" });
+    await client.call(networkService.DeleteRouter, { routerId: "edge" });
+    await client.call(networkService.DeleteNetwork, { networkId: "rt-a" });
+    expect((await client.call(networkService.ListRouters, {})).routers).toEqual([]);
+  });
+
+  it("external endpoints: the external network is 198.18.0.0/16; an endpoint needs a host to play it, a free address on it and a free name", async () => {
+    const listed = await client.call(networkService.ListExternalEndpoints, {});
+    expect([listed.externalCidr, listed.gateway, listed.endpoints]).toEqual(["198.18.0.0/16", "198.18.0.1", []]);
+    for (const [request, code, text] of [
+      [{ name: "www" }, "FAILED_PRECONDITION", /no host is connected/],
+      [{ name: "www", hostId: "host-404" }, "NOT_FOUND", /host host-404 not found/],
+      [{ name: "Bad Name" }, "INVALID_ARGUMENT", /name/],
+      [{ name: "www", hostId: "Bad.Host" }, "INVALID_ARGUMENT", /host_id/],
+    ] as const) {
+      await expect(client.call(networkService.CreateExternalEndpoint, request), JSON.stringify(request)).rejects.toMatchObject({ code, message: expect.stringMatching(text) });
+    }
+    await expect(client.call(networkService.DeleteExternalEndpoint, { endpointId: "www" })).rejects.toMatchObject({ code: "NOT_FOUND" });
+    await expect(client.call(networkService.ListExternalEndpoints, { pageSize: 5000 })).rejects.toMatchObject({ code: "INVALID_ARGUMENT" });
+    expect((await client.call(networkService.ListExternalEndpoints, {})).endpoints).toEqual([]);
   });
 });

@@ -18,6 +18,9 @@ import type { RequestLog } from "./store/request-log.js";
 import type { HostSync } from "./sync/host-sync.js";
 
 import type { Networks } from "./network/networks.js";
+import type { SecurityGroups } from "./network/security-groups.js";
+import type { ExternalEndpoints } from "./network/external.js";
+import type { Routers } from "./network/routers.js";
 import type { LogicalPorts } from "./network/logical-ports.js";
 import v1 = simdc.v1;
 
@@ -49,6 +52,9 @@ export interface ControllerState {
   vms: VmStore;
   volumes: VolumeStore;
   networks: Networks;
+  securityGroups: SecurityGroups;
+  endpoints: ExternalEndpoints;
+  routers: Routers;
   /** Every VM NIC, by network and host, with the addresses they hold. */
   ports: LogicalPorts;
   /** A host's share of the networks; with allProactive, reactive networks' known-MAC flows too (to answer packet-ins). */

@@ -950,6 +950,9 @@ describe("one agent, many hosts", () => {
       const cases: [Promise<unknown>, string, RegExp][] = [
         [stage.client.call(hostAgentService.DumpFlows, { table: 255 }, on), "INVALID_ARGUMENT", /table/],
         [stage.client.call(hostAgentService.DumpFlows, {}, { scopeId: hostScope(agentId, "host-unknown") }), "NOT_FOUND", /host-unknown/],
+        [stage.client.call(hostAgentService.DumpConntrack, {}, { scopeId: hostScope(agentId, "host-unknown") }), "NOT_FOUND", /host-unknown/],
+        [stage.client.call(hostAgentService.ModFlows, { flows: ["table=60,priority=1,ip,actions=ct(zone=70000)"] }, on), "INVALID_ARGUMENT", /zone/],
+        [stage.client.call(hostAgentService.ModFlows, { flows: ["table=60,priority=1,arp,actions=ct(commit)"] }, on), "INVALID_ARGUMENT", /ip/],
         [stage.client.call(hostAgentService.ModFlows, { flows: ["table=60,priority=1,actions=output:x"] }, on), "INVALID_ARGUMENT", /flow 1/],
         [stage.client.call(hostAgentService.ModFlows, { flows: ["table=60,actions=drop", "priority=70000,actions=drop"] }, on), "INVALID_ARGUMENT", /flow 2: priority/],
         [stage.client.call(hostAgentService.ModFlows, { flows: ["cookie=x"], delete: true }, on), "INVALID_ARGUMENT", /del-flows filter/],

@@ -130,6 +130,11 @@ export class HostAgent implements RunningRole {
           const table = checkRange("table", req.table, -1, 254);
           return { hostId: host.id, flows: host.datapath.dumpFlows(table), realizedGeneration: host.realizedGeneration, controllerTables: host.datapath.network.controllerTables };
         }),
+        endpoint(hostAgentService.DumpConntrack, (_req, msg) => {
+          const host = agent.hostOf(msg.subject);
+          const stats = host.datapath.vswitch.conntrackStats();
+          return { hostId: host.id, connections: host.datapath.vswitch.dumpConntrack(), commits: stats.commits, fullDrops: stats.fullDrops, insertFailed: stats.insertFailed, expired: stats.expired };
+        }),
         endpoint(hostAgentService.DumpPorts, (_req, msg) => {
           const host = agent.hostOf(msg.subject);
           const dp = host.datapath;

@@ -1,8 +1,8 @@
 // The header fields a flow matches and a packet carries, with ovs-ofctl's
 // names and value syntax (MACs, dotted IPs with prefixes or masks, decimal or
-// 0x hex), and the prerequisites OpenFlow puts on them (nw_* needs ip or arp,
-// tp_* needs tcp, udp or icmp). Values are bigints so 64-bit fields
-// (metadata, tun_id) need no special case.
+// 0x hex, ct_state's +flag-flag), and the prerequisites OpenFlow puts on them
+// (nw_* needs ip or arp, tp_* needs tcp, udp or icmp). Values are bigints so
+// 64-bit fields (metadata, tun_id) need no special case.
 
 import { invalidArgument } from "@simdc/common";
 
@@ -34,9 +34,18 @@ export const fields: readonly FieldSpec[] = [
   spec("nw_proto", 8, "int", false),
   spec("tp_src", 16, "int", true),
   spec("tp_dst", 16, "int", true),
+  // simdc's own field, not OVS's: an ICMP echo's identifier, which the
+  // connection tracker keys echoes on and NAT remaps, as Linux does. OVS
+  // has no match field for it (it tracks echoes from the payload).
+  spec("icmp_id", 16, "int", false),
   spec("tun_id", 64, "int", true),
   spec("metadata", 64, "int", true),
   ...Array.from({ length: 8 }, (_, i) => spec(`reg${i}`, 32, "int", true)),
+  // The connection tracker's metadata (ovs-fields(7)): 0 until a ct action
+  // sets them; only ct(commit,exec(...)) writes ct_mark.
+  spec("ct_state", 32, "int", true),
+  spec("ct_zone", 16, "int", false),
+  spec("ct_mark", 32, "int", true),
 ];
 
 export type FieldName = string;
@@ -46,6 +55,49 @@ export const ETH_IP = 0x0800n;
 export const ETH_ARP = 0x0806n;
 export const VLAN_PRESENT = 0x1000n;
 export const VLAN_VID = 0x0fffn;
+
+/** ct_state's flags by bit, as ovs-fields(7) names them (bit 0 first). */
+const ctStateFlagNames = ["new", "est", "rel", "rpl", "inv", "trk", "snat", "dnat"] as const;
+/** Every flag ct_state has; other bits are refused, as OVS refuses them. */
+const CT_STATE_FLAGS = 0xffn;
+
+/**
+ * ct_state in any of ovs-ofctl's forms: `+trk+new-est` (the flags named,
+ * the others wildcarded), `new|trk` or a number (exactly these flags), or
+ * `0x21/0x21`. @throws SimdcError INVALID_ARGUMENT naming the bad flag.
+ */
+export function parseCtState(text: string): { value: bigint; mask: bigint } {
+  const flagBit = (name: string): bigint => {
+    const bit = ctStateFlagNames.indexOf(name as (typeof ctStateFlagNames)[number]);
+    if (bit < 0) throw invalidArgument(`ct_state=${text}: unknown flag ${JSON.stringify(name)} (flags: ${ctStateFlagNames.join(", ")})`);
+    return 1n << BigInt(bit);
+  };
+  if (text.startsWith("+") || text.startsWith("-")) {
+    let value = 0n;
+    let mask = 0n;
+    for (const [, sign, name] of text.matchAll(/([+-])([^+-]*)/g)) {
+      const bit = flagBit(name!);
+      if (mask & bit) throw invalidArgument(`ct_state=${text}: ${name} is given twice`);
+      mask |= bit;
+      if (sign === "+") value |= bit;
+    }
+    return { value, mask };
+  }
+  if (/^[a-z|]+$/.test(text)) return { value: text.split("|").reduce((acc, name) => acc | flagBit(name), 0n), mask: CT_STATE_FLAGS };
+  const [valueText = "", maskText] = text.split("/");
+  const value = parseInt64("ct_state", valueText, 32);
+  const mask = maskText === undefined ? CT_STATE_FLAGS : parseInt64("ct_state", maskText, 32);
+  if ((value | mask) & ~CT_STATE_FLAGS) throw invalidArgument(`ct_state=${text}: bits beyond the flags (0xff)`);
+  return { value: value & mask, mask };
+}
+
+/** ct_state as ovs-ofctl writes it: `new|trk` when every flag is matched (0 for none), `+new+trk-est` when some are, `0/0` when none. */
+export function formatCtState(value: bigint, mask = CT_STATE_FLAGS): string {
+  if (mask === 0n) return "0/0";
+  const named = ctStateFlagNames.map((name, bit) => ({ name, bit: 1n << BigInt(bit) })).filter((f) => mask & f.bit);
+  if (mask === CT_STATE_FLAGS) return named.filter((f) => value & f.bit).map((f) => f.name).join("|") || "0";
+  return named.map((f) => `${value & f.bit ? "+" : "-"}${f.name}`).join("");
+}
 
 export function fullMask(bits: number): bigint {
   return (1n << BigInt(bits)) - 1n;

@@ -1,9 +1,11 @@
-export { fields, fieldIndex, formatIp, formatMac, parseIp, parseMac } from "./fields.js";
+export { fields, fieldIndex, formatCtState, formatIp, formatMac, parseCtState, parseIp, parseMac } from "./fields.js";
 export type { FieldSpec } from "./fields.js";
 export { defaultPriority, formatFlow, packetFields, parseFlow, parsePacket } from "./flow-syntax.js";
 export type { Action, FlowSpec, MatchField, Packet } from "./flow-syntax.js";
-export { parseFlowFile, resubmitDepthMax, Vswitch } from "./vswitch.js";
+export { parseFlowFile, recirculationDepthMax, recirculationsMax, resubmitDepthMax, Vswitch } from "./vswitch.js";
 export type { Flow, Verdict, VswitchOptions } from "./vswitch.js";
+export { connectionsMaxDefault, conntrackTimeoutsS, CT_DNAT, CT_EST, CT_INV, CT_NEW, CT_REL, CT_RPL, CT_SNAT, CT_TRK } from "./conntrack.js";
+export type { ConntrackOptions, ConntrackStats, CtMark, CtNat, NatRange } from "./conntrack.js";
 export { fromWords, hashWords, packetWords, toWords, wordOffset } from "./words.js";
 export type { PacketWords } from "./words.js";
 export { centralControllerId, reactiveCookie } from "./conventions.js";

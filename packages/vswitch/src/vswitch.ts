@@ -1,16 +1,19 @@
 // A virtual switch with OpenFlow 1.3 semantics as Open vSwitch implements
 // them: numbered tables of flows, the highest priority match wins, a miss
 // drops; actions run in order (output, in_port, normal, controller,
-// resubmit, goto_table, set_field and mod_*, VLAN push/strip); outputs to the
-// packet's own in_port are dropped, as OVS does. Each table is a tuple-space
-// classifier (flows grouped by mask, groups tried from the highest priority
-// down, stopping when no group can beat the best match), and an exact-match
-// cache answers a packet seen before until any flow or learned MAC changes.
-// Pure: no I/O, time from the injected clock.
+// resubmit, goto_table, set_field and mod_*, VLAN push/strip, ct and
+// ct_clear); outputs to the packet's own in_port are dropped, as OVS does.
+// Each table is a tuple-space classifier (flows grouped by mask, groups tried
+// from the highest priority down, stopping when no group can beat the best
+// match), and an exact-match cache answers a packet seen before until any
+// flow or learned MAC changes; a verdict that went through the connection
+// tracker depends on its state and is never cached. Pure: no I/O, time from
+// the injected clock.
 
 import { invalidArgument } from "@simdc/common";
+import { Conntrack, type ConntrackOptions, type ConntrackStats, type CtResult } from "./conntrack.js";
 import { fields, fieldIndex, VLAN_PRESENT, VLAN_VID } from "./fields.js";
-import { formatFlow, parseFlow, type FlowSpec, type Packet } from "./flow-syntax.js";
+import { formatFlow, parseFlow, type Action, type FlowSpec, type Packet } from "./flow-syntax.js";
 import { fromWords, hashWords, sameWords, toWords, type PacketWords } from "./words.js";
 
 export interface Flow extends FlowSpec {
@@ -23,7 +26,10 @@ export interface Flow extends FlowSpec {
 export interface Verdict {
   /** Output port numbers, in order; empty when the packet was dropped. */
   outputs: number[];
-  /** The packet's headers after every action. */
+  /**
+   * The packet's headers after every action; when a ct(table=N) sent a copy
+   * on, the last copy's (the one that went through the tracker, NATed).
+   */
   packet: Packet;
   /** The flows it matched, in order (the tables it went through). */
   matched: Flow[];
@@ -35,11 +41,27 @@ export interface Verdict {
 
 /** How deep resubmits may nest, as OVS limits them. */
 export const resubmitDepthMax = 64;
+/** How many times a packet's copies may go through ct(table=N) in turn (OVS's userspace datapath: MAX_RECIRC_DEPTH). */
+export const recirculationDepthMax = 8;
+/** Copies ct(table=N) may make of one packet in all; more are dropped, so a flow that forks in a loop stays bounded. */
+export const recirculationsMax = 64;
 const cacheEntriesMax = 65_536;
-const IN_PORT = fieldIndex.get("in_port")!;
-const DL_SRC = fieldIndex.get("dl_src")!;
-const DL_DST = fieldIndex.get("dl_dst")!;
-const VLAN_TCI = fieldIndex.get("vlan_tci")!;
+const field = (name: string): number => fieldIndex.get(name)!;
+const IN_PORT = field("in_port");
+const DL_SRC = field("dl_src");
+const DL_DST = field("dl_dst");
+const DL_TYPE = field("dl_type");
+const VLAN_TCI = field("vlan_tci");
+const NW_SRC = field("nw_src");
+const NW_DST = field("nw_dst");
+const NW_PROTO = field("nw_proto");
+const TP_SRC = field("tp_src");
+const TP_DST = field("tp_dst");
+const ICMP_ID = field("icmp_id");
+const CT_STATE = field("ct_state");
+const CT_ZONE = field("ct_zone");
+const CT_MARK = field("ct_mark");
+const PROTO_ICMP = 1n;
 
 interface CacheEntry {
   generation: number;
@@ -67,6 +89,21 @@ function keyOf(packet: Packet, fieldIds: number[], masks: bigint[]): string {
 /** The shape of a match: which fields, under which masks. */
 function shapeOf(fieldIds: number[], masks: bigint[]): string {
   return `${fieldIds.join(",")}/${masks.map((m) => m.toString(16)).join(",")}`;
+}
+
+/** One pass of a packet through the pipeline, with what its copies and the caller need to know. */
+interface Walk {
+  verdict: Verdict;
+  /** A live walk learns MACs and changes the connection tracker; a trace changes nothing. */
+  live: boolean;
+  /** Whether a ct action ran: the verdict then depends on the tracker's state. */
+  tracked: boolean;
+  /** Copies ct(table=N) sent on, waiting until the current actions are done (OVS recirculates them the same way); null until there is one. */
+  recirculations: { packet: Packet; table: number; depth: number }[] | null;
+  /** How many times the packet now walking has been through ct(table=N). */
+  depth: number;
+  /** A ct commit failed: the packet now walking runs no more actions (the kernel datapath drops it). */
+  stopped: boolean;
 }
 
 function matchKey(spec: FlowSpec): string {
@@ -151,6 +188,8 @@ export interface VswitchOptions {
   ports: number[];
   /** Simulated time in ms. */
   now: () => number;
+  /** The connection tracker's size and NAT policy. */
+  conntrack?: ConntrackOptions;
 }
 
 export class Vswitch {
@@ -162,10 +201,13 @@ export class Vswitch {
   private cached = 0;
   /** Bumped on every change that can change a verdict (flows, learned MACs). */
   private generation = 0;
+  private readonly conntrack: Conntrack;
   cacheHits = 0;
   cacheMisses = 0;
 
-  constructor(private readonly options: VswitchOptions) {}
+  constructor(private readonly options: VswitchOptions) {
+    this.conntrack = new Conntrack(options.conntrack);
+  }
 
   /** Adds (or replaces) a flow given in ovs-ofctl syntax or parsed. @throws SimdcError INVALID_ARGUMENT. */
   addFlow(flow: string | FlowSpec): Flow {
@@ -252,9 +294,32 @@ export class Vswitch {
     return out;
   }
 
-  /** What the pipeline does with `packet`, changing nothing (ofproto/trace). */
+  /**
+   * Removes the connections whose idle timeout has passed (the agent calls
+   * it every second; a lookup also treats an expired connection as gone).
+   * @returns how many.
+   */
+  expireConnections(): number {
+    return this.conntrack.expire(this.options.now());
+  }
+
+  /** The tracked connections, one a line, as `ovs-appctl dpctl/dump-conntrack` prints them. */
+  dumpConntrack(): string[] {
+    return this.conntrack.dump(this.options.now());
+  }
+
+  /** The connection tracker's counters. */
+  conntrackStats(): ConntrackStats {
+    return this.conntrack.stats();
+  }
+
+  /**
+   * What the pipeline does with `packet`, changing nothing (ofproto/trace):
+   * not the flows' counters, the learned MACs or the connection tracker. The
+   * packet's ct_* fields are taken as given, as ofproto/trace takes them.
+   */
   trace(packet: Packet): Verdict {
-    return this.run(packet, false);
+    return this.walk(packet, false).verdict;
   }
 
   /** Forwards `packet` (of `bytes` bytes): the verdict, with flow counters and MAC learning. */
@@ -287,7 +352,17 @@ export class Vswitch {
       return hit.verdict;
     }
     this.cacheMisses += 1;
-    const verdict = this.run(fromWords(words), true);
+    const { verdict, tracked } = this.walk(fromWords(words), true);
+    if (tracked) {
+      // The tracker's state decided this verdict, and it changes with every packet: it is counted now and never cached.
+      const now = this.options.now();
+      for (const flow of verdict.matched) {
+        flow.nPackets += 1;
+        flow.nBytes += bytes;
+        flow.lastUsedMs = Math.max(flow.lastUsedMs, now);
+      }
+      return verdict;
+    }
     if (this.cached >= cacheEntriesMax) {
       this.foldStats();
       this.cache.clear();
@@ -305,17 +380,28 @@ export class Vswitch {
     return verdict;
   }
 
-  private run(input: Packet, learn: boolean): Verdict {
+  private walk(input: Packet, live: boolean): Walk {
     const packet = [...input];
+    // A packet arrives at a port untracked, whatever its words say (a tunnel's sender may not have cleared them).
+    if (live) packet[CT_STATE] = packet[CT_ZONE] = packet[CT_MARK] = 0n;
     const verdict: Verdict = { outputs: [], packet, matched: [], packetIns: 0, controllerIds: [] };
-    this.visit(0, packet, verdict, 0, learn);
-    return verdict;
+    const walk: Walk = { verdict, live, tracked: false, recirculations: null, depth: 0, stopped: false };
+    this.visit(0, packet, walk, 0);
+    for (let i = 0; walk.recirculations && i < walk.recirculations.length; i++) {
+      const copy = walk.recirculations[i]!;
+      walk.depth = copy.depth;
+      walk.stopped = false;
+      verdict.packet = copy.packet;
+      this.visit(copy.table, copy.packet, walk, 0);
+    }
+    return walk;
   }
 
-  private visit(tableId: number, packet: Packet, verdict: Verdict, depth: number, learn: boolean): void {
+  private visit(tableId: number, packet: Packet, walk: Walk, depth: number): void {
     if (depth > resubmitDepthMax) return;
     const flow = this.tables.get(tableId)?.lookup(packet);
     if (!flow) return;
+    const verdict = walk.verdict;
     verdict.matched.push(flow);
     const inPort = Number(packet[IN_PORT]);
     for (const action of flow.actions) {
@@ -331,17 +417,17 @@ export class Vswitch {
           verdict.controllerIds.push(action.id);
           break;
         case "normal":
-          this.normal(packet, inPort, verdict, learn);
+          this.normal(packet, inPort, verdict, walk.live);
           break;
         case "resubmit": {
           const saved = packet[IN_PORT]!;
           if (action.port !== null) packet[IN_PORT] = BigInt(action.port);
-          this.visit(action.table ?? tableId, packet, verdict, depth + 1, learn);
+          this.visit(action.table ?? tableId, packet, walk, depth + 1);
           packet[IN_PORT] = saved;
           break;
         }
         case "goto_table":
-          this.visit(action.table, packet, verdict, depth + 1, learn);
+          this.visit(action.table, packet, walk, depth + 1);
           break;
         case "set":
           packet[action.field] = action.value;
@@ -353,8 +439,43 @@ export class Vswitch {
         case "strip_vlan":
           packet[VLAN_TCI] = 0n;
           break;
+        case "ct":
+          this.track(action, packet, walk);
+          break;
+        case "ct_clear":
+          packet[CT_STATE] = packet[CT_ZONE] = packet[CT_MARK] = 0n;
+          break;
       }
+      if (walk.stopped) return;
     }
+  }
+
+  /**
+   * The ct action. The packet goes on untracked (OVS clears the ct_* fields
+   * after ct: they exist only for the copy), NATed when there is no table; a
+   * ct(table=N) copy carries the tracker's verdict and NAT and waits its turn.
+   * A failed commit stops the packet (so it never leaves un-NATed); its copy
+   * still goes on, +trk+inv, for the pipeline to see.
+   */
+  private track(action: Extract<Action, { kind: "ct" }>, packet: Packet, walk: Walk): void {
+    walk.tracked = true;
+    const result = this.conntrack.track(
+      { dlType: Number(packet[DL_TYPE]), proto: Number(packet[NW_PROTO]), src: Number(packet[NW_SRC]), dst: Number(packet[NW_DST]), tpSrc: Number(packet[TP_SRC]), tpDst: Number(packet[TP_DST]), icmpId: Number(packet[ICMP_ID]) },
+      action,
+      this.options.now(),
+      !walk.live,
+    );
+    if (action.table === null) translate(packet, result);
+    else if (walk.depth < recirculationDepthMax && (walk.recirculations?.length ?? 0) < recirculationsMax) {
+      const copy = [...packet];
+      translate(copy, result);
+      copy[CT_STATE] = BigInt(result.state);
+      copy[CT_ZONE] = BigInt(result.zone);
+      copy[CT_MARK] = BigInt(result.mark);
+      (walk.recirculations ??= []).push({ packet: copy, table: action.table, depth: walk.depth + 1 });
+    }
+    packet[CT_STATE] = packet[CT_ZONE] = packet[CT_MARK] = 0n;
+    if (result.refused) walk.stopped = true;
   }
 
   /** The normal action: learn where the source is, send to where the destination is, or flood. */
@@ -371,6 +492,19 @@ export class Vswitch {
       return;
     }
     for (const port of this.options.ports) if (port !== inPort) verdict.outputs.push(port);
+  }
+}
+
+/** Rewrites a packet's addresses and ports (an echo's identifier) to the tuple the tracker translated it to. */
+function translate(packet: Packet, result: CtResult): void {
+  const t = result.translated;
+  if (!t) return;
+  packet[NW_SRC] = BigInt(t.src);
+  packet[NW_DST] = BigInt(t.dst);
+  if (packet[NW_PROTO] === PROTO_ICMP) packet[ICMP_ID] = BigInt(t.sport);
+  else {
+    packet[TP_SRC] = BigInt(t.sport);
+    packet[TP_DST] = BigInt(t.dport);
   }
 }
 

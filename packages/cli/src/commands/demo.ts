@@ -6,6 +6,7 @@ import { SimdcError, wallClock, wallNowMs } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 import { printTable, vmState } from "../output.js";
 import { listAllVms } from "../paging.js";
+import { nicsText } from "./resources.js";
 
 import v1 = simdc.v1;
 
@@ -33,8 +34,9 @@ async function ignoreExisting(call: Promise<unknown>): Promise<void> {
 }
 
 export async function runDemo(bus: Bus, say: (line: string) => void): Promise<void> {
-  say("demo: creating networks lan (bridge), lab (host-only) and home (NAT), and a boot volume and a VM for web-1, web-2 and db-1");
+  say("demo: creating networks lan (bridge), lab (host-only) and home (NAT), an external endpoint www (the outside world), and a boot volume and a VM for web-1, web-2 and db-1");
   for (const net of demoNetworks) await ignoreExisting(bus.call(networkService.CreateNetwork, net));
+  await ignoreExisting(bus.call(networkService.CreateExternalEndpoint, { name: "www" }));
   for (const vm of demoVms) {
     await ignoreExisting(bus.call(storageService.CreateVolume, { name: vm.bootVolume, sizeMib: 256 }));
     await ignoreExisting(
@@ -60,19 +62,20 @@ export async function runDemo(bus: Bus, say: (line: string) => void): Promise<vo
       String(vm.spec?.vcpus),
       String(vm.spec?.memoryMib),
       vm.spec?.bootVolume ?? "",
-      (vm.spec?.nics ?? []).map((n) => `${n.network} ${n.ip}`).join(", "),
+      nicsText(vm),
     ]),
   );
   const running = vms.filter((vm) => vm.status?.state === v1.VmState.VM_STATE_RUNNING).length;
   say(`demo: ${running} of ${demoVms.length} VMs running.`);
-  await demoPing(bus, vms, say);
-  say("demo: try simdc vm list; simdc ofctl dump-flows host-1; simdc vm ping web-1 <address>; simdc events -w (in another terminal); simdc fault kill agent-1; simdc experiment run agent-crash --short");
+  const www = (await bus.call(networkService.ListExternalEndpoints, {})).endpoints.find((e) => e.id === "www");
+  await demoPing(bus, vms, "db-1", vms.find((vm) => vm.id === "db-1")?.spec?.nics?.[0]?.ip ?? undefined, "across hosts", say);
+  await demoPing(bus, vms, "www", www?.ip ?? undefined, "out of the bridge network lan to the outside", say);
+  say("demo: try simdc vm list; simdc net reachability; simdc ofctl dump-flows host-1; simdc vm ping web-2 <www's address> (NAT); simdc events -w (in another terminal); simdc fault kill agent-1; simdc experiment run agent-crash --short");
 }
 
-/** web-1 pings db-1 over lan, once both have their addresses: the first packets of the datacenter. */
-async function demoPing(bus: Bus, vms: v1.Vm.$Properties[], say: (line: string) => void): Promise<void> {
+/** web-1 pings a target once it has its address: the first packets of the datacenter. */
+async function demoPing(bus: Bus, vms: v1.Vm.$Properties[], targetName: string, target: string | undefined, how: string, say: (line: string) => void): Promise<void> {
   const from = vms.find((vm) => vm.id === "web-1");
-  const target = vms.find((vm) => vm.id === "db-1")?.spec?.nics?.[0]?.ip;
   if (!from?.hostId || !target) return;
   const { host } = await bus.call(hostService.GetHost, { hostId: from.hostId });
   const scopeId = hostScope(host?.agentId ?? "", from.hostId);
@@ -80,12 +83,12 @@ async function demoPing(bus: Bus, vms: v1.Vm.$Properties[], say: (line: string) 
   for (;;) {
     try {
       const reply = await bus.call(hostAgentService.Ping, { vmId: "web-1", targetIp: target, count: 3, intervalMs: 200 }, { scopeId, timeoutMs: 10_000 });
-      say(`demo: web-1 (${reply.sourceIp}) pinged db-1 (${target}) across hosts: ${reply.received} of ${reply.sent} answered, rtt avg ${reply.rttAvgMs.toFixed(1)} ms`);
+      say(`demo: web-1 (${reply.sourceIp}) pinged ${targetName} (${target}) ${how}: ${reply.received} of ${reply.sent} answered, rtt avg ${reply.rttAvgMs.toFixed(1)} ms`);
       return;
     } catch (err) {
       // Until DHCP has given web-1 its address; a demo that cannot ping says why and goes on.
       if (wallNowMs() > deadline || !(err instanceof SimdcError && err.code === "FAILED_PRECONDITION")) {
-        say(`demo: web-1 could not ping db-1: ${String(err)}`);
+        say(`demo: web-1 could not ping ${targetName}: ${String(err)}`);
         return;
       }
       await wallClock.sleep(200);

@@ -7,6 +7,7 @@ import { intFlag, parse, positionals, stringFlag } from "../args.js";
 import { enumName, out, plain, printJson, printTable } from "../output.js";
 import { mutationFlags, mutationOf, type CommandContext } from "./resources.js";
 import { reachabilityCommand } from "./vswitch.js";
+import { listAllNetworks } from "../paging.js";
 
 import v1 = simdc.v1;
 
@@ -16,7 +17,7 @@ const modes: Record<string, v1.NetworkMode> = {
   nat: v1.NetworkMode.NETWORK_MODE_NAT,
 };
 
-const usage = "usage: simdc net create <name> --mode bridge|host-only|nat --subnet CIDR [--subnet CIDR ...] [--vlan N] [--flow-setup proactive|reactive] [--uplink converged|dedicated] | list | get <net> | delete <net> | reachability";
+const usage = "usage: simdc net create <name> --mode bridge|host-only|nat --subnet CIDR [--subnet CIDR ...] [--vlan N] [--flow-setup proactive|reactive] [--uplink converged|dedicated] [--tenant T] | list | get <net> | delete <net> | reachability";
 
 const modeName = (m: number): string => enumName(v1.NetworkMode, m, "NETWORK_MODE_").replace("_", "-");
 const transportName = (t: number): string => enumName(v1.NetworkTransport, t, "NETWORK_TRANSPORT_");
@@ -26,17 +27,17 @@ const uplinks: Record<string, v1.Uplink> = { converged: v1.Uplink.UPLINK_CONVERG
 const uplinkName = (u: number): string => enumName(v1.Uplink, u || v1.Uplink.UPLINK_CONVERGED, "UPLINK_");
 
 function row(n: v1.INetwork): string[] {
-  return [n.id ?? "", modeName(n.mode ?? 0), transportName(n.transport ?? 0), String(n.segmentId ?? 0), (n.subnets ?? []).map((s) => `${s.cidr} (gw ${s.gateway})`).join(", "), flowSetupName(n.flowSetup ?? 0), uplinkName(n.uplink ?? 0)];
+  return [n.id ?? "", n.tenant || "default", modeName(n.mode ?? 0), transportName(n.transport ?? 0), String(n.segmentId ?? 0), (n.subnets ?? []).map((s) => `${s.cidr} (gw ${s.gateway})`).join(", "), flowSetupName(n.flowSetup ?? 0), uplinkName(n.uplink ?? 0)];
 }
 
-const headers = ["NETWORK", "MODE", "TRANSPORT", "VNI/VLAN", "SUBNETS", "FLOWS", "UPLINK"];
+const headers = ["NETWORK", "TENANT", "MODE", "TRANSPORT", "VNI/VLAN", "SUBNETS", "FLOWS", "UPLINK"];
 
 export async function networkCommand(ctx: CommandContext, verb: string | undefined, argv: string[]): Promise<void> {
   if (verb === "reachability") return reachabilityCommand(ctx, argv);
   const bus = await ctx.bus();
   switch (verb) {
     case "create": {
-      const parsed = parse(argv, { mode: { type: "string" }, subnet: { type: "string", multiple: true }, vlan: { type: "string" }, "flow-setup": { type: "string" }, uplink: { type: "string" }, ...mutationFlags });
+      const parsed = parse(argv, { mode: { type: "string" }, subnet: { type: "string", multiple: true }, vlan: { type: "string" }, "flow-setup": { type: "string" }, uplink: { type: "string" }, tenant: { type: "string" }, ...mutationFlags });
       const [name] = positionals(parsed, ["name"]);
       const mode = modes[stringFlag(parsed.flags, "mode") ?? ""];
       if (mode === undefined) throw invalidArgument("--mode must be bridge, host-only or nat");
@@ -54,6 +55,7 @@ export async function networkCommand(ctx: CommandContext, verb: string | undefin
         subnets,
         flowSetup,
         uplink,
+        tenant: stringFlag(parsed.flags, "tenant") ?? "",
         mutation: mutationOf(parsed.flags),
       });
       if (ctx.output === "json") return printJson(plain(v1.Network, network));
@@ -62,13 +64,7 @@ export async function networkCommand(ctx: CommandContext, verb: string | undefin
     }
     case "list": {
       positionals(parse(argv, {}), []);
-      const networks: v1.INetwork[] = [];
-      let pageToken = "";
-      do {
-        const page = await bus.call(networkService.ListNetworks, { pageToken, pageSize: 2000 });
-        networks.push(...page.networks);
-        pageToken = page.nextPageToken;
-      } while (pageToken);
+      const networks = await listAllNetworks(bus);
       if (ctx.output === "json") return printJson(networks.map((n) => plain(v1.Network, n)));
       printTable(headers, networks.map(row));
       return;

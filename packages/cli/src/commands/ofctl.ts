@@ -10,10 +10,10 @@ import { out } from "../output.js";
 import type { CommandContext } from "./resources.js";
 import { liveOfctl } from "./vswitch.js";
 
-const usage = "usage: simdc ofctl trace --flows FILE --packets FILE [-o json] | dump-flows HOST | dump-ports HOST | add-flow HOST FLOW | del-flows HOST [FILTER]";
+const usage = "usage: simdc ofctl trace --flows FILE --packets FILE [-o json] | dump-flows HOST | dump-ports HOST | dump-conntrack HOST | add-flow HOST FLOW | del-flows HOST [FILTER]";
 
 export async function ofctlCommand(ctx: CommandContext, verb: string | undefined, argv: string[]): Promise<void> {
-  if (verb === "dump-flows" || verb === "dump-ports" || verb === "add-flow" || verb === "del-flows") return liveOfctl(ctx, verb, argv);
+  if (verb === "dump-flows" || verb === "dump-ports" || verb === "dump-conntrack" || verb === "add-flow" || verb === "del-flows") return liveOfctl(ctx, verb, argv);
   if (verb !== "trace") throw invalidArgument(usage);
   const parsed = parse(argv, { flows: { type: "string" }, packets: { type: "string" }, ports: { type: "string" } });
   positionals(parsed, []);

@@ -84,7 +84,7 @@ export async function hostCommand(ctx: CommandContext, verb: string | undefined,
       // The list's columns, one per line, and what the list leaves out.
       const h = host ?? {};
       const row = hostRow(h);
-      printTable(["FIELD", "VALUE"], [...hostHeaders.map((header, i) => [header, row[i] ?? ""]), ["NICS", String(h.capacity?.nics ?? 0)], ["VMS MAX", String(h.capacity?.vmsMax ?? 0)], ["BOOT", h.bootId ?? ""]]);
+      printTable(["FIELD", "VALUE"], [...hostHeaders.map((header, i) => [header, row[i] ?? ""]), ["NICS", String(h.capacity?.nics ?? 0)], ["VMS MAX", String(h.capacity?.vmsMax ?? 0)], ["BOOT", h.bootId ?? ""], ["UPLINK IP", h.uplinkIp ?? ""]]);
       return;
     }
     default:
@@ -123,7 +123,7 @@ export const vmCreateFlags: FlagSpec = {
   ...mutationFlags,
 };
 
-/** --nic NETWORK[,mac=MAC][,ip=ADDRESS], once a NIC. @throws SimdcError INVALID_ARGUMENT. */
+/** --nic NETWORK[,mac=MAC][,ip=ADDRESS][,sg=GROUP+GROUP], once a NIC. @throws SimdcError INVALID_ARGUMENT. */
 export function parseNic(text: string): v1.INicSpec {
   const [network, ...options] = text.split(",");
   const nic: v1.INicSpec = { network: network ?? "" };
@@ -131,15 +131,21 @@ export function parseNic(text: string): v1.INicSpec {
     const [key, value = ""] = option.split("=");
     if (key === "mac") nic.mac = value;
     else if (key === "ip") nic.ip = value;
-    else throw invalidArgument(`--nic ${text}: write NETWORK[,mac=MAC][,ip=ADDRESS]`);
+    else if (key === "sg") nic.securityGroups = value.split("+");
+    else throw invalidArgument(`--nic ${text}: write NETWORK[,mac=MAC][,ip=ADDRESS][,sg=GROUP+GROUP]`);
   }
   return nic;
+}
+
+/** A VM's NICs in one cell: network and address, and the security groups guarding each. */
+export function nicsText(vm: v1.Vm.$Properties): string {
+  return (vm.spec?.nics ?? []).map((n) => `${n.network} ${n.ip}${n.securityGroups?.length ? ` [sg ${n.securityGroups.join("+")}]` : ""}`).join(", ");
 }
 
 function printVms(ctx: CommandContext, vms: v1.Vm.$Properties[]): void {
   if (ctx.output === "json") return printJson(vms.map((vm) => plain(v1.Vm, vm)));
   printTable(
-    ["VM", "STATE", "POWER", "HOST", "VCPUS", "MEMORY MIB", "BOOT VOLUME", "GEN", "OBSERVED", "REASON"],
+    ["VM", "STATE", "POWER", "HOST", "VCPUS", "MEMORY MIB", "BOOT VOLUME", "NICS", "GEN", "OBSERVED", "REASON"],
     vms.map((vm) => [
       vm.id ?? "",
       vmState(vm.status?.state ?? 0),
@@ -148,6 +154,7 @@ function printVms(ctx: CommandContext, vms: v1.Vm.$Properties[]): void {
       String(vm.spec?.vcpus ?? 0),
       String(vm.spec?.memoryMib ?? 0),
       vm.spec?.bootVolume ?? "",
+      nicsText(vm),
       String(vm.generation ?? 0),
       String(vm.status?.observedGeneration ?? 0),
       vm.status?.reason?.message ?? "",
@@ -186,7 +193,7 @@ export async function vmCommand(ctx: CommandContext, verb: string | undefined, a
       const parsed = parse(argv, mutationFlags);
       const [action, id, what] = parsed.positionals;
       if ((action !== "add" && action !== "remove") || !id || !what || parsed.positionals.length !== 3) {
-        throw invalidArgument("usage: simdc vm nic add <vm> NET[,mac=M][,ip=A] | remove <vm> <index>");
+        throw invalidArgument("usage: simdc vm nic add <vm> NET[,mac=M][,ip=A][,sg=G+G] | remove <vm> <index>");
       }
       const bus = await ctx.bus();
       const mutation = mutationOf(parsed.flags);
@@ -198,7 +205,7 @@ export async function vmCommand(ctx: CommandContext, verb: string | undefined, a
         ({ vm, result } = await bus.call(computeService.DetachNic, { vmId: id, index: Number(what), mutation }, callTimeout(parsed.flags)));
       }
       if (ctx.output === "json") return printJson(plain(v1.Vm, vm));
-      const nics = (vm?.spec?.nics ?? []).map((n, i) => `eth${i} ${n.network} ${n.ip} ${n.mac}`).join("; ") || "no NICs";
+      const nics = (vm?.spec?.nics ?? []).map((n, i) => `eth${i} ${n.network} ${n.ip} ${n.mac}${n.securityGroups?.length ? ` sg ${n.securityGroups.join("+")}` : ""}`).join("; ") || "no NICs";
       out(`vm ${id}: ${nics} (vm generation ${vm?.generation})${resultNote(result)}\n`);
       return;
     }

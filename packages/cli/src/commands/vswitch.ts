@@ -10,6 +10,8 @@ import { simdc } from "@simdc/proto";
 import { durationFlag, intFlag, parse, positionals, stringFlag, type Parsed } from "../args.js";
 import { out, plain, printJson, printTable } from "../output.js";
 import type { CommandContext } from "./resources.js";
+import { listAllEndpoints, listAllNetworks, listAllRouters, listAllSecurityGroups, listAllVms } from "../paging.js";
+import { policyAllows, type Guest, type PolicyWorld } from "../network/reachability-policy.js";
 
 import v1 = simdc.v1;
 
@@ -23,7 +25,7 @@ async function agentOf(bus: Bus, hostId: string, flags: Parsed["flags"]): Promis
 
 const hostFlags = { agent: { type: "string" } } as const;
 
-/** simdc ofctl dump-flows|dump-ports|add-flow|del-flows HOST ... */
+/** simdc ofctl dump-flows|dump-ports|dump-conntrack|add-flow|del-flows HOST ... */
 export async function liveOfctl(ctx: CommandContext, verb: string, argv: string[]): Promise<void> {
   switch (verb) {
     case "dump-flows": {
@@ -54,6 +56,16 @@ export async function liveOfctl(ctx: CommandContext, verb: string, argv: string[
         out(`${nic.name}: ${nic.bandwidthMbps} Mbit/s, queue ${nic.queueBytes} bytes; sent ${nic.txPackets} packets, ${nic.txBytes} bytes; dropped ${nic.drops}; backlog ${nic.backlogBytes} bytes (most ${nic.backlogBytesMax})${nic.storageBytes ? `; storage ${nic.storageBytes} bytes` : ""}\n`);
       }
       out(`reactive: ${reply.centralPacketIns} packet-ins to the controller, ${reply.flowMods} flows installed from its answers, ${reply.packetInsDropped} packets dropped (rate limit or no answer)\n`);
+      return;
+    }
+    case "dump-conntrack": {
+      const parsed = parse(argv, hostFlags);
+      const [hostId] = positionals(parsed, ["host"]);
+      const bus = await ctx.bus();
+      const reply = await bus.call(hostAgentService.DumpConntrack, {}, { scopeId: hostScope(await agentOf(bus, hostId!, parsed.flags), hostId!) });
+      if (ctx.output === "json") return printJson(plain(v1.DumpConntrackResponse, reply));
+      out(`host ${reply.hostId}: ${reply.connections.length} connections; ${reply.commits} commits, ${reply.expired} expired, ${reply.fullDrops} refused (table full or no NAT tuple free)\n`);
+      for (const line of reply.connections) out(`${line}\n`);
       return;
     }
     case "add-flow":
@@ -189,37 +201,50 @@ export async function traceCommand(ctx: CommandContext, argv: string[]): Promise
 /**
  * simdc net reachability: every VM with a NIC pings every address of every
  * other VM (one echo each, through the data plane only), and the matrix is
- * compared with what the policy allows: two NICs on the same network reach
- * each other, nothing else does (networks are tenants apart; there is no
- * router, external network or security group yet). Exits non-zero on a
- * difference, naming it.
+ * compared with what the policy allows (network/reachability-policy.ts:
+ * networks apart unless on one logical router, the outside reaching bridge
+ * networks and reached from bridge and NAT ones, security groups admitting
+ * by source). External endpoints ping and are pinged too. Exits non-zero on
+ * a difference, naming it.
  */
 export async function reachabilityCommand(ctx: CommandContext, argv: string[]): Promise<void> {
   const parsed = parse(argv, { timeout: { type: "string" } });
   positionals(parsed, []);
   const timeoutMs = durationFlag(parsed.flags, "timeout", 300, 10_000);
   const bus = await ctx.bus();
-  const vms = (await bus.call(computeService.ListVms, {})).vms.filter((vm) => (vm.spec?.nics ?? []).length > 0 && vm.status?.state === v1.VmState.VM_STATE_RUNNING);
+  const vms = (await listAllVms(bus)).filter((vm) => (vm.spec?.nics ?? []).length > 0 && vm.status?.state === v1.VmState.VM_STATE_RUNNING);
+  const endpoints = await listAllEndpoints(bus);
+  const groups = new Map((await listAllSecurityGroups(bus)).map((g) => [g.id ?? "", g]));
+  const modes = new Map((await listAllNetworks(bus)).map((n) => [n.id ?? "", n.mode ?? 0]));
+  const routers = new Map((await listAllRouters(bus)).flatMap((r) => (r.networks ?? []).map((n) => [n, r.id ?? ""])));
+  const world: PolicyWorld = { modeOf: (id) => modes.get(id), securityGroup: (id) => groups.get(id), routerOf: (id) => routers.get(id) };
+  const guests: { guest: Guest; hostId: string; addresses: string[] }[] = [
+    ...vms.map((vm) => {
+      const nics = (vm.spec?.nics ?? []).map((n) => ({ network: n.network ?? "", ip: n.ip ?? "", securityGroups: n.securityGroups ?? [] }));
+      return { guest: { kind: "vm", id: vm.id ?? "", nics } as Guest, hostId: vm.hostId ?? "", addresses: nics.map((n) => n.ip) };
+    }),
+    ...endpoints.map((e) => ({ guest: { kind: "endpoint", id: e.id ?? "", ip: e.ip ?? "" } as Guest, hostId: e.hostId ?? "", addresses: [e.ip ?? ""] })),
+  ];
   const agents = new Map<string, string>();
-  for (const vm of vms) if (!agents.has(vm.hostId ?? "")) agents.set(vm.hostId ?? "", (await bus.call(hostService.GetHost, { hostId: vm.hostId ?? "" })).host?.agentId ?? "");
-  const targets = vms.flatMap((vm) => (vm.spec?.nics ?? []).map((nic) => ({ vmId: vm.id ?? "", network: nic.network ?? "", ip: nic.ip ?? "" })));
+  for (const { hostId } of guests) if (!agents.has(hostId)) agents.set(hostId, (await bus.call(hostService.GetHost, { hostId })).host?.agentId ?? "");
   type Cell = { from: string; to: string; ip: string; reached: boolean; allowed: boolean; why: string };
   const cells: Cell[] = [];
   await Promise.all(
-    vms.map(async (vm) => {
-      const scopeId = hostScope(agents.get(vm.hostId ?? "")!, vm.hostId ?? "");
-      const networks = new Set((vm.spec?.nics ?? []).map((n) => n.network ?? ""));
-      for (const t of targets) {
-        if (t.vmId === vm.id) continue;
-        let reached = false;
-        let why = "";
-        try {
-          reached = (await bus.call(hostAgentService.Ping, { vmId: vm.id ?? "", targetIp: t.ip, count: 1, timeoutMs }, { scopeId, timeoutMs: timeoutMs + 5_000 })).received > 0;
-          if (!reached) why = "no answer";
-        } catch (err) {
-          why = err instanceof Error ? err.message : String(err);
+    guests.map(async (source) => {
+      const scopeId = hostScope(agents.get(source.hostId)!, source.hostId);
+      for (const target of guests) {
+        if (target.guest.id === source.guest.id) continue;
+        for (const ip of target.addresses) {
+          let reached = false;
+          let why = "";
+          try {
+            reached = (await bus.call(hostAgentService.Ping, { vmId: source.guest.id, targetIp: ip, count: 1, timeoutMs }, { scopeId, timeoutMs: timeoutMs + 5_000 })).received > 0;
+            if (!reached) why = "no answer";
+          } catch (err) {
+            why = err instanceof Error ? err.message : String(err);
+          }
+          cells.push({ from: source.guest.id, to: target.guest.id, ip, reached, allowed: policyAllows(source.guest, target.guest, ip, world), why });
         }
-        cells.push({ from: vm.id ?? "", to: t.vmId, ip: t.ip, reached, allowed: networks.has(t.network), why });
       }
     }),
   );

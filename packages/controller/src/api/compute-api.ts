@@ -95,7 +95,7 @@ export function computeEndpoints(state: ControllerState): Endpoint<any, any>[] {
             if (!req.nic) throw invalidArgument("nic is required");
             const held = vm.spec?.nics ?? [];
             if (held.length >= nicsPerVmMax) throw invalidArgument(`vm ${vm.id} has ${held.length} NICs, the most a VM may have`);
-            const added = state.ports.assign(vm.id, vm.hostId, [v1.NicSpec.create({ ...req.nic, ofport: 0 })], state.networks, () => state.macRandom.next());
+            const added = state.ports.assign(vm.id, vm.hostId, [v1.NicSpec.create({ ...req.nic, ofport: 0 })], state.networks, state.securityGroups, () => state.macRandom.next());
             return { nics: [...held, ...added.nics], release: added.release };
           }),
         replayPower(req.vmId),
@@ -126,6 +126,8 @@ export function computeEndpoints(state: ControllerState): Endpoint<any, any>[] {
           const powerState = checkPowerState(req.powerState, v1.PowerState.POWER_STATE_ON);
           // Checked before placement so a duplicate never reports a capacity error.
           if (!vms.isFree(id)) throw alreadyExists(`vm ${id} exists already`);
+          // VMs and external endpoints are both guests of a vswitch, named in one space.
+          if (state.endpoints.get(id)) throw alreadyExists(`${id} is an external endpoint's name`);
           const boot = state.volumes.get(spec.bootVolume);
           if (!boot) throw notFound(`boot volume ${spec.bootVolume} does not exist`);
           if (boot.state === v1.VolumeState.VOLUME_STATE_DELETING || boot.state === v1.VolumeState.VOLUME_STATE_FAILED) {
@@ -138,7 +140,7 @@ export function computeEndpoints(state: ControllerState): Endpoint<any, any>[] {
           }
           const explained = v1.Placement.create({ hostId: placement.hostId, reason: placement.reason, rejected: placement.rejected });
           // Addresses are taken last, once nothing else can refuse the create, and held until the record is written.
-          const nics = state.ports.assign(id, placement.hostId, spec.nics, state.networks, () => state.macRandom.next());
+          const nics = state.ports.assign(id, placement.hostId, spec.nics, state.networks, state.securityGroups, () => state.macRandom.next());
           const vm = v1.Vm.create({
             id,
             spec: v1.VmSpec.create({ ...spec, nics: nics.nics }),

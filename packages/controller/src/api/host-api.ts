@@ -57,9 +57,10 @@ export function hostEndpoints(state: ControllerState): Endpoint<any, any>[] {
       if (!network) throw notFound(`no network has segment ${req.segmentId}`);
       state.counters.packetIns += 1;
       // The flow the host would hold were the network proactive, with an idle timeout and the reactive cookie.
-      const lookup = `table=${tableFromLocal},priority=100,metadata=0x${req.segmentId.toString(16)},dl_dst=${dst} `;
+      // A guarded port's destination has two: its IP traffic goes through its inbound security first.
+      const lookup = new RegExp(`^table=${tableFromLocal},priority=1[01]0,metadata=0x${req.segmentId.toString(16)},dl_dst=${dst}[, ]`);
       const flows = (state.compileNetwork(hostId, true)?.flows ?? [])
-        .filter((f) => f.startsWith(lookup))
+        .filter((f) => lookup.test(f))
         .map((f) => `cookie=0x${reactiveCookie.toString(16)},idle_timeout=${reactiveIdleTimeoutS},${f}`);
       state.counters.flowMods += flows.length;
       return { flows };
@@ -67,18 +68,20 @@ export function hostEndpoints(state: ControllerState): Endpoint<any, any>[] {
     endpoint(hostService.RegisterHost, async (req, msg) => {
       state.lease.requireActive();
       const id = callerId(msg.subject, state.bus.subjects.prefixTokens, req.hostId, "host_id");
-      const host = v1.Host.create({
-        id,
-        agentId: checkName("agent_id", req.agentId),
-        capacity: checkHostCapacity(req.capacity),
-        bootId: checkBootId(req.bootId),
-      });
+      const agentId = checkName("agent_id", req.agentId);
+      const capacity = checkHostCapacity(req.capacity);
+      const bootId = checkBootId(req.bootId);
       const previous = state.hosts.get(id);
+      // The uplink address is given once and kept: NAT connections and the outside's view of the host depend on it.
+      const uplink = previous?.uplinkIp ? { ip: previous.uplinkIp, release: () => undefined } : state.endpoints.takeUplink();
+      const host = v1.Host.create({ id, agentId, capacity, bootId, uplinkIp: uplink.ip });
       try {
         await state.hosts.register(host);
       } catch (err) {
         state.counters.refused += 1;
         throw err;
+      } finally {
+        uplink.release();
       }
       // A new boot of the host starts from nothing; it reports what it builds from its document.
       if (previous?.bootId !== host.bootId) state.observed.resetHost(id);

@@ -3,54 +3,17 @@
 // (the first address) and the lowest free address for a new NIC; MAC
 // addresses locally administered and unicast (02:xx:...), unique. Pure.
 
-import { invalidArgument, resourceExhausted } from "@simdc/common";
+import { cidrSize, contains, formatCidr, ipToNumber, numberToIp, overlaps, parseCidr as parseAnyCidr, resourceExhausted, type Cidr } from "@simdc/common";
 
-export interface Cidr {
-  /** The network address as an unsigned 32-bit number. */
-  base: number;
-  prefix: number;
-}
+export { contains, formatCidr, ipToNumber, numberToIp, overlaps, type Cidr };
 
 /** Subnets narrower than /30 leave no room for a gateway and a NIC; wider than /8 is a typo. */
 export const prefixMin = 8;
 export const prefixMax = 30;
 
-export function ipToNumber(text: string): number {
-  const parts = text.split(".");
-  if (parts.length !== 4 || parts.some((p) => !/^\d{1,3}$/.test(p) || Number(p) > 255)) throw invalidArgument(`${JSON.stringify(text)} is not an IPv4 address`);
-  return parts.reduce((acc, p) => acc * 256 + Number(p), 0);
-}
-
-export function numberToIp(value: number): string {
-  return [24, 16, 8, 0].map((s) => String(Math.floor(value / 2 ** s) % 256)).join(".");
-}
-
-/** "10.0.0.0/24", checked. @throws SimdcError INVALID_ARGUMENT. */
+/** A subnet's CIDR ("10.0.0.0/24"), checked. @throws SimdcError INVALID_ARGUMENT. */
 export function parseCidr(text: string): Cidr {
-  const m = /^([\d.]+)\/(\d{1,2})$/.exec(text);
-  if (!m) throw invalidArgument(`${JSON.stringify(text)} is not a CIDR like 10.0.0.0/24`);
-  const prefix = Number(m[2]);
-  if (prefix < prefixMin || prefix > prefixMax) throw invalidArgument(`${text}: the prefix must be /${prefixMin} to /${prefixMax}`);
-  const base = ipToNumber(m[1]!);
-  const size = 2 ** (32 - prefix);
-  if (base % size !== 0) throw invalidArgument(`${text}: host bits are set (the network is ${numberToIp(base - (base % size))}/${prefix})`);
-  return { base, prefix };
-}
-
-export function formatCidr(c: Cidr): string {
-  return `${numberToIp(c.base)}/${c.prefix}`;
-}
-
-function size(c: Cidr): number {
-  return 2 ** (32 - c.prefix);
-}
-
-export function overlaps(a: Cidr, b: Cidr): boolean {
-  return a.base < b.base + size(b) && b.base < a.base + size(a);
-}
-
-export function contains(c: Cidr, ip: number): boolean {
-  return ip >= c.base && ip < c.base + size(c);
+  return parseAnyCidr(text, prefixMin, prefixMax);
 }
 
 /** The gateway: the first usable address. */
@@ -64,7 +27,7 @@ export function gatewayOf(c: Cidr): number {
  * @throws SimdcError RESOURCE_EXHAUSTED when the subnet is full.
  */
 export function allocateIp(c: Cidr, used: ReadonlySet<number>): number {
-  const last = c.base + size(c) - 2;
+  const last = c.base + cidrSize(c) - 2;
   for (let ip = c.base + 2; ip <= last; ip++) if (!used.has(ip)) return ip;
   throw resourceExhausted(`subnet ${formatCidr(c)} has no free address`);
 }

@@ -11,6 +11,7 @@ import type { Entry } from "../store/fenced-store.js";
 import type { VmStore } from "../store/kinds.js";
 import { allocateIp, allocateMac, contains, gatewayOf, ipToNumber, numberToIp, parseCidr } from "./ipam.js";
 import type { Networks } from "./networks.js";
+import type { SecurityGroups } from "./security-groups.js";
 
 import v1 = simdc.v1;
 
@@ -27,6 +28,8 @@ export interface LogicalPort {
   ip: string;
   /** Its port on the host's vswitch (0: none given yet, as in records from before ports were kept). */
   ofport: number;
+  /** The security groups whose rules admit its inbound traffic (none: no filter). */
+  securityGroups: string[];
 }
 
 const unicastMac = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
@@ -42,7 +45,11 @@ export class LogicalPorts {
   private readonly ofportsHeld = new Map<string, Set<number>>();
   private readonly listeners: ((hostIds: Set<string>) => void)[] = [];
 
-  constructor(vms: VmStore) {
+  /** @param routedWith the other networks a network's VMs route to (a change of its ports concerns their hosts too). */
+  constructor(
+    vms: VmStore,
+    private readonly routedWith: (networkId: string) => readonly string[] = () => [],
+  ) {
     for (const [id, entry] of vms.records.all()) this.set(id, entry);
     vms.records.onChange((id, _before, after) => this.set(id, after));
   }
@@ -67,15 +74,27 @@ export class LogicalPorts {
     return out;
   }
 
+  /** Hosts with a NIC in the security group. */
+  hostsInGroup(groupId: string): Set<string> {
+    const out = new Set<string>();
+    for (const ports of this.byVm.values()) for (const port of ports) if (port.securityGroups.includes(groupId)) out.add(port.hostId);
+    return out;
+  }
+
+  /** The NICs in the security group. */
+  inGroup(groupId: string): LogicalPort[] {
+    return [...this.byVm.values()].flat().filter((p) => p.securityGroups.includes(groupId));
+  }
+
   /**
    * Checks a VM's NICs and gives each its MAC and IP (kept when given and
    * free), holding them until `release` (the record is written or the create
    * failed).
    * @throws SimdcError INVALID_ARGUMENT for a bad MAC or IP, NOT_FOUND for a
-   * network that does not exist, ALREADY_EXISTS for a MAC or IP in use,
-   * RESOURCE_EXHAUSTED when a network has no address left.
+   * network or security group that does not exist, ALREADY_EXISTS for a MAC
+   * or IP in use, RESOURCE_EXHAUSTED when a network has no address left.
    */
-  assign(vmId: string, hostId: string, nics: v1.INicSpec[], networks: Networks, nextRandom: () => number): { nics: v1.NicSpec[]; release: () => void } {
+  assign(vmId: string, hostId: string, nics: v1.INicSpec[], networks: Networks, securityGroups: SecurityGroups, nextRandom: () => number): { nics: v1.NicSpec[]; release: () => void } {
     if (nics.length > nicsPerVmMax) throw invalidArgument(`a VM has at most ${nicsPerVmMax} NICs`);
     // Ports: the lowest the host's NICs and the creates in flight on it leave free.
     const taken = new Set<number>([...this.onHost(hostId)].map((p) => p.ofport));
@@ -89,6 +108,7 @@ export class LogicalPorts {
       const networkId = checkName(`nics[${i}].network`, nic.network ?? "");
       const network = networks.get(networkId)?.network;
       if (!network) throw notFound(`nics[${i}]: network ${networkId} does not exist`);
+      const groups = securityGroups.checkNicGroups(nic.securityGroups ?? [], `nics[${i}]`);
       const macs = new Set([...this.macs, ...takenMacs]);
       let mac = (nic.mac ?? "").toLowerCase();
       if (mac) {
@@ -122,7 +142,7 @@ export class LogicalPorts {
       }
       takenMacs.push(mac);
       takenIps.push([networkId, ip]);
-      out.push(v1.NicSpec.create({ network: networkId, mac, ip: numberToIp(ip), ofport: ofports[i]! }));
+      out.push(v1.NicSpec.create({ network: networkId, mac, ip: numberToIp(ip), ofport: ofports[i]!, securityGroups: groups }));
     }
     for (const mac of takenMacs) this.macs.add(mac);
     for (const [net, ip] of takenIps) this.ipsOf(net).add(ip);
@@ -160,6 +180,7 @@ export class LogicalPorts {
       mac: nic.mac ?? "",
       ip: nic.ip ?? "",
       ofport: nic.ofport ?? 0,
+      securityGroups: nic.securityGroups ?? [],
     }));
     const same = before.length === after.length && before.every((p, i) => JSON.stringify(p) === JSON.stringify(after[i]));
     if (same) return;
@@ -188,7 +209,10 @@ export class LogicalPorts {
       this.macs.add(port.mac);
       if (port.ip) this.ipsOf(port.networkId).add(ipToNumber(port.ip));
     }
-    for (const networkId of networks) for (const host of this.hostsOn(networkId)) touched.add(host);
+    for (const networkId of networks) {
+      for (const host of this.hostsOn(networkId)) touched.add(host);
+      for (const mate of this.routedWith(networkId)) for (const host of this.hostsOn(mate)) touched.add(host);
+    }
     touched.delete("");
     for (const listener of this.listeners) listener(touched);
   }

@@ -7,12 +7,13 @@ import { alreadyExists, checkName, checkRange, invalidArgument, notFound, resour
 import { simdc } from "@simdc/proto";
 import type { FencedStore } from "../store/fenced-store.js";
 import { SortedKeys } from "../store/sorted-keys.js";
+import { externalCidr, externalSegment } from "./external.js";
 import { formatCidr, gatewayOf, numberToIp, overlaps, parseCidr, type Cidr } from "./ipam.js";
 
 import v1 = simdc.v1;
 
-/** VXLAN's 24-bit VNI space; 0 is not used. */
-const vniMax = 16_777_215;
+/** VXLAN's 24-bit VNI space; 0 is not used, and the last is the external network's. */
+const vniMax = externalSegment - 1;
 export const subnetsPerNetworkMax = 16;
 
 export interface NetworkSpec {
@@ -23,6 +24,7 @@ export interface NetworkSpec {
   subnets: string[];
   flowSetup: v1.FlowSetup;
   uplink: v1.Uplink;
+  tenant: string;
 }
 
 export class Networks {
@@ -53,7 +55,7 @@ export class Networks {
     return this.ids.after(after, limit);
   }
 
-  private *networks(): IterableIterator<v1.Network> {
+  *all(): IterableIterator<v1.Network> {
     for (const [, entry] of this.store.all()) if (entry.value.network) yield entry.value.network as v1.Network;
   }
 
@@ -66,6 +68,7 @@ export class Networks {
    */
   plan(spec: NetworkSpec, nowMs: number): v1.Network {
     const id = checkName("name", spec.id);
+    const tenant = spec.tenant ? checkName("tenant", spec.tenant) : "default";
     if (this.store.get(id)?.value.network) throw alreadyExists(`network ${id} exists already`);
     if (!(spec.mode in v1.NetworkMode) || spec.mode === v1.NetworkMode.NETWORK_MODE_UNSPECIFIED) throw invalidArgument("mode must be bridge, host-only or nat");
     const transport = spec.transport || v1.NetworkTransport.NETWORK_TRANSPORT_OVERLAY;
@@ -80,7 +83,9 @@ export class Networks {
     for (const [i, a] of cidrs.entries()) {
       for (const b of cidrs.slice(i + 1)) if (overlaps(a, b)) throw invalidArgument(`subnets ${formatCidr(a)} and ${formatCidr(b)} overlap`);
     }
-    const others = [...this.networks()];
+    const outside = parseCidr(externalCidr);
+    for (const c of cidrs) if (overlaps(c, outside)) throw alreadyExists(`subnet ${formatCidr(c)} overlaps the external network ${externalCidr}`);
+    const others = [...this.all()];
     for (const other of others) {
       for (const subnet of other.subnets) {
         const taken = parseCidr(subnet.cidr ?? "");
@@ -109,6 +114,7 @@ export class Networks {
       createdAtMs: nowMs,
       flowSetup,
       uplink,
+      tenant,
     });
   }
 
@@ -129,7 +135,7 @@ export class Networks {
 
   /** The network of a segment (an overlay's VNI or a VLAN id), for a packet-in that names only its segment. */
   bySegment(segmentId: number): v1.Network | undefined {
-    for (const network of this.networks()) if (network.segmentId === segmentId) return network;
+    for (const network of this.all()) if (network.segmentId === segmentId) return network;
     return undefined;
   }
 

@@ -46,8 +46,8 @@ import { noNetwork, type NetworkSection, type NicPort, type Tunnel } from "./sec
 import v1 = simdc.v1;
 
 const IN_PORT_WORD = wordOffset("in_port");
-/** The words of the pipeline's scratch fields (metadata, registers): never carried across a tunnel. */
-const scratchWords = ["metadata", ...Array.from({ length: 8 }, (_, i) => `reg${i}`)].flatMap((name) => {
+/** The words of the pipeline's scratch fields (metadata, registers, conntrack state): never carried across a tunnel. */
+const scratchWords = ["metadata", ...Array.from({ length: 8 }, (_, i) => `reg${i}`), "ct_state", "ct_zone", "ct_mark"].flatMap((name) => {
   const at = wordOffset(name);
   return name === "metadata" ? [at, at + 1] : [at];
 });
@@ -132,6 +132,8 @@ export class HostDatapath {
   private encapsulated = new WeakMap<Verdict, PacketWords>();
   private readonly deliveries: { guest: GuestNic; packet: Packet; payload: Payload; bytes: number }[] = [];
   private readonly running = new Set<string>();
+  /** The external endpoints this vswitch plays (always running while plugged). */
+  private externals = new Set<string>();
   packetIns = 0;
   /** Packets that came over the underlay from a host this one has no tunnel to, or malformed. */
   underlayRefused = 0;
@@ -195,13 +197,16 @@ export class HostDatapath {
    */
   private watchTimeouts(): void {
     if (this.expiry) return;
-    const hasTimeouts = (): boolean => this.vswitch.flows().some((f) => f.idleTimeoutS > 0 || f.hardTimeoutS > 0);
+    // Flows with timeouts, and connections a ct flow may have made, age on the simulated clock.
+    const hasTimeouts = (): boolean =>
+      this.vswitch.conntrackStats().connections > 0 || this.vswitch.flows().some((f) => f.idleTimeoutS > 0 || f.hardTimeoutS > 0 || f.actions.some((a) => a.kind === "ct"));
     if (!hasTimeouts()) return;
     this.expiry = this.options.clock.every(flowExpiryCheckMs, () => {
       for (const { flow, reason } of this.vswitch.expire()) {
         this.flowsRemoved += 1;
         this.options.logger.info({ flow: formatFlow(flow), reason, packets: flow.nPackets }, "flow removed");
       }
+      this.vswitch.expireConnections();
       if (!hasTimeouts()) {
         this.expiry?.cancel();
         this.expiry = null;
@@ -285,8 +290,11 @@ export class HostDatapath {
           random: this.options.random,
           send: (packet, payload, bytes) => this.inject(port.vmId, key, packet, payload, bytes),
           received: (sourceIp, payload, bytes) => this.traffic.arrived(port.vmId, sourceIp, payload, bytes),
+          staticAddress: port.external ? { ip: port.ip, prefixLength: port.prefixLength, router: port.gateway } : undefined,
         });
         this.guests.set(key, guest);
+        // An external endpoint is up while it is plugged; a VM's NIC while the VM runs.
+        if (port.external) this.running.add(port.vmId);
         if (this.running.has(port.vmId)) starting.push(guest);
       }
       this.guestByOfport.set(port.ofport, guest);
@@ -296,6 +304,9 @@ export class HostDatapath {
       guest.down();
       this.guests.delete(key);
     }
+    const external = new Set(section.ports.filter((p) => p.external).map((p) => p.vmId));
+    for (const id of this.externals) if (!external.has(id)) this.running.delete(id);
+    this.externals = external;
     this.section = section;
     for (const guest of starting) guest.up();
   }
@@ -615,8 +626,9 @@ export class HostDatapath {
     const ports = this.section.ports.filter((p) => p.vmId === vmId);
     if (ports.length === 0) throw notFound(`vm ${vmId} has no NIC on host ${this.options.hostId}`);
     if (!this.running.has(vmId)) throw failedPrecondition(`vm ${vmId} is not running`);
-    const port = ports.find((p) => sameSubnet(p.ip, target, p.prefixLength));
-    if (!port) throw failedPrecondition(`${formatIp(target)} is on no subnet of vm ${vmId}'s NICs (routing between subnets is not built yet)`);
+    // On one of its subnets, the NIC there; else the first NIC with a router (its default route).
+    const port = ports.find((p) => sameSubnet(p.ip, target, p.prefixLength)) ?? ports.find((p) => p.gateway !== 0n);
+    if (!port) throw failedPrecondition(`vm ${vmId} has no route to ${formatIp(target)}: it is on none of its NICs' subnets, and no NIC has a router (host-only networks have none)`);
     const guest = this.guests.get(nicName(port))!;
     if (guest.ip === 0n) throw failedPrecondition(`vm ${vmId}'s eth${port.nicIndex} has no address yet (DHCP ${guest.lease})`);
     return guest;

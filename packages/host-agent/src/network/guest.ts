@@ -25,6 +25,7 @@ import {
   ETH_IP,
   ICMP_ECHO_REPLY,
   ICMP_ECHO_REQUEST,
+  ICMP_ID,
   IP_ANY,
   IP_BROADCAST,
   ipv4,
@@ -34,13 +35,15 @@ import {
   NW_SRC,
   PROTO_ICMP,
   PROTO_UDP,
+  sameSubnet,
   TP_DST,
   TP_SRC,
   type DhcpMessage,
   type Payload,
 } from "./packets.js";
 
-export type LeaseState = "down" | "selecting" | "requesting" | "bound" | "renewing" | "rebinding";
+/** "static": addressed as configured, no DHCP (an external endpoint). */
+export type LeaseState = "down" | "selecting" | "requesting" | "bound" | "renewing" | "rebinding" | "static";
 
 export interface GuestNicOptions {
   mac: bigint;
@@ -51,6 +54,8 @@ export interface GuestNicOptions {
   send(packet: Packet | PacketWords, payload: Payload, bytes: number): void;
   /** A traffic packet (UDP with a flow number) arrived for this NIC's address. */
   received(sourceIp: bigint, payload: Payload, bytes: number): void;
+  /** An address to take as it is instead of asking DHCP. */
+  staticAddress?: { ip: bigint; prefixLength: number; router: bigint };
 }
 
 const retransmitFirstMs = 4_000;
@@ -76,10 +81,20 @@ export class GuestNic {
     this.mac = options.mac;
   }
 
-  /** The link came up (the VM runs): ask for an address. */
+  /** The link came up (the VM runs): ask for an address (or take the static one). */
   up(): void {
     if (this.lease !== "down") return;
-    this.discover();
+    const fixed = this.options.staticAddress;
+    if (!fixed) return this.discover();
+    this.lease = "static";
+    this.ip = fixed.ip;
+    this.prefixLength = fixed.prefixLength;
+    this.router = fixed.router;
+  }
+
+  /** Where a packet for `ip` goes first: to `ip` on the NIC's own subnet, else to its router (IP_ANY: no route). */
+  nextHop(ip: bigint): bigint {
+    return sameSubnet(this.ip, ip, this.prefixLength) ? ip : this.router;
   }
 
   /** The link went down (the VM stopped): the guest forgets its address, neighbors and waits. */
@@ -105,8 +120,10 @@ export class GuestNic {
     }
   }
 
-  /** The MAC of `ip` from the cache or by asking (ARP); undefined after `timeoutMs`. */
-  resolve(ip: bigint, timeoutMs: number): Promise<bigint | undefined> {
+  /** The MAC a packet for `target` is sent to (its own, or its router's), from the cache or by asking (ARP); undefined after `timeoutMs` or with no route. */
+  resolve(target: bigint, timeoutMs: number): Promise<bigint | undefined> {
+    const ip = this.nextHop(target);
+    if (ip === IP_ANY) return Promise.resolve(undefined);
     const known = this.arpCache.get(ip);
     if (known !== undefined) return Promise.resolve(known);
     return new Promise((resolve) => {
@@ -141,6 +158,7 @@ export class GuestNic {
         resolve(rttMs);
       });
       const packet = ipv4(this.mac, targetMac, this.ip, targetIp, PROTO_ICMP, ICMP_ECHO_REQUEST, 0n);
+      packet[ICMP_ID] = BigInt(id);
       this.options.send(packet, { echoId: id, echoSeq: seq, sentMs: this.options.clock.nowMs() }, echoBytes);
     });
   }
@@ -172,6 +190,7 @@ export class GuestNic {
   private onIcmp(packet: Packet, payload: Payload): void {
     if (packet[TP_SRC] === ICMP_ECHO_REQUEST) {
       const reply = ipv4(this.mac, packet[DL_SRC]!, this.ip, packet[NW_SRC]!, PROTO_ICMP, ICMP_ECHO_REPLY, 0n);
+      reply[ICMP_ID] = packet[ICMP_ID]!;
       this.options.send(reply, payload, echoBytes);
     } else if (packet[TP_SRC] === ICMP_ECHO_REPLY) {
       const key = `${payload.echoId ?? 0}:${payload.echoSeq ?? 0}`;

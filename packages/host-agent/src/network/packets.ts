@@ -17,8 +17,10 @@ export const TP_SRC = at("tp_src");
 export const TP_DST = at("tp_dst");
 export const TUN_ID = at("tun_id");
 export const METADATA = at("metadata");
+/** The echo identifier, as conntrack tells pings apart by it (simdc's field; OVS matches none). */
+export const ICMP_ID = at("icmp_id");
 /** The pipeline's scratch fields: never carried across a tunnel. */
-export const scratchFields = [METADATA, ...Array.from({ length: 8 }, (_, i) => at(`reg${i}`))];
+export const scratchFields = [METADATA, ...Array.from({ length: 8 }, (_, i) => at(`reg${i}`)), at("ct_state"), at("ct_zone"), at("ct_mark")];
 
 export const ETH_IP = 0x0800n;
 export const ETH_ARP = 0x0806n;

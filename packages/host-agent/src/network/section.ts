@@ -24,6 +24,8 @@ export interface NicPort {
   prefixLength: number;
   gateway: bigint;
   leaseS: number;
+  /** An external endpoint: addressed as given, up while plugged. */
+  external: boolean;
 }
 
 export interface Tunnel {
@@ -72,6 +74,7 @@ export function checkNetworkSection(raw: v1.IHostNetwork | null | undefined): Ne
       prefixLength,
       gateway: p.gateway ? parseIp(p.gateway) : 0n,
       leaseS: Math.max(60, p.leaseS ?? 0),
+      external: p.external ?? false,
     };
   });
   const tunnels = (raw.tunnels ?? []).map((t, i): Tunnel => {
