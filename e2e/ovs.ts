@@ -3,7 +3,9 @@
 // netdev bridge in secure fail mode with ports 1..N, flows loaded with
 // ovs-ofctl, and packets traced with ofproto/trace. A trace is read back as
 // the OpenFlow output ports (datapath ports mapped through dpif/show) and the
-// final header fields.
+// final header fields, following the copies that ct(table=N) recirculates:
+// ofproto/trace does not run the connection tracker, it resumes each copy
+// with the ct_state the caller gives (--ct-next) and the ct action's zone.
 
 import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -13,11 +15,17 @@ import { join } from "node:path";
 export const ovsInstalled = ["/usr/sbin/ovs-vswitchd", "/usr/sbin/ovsdb-server"].every((p) => existsSync(p));
 
 export interface OvsTrace {
+  /** Every pass's output ports: the packet's, then each recirculated copy's in the order OVS traced them. */
   outputs: number[];
-  /** The final flow's fields, by ovs-ofctl name (those it printed). */
+  /** The last pass's final flow (the last copy's when ct(table=N) recirculated one), by ovs-ofctl name (those it printed). */
   final: Record<string, string>;
+  /** How many copies a ct(table=N) recirculated. */
+  recirculations: number;
   raw: string;
 }
+
+/** The rule of 79 `=` that ofproto/trace puts around the header of each recirculated pass. */
+const passRule = /^={79}$/m;
 
 export class Ovs {
   private odpToOfport = new Map<string, number>();
@@ -58,9 +66,38 @@ export class Ovs {
     execFileSync("ovs-ofctl", ["add-flows", mgmt, file], { env: this.env, stdio: "pipe" });
   }
 
-  trace(packet: string): OvsTrace {
-    const raw = this.appctl("ofproto/trace", "br0", packet);
-    const datapath = /^Datapath actions: (.*)$/m.exec(raw)?.[1] ?? "";
+  /**
+   * Traces `packet` (ovs-ofctl field syntax) and the copies it recirculates.
+   * `ctNext` gives, in order, the ct_state each copy a ct(table=N) sends on
+   * resumes with (ofproto/trace's --ct-next; OVS's own default is trk,new).
+   * @throws when OVS resumed more copies than `ctNext` gave states for (a
+   * caller that gives states must give enough), or refused the packet.
+   */
+  trace(packet: string, ctNext: readonly string[] = []): OvsTrace {
+    const raw = this.appctl("ofproto/trace", "br0", packet, ...ctNext.flatMap((flags) => ["--ct-next", flags]));
+    // [first pass, header, pass, header, pass, ...]: a header names the recirculation and the ct_state it resumed with.
+    const parts = raw.split(passRule);
+    const passes = parts.filter((_, i) => i % 2 === 0);
+    const headers = parts.filter((_, i) => i % 2 === 1);
+    if (ctNext.length > 0 && headers.some((h) => h.includes("resume conntrack with default"))) {
+      throw new Error(`ofproto/trace resumed more ct copies than the ${ctNext.length} --ct-next states given:\n${raw}`);
+    }
+    const outputs = passes.flatMap((pass) => this.outputsOf(pass));
+    const last = passes[passes.length - 1]!;
+    // "Final flow: unchanged" when no action rewrote a header: the flow the pass began with is the final one.
+    const finalText = /^Final flow: (.*)$/m.exec(last)?.[1];
+    const finalLine = finalText && finalText !== "unchanged" ? finalText : (/^Flow: (.*)$/m.exec(last)?.[1] ?? "");
+    const final: Record<string, string> = {};
+    for (const part of finalLine.split(",")) {
+      const eq = part.indexOf("=");
+      if (eq > 0) final[part.slice(0, eq)] = part.slice(eq + 1);
+    }
+    return { outputs, final, recirculations: headers.length, raw };
+  }
+
+  /** One pass's OpenFlow output ports, from its datapath actions. */
+  private outputsOf(pass: string): number[] {
+    const datapath = /^Datapath actions: (.*)$/m.exec(pass)?.[1] ?? "";
     const outputs: number[] = [];
     // Top-level comma-separated items; plain numbers are datapath output ports.
     let depth = 0;
@@ -73,15 +110,7 @@ export class Ovs {
         item = "";
       } else item += c;
     }
-    // "Final flow: unchanged" when no action rewrote a header: the flow traced is the final one.
-    const finalText = /^Final flow: (.*)$/m.exec(raw)?.[1];
-    const finalLine = finalText && finalText !== "unchanged" ? finalText : (/^Flow: (.*)$/m.exec(raw)?.[1] ?? "");
-    const final: Record<string, string> = {};
-    for (const part of finalLine.split(",")) {
-      const eq = part.indexOf("=");
-      if (eq > 0) final[part.slice(0, eq)] = part.slice(eq + 1);
-    }
-    return { outputs, final, raw };
+    return outputs;
   }
 
   stop(): void {

@@ -71,6 +71,25 @@ function backgroundPing(dc: UpDatacenter, args: string[]): Promise<PingJson> {
   });
 }
 
+interface FlowRow {
+  flow: number;
+  running: boolean;
+  sent: number;
+  received: number;
+  lossPercent: number;
+  latencyAvgMs: number;
+}
+
+/** A one-second TCP-like request/response flow from a VM to an address and port, once it is done. */
+async function rrFlow(dc: UpDatacenter, vmId: string, target: string, port: string): Promise<FlowRow> {
+  const started = await dc.json<{ flowId: number }>("traffic", "start", vmId, target, "--kind", "rr", "--rate", "200", "--size", "200", "--response-size", "1000", "--port", port, "--duration", "1s");
+  return eventually(`rr flow ${started.flowId} of ${vmId} done`, async () => {
+    const row = (await dc.json<{ flows: FlowRow[] }>("traffic", "stats", vmId)).flows.find((f) => f.flow === started.flowId)!;
+    if (row.running) throw new Error("running");
+    return row;
+  });
+}
+
 describe("sdn: overlay networks, secure mode", () => {
   let dc: UpDatacenter;
 
@@ -219,6 +238,13 @@ describe("sdn: overlay networks, secure mode", () => {
     // tcp:8000-8100 as the fewest masked matches: 8000/65472 (8000-8063) first.
     expect(flows).toMatch(/nw_proto=6,tp_dst=8000\/65472,/);
     expect((await dc.json<Matrix>("net", "reachability")).matchesPolicy).toBe(true);
+    // TCP-like request/response: a port the rules admit gets its transactions, another only timeouts.
+    const admitted = await rrFlow(dc, "b1", address, "8050");
+    expect(admitted.received).toBeGreaterThan(100);
+    expect(admitted.lossPercent).toBe(0);
+    const refused = await rrFlow(dc, "b1", address, "9000");
+    expect(refused.received).toBe(0);
+    expect(refused.sent).toBeGreaterThan(0);
     // A group that guards a NIC cannot be deleted; once the VM is gone it can.
     await expect(dc.simdc("sg", "delete", "guard")).rejects.toThrow(/FAILED_PRECONDITION: security group guard guards 1 NIC\(s\) \(g1\.eth0\)/);
     await dc.simdc("vm", "delete", "g1", "--wait", "hosts");
@@ -250,6 +276,11 @@ describe("sdn: overlay networks, secure mode", () => {
     expect(table).toContain(`icmp,orig=(src=${r1.spec.nics[0]!.ip},dst=${www.ip}`);
     expect(table).toContain(`reply=(src=${www.ip},dst=${uplink}`);
     expect(await ping("ext", "www", uplink)).toBe(0);
+    // A TCP-like flow through the NAT: every request answered, each a round trip through the translation.
+    const outward = await rrFlow(dc, "r1", www.ip, "443");
+    expect(outward.received).toBeGreaterThan(100);
+    expect(outward.lossPercent).toBe(0);
+    expect(await dc.simdc("ofctl", "dump-conntrack", r1.hostId)).toMatch(new RegExp(`tcp,orig=\\(src=${r1.spec.nics[0]!.ip.replaceAll(".", "\\.")},dst=198\\.18\\.128\\.1,sport=\\d+,dport=443\\),reply=\\(src=198\\.18\\.128\\.1,dst=${uplink.replaceAll(".", "\\.")},`));
     // Host-only: no route out, and nothing in.
     await expect(dc.simdc("vm", "ping", "b1", www.ip, "-c", "1")).rejects.toThrow(/FAILED_PRECONDITION: vm b1 has no route to 198\.18\.128\.1/);
     expect(await ping("ext", "www", b1.spec.nics[0]!.ip)).toBe(0);

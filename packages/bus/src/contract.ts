@@ -100,6 +100,7 @@ export const hostAgentService = {
   DumpFlows: method("host", "HostAgentService", "DumpFlows", v1.DumpFlowsRequest, v1.DumpFlowsResponse),
   DumpPorts: method("host", "HostAgentService", "DumpPorts", v1.DumpPortsRequest, v1.DumpPortsResponse),
   DumpConntrack: method("host", "HostAgentService", "DumpConntrack", v1.DumpConntrackRequest, v1.DumpConntrackResponse),
+  SetNic: method("host", "HostAgentService", "SetNic", v1.SetNicRequest, v1.SetNicResponse),
   ModFlows: method("host", "HostAgentService", "ModFlows", v1.ModFlowsRequest, v1.ModFlowsResponse),
   Ping: method("host", "HostAgentService", "Ping", v1.PingRequest, v1.PingResponse),
   StartTraffic: method("host", "HostAgentService", "StartTraffic", v1.StartTrafficRequest, v1.StartTrafficResponse),

@@ -74,6 +74,9 @@ simdc vm nic add <vm> NET[,mac=M][,ip=A][,sg=G+G] | remove <vm> <index>: attach 
   fault: `simdc fault kill|pause|resume|restart <process>     process faults on what 'up' started
 simdc fault add <id> --action drop|delay|duplicate|partition [flags]
 simdc fault list | clear [id] [--wait]
+simdc fault nic <host> [--nic nic0|nic1] [--mbps M] [--queue-kib Q] [--for D]: one of the host's
+  physical NICs gets a slower line or a shorter queue (what overflows it is dropped and counted,
+  nic-drops events), for D on the simulated clock, then is as configured again
 
   --action A        drop, delay, duplicate or partition (add)
   --subject S       NATS subject pattern the message's subject must match (* and >)
@@ -169,16 +172,21 @@ field syntax: in_port=1,dl_src=02:...,dl_dst=02:...,ip,nw_src=10.0.0.2,nw_dst=10
 
   --agent A         the first host's agent (default: asked of the controller)
   --hops N          hosts at most (default 8)`,
-  traffic: `simdc traffic start <vm> <address> [--rate PPS] [--size B] [--port P] [--duration D]
-simdc traffic stop <vm> <flow> | stats <vm>: constant-rate UDP flows from a VM's guest
+  traffic: `simdc traffic start <vm> <address> [--kind udp|rr] [--rate PPS] [--size B] [--response-size B] [--port P] [--duration D]
+simdc traffic stop <vm> <flow> | stats <vm>: traffic flows from a VM's guest
 
-  --rate PPS        packets a second (default 100, at most 100,000; simulated time)
-  --size B          bytes a packet, 64-1450 (the underlay's MTU less VXLAN's 50; default 1000)
-  --port P          UDP destination port (default 5001)
+  --kind K          udp (default): a constant-rate stream, none answered; rr: TCP-like
+                    request/response (netperf's TCP_RR): one request out at a time, the next
+                    when its response is back or after 1 s, at most --rate a second
+  --rate PPS        packets (rr: transactions) a second (default 100, at most 100,000; simulated time)
+  --size B          bytes a packet (rr: a request), 64-1450 (the underlay's MTU less VXLAN's 50; default 1000)
+  --response-size B rr: bytes a response (default: --size)
+  --port P          destination port (default 5001); security groups see it as the TCP/UDP port
   --duration D      stop by itself after D (default: until stopped)
   --host H          the VM's host, without asking the controller
   --agent A         the host's agent, without asking the controller
-stats: per flow sent, received where its target runs, loss, throughput and one-way latency`,
+stats: per flow sent, received (udp: where its target runs; rr: requests answered), loss
+(rr: requests timed out), throughput and latency (udp: one way; rr: the round trip)`,
   compose: `simdc compose: the compose deployment of a topology, written into a directory
 (docker-compose.yml, deploy/prometheus.yml, and the NATS users in deploy/.auth)
 
@@ -210,7 +218,7 @@ const subcommands: Record<string, string[]> = {
   host: ["list", "get"],
   vm: ["create", "list", "get", "delete", "start", "stop", "ping", "nic"],
   volume: ["create", "list", "get", "delete"],
-  fault: ["kill", "pause", "resume", "restart", "add", "list", "clear"],
+  fault: ["kill", "pause", "resume", "restart", "add", "list", "clear", "nic"],
   wait: ["vm", "host", "volume"],
   experiment: ["list", "show", "schema", "run", "compare", "swarm"],
   ofctl: ["trace", "dump-flows", "dump-ports", "dump-conntrack", "add-flow", "del-flows"],

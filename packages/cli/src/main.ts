@@ -48,6 +48,8 @@ const usage = `usage: simdc [--server URL] [--data-dir DIR] [--prefix P] [--user
   fault list | clear [id]
                          bus faults, applied by every process (ids: host-3, san-1,
                          agent-2, controller, host-agent, ...); D is 500ms, 30s, 2m
+  fault nic <host> [--nic nic0|nic1] [--mbps M] [--queue-kib Q] [--for D]
+                         a host's physical NIC slowed or its queue shrunk for a while
   events [-w] [--kind K,...] [--id ID,...] [--since all|5m|ISO] [--record FILE]
                          what happened (kept a day), and with -w what happens next
   net create <name> --mode bridge|host-only|nat --subnet CIDR [--subnet CIDR] [--vlan N] [--tenant T]
@@ -63,8 +65,8 @@ const usage = `usage: simdc [--server URL] [--data-dir DIR] [--prefix P] [--user
                          and NAT networks to reach
   vm ping <vm> <address> [-c N] [-i 1s]
                          ICMP echo from a VM's guest through its vswitch
-  traffic start <vm> <address> [--rate PPS] [--size B] [--duration D] | stop <vm> <flow> | stats <vm>
-                         constant-rate UDP flows between VMs: sent, received, loss, latency
+  traffic start <vm> <address> [--kind udp|rr] [--rate PPS] [--size B] [--duration D] | stop <vm> <flow> | stats <vm>
+                         UDP streams and TCP-like request/response flows: sent, received, loss, latency
   ofctl dump-flows|dump-ports|dump-conntrack <host>, add-flow <host> <flow>, del-flows <host> [FILTER]
                          a live host's vswitch (the controller's tables need --force)
   ofctl trace --flows FILE --packets FILE [--ports P,...]

@@ -1,13 +1,15 @@
-// The SDN's experiment parts: a ping probe between two VMs (through their
-// vswitches and the underlay, never the controller), a probe of the flows
-// the hosts hold, an assertion on ping loss, and a checker that every
-// host's installed flows equal what its document says once the faults have
-// healed (the data plane converged on the control plane's intent).
+// The SDN's experiment parts: faults on the underlay (a link between two
+// hosts, a host's NIC), a traffic load, a ping probe between two VMs
+// (through their vswitches and the underlay, never the controller), a probe
+// of the flows the hosts hold, assertions on ping loss and NIC drops, and a
+// checker that every host's installed flows equal what its document says
+// once the faults have healed (the data plane converged on the control
+// plane's intent).
 
 import type { RunHistory } from "./history-model.js";
 import type { Parts, Verdict } from "./parts.js";
 import { percentile } from "./builtins.js";
-import { duration, name } from "./scenario.js";
+import { duration, durationMs, name } from "./scenario.js";
 
 export function sdnParts(parts: Parts): void {
   parts.step({
@@ -33,6 +35,20 @@ export function sdnParts(parts: Parts): void {
     required: ["a", "b", "state"],
     refs: { a: "host", b: "host" },
   });
+  parts.step({
+    kind: "nic",
+    summary: "one of host's physical NICs (nic0 converged, nic1 dedicated) gets a slower line (mbps) or a shorter queue (queueKib), for a while, then is as configured again: what overflows it is dropped (nic-drops events)",
+    fault: true,
+    properties: {
+      host: name,
+      nic: { enum: ["nic0", "nic1"] },
+      mbps: { type: "integer", minimum: 1, maximum: 400_000 },
+      queueKib: { type: "integer", minimum: 2, maximum: 1_048_576 },
+      for: duration,
+    },
+    required: ["host", "for"],
+    refs: { host: "host" },
+  });
   parts.probe({
     kind: "ping",
     summary: "one ICMP echo from VM `from` to VM `to`'s first address each time (received 0 or 1, rttMs), through their hosts' vswitches only",
@@ -45,6 +61,12 @@ export function sdnParts(parts: Parts): void {
     properties: { max: { type: "number", minimum: 0, maximum: 100 }, from: name },
     required: ["max"],
     evaluate: pingLoss,
+  });
+  parts.assertion({
+    kind: "nic-drops",
+    summary: "the hosts' physical NICs (host's only, with host; only from after into the run, with after) reported full-queue drops (nic-drops events, at most one a second a NIC) at least min and at most max times",
+    properties: { min: { type: "integer", minimum: 0 }, max: { type: "integer", minimum: 0 }, host: name, after: duration },
+    evaluate: nicDrops,
   });
   parts.checker({ name: "flows-match-intent", summary: "every host's installed flows equal its document's once the faults have healed", check: flowsMatchIntent });
 }
@@ -64,6 +86,21 @@ function pingLoss(h: RunHistory, params: Record<string, unknown>): Verdict {
     return { ok: false, detail: `${lost.length} of ${samples.length} echoes lost (${lossPercent.toFixed(1)}%, allowed ${max}%); the first at ${h.at(first.timeMs)}`, metrics };
   }
   return { ok: true, detail: `${lost.length} of ${samples.length} echoes lost (${lossPercent.toFixed(1)}%, allowed ${max}%), rtt p50 ${metrics.rttP50.toFixed(1)} ms`, metrics };
+}
+
+function nicDrops(h: RunHistory, params: Record<string, unknown>): Verdict {
+  const host = params["host"] as string | undefined;
+  const min = (params["min"] as number | undefined) ?? 0;
+  const max = (params["max"] as number | undefined) ?? Infinity;
+  const fromMs = h.run.startMs + (typeof params["after"] === "string" ? durationMs(params["after"]) : 0);
+  const reports = h.events.filter((e) => e.kind === "nic-drops" && e.timeMs >= fromMs && (!host || e.objectId === host));
+  const metrics = { reports: reports.length };
+  const where = [...new Set(reports.map((e) => e.objectId))].sort().join(", ");
+  const range = `${min}-${max === Infinity ? "any" : max}`;
+  if (reports.length < min || reports.length > max) {
+    return { ok: false, detail: `${reports.length} nic-drops reports${where ? ` (${where})` : ""}, allowed ${range}${reports[0] ? `; the first at ${h.at(reports[0].timeMs)}: ${reports[0].message}` : ""}`, metrics };
+  }
+  return { ok: true, detail: `${reports.length} nic-drops reports${where ? ` (${where})` : ""}, allowed ${range}`, metrics };
 }
 
 function flowsMatchIntent(h: RunHistory): Verdict {

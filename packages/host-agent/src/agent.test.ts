@@ -946,11 +946,18 @@ describe("one agent, many hosts", () => {
     it("bad input: the vswitch endpoints refuse what is malformed, unknown or not allowed, and change nothing", async () => {
       const on = { scopeId: hostScope(agentId, "host-boot") };
       const flows = async () => (await stage.client.call(hostAgentService.DumpFlows, { table: -1 }, on)).flows;
+      const nics = async () => (await stage.client.call(hostAgentService.DumpPorts, {}, on)).nics;
       const before = await flows();
+      const nicsBefore = await nics();
       const cases: [Promise<unknown>, string, RegExp][] = [
         [stage.client.call(hostAgentService.DumpFlows, { table: 255 }, on), "INVALID_ARGUMENT", /table/],
         [stage.client.call(hostAgentService.DumpFlows, {}, { scopeId: hostScope(agentId, "host-unknown") }), "NOT_FOUND", /host-unknown/],
         [stage.client.call(hostAgentService.DumpConntrack, {}, { scopeId: hostScope(agentId, "host-unknown") }), "NOT_FOUND", /host-unknown/],
+        [stage.client.call(hostAgentService.SetNic, { nic: "nic9", queueBytes: 4_096 }, on), "NOT_FOUND", /has no NIC nic9/],
+        [stage.client.call(hostAgentService.SetNic, { nic: "nic0" }, on), "INVALID_ARGUMENT", /give a bandwidth or a queue size/],
+        [stage.client.call(hostAgentService.SetNic, { nic: "nic0", queueBytes: 100 }, on), "INVALID_ARGUMENT", /queue_bytes/],
+        [stage.client.call(hostAgentService.SetNic, { nic: "nic0", bandwidthMbps: 500_000 }, on), "INVALID_ARGUMENT", /bandwidth_mbps/],
+        [stage.client.call(hostAgentService.SetNic, { nic: "NIC 0", queueBytes: 4_096 }, on), "INVALID_ARGUMENT", /nic/],
         [stage.client.call(hostAgentService.ModFlows, { flows: ["table=60,priority=1,ip,actions=ct(zone=70000)"] }, on), "INVALID_ARGUMENT", /zone/],
         [stage.client.call(hostAgentService.ModFlows, { flows: ["table=60,priority=1,arp,actions=ct(commit)"] }, on), "INVALID_ARGUMENT", /ip/],
         [stage.client.call(hostAgentService.ModFlows, { flows: ["table=60,priority=1,actions=output:x"] }, on), "INVALID_ARGUMENT", /flow 1/],
@@ -971,6 +978,7 @@ describe("one agent, many hosts", () => {
       ];
       for (const [call, code, message] of cases) await expect(call).rejects.toMatchObject({ code, message: expect.stringMatching(message) });
       expect(await flows()).toEqual(before);
+      expect(await nics()).toEqual(nicsBefore);
     });
   });
 

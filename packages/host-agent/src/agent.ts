@@ -130,6 +130,15 @@ export class HostAgent implements RunningRole {
           const table = checkRange("table", req.table, -1, 254);
           return { hostId: host.id, flows: host.datapath.dumpFlows(table), realizedGeneration: host.realizedGeneration, controllerTables: host.datapath.network.controllerTables };
         }),
+        endpoint(hostAgentService.SetNic, (req, msg) => {
+          const dp = agent.hostOf(msg.subject).datapath;
+          const change = {
+            ...(req.bandwidthMbps ? { bandwidthMbps: checkRange("bandwidth_mbps", req.bandwidthMbps, 1, 400_000) } : {}),
+            ...(req.queueBytes ? { queueBytes: checkRange("queue_bytes", req.queueBytes, 1_500, 1 << 30) } : {}),
+          };
+          const nic = dp.setNic(checkName("nic", req.nic), change, checkRange("duration_ms", req.durationMs, 0, 86_400_000));
+          return { nic: dp.nicStats().find((n) => n.name === nic.spec.name) };
+        }),
         endpoint(hostAgentService.DumpConntrack, (_req, msg) => {
           const host = agent.hostOf(msg.subject);
           const stats = host.datapath.vswitch.conntrackStats();
@@ -166,10 +175,17 @@ export class HostAgent implements RunningRole {
         }),
         endpoint(hostAgentService.StartTraffic, (req, msg) => {
           const host = agent.hostOf(msg.subject);
-          const size = checkRange("size_bytes", req.sizeBytes || 1_000, 64, 1_500);
-          const port = checkRange("dst_port", req.dstPort || 5_001, 1, 65_535);
-          const durationMs = checkRange("duration_ms", req.durationMs, 0, 86_400_000);
-          return host.datapath.startUdp(checkName("vm_id", req.vmId), parseIp(req.targetIp), req.ratePps, size, port, durationMs);
+          const bytes = checkRange("size_bytes", req.sizeBytes || 1_000, 64, 1_500);
+          return host.datapath.startTraffic({
+            vmId: checkName("vm_id", req.vmId),
+            target: parseIp(req.targetIp),
+            kind: req.kind || v1.TrafficKind.TRAFFIC_KIND_UDP_STREAM,
+            ratePps: req.ratePps,
+            bytes,
+            responseBytes: checkRange("response_bytes", req.responseBytes || bytes, 64, 1_500),
+            dstPort: checkRange("dst_port", req.dstPort || 5_001, 1, 65_535),
+            durationMs: checkRange("duration_ms", req.durationMs, 0, 86_400_000),
+          });
         }),
         endpoint(hostAgentService.StopTraffic, (req, msg) => {
           const traffic = agent.hostOf(msg.subject).datapath.traffic;
@@ -182,7 +198,7 @@ export class HostAgent implements RunningRole {
         }),
         endpoint(hostAgentService.TrafficStats, (_req, msg) => {
           const host = agent.hostOf(msg.subject);
-          return { hostId: host.id, ...host.datapath.traffic.stats() };
+          return { hostId: host.id, ...host.datapath.traffic.stats(), nowMs: options.clock.nowMs() };
         }),
       ],
     );

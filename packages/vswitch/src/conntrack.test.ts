@@ -1,9 +1,9 @@
 // Proves connection tracking and NAT through the switch, on hand-worked cases
 // of OVS's ct semantics and Linux's conntrack: a stateful firewall, state
-// changes as replies arrive, timeouts, ICMP echoes, SNAT port choice (the
-// REFERENCES oracle and the forced remap), reverse NAT, DNAT, zones, a full
-// table, the exact-match cache around tracked verdicts, trace changing
-// nothing, and the flow syntax.
+// changes as replies arrive, timeouts, ICMP echoes, protocols without ports,
+// SNAT port choice (the REFERENCES oracle and the forced remap), reverse NAT,
+// DNAT, zones, a full table, the exact-match cache around tracked verdicts,
+// trace changing nothing, and the flow syntax.
 
 import { describe, expect, it } from "vitest";
 import { formatFlow, packetFields, parseFlow, parsePacket, Vswitch, type VswitchOptions } from "./mod.js";
@@ -146,6 +146,35 @@ describe("conntrack", () => {
     expect(fieldsOf(ping("10.0.0.2"))).toMatchObject({ nw_src: "192.0.2.1", icmp_id: "7" });
     expect(fieldsOf(ping("10.0.0.3"))).toMatchObject({ nw_src: "192.0.2.1", icmp_id: "0" });
     expect(fieldsOf(vs.process(pkt("in_port=2,icmp,nw_src=198.51.100.7,nw_dst=192.0.2.1,icmp_type=0,icmp_code=0,icmp_id=0")))).toMatchObject({ nw_dst: "10.0.0.3", icmp_id: "7" });
+  });
+
+  it("conntrack: an IP protocol without ports (GRE) is tracked by its addresses alone, as Linux's generic tracker and OVS's ct_proto_other do: +new, not +inv; SNAT rewrites only the address; 600 s idle", () => {
+    const now = { ms: 0 };
+    const vs = switchWith(
+      [
+        "table=0,priority=10,in_port=1,ip,actions=ct(commit,nat(src=192.0.2.1)),output:2",
+        "table=0,priority=10,in_port=2,ip,actions=ct(nat,table=1)",
+        "table=1,priority=10,ip,ct_state=+trk+new,actions=output:3",
+        "table=1,priority=10,ip,ct_state=+trk+est+rpl,actions=output:1",
+        "table=1,priority=10,ip,ct_state=+trk+inv,actions=output:4",
+      ],
+      now,
+    );
+    const gre = (text: string) => pkt(`ip,nw_proto=47,${text}`);
+    const reply = gre("in_port=2,nw_src=198.51.100.7,nw_dst=192.0.2.1");
+    expect(vs.trace(reply).outputs).toEqual([3]);
+    const out = vs.process(gre("in_port=1,nw_src=10.0.0.2,nw_dst=198.51.100.7"));
+    expect(out.outputs).toEqual([2]);
+    expect(fieldsOf(out)).toMatchObject({ nw_src: "192.0.2.1", tp_src: "0", tp_dst: "0" });
+    // dpctl/dump-conntrack prints a protocol it has no name for as its number, and the ports as 0.
+    expect(vs.dumpConntrack()).toEqual(["47,orig=(src=10.0.0.2,dst=198.51.100.7,sport=0,dport=0),reply=(src=198.51.100.7,dst=192.0.2.1,sport=0,dport=0)"]);
+    const back = vs.process(reply);
+    expect(back.outputs).toEqual([1]);
+    expect(fieldsOf(back)).toMatchObject({ nw_dst: "10.0.0.2", ct_state: "est|rpl|trk|dnat" });
+    now.ms = 599_999;
+    expect(vs.expireConnections()).toBe(0);
+    now.ms = 600_000;
+    expect(vs.expireConnections()).toBe(1);
   });
 
   it("conntrack: a source port below 16384 talking to one at or above 32768 is remapped even when unique; low ports stay low; a port range can run out", () => {

@@ -1,9 +1,10 @@
 // The connection tracker behind the ct action, with the semantics of Linux's
 // conntrack and NAT as Open vSwitch drives them: connections kept by zone and
-// tuple and found from either direction, the state ct_state reports, a NAT
-// binding chosen when a connection is committed, and idle timeouts on the
-// caller's clock. Pure: no I/O and no clock of its own; a dry run (trace)
-// reads the table and changes nothing.
+// tuple (an IP protocol without ports by its addresses alone) and found from
+// either direction, the state ct_state reports, a NAT binding chosen when a
+// connection is committed, and idle timeouts on the caller's clock. Pure: no
+// I/O and no clock of its own; a dry run (trace) reads the table and changes
+// nothing.
 
 /** ct_state's flags (ovs-fields(7)). */
 export const CT_NEW = 0x01;
@@ -19,9 +20,10 @@ export const CT_DNAT = 0x80;
  * How long a connection lives after its last packet, in seconds: Linux's
  * defaults (nf_conntrack-sysctl.rst). simdc's packets carry no TCP flags, so
  * TCP has two states only: 120 s until a reply is seen (Linux's SYN_SENT and
- * TIME_WAIT), established after.
+ * TIME_WAIT), established after. `generic` is every IP protocol but TCP, UDP
+ * and ICMP (nf_conntrack_generic_timeout).
  */
-export const conntrackTimeoutsS = { tcpUnreplied: 120, tcpEstablished: 432_000, udpUnreplied: 30, udpStream: 120, icmp: 30 } as const;
+export const conntrackTimeoutsS = { tcpUnreplied: 120, tcpEstablished: 432_000, udpUnreplied: 30, udpStream: 120, icmp: 30, generic: 600 } as const;
 /** Connections a tracker holds unless told otherwise (Linux sizes nf_conntrack_max by memory; 65,536 is a common value). */
 export const connectionsMaxDefault = 65_536;
 
@@ -31,7 +33,8 @@ const PROTO_TCP = 6;
 const PROTO_UDP = 17;
 const ICMP_ECHO_REPLY = 0;
 const ICMP_ECHO_REQUEST = 8;
-const protocolNames: Record<number, string> = { [PROTO_ICMP]: "icmp", [PROTO_TCP]: "tcp", [PROTO_UDP]: "udp" };
+/** The protocols dpctl/dump-conntrack names (ct_dpif_format_ipproto); it prints others as numbers. */
+const protocolNames: Record<number, string> = { [PROTO_ICMP]: "icmp", 2: "igmp", [PROTO_TCP]: "tcp", [PROTO_UDP]: "udp", 33: "dccp", 132: "sctp", 136: "udplite" };
 
 /** The headers the tracker reads, as numbers (IPv4 addresses unsigned). */
 export interface CtHeaders {
@@ -47,7 +50,9 @@ export interface CtHeaders {
 
 /**
  * A connection's tuple in one direction. An ICMP echo is keyed as Linux keys
- * it: its identifier (in sport; dport is 0), type and code.
+ * it: its identifier (in sport; dport is 0), type and code. A protocol other
+ * than TCP, UDP and ICMP has no ports (both 0), as Linux's generic tracker
+ * and OVS's ct_proto_other key it.
  */
 export interface ConnTuple {
   proto: number;
@@ -154,7 +159,7 @@ export class Conntrack {
    * Passes a packet through the tracker, as one ct action does: finds its
    * connection (an expired one counts as absent), commits a new one if asked,
    * and says the packet's state and, with `nat`, its translated tuple. A
-   * packet of no trackable protocol (not IPv4 TCP, UDP or ICMP echo) is
+   * packet that is not IPv4, or an ICMP message other than an echo, is
    * +trk+inv. With `dryRun` nothing changes: not the table, the timeouts or
    * the counters.
    */
@@ -192,7 +197,7 @@ export class Conntrack {
     const lines: string[] = [];
     for (const c of this.connections) {
       if (c.expiresMs <= nowMs) continue;
-      let line = `${protocolNames[c.original.proto]},orig=(${formatTuple(c.original)}),reply=(${formatTuple(c.reply)})`;
+      let line = `${protocolNames[c.original.proto] ?? c.original.proto},orig=(${formatTuple(c.original)}),reply=(${formatTuple(c.reply)})`;
       if (c.zone) line += `,zone=${c.zone}`;
       if (c.mark) line += `,mark=${c.mark}`;
       lines.push(line);
@@ -291,7 +296,9 @@ export class Conntrack {
    * so a host keeps its address), the port (an ICMP echo's identifier) kept
    * if the reply tuple stays unique, otherwise the lowest free one in the
    * range. Without a port range a source port stays in its class (1-511,
-   * 600-1023, 1024-65535) and a destination port is never changed.
+   * 600-1023, 1024-65535) and a destination port is never changed. A
+   * protocol without ports gets the address only, or nothing when that tuple
+   * is taken (Linux's nf_nat_l4proto_unique_tuple has no ports to try).
    * @returns null when the range has no unique tuple left.
    */
   private bind(zone: number, tuple: ConnTuple, manip: "src" | "dst", range: NatRange, nowMs: number, dryRun: boolean): ConnTuple | null {
@@ -299,6 +306,7 @@ export class Conntrack {
     const address = range.addressMin + (tuple.src % (range.addressMax - range.addressMin + 1));
     const base = manip === "src" ? { ...tuple, src: address } : { ...tuple, dst: address };
     const free = (t: ConnTuple): boolean => !this.find(keyOf(zone, invert(t)), nowMs, dryRun);
+    if (!icmp && !hasPorts(tuple.proto)) return free(base) ? base : null;
     // The port NAT may change: the one on the rewritten side; an echo's identifier serves both.
     const onDst = manip === "dst" && !icmp;
     const withPort = (port: number): ConnTuple => (onDst ? { ...base, dport: port } : { ...base, sport: port });
@@ -329,10 +337,16 @@ export class Conntrack {
 function tupleOf(h: CtHeaders): ConnTuple | null {
   if (h.dlType !== ETH_IP) return null;
   if (h.proto === PROTO_TCP || h.proto === PROTO_UDP) return { proto: h.proto, src: h.src, dst: h.dst, sport: h.tpSrc, dport: h.tpDst, icmpType: 0, icmpCode: 0 };
-  if (h.proto === PROTO_ICMP && (h.tpSrc === ICMP_ECHO_REQUEST || h.tpSrc === ICMP_ECHO_REPLY)) {
+  if (h.proto === PROTO_ICMP) {
+    if (h.tpSrc !== ICMP_ECHO_REQUEST && h.tpSrc !== ICMP_ECHO_REPLY) return null;
     return { proto: h.proto, src: h.src, dst: h.dst, sport: h.icmpId, dport: 0, icmpType: h.tpSrc, icmpCode: h.tpDst };
   }
-  return null;
+  return { proto: h.proto, src: h.src, dst: h.dst, sport: 0, dport: 0, icmpType: 0, icmpCode: 0 };
+}
+
+/** Whether the tracker keys (and NAT may remap) the protocol's ports. */
+export function hasPorts(proto: number): boolean {
+  return proto === PROTO_TCP || proto === PROTO_UDP;
 }
 
 /** The tuple of the other direction: addresses swapped, and ports, or an echo request's type for its reply's. */
@@ -347,7 +361,8 @@ function keyOf(zone: number, t: ConnTuple): string {
 
 function timeoutMs(c: Connection): number {
   const t = conntrackTimeoutsS;
-  const s = c.original.proto === PROTO_TCP ? (c.seenReply ? t.tcpEstablished : t.tcpUnreplied) : c.original.proto === PROTO_UDP ? (c.seenReply ? t.udpStream : t.udpUnreplied) : t.icmp;
+  const proto = c.original.proto;
+  const s = proto === PROTO_TCP ? (c.seenReply ? t.tcpEstablished : t.tcpUnreplied) : proto === PROTO_UDP ? (c.seenReply ? t.udpStream : t.udpUnreplied) : proto === PROTO_ICMP ? t.icmp : t.generic;
   return s * 1_000;
 }
 

@@ -11,7 +11,7 @@
 // the injected clock.
 
 import { invalidArgument } from "@simdc/common";
-import { Conntrack, type ConntrackOptions, type ConntrackStats, type CtResult } from "./conntrack.js";
+import { Conntrack, hasPorts, type ConntrackOptions, type ConntrackStats, type CtResult } from "./conntrack.js";
 import { fields, fieldIndex, VLAN_PRESENT, VLAN_VID } from "./fields.js";
 import { formatFlow, parseFlow, type Action, type FlowSpec, type Packet } from "./flow-syntax.js";
 import { fromWords, hashWords, sameWords, toWords, type PacketWords } from "./words.js";
@@ -495,14 +495,14 @@ export class Vswitch {
   }
 }
 
-/** Rewrites a packet's addresses and ports (an echo's identifier) to the tuple the tracker translated it to. */
+/** Rewrites a packet's addresses and ports (an echo's identifier; no more for a protocol without ports) to the tuple the tracker translated it to. */
 function translate(packet: Packet, result: CtResult): void {
   const t = result.translated;
   if (!t) return;
   packet[NW_SRC] = BigInt(t.src);
   packet[NW_DST] = BigInt(t.dst);
   if (packet[NW_PROTO] === PROTO_ICMP) packet[ICMP_ID] = BigInt(t.sport);
-  else {
+  else if (hasPorts(t.proto)) {
     packet[TP_SRC] = BigInt(t.sport);
     packet[TP_DST] = BigInt(t.dport);
   }

@@ -30,6 +30,7 @@ import { operatorTokenHeader } from "../supervisor/credentials.js";
 import { credentialPath } from "../supervisor/supervisor.js";
 import { isAlive, isRecordedProcess, readAnyUpRecord, removeUpRecord } from "../supervisor/record.js";
 import type { CommandContext } from "./resources.js";
+import { nicFault } from "./vswitch.js";
 
 import v1 = simdc.v1;
 
@@ -188,10 +189,11 @@ export const ruleActions: Record<string, v1.FaultAction> = {
 const faultUsage =
   "usage: simdc fault add <id> --action drop|delay|duplicate|partition [--subject S] [--from ID] [--to ID] " +
   "[--percent P] [--delay-ms D] [--jitter-ms J] [--copies N] [--after D] [--duration D] [--wait] | list | clear [id] [--wait] | " +
-  "kill|pause|resume|restart <process>";
+  "kill|pause|resume|restart <process> | nic <host> [--nic nic0|nic1] [--mbps M] [--queue-kib Q] [--for D]";
 
 export async function faultCommand(global: GlobalOptions, ctx: CommandContext, verb: string | undefined, argv: string[]): Promise<void> {
   if (verb === "add" || verb === "list" || verb === "clear") return faultRuleCommand(ctx, verb, argv);
+  if (verb === "nic") return nicFault(ctx, argv);
   const action = verb ? actions[verb] : undefined;
   if (action === undefined) throw invalidArgument(faultUsage);
   const [name] = positionals(parse(argv, {}), ["process"]);

@@ -86,6 +86,49 @@ export async function liveOfctl(ctx: CommandContext, verb: string, argv: string[
   }
 }
 
+const trafficKinds: Record<string, v1.TrafficKind> = { udp: v1.TrafficKind.TRAFFIC_KIND_UDP_STREAM, rr: v1.TrafficKind.TRAFFIC_KIND_TCP_RR };
+
+/**
+ * What arrived of each UDP flow, by flow number, counted where its target
+ * runs (a VM or an external endpoint); a flow that left a NAT network
+ * arrives from its host's uplink address.
+ */
+async function arrivals(bus: Bus, senderHost: string, sending: v1.ITrafficFlowStats[]): Promise<Map<number, v1.ITrafficReceived>> {
+  const out = new Map<number, v1.ITrafficReceived>();
+  const udp = sending.filter((f) => f.kind !== v1.TrafficKind.TRAFFIC_KIND_TCP_RR);
+  if (udp.length === 0) return out;
+  const targets = new Set(udp.map((f) => f.targetIp ?? ""));
+  const uplink = (await bus.call(hostService.GetHost, { hostId: senderHost })).host?.uplinkIp ?? "";
+  const hosts = new Set<string>();
+  for (const vm of await listAllVms(bus)) if ((vm.spec?.nics ?? []).some((n) => targets.has(n.ip ?? ""))) hosts.add(vm.hostId ?? "");
+  for (const e of await listAllEndpoints(bus)) if (targets.has(e.ip ?? "")) hosts.add(e.hostId ?? "");
+  for (const hostId of hosts) {
+    const agentId = (await bus.call(hostService.GetHost, { hostId })).host?.agentId ?? "";
+    for (const r of (await bus.call(hostAgentService.TrafficStats, {}, { scopeId: hostScope(agentId, hostId) })).received) {
+      const f = udp.find((s) => s.flowId === r.flowId && (r.sourceIp === s.sourceIp || r.sourceIp === uplink) && targets.has(s.targetIp ?? ""));
+      if (f) out.set(f.flowId ?? 0, r);
+    }
+  }
+  return out;
+}
+
+/** simdc fault nic HOST [--nic nic0] [--mbps M] [--queue-kib Q] [--for D]: a NIC's bandwidth or queue changed for a while. */
+export async function nicFault(ctx: CommandContext, argv: string[]): Promise<void> {
+  const parsed = parse(argv, { ...hostFlags, nic: { type: "string" }, mbps: { type: "string" }, "queue-kib": { type: "string" }, for: { type: "string" } });
+  const [hostId] = positionals(parsed, ["host"]);
+  const bus = await ctx.bus();
+  const request = {
+    nic: stringFlag(parsed.flags, "nic") ?? "nic0",
+    bandwidthMbps: intFlag(parsed.flags, "mbps", 0, 1, 400_000),
+    queueBytes: intFlag(parsed.flags, "queue-kib", 0, 2, 1 << 20) * 1024,
+    durationMs: durationFlag(parsed.flags, "for", 0, 86_400_000),
+  };
+  if (!request.bandwidthMbps && !request.queueBytes) throw invalidArgument("give --mbps or --queue-kib (or both)");
+  const { nic } = await bus.call(hostAgentService.SetNic, request, { scopeId: hostScope(await agentOf(bus, hostId!, parsed.flags), hostId!) });
+  if (ctx.output === "json") return printJson(plain(v1.NicStats, nic));
+  out(`${hostId} ${nic?.name}: now ${nic?.bandwidthMbps} Mbit/s, queue ${nic?.queueBytes} bytes${request.durationMs ? `, for ${request.durationMs / 1000} s (then as configured)` : ""}\n`);
+}
+
 /** Where a VM runs: --host/--agent, or the controller's record. */
 async function placeOf(bus: Bus, vmId: string, flags: Parsed["flags"]): Promise<{ hostId: string; scopeId: string }> {
   const hostId = stringFlag(flags, "host") ?? (await bus.call(computeService.GetVm, { vmId })).vm?.hostId ?? "";
@@ -98,20 +141,29 @@ export async function trafficCommand(ctx: CommandContext, verb: string | undefin
   const bus = await ctx.bus();
   switch (verb) {
     case "start": {
-      const parsed = parse(argv, { ...placeFlags, rate: { type: "string" }, size: { type: "string" }, port: { type: "string" }, duration: { type: "string" } });
+      const parsed = parse(argv, { ...placeFlags, rate: { type: "string" }, size: { type: "string" }, port: { type: "string" }, duration: { type: "string" }, kind: { type: "string" }, "response-size": { type: "string" } });
       const [vmId, target] = positionals(parsed, ["vm", "address"]);
+      const kind = trafficKinds[stringFlag(parsed.flags, "kind") ?? "udp"];
+      if (kind === undefined) throw invalidArgument("--kind must be udp (a constant-rate stream) or rr (TCP-like request/response)");
       const { scopeId } = await placeOf(bus, vmId!, parsed.flags);
+      const sizeBytes = intFlag(parsed.flags, "size", 1_000, 64, 1_500);
       const request = {
         vmId: vmId!,
         targetIp: target!,
+        kind,
         ratePps: intFlag(parsed.flags, "rate", 100, 1, 100_000),
-        sizeBytes: intFlag(parsed.flags, "size", 1_000, 64, 1_500),
+        sizeBytes,
+        responseBytes: intFlag(parsed.flags, "response-size", sizeBytes, 64, 1_500),
         dstPort: intFlag(parsed.flags, "port", 5_001, 1, 65_535),
         durationMs: parsed.flags["duration"] ? durationFlag(parsed.flags, "duration", 0, 86_400_000) : 0,
       };
       const reply = await bus.call(hostAgentService.StartTraffic, request, { scopeId });
       if (ctx.output === "json") return printJson(plain(v1.StartTrafficResponse, reply));
-      out(`flow ${reply.flowId}: ${vmId} (${reply.sourceIp}) -> ${target} udp/${request.dstPort}, ${request.ratePps} packets/s of ${request.sizeBytes} bytes${request.durationMs ? ` for ${request.durationMs / 1000} s` : ""}\n`);
+      const what =
+        kind === v1.TrafficKind.TRAFFIC_KIND_TCP_RR
+          ? `tcp/${request.dstPort} request/response, at most ${request.ratePps} transactions/s of ${request.sizeBytes} bytes out and ${request.responseBytes} back`
+          : `udp/${request.dstPort}, ${request.ratePps} packets/s of ${request.sizeBytes} bytes`;
+      out(`flow ${reply.flowId}: ${vmId} (${reply.sourceIp}) -> ${target} ${what}${request.durationMs ? ` for ${request.durationMs / 1000} s` : ""}\n`);
       return;
     }
     case "stop": {
@@ -126,44 +178,42 @@ export async function trafficCommand(ctx: CommandContext, verb: string | undefin
     case "stats": {
       const parsed = parse(argv, placeFlags);
       const [vmId] = positionals(parsed, ["vm"]);
-      const { scopeId } = await placeOf(bus, vmId!, parsed.flags);
-      const stats = await bus.call(hostAgentService.TrafficStats, {}, { scopeId });
+      const place = await placeOf(bus, vmId!, parsed.flags);
+      const stats = await bus.call(hostAgentService.TrafficStats, {}, { scopeId: place.scopeId });
       const sending = stats.sending.filter((f) => f.vmId === vmId);
-      // What arrived of each flow is counted where its target runs.
-      const arrived = new Map<string, v1.ITrafficReceived>();
-      const targets = new Set(sending.map((f) => f.targetIp ?? ""));
-      if (targets.size) {
-        for (const vm of (await bus.call(computeService.ListVms, {})).vms) {
-          if (!(vm.spec?.nics ?? []).some((n) => targets.has(n.ip ?? ""))) continue;
-          const there = await placeOf(bus, vm.id ?? "", {});
-          for (const r of (await bus.call(hostAgentService.TrafficStats, {}, { scopeId: there.scopeId })).received) arrived.set(`${r.sourceIp}/${r.flowId}`, r);
-        }
-      }
+      const arrived = await arrivals(bus, place.hostId, sending);
       const rows = sending.map((f) => {
-        const r = arrived.get(`${f.sourceIp}/${f.flowId}`);
-        const received = r?.received ?? 0;
-        const spanS = r && r.lastMs! > r.firstMs! ? (r.lastMs! - r.firstMs!) / 1000 : 0;
+        const rr = f.kind === v1.TrafficKind.TRAFFIC_KIND_TCP_RR;
+        const r = arrived.get(f.flowId ?? 0);
+        // udp: from the first datagram that arrived to the last; rr: the flow's run so far.
+        const activeS = rr ? ((f.running ? stats.nowMs : (f.stoppedMs ?? 0)) - (f.startedMs ?? 0)) / 1000 : r && r.lastMs! > r.firstMs! ? (r.lastMs! - r.firstMs!) / 1000 : 0;
+        // A request/response flow counts at its sender: its answered requests and their round trips.
+        const received = rr ? (f.transactions ?? 0) : (r?.received ?? 0);
+        const lost = rr ? (f.timeouts ?? 0) : Math.max(0, (f.sent ?? 0) - received);
+        const bytes = rr ? received * ((f.sizeBytes ?? 0) + (f.responseBytes ?? 0)) : (r?.bytes ?? 0);
         return {
           flow: f.flowId,
+          kind: rr ? "rr" : "udp",
           to: f.targetIp,
           running: f.running,
           sent: f.sent ?? 0,
           received,
-          lossPercent: f.sent ? (100 * Math.max(0, (f.sent ?? 0) - received)) / f.sent : 0,
-          mbps: spanS ? ((r?.bytes ?? 0) * 8) / spanS / 1e6 : 0,
-          latencyAvgMs: r?.latencyAvgMs ?? 0,
-          latencyMaxMs: r?.latencyMaxMs ?? 0,
+          lossPercent: f.sent ? (100 * lost) / f.sent : 0,
+          mbps: activeS ? (bytes * 8) / activeS / 1e6 : 0,
+          latencyAvgMs: rr ? (f.rttAvgMs ?? 0) : (r?.latencyAvgMs ?? 0),
+          latencyMaxMs: rr ? (f.rttMaxMs ?? 0) : (r?.latencyMaxMs ?? 0),
         };
       });
       if (ctx.output === "json") return printJson({ vm: vmId, flows: rows, received: stats.received.filter((r) => r.vmId === vmId).map((r) => plain(v1.TrafficReceived, r)) });
       printTable(
-        ["FLOW", "TO", "STATE", "SENT", "RECEIVED", "LOSS %", "MBIT/S", "LATENCY AVG MS", "MAX MS"],
-        rows.map((r) => [String(r.flow), r.to ?? "", r.running ? "running" : "stopped", String(r.sent), String(r.received), r.lossPercent.toFixed(1), r.mbps.toFixed(2), r.latencyAvgMs.toFixed(2), r.latencyMaxMs.toFixed(1)]),
+        ["FLOW", "KIND", "TO", "STATE", "SENT", "RECEIVED", "LOSS %", "MBIT/S", "LATENCY AVG MS", "MAX MS"],
+        rows.map((r) => [String(r.flow), r.kind, r.to ?? "", r.running ? "running" : "stopped", String(r.sent), String(r.received), r.lossPercent.toFixed(1), r.mbps.toFixed(2), r.latencyAvgMs.toFixed(2), r.latencyMaxMs.toFixed(1)]),
       );
+      out("(udp: received where the target runs, one-way latency; rr: requests answered, round trips, requests timed out as loss)\n");
       return;
     }
     default:
-      throw invalidArgument("usage: simdc traffic start <vm> <address> [--rate PPS] [--size B] [--port P] [--duration D] | stop <vm> <flow> | stats <vm>");
+      throw invalidArgument("usage: simdc traffic start <vm> <address> [--kind udp|rr] [--rate PPS] [--size B] [--response-size B] [--port P] [--duration D] | stop <vm> <flow> | stats <vm>");
   }
 }
 

@@ -201,7 +201,20 @@ async function trafficStep(ctx: StepContext, step: PlannedStep): Promise<StepOut
   };
 }
 
+/** A host's physical NIC slowed or its queue shrunk for a while; its agent puts it back on its own clock. */
+async function nicStep(ctx: StepContext, step: PlannedStep): Promise<StepOutcome> {
+  const p = step.params;
+  const hostId = p["host"] as string;
+  const forMs = durationMs(p["for"] as string);
+  const request = { nic: (p["nic"] as string | undefined) ?? "nic0", bandwidthMbps: (p["mbps"] as number | undefined) ?? 0, queueBytes: ((p["queueKib"] as number | undefined) ?? 0) * 1024, durationMs: forMs };
+  if (!request.bandwidthMbps && !request.queueBytes) throw new SimdcError("INVALID_ARGUMENT", `step ${step.id}: give mbps or queueKib`);
+  const agentId = Object.entries(ctx.plan.agents).find(([, hosts]) => hosts.includes(hostId))?.[0] ?? "";
+  const { nic } = await ctx.bus.call(hostAgentService.SetNic, request, { scopeId: hostScope(agentId, hostId) });
+  return { detail: `${hostId} ${nic?.name}: ${nic?.bandwidthMbps} Mbit/s, queue ${nic?.queueBytes} bytes for ${forMs / 1000} s`, hosts: [hostId], target: hostId, endsAtMs: ctx.clock.nowMs() + forMs };
+}
+
 export const executors: Record<string, Executor> = {
+  nic: nicStep,
   traffic: trafficStep,
   link: linkFault,
   kill: processFault,

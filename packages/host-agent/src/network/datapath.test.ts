@@ -99,14 +99,41 @@ describe("datapath", () => {
     h1.setRunning("a", true);
     h2.setRunning("b", true);
     await clock.advanceAsync(0);
-    const { flowId } = h1.startUdp("a", parseIp("10.0.0.3"), 500, 400, 5001, 2_000);
+    const udp = { vmId: "a", target: parseIp("10.0.0.3"), kind: v1.TrafficKind.TRAFFIC_KIND_UDP_STREAM, ratePps: 500, bytes: 400, responseBytes: 400, dstPort: 5001, durationMs: 2_000 };
+    const { flowId } = h1.startTraffic(udp);
     await clock.advanceAsync(3_000);
     const sent = h1.traffic.stats().sending.find((f) => f["flowId"] === flowId)!;
     expect(sent).toMatchObject({ running: false });
     expect(sent["sent"]).toBeGreaterThanOrEqual(995);
     expect(sent["sent"]).toBeLessThanOrEqual(1_000);
     expect(h2.traffic.stats().received).toMatchObject([{ vmId: "b", flowId, received: sent["sent"], bytes: (sent["sent"] as number) * 400 }]);
-    expect(() => h1.startUdp("a", parseIp("10.0.0.3"), 500, 1_451, 5001, 0)).toThrow(/does not fit/);
+    expect(() => h1.startTraffic({ ...udp, bytes: 1_451 })).toThrow(/size_bytes 1451 does not fit/);
+  });
+
+  it("traffic: a request/response flow keeps one request out, answered by the target's guest; its round trips and rate follow the path, and a silent target times out", async () => {
+    const { clock, h1, h2 } = pair();
+    h1.setRunning("a", true);
+    h2.setRunning("b", true);
+    await clock.advanceAsync(0);
+    const rr = { vmId: "a", target: parseIp("10.0.0.3"), kind: v1.TrafficKind.TRAFFIC_KIND_TCP_RR, ratePps: 200, bytes: 100, responseBytes: 1_200, dstPort: 80, durationMs: 2_000 };
+    const { flowId } = h1.startTraffic(rr);
+    await clock.advanceAsync(3_000);
+    const done = h1.traffic.stats().sending.find((f) => f["flowId"] === flowId)!;
+    // The underlay answers within a turn: the rate, not the path, bounds the transactions (200 a second for 2 s, less the first ARP).
+    expect(done["transactions"]).toBeGreaterThanOrEqual(390);
+    expect(done["transactions"]).toBeLessThanOrEqual(400);
+    expect(done).toMatchObject({ running: false, timeouts: 0, sent: done["transactions"] });
+    // The server counted every request; the responses carried the size asked for.
+    expect(h2.traffic.stats().received).toMatchObject([{ vmId: "b", flowId, received: done["transactions"], bytes: (done["transactions"] as number) * 100 }]);
+    expect(portOf(h2, "b.eth0")["rxBytes"]).toBeGreaterThanOrEqual((done["transactions"] as number) * 1_200);
+    // b stops: a request goes unanswered, is given up after the timeout, and the next one goes.
+    h2.setRunning("b", false);
+    const silent = h1.startTraffic({ ...rr, durationMs: 0 });
+    await clock.advanceAsync(3_500);
+    const waiting = h1.traffic.stats().sending.find((f) => f["flowId"] === silent.flowId)!;
+    expect(waiting).toMatchObject({ transactions: 0, timeouts: 3, sent: 4 });
+    expect(() => h1.startTraffic({ ...rr, responseBytes: 1_451 })).toThrow(/response_bytes 1451 does not fit/);
+    expect(() => h1.startTraffic({ ...rr, kind: 9 as v1.TrafficKind })).toThrow(/kind 9/);
   });
 
   it("fail modes: secure keeps its flows and installs nothing new while the controller is lost, then installs what came meanwhile", async () => {

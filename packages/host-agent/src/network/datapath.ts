@@ -153,6 +153,8 @@ export class HostDatapath {
   readonly traffic: Traffic;
   readonly uplinks: Uplink[];
   private readonly dropsReported = new Map<Uplink, { count: number; atMs: number }>();
+  /** NICs a fault reshaped for a while, and the timer that puts each back. */
+  private readonly nicRestores = new Map<Uplink, Timer>();
   /** The controller connection: probed while the host has ports (a vswitch with no ports has nothing to lose). */
   readonly link: ControllerLink;
   /** The newest section, held back while the controller is lost. */
@@ -184,6 +186,7 @@ export class HostDatapath {
   }
 
   stop(): void {
+    for (const t of this.nicRestores.values()) t.cancel();
     this.link.stop();
     this.traffic.stopAll();
     this.expiry?.cancel();
@@ -602,6 +605,33 @@ export class HostDatapath {
     };
   }
 
+  /**
+   * A fault reshapes one of the host's physical NICs (a slower line, a
+   * shorter queue), for `durationMs` (0: until changed again), after which
+   * it is as configured again.
+   * @throws SimdcError NOT_FOUND for a NIC the host does not have, INVALID_ARGUMENT for nothing to change.
+   */
+  setNic(name: string, change: { bandwidthMbps?: number; queueBytes?: number }, durationMs: number): Uplink {
+    const nic = this.uplinks.find((u) => u.spec.name === name);
+    if (!nic) throw notFound(`host ${this.options.hostId} has no NIC ${name} (it has ${this.uplinks.map((u) => u.spec.name).join(", ")})`);
+    if (change.bandwidthMbps === undefined && change.queueBytes === undefined) throw invalidArgument("give a bandwidth or a queue size to change");
+    this.nicRestores.get(nic)?.cancel();
+    this.nicRestores.delete(nic);
+    nic.reshape(change);
+    this.options.logger.warn({ nic: name, ...change, durationMs }, "NIC reshaped");
+    if (durationMs > 0) {
+      this.nicRestores.set(
+        nic,
+        this.options.clock.after(durationMs, () => {
+          this.nicRestores.delete(nic);
+          nic.reshape(nic.configured);
+          this.options.logger.info({ nic: name }, "NIC as configured again");
+        }),
+      );
+    }
+    return nic;
+  }
+
   /** The physical NICs' figures, for dump-ports. */
   nicStats(): v1.INicStats[] {
     return this.uplinks.map((u) => ({
@@ -635,14 +665,18 @@ export class HostDatapath {
   }
 
   /**
-   * A VM starts a constant-rate UDP flow to `target`.
-   * @throws SimdcError as ping, and INVALID_ARGUMENT for a rate or size out of range.
+   * A VM starts a traffic flow to `target`: constant-rate UDP, or TCP-like
+   * request/response.
+   * @throws SimdcError as ping, and INVALID_ARGUMENT for a rate, size or kind out of range.
    */
-  startUdp(vmId: string, target: bigint, ratePps: number, bytes: number, dstPort: number, durationMs: number): { flowId: number; sourceIp: string } {
-    const guest = this.sender(vmId, target);
-    if (bytes + overlayOverheadBytes > underlayMtuBytes) throw invalidArgument(`size_bytes ${bytes} does not fit the underlay's ${underlayMtuBytes}-byte MTU with ${overlayOverheadBytes} bytes of VXLAN (at most ${underlayMtuBytes - overlayOverheadBytes})`);
-    if (ratePps < 1 || ratePps > ratePpsMax) throw invalidArgument(`rate_pps must be 1-${ratePpsMax}`);
-    const flowId = this.traffic.start({ vmId, guest, target, ratePps, bytes, dstPort, durationMs });
+  startTraffic(flow: { vmId: string; target: bigint; kind: v1.TrafficKind; ratePps: number; bytes: number; responseBytes: number; dstPort: number; durationMs: number }): { flowId: number; sourceIp: string } {
+    const guest = this.sender(flow.vmId, flow.target);
+    for (const [name, size] of [["size_bytes", flow.bytes], ["response_bytes", flow.responseBytes]] as const) {
+      if (size + overlayOverheadBytes > underlayMtuBytes) throw invalidArgument(`${name} ${size} does not fit the underlay's ${underlayMtuBytes}-byte MTU with ${overlayOverheadBytes} bytes of VXLAN (at most ${underlayMtuBytes - overlayOverheadBytes})`);
+    }
+    if (flow.ratePps < 1 || flow.ratePps > ratePpsMax) throw invalidArgument(`rate_pps must be 1-${ratePpsMax}`);
+    if (flow.kind !== v1.TrafficKind.TRAFFIC_KIND_UDP_STREAM && flow.kind !== v1.TrafficKind.TRAFFIC_KIND_TCP_RR) throw invalidArgument(`kind ${flow.kind} is not a known TrafficKind`);
+    const flowId = this.traffic.start({ ...flow, guest });
     return { flowId, sourceIp: formatIp(guest.ip) };
   }
 

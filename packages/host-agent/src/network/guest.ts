@@ -34,6 +34,7 @@ import {
   NW_PROTO,
   NW_SRC,
   PROTO_ICMP,
+  PROTO_TCP,
   PROTO_UDP,
   sameSubnet,
   TP_DST,
@@ -116,6 +117,7 @@ export class GuestNic {
     else if (packet[DL_TYPE] === ETH_IP) {
       if (packet[NW_PROTO] === PROTO_UDP && packet[TP_DST] === DHCP_CLIENT_PORT && payload.dhcp) this.onDhcp(packet, payload.dhcp);
       else if (packet[NW_PROTO] === PROTO_UDP && payload.flow !== undefined && packet[NW_DST] === this.ip && this.ip !== IP_ANY) this.options.received(packet[NW_SRC]!, payload, bytes);
+      else if (packet[NW_PROTO] === PROTO_TCP && payload.flow !== undefined && packet[NW_DST] === this.ip && this.ip !== IP_ANY) this.onTransaction(packet, payload, bytes);
       else if (packet[NW_PROTO] === PROTO_ICMP && packet[NW_DST] === this.ip && this.ip !== IP_ANY) this.onIcmp(packet, payload);
     }
   }
@@ -163,12 +165,12 @@ export class GuestNic {
     });
   }
 
-  /** The header words of this NIC's UDP datagrams to one destination (made once a flow). */
-  udpHeaders(targetMac: bigint, targetIp: bigint, srcPort: bigint, dstPort: bigint): PacketWords {
-    return toWords(ipv4(this.mac, targetMac, this.ip, targetIp, PROTO_UDP, srcPort, dstPort));
+  /** The header words of this NIC's traffic to one destination, UDP or TCP (made once a flow). */
+  flowHeaders(targetMac: bigint, targetIp: bigint, proto: bigint, srcPort: bigint, dstPort: bigint): PacketWords {
+    return toWords(ipv4(this.mac, targetMac, this.ip, targetIp, proto, srcPort, dstPort));
   }
 
-  /** One datagram of a traffic flow, its headers made by udpHeaders. */
+  /** One packet of a traffic flow, its headers made by flowHeaders. */
   sendWords(headers: PacketWords, payload: Payload, bytes: number): void {
     this.options.send(headers, payload, bytes);
   }
@@ -185,6 +187,18 @@ export class GuestNic {
       this.arpWaiters.delete(senderIp);
       for (const w of waiters) w(senderMac);
     }
+  }
+
+  /**
+   * A request/response flow's segment for this NIC: a request is counted and
+   * answered at once with the response size it asks for (back to the MAC it
+   * came from, the router's when it was routed); a response goes to the flow.
+   */
+  private onTransaction(packet: Packet, payload: Payload, bytes: number): void {
+    this.options.received(packet[NW_SRC]!, payload, bytes);
+    if (payload.reply) return;
+    const response = ipv4(this.mac, packet[DL_SRC]!, this.ip, packet[NW_SRC]!, PROTO_TCP, packet[TP_DST]!, packet[TP_SRC]!);
+    this.options.send(response, { flow: payload.flow, echoSeq: payload.echoSeq, sentMs: payload.sentMs, reply: true }, payload.responseBytes || bytes);
   }
 
   private onIcmp(packet: Packet, payload: Payload): void {

@@ -29,6 +29,7 @@ export const ARP_REQUEST = 1n;
 export const ARP_REPLY = 2n;
 export const PROTO_ICMP = 1n;
 export const PROTO_UDP = 17n;
+export const PROTO_TCP = 6n;
 export const ICMP_ECHO_REPLY = 0n;
 export const ICMP_ECHO_REQUEST = 8n;
 export const DHCP_SERVER_PORT = 67n;
@@ -67,6 +68,10 @@ export interface Payload {
   sentMs?: number;
   /** A traffic flow's number at its sender; echoSeq is then its sequence. */
   flow?: number;
+  /** A request/response flow's request: the response's size. */
+  responseBytes?: number;
+  /** A request/response flow's response. */
+  reply?: boolean;
   dhcp?: DhcpMessage;
 }
 

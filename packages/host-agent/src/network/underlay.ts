@@ -62,7 +62,10 @@ export class Underlay {
       train = { subject: this.bus.subjects.underlay(tunnel.agentId, tunnel.hostId), fromHost, toHost: tunnel.hostId, packets: [] };
       this.pending.set(key, train);
     }
-    const carried = payload.echoId === undefined && payload.flow === undefined ? null : { echoId: payload.echoId ?? 0, echoSeq: payload.echoSeq ?? 0, sentMs: payload.sentMs ?? 0, flow: payload.flow ?? 0 };
+    const carried =
+      payload.echoId === undefined && payload.flow === undefined
+        ? null
+        : { echoId: payload.echoId ?? 0, echoSeq: payload.echoSeq ?? 0, sentMs: payload.sentMs ?? 0, flow: payload.flow ?? 0, responseBytes: payload.responseBytes ?? 0, reply: payload.reply ?? false };
     // The words are the verdict's, never changed once made: the train refers to them until it is encoded.
     train.packets.push({ headers: new Uint8Array(headers.buffer, headers.byteOffset, headers.byteLength), size: bytes, payload: carried });
     if (train.packets.length >= this.trainMax) this.sendTrain(key, train);
@@ -96,7 +99,16 @@ export class Underlay {
     for (const packet of train.packets) {
       const carried = packet.payload;
       // Flow 0 is no flow: flows are numbered from 1 at their sender.
-      const payload: Payload = carried ? { echoId: carried.echoId ?? 0, echoSeq: carried.echoSeq ?? 0, sentMs: carried.sentMs ?? 0, ...(carried.flow ? { flow: carried.flow } : {}) } : {};
+      const payload: Payload = carried
+        ? {
+            echoId: carried.echoId ?? 0,
+            echoSeq: carried.echoSeq ?? 0,
+            sentMs: carried.sentMs ?? 0,
+            ...(carried.flow ? { flow: carried.flow } : {}),
+            ...(carried.responseBytes ? { responseBytes: carried.responseBytes } : {}),
+            ...(carried.reply ? { reply: true } : {}),
+          }
+        : {};
       datapath.fromUnderlay(train.fromHost, packet.headers ?? new Uint8Array(0), payload, packet.size ?? 0);
     }
   }

@@ -1,6 +1,7 @@
 // A host NIC on the manual clock: packets cross it at the line rate, wait
 // behind the backlog, are dropped when the queue would overflow, and the
-// storage traffic on it takes its share of the line.
+// storage traffic on it takes its share of the line; a fault reshapes it for
+// a while.
 
 import { describe, expect, it } from "vitest";
 import { ManualClock } from "@simdc/common";
@@ -44,5 +45,18 @@ describe("uplink", () => {
     clock.advance(10);
     expect(at).toEqual([4]);
     expect(nic.storageBytes).toBe(3_000);
+  });
+
+  it("uplink: reshaped to a shorter queue and a slower line, it drops what no longer fits and sends slower; restored, it is as configured", () => {
+    const clock = new ManualClock(0);
+    const nic = new Uplink({ ...spec, latencyMs: 0 }, clock, () => undefined);
+    nic.reshape({ queueBytes: 2_000, bandwidthMbps: 4 });
+    expect([nic.transmit(1_000), nic.transmit(1_000), nic.transmit(1_000)]).toEqual([2, 4, -1]);
+    expect(nic.drops).toBe(1);
+    clock.advance(4);
+    nic.reshape(nic.configured);
+    expect(nic.spec).toEqual({ ...spec, latencyMs: 0 });
+    // 1,000 bytes a millisecond again, and the 5,000-byte queue.
+    expect(Array.from({ length: 6 }, () => nic.transmit(1_000))).toEqual([1, 2, 3, 4, 5, -1]);
   });
 });

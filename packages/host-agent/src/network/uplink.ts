@@ -6,7 +6,8 @@
 // grained), so a saturated NIC costs a timer a millisecond, not a packet,
 // and a packet that crosses at once costs none.
 // The converged NIC also carries the host's storage traffic: reserve() is the
-// hook the SAN work will call for every block it moves.
+// hook the SAN work will call for every block it moves. A fault may reshape a
+// NIC at run time (a slower line, a shorter queue) and put it back.
 
 import type { Clock } from "@simdc/common";
 
@@ -27,15 +28,29 @@ export class Uplink {
   private busyUntilMs = 0;
   /** Packets leaving at each whole millisecond, with the timer that sends them. */
   private readonly departures = new Map<number, (() => void)[]>();
-  private readonly bytesPerMs: number;
+
+  private bytesPerMs: number;
+  /** As configured, for restore(). */
+  readonly configured: UplinkSpec;
 
   constructor(
-    readonly spec: UplinkSpec,
+    public spec: UplinkSpec,
     private readonly clock: Clock,
     /** Told of drops (the datapath reports them as events, at most one a second). */
     private readonly dropped: (uplink: Uplink) => void,
   ) {
-    this.bytesPerMs = (spec.bandwidthMbps * 1e6) / 8 / 1_000;
+    this.configured = { ...spec };
+    this.bytesPerMs = bytesPerMsOf(spec);
+  }
+
+  /**
+   * A new bandwidth or queue from now on. What is queued keeps the departure
+   * it was given; a queue made shorter than its backlog takes nothing new
+   * until the backlog fits.
+   */
+  reshape(change: { bandwidthMbps?: number; queueBytes?: number }): void {
+    this.spec = { ...this.spec, ...change };
+    this.bytesPerMs = bytesPerMsOf(this.spec);
   }
 
   /** Bytes waiting for the line now. */
@@ -85,4 +100,8 @@ export class Uplink {
     this.busyUntilMs = Math.max(now, this.busyUntilMs) + bytes / this.bytesPerMs;
     this.storageBytes += bytes;
   }
+}
+
+function bytesPerMsOf(spec: UplinkSpec): number {
+  return (spec.bandwidthMbps * 1e6) / 8 / 1_000;
 }
