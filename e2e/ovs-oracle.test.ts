@@ -28,7 +28,11 @@ const ips = ["10.0.0.1", "10.0.0.2", "10.0.1.7", "10.1.2.3", "192.168.1.10"];
 const tpPorts = [22, 80, 443, 8080];
 const ctZones = 4;
 const ctStates = ["+trk+new", "+trk+est", "-trk", "+trk"];
-/** The ct_state OVS resumes every recirculated copy with: a packet of no known connection, as simdc's trace sees it. */
+/**
+ * The ct_state OVS resumes each recirculated copy with: a packet of no known
+ * connection, as simdc's trace sees it. One per copy, for as many copies as
+ * simdc makes of one packet.
+ */
 const ctNext = Array.from({ length: recirculationsMax }, () => "trk,new");
 
 /**

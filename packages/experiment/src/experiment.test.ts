@@ -55,7 +55,7 @@ describe("experiment scenarios", () => {
     const { scenario } = parseScenario(`${base}short:\n  topology:\n    hosts: 2\n  duration: 8s\n`, "s.yaml", parts, { short: true });
     expect(scenario.topology).toMatchObject({ hosts: 2, hostsPerAgent: 2, san: 1, controllers: 1, heartbeatIntervalMs: 1000 });
     expect(scenario.duration).toBe("8s");
-    expect(scenario.checkers).toEqual(["vm-on-one-host", "acknowledged-kept", "vms-running", "hosts-connected", "flows-match-intent"]);
+    expect(scenario.checkers).toEqual(["vm-on-one-host", "acknowledged-kept", "vms-running", "hosts-connected", "flows-match-intent", "reachability-matches-policy"]);
     expect(scenario.lines.timeline).toEqual([10, 13, 16]);
     expect(parseScenario(base, "s.yaml", parts).scenario.topology.hosts).toBe(4);
   });

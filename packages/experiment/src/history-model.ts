@@ -73,6 +73,8 @@ export interface FinalEntry {
    * for the hosts that have a network section.
    */
   flows?: { hostId: string; installed: string[]; intended: string[]; error?: string }[];
+  /** The reachability matrix at the end: each pair of guests and address, reached and allowed by the policy. */
+  reachability?: { from: string; to: string; ip: string; reached: boolean; allowed: boolean; why: string }[];
   /** Why the final state could not be read, if it could not. */
   error?: string;
 }

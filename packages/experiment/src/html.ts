@@ -103,6 +103,7 @@ export function reportData(h: RunHistory, result: RunResult): Record<string, unk
     ping: samples("ping").map((x) => [x.t, x.values["received"] ? (x.values["rttMs"] ?? 0) : null]),
     pingLost: samples("ping").filter((x) => !x.values["received"]).map((x) => [x.t, 0]),
     flows: samples("flows"),
+    sync: samples("sync"),
     events: timelineEvents(h, t),
     chains: h.steps.filter((s) => s.fault && s.ok).map((s) => consequences(h, s)),
     metrics: result.metrics,
@@ -159,7 +160,7 @@ export function reportHtml(h: RunHistory, result: RunResult, chartLibrary: strin
 <h2>Detection and recovery, per fault and host (ms)</h2><div class="chart" id="chart-latency"></div>
 <h2>API and create latency (ms)</h2><div class="chart" id="chart-api"></div>
 <h2>Messages the bus rules dropped, delayed and duplicated</h2><div class="chart" id="chart-faults"></div>
-<h2>Network: ping round trip (ms) and lost echoes; flows the vswitches hold</h2><div class="chart" id="chart-ping"></div><div class="chart" id="chart-flows"></div>
+<h2>Network: ping round trip (ms) and lost echoes; flows the vswitches hold, and hosts behind their document</h2><div class="chart" id="chart-ping"></div><div class="chart" id="chart-flows"></div>
 <h2>Timeline of events</h2><div class="chart tall" id="chart-timeline"></div>
 <h2>What each fault caused</h2><div id="chains"></div>
 <h2>Events</h2>
@@ -206,11 +207,12 @@ chart("chart-faults", { tooltip: { trigger: "axis" }, legend: { data: faultKeys,
   series: withShade((faultKeys.length ? faultKeys : ["none"]).map((k) => ({ name: k, type: "line", symbol: "none", data: data.faults.map((s) => [s.t, s.values[k] ?? 0]) }))) });
 chart("chart-ping", { tooltip: { trigger: "axis" }, legend: { data: ["rtt", "lost"] }, xAxis: timeAxis, yAxis: { type: "value", name: "ms" },
   series: withShade([{ name: "rtt", type: "line", symbol: "none", connectNulls: false, data: data.ping }, { name: "lost", type: "scatter", symbolSize: 7, data: data.pingLost }]) });
-chart("chart-flows", { tooltip: { trigger: "axis" }, legend: { data: ["flows", "hosts that lost the controller", "hosts failed open"] }, xAxis: timeAxis,
+chart("chart-flows", { tooltip: { trigger: "axis" }, legend: { data: ["flows", "hosts that lost the controller", "hosts failed open", "hosts behind their document"] }, xAxis: timeAxis,
   yAxis: [{ type: "value", name: "flows" }, { type: "value", name: "hosts", minInterval: 1 }],
   series: withShade([{ name: "flows", type: "line", step: "end", symbol: "none", data: data.flows.map((s) => [s.t, s.values.total ?? null]) },
     { name: "hosts that lost the controller", type: "line", step: "end", symbol: "none", yAxisIndex: 1, data: data.flows.map((s) => [s.t, s.values.lost ?? null]) },
-    { name: "hosts failed open", type: "line", step: "end", symbol: "none", yAxisIndex: 1, data: data.flows.map((s) => [s.t, s.values.failedOpen ?? null]) }]) });
+    { name: "hosts failed open", type: "line", step: "end", symbol: "none", yAxisIndex: 1, data: data.flows.map((s) => [s.t, s.values.failedOpen ?? null]) },
+    { name: "hosts behind their document", type: "line", step: "end", symbol: "none", yAxisIndex: 1, data: data.sync.map((s) => [s.t, s.values.lagging ?? null]) }]) });
 const objects = [...new Set(data.events.map((e) => e.row))].sort();
 const kinds = [...new Set(data.events.map((e) => e.kind))].sort();
 chart("chart-timeline", { tooltip: { trigger: "item", formatter: (p) => p.data[3] + "<br>" + p.data[2] + " at " + p.data[0] + " s" },

@@ -1,10 +1,11 @@
 // The SDN's experiment parts: faults on the underlay (a link between two
 // hosts, a host's NIC), a traffic load, a ping probe between two VMs
 // (through their vswitches and the underlay, never the controller), a probe
-// of the flows the hosts hold, assertions on ping loss and NIC drops, and a
-// checker that every host's installed flows equal what its document says
-// once the faults have healed (the data plane converged on the control
-// plane's intent).
+// of the flows the hosts hold and of the configuration generations they
+// realized, assertions on ping loss and NIC drops, and checkers that once
+// the faults have healed every host's installed flows equal what its
+// document says (the data plane converged on the control plane's intent)
+// and the reachability matrix equals the policy.
 
 import type { RunHistory } from "./history-model.js";
 import type { Parts, Verdict } from "./parts.js";
@@ -55,6 +56,7 @@ export function sdnParts(parts: Parts): void {
     properties: { from: name, to: name },
   });
   parts.probe({ kind: "flows", summary: "flows the hosts' vswitches hold (total), hosts whose controller is lost or that failed open, and packet-ins sent to the controller so far" });
+  parts.probe({ kind: "sync", summary: "the configuration generations, as OVN's nb_cfg/sb_cfg/hv_cfg: the newest assigned (desired), written to every document (written), realized by every live host (realized), and how many live hosts lag behind their document (lagging)" });
   parts.assertion({
     kind: "ping-loss",
     summary: "of the ping probes' echoes (only those VM from sends, with from), at most max percent were lost (a probe with no answer at all counts as lost)",
@@ -69,6 +71,7 @@ export function sdnParts(parts: Parts): void {
     evaluate: nicDrops,
   });
   parts.checker({ name: "flows-match-intent", summary: "every host's installed flows equal its document's once the faults have healed", check: flowsMatchIntent });
+  parts.checker({ name: "reachability-matches-policy", summary: "at the end, every running VM and external endpoint reaches exactly what the network policy allows (simdc net reachability)", check: reachabilityMatchesPolicy });
 }
 
 function pingLoss(h: RunHistory, params: Record<string, unknown>): Verdict {
@@ -101,6 +104,19 @@ function nicDrops(h: RunHistory, params: Record<string, unknown>): Verdict {
     return { ok: false, detail: `${reports.length} nic-drops reports${where ? ` (${where})` : ""}, allowed ${range}${reports[0] ? `; the first at ${h.at(reports[0].timeMs)}: ${reports[0].message}` : ""}`, metrics };
   }
   return { ok: true, detail: `${reports.length} nic-drops reports${where ? ` (${where})` : ""}, allowed ${range}`, metrics };
+}
+
+function reachabilityMatchesPolicy(h: RunHistory): Verdict {
+  if (!h.final || h.final.error) return { ok: false, detail: `the final state could not be read: ${h.final?.error ?? "no final entry"}` };
+  const cells = h.final.reachability ?? [];
+  if (cells.length === 0) return { ok: true, detail: "no two guests with an address to try" };
+  const wrong = cells.filter((c) => c.reached !== c.allowed);
+  if (wrong.length) {
+    const first = wrong[0]!;
+    return { ok: false, detail: `${wrong.length} of ${cells.length} pairs differ from the policy; ${first.from} ${first.reached ? "reached" : "did not reach"} ${first.to} (${first.ip}), which it ${first.allowed ? "allows" : "denies"}${first.why ? ` (${first.why})` : ""}` };
+  }
+  const allowed = cells.filter((c) => c.allowed).length;
+  return { ok: true, detail: `${cells.length} pairs as the policy says (${allowed} reach, ${cells.length - allowed} kept apart)` };
 }
 
 function flowsMatchIntent(h: RunHistory): Verdict {

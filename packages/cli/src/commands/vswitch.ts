@@ -10,8 +10,8 @@ import { simdc } from "@simdc/proto";
 import { durationFlag, intFlag, parse, positionals, stringFlag, type Parsed } from "../args.js";
 import { out, plain, printJson, printTable } from "../output.js";
 import type { CommandContext } from "./resources.js";
-import { listAllEndpoints, listAllNetworks, listAllRouters, listAllSecurityGroups, listAllVms } from "../paging.js";
-import { policyAllows, type Guest, type PolicyWorld } from "../network/reachability-policy.js";
+import { listAllEndpoints, listAllVms } from "../paging.js";
+import { measureReachability } from "../network/reachability.js";
 
 import v1 = simdc.v1;
 
@@ -249,56 +249,14 @@ export async function traceCommand(ctx: CommandContext, argv: string[]): Promise
 }
 
 /**
- * simdc net reachability: every VM with a NIC pings every address of every
- * other VM (one echo each, through the data plane only), and the matrix is
- * compared with what the policy allows (network/reachability-policy.ts:
- * networks apart unless on one logical router, the outside reaching bridge
- * networks and reached from bridge and NAT ones, security groups admitting
- * by source). External endpoints ping and are pinged too. Exits non-zero on
- * a difference, naming it.
+ * simdc net reachability: the reachability matrix (network/reachability.ts)
+ * printed; exits non-zero on a difference from the policy, naming it.
  */
 export async function reachabilityCommand(ctx: CommandContext, argv: string[]): Promise<void> {
   const parsed = parse(argv, { timeout: { type: "string" } });
   positionals(parsed, []);
   const timeoutMs = durationFlag(parsed.flags, "timeout", 300, 10_000);
-  const bus = await ctx.bus();
-  const vms = (await listAllVms(bus)).filter((vm) => (vm.spec?.nics ?? []).length > 0 && vm.status?.state === v1.VmState.VM_STATE_RUNNING);
-  const endpoints = await listAllEndpoints(bus);
-  const groups = new Map((await listAllSecurityGroups(bus)).map((g) => [g.id ?? "", g]));
-  const modes = new Map((await listAllNetworks(bus)).map((n) => [n.id ?? "", n.mode ?? 0]));
-  const routers = new Map((await listAllRouters(bus)).flatMap((r) => (r.networks ?? []).map((n) => [n, r.id ?? ""])));
-  const world: PolicyWorld = { modeOf: (id) => modes.get(id), securityGroup: (id) => groups.get(id), routerOf: (id) => routers.get(id) };
-  const guests: { guest: Guest; hostId: string; addresses: string[] }[] = [
-    ...vms.map((vm) => {
-      const nics = (vm.spec?.nics ?? []).map((n) => ({ network: n.network ?? "", ip: n.ip ?? "", securityGroups: n.securityGroups ?? [] }));
-      return { guest: { kind: "vm", id: vm.id ?? "", nics } as Guest, hostId: vm.hostId ?? "", addresses: nics.map((n) => n.ip) };
-    }),
-    ...endpoints.map((e) => ({ guest: { kind: "endpoint", id: e.id ?? "", ip: e.ip ?? "" } as Guest, hostId: e.hostId ?? "", addresses: [e.ip ?? ""] })),
-  ];
-  const agents = new Map<string, string>();
-  for (const { hostId } of guests) if (!agents.has(hostId)) agents.set(hostId, (await bus.call(hostService.GetHost, { hostId })).host?.agentId ?? "");
-  type Cell = { from: string; to: string; ip: string; reached: boolean; allowed: boolean; why: string };
-  const cells: Cell[] = [];
-  await Promise.all(
-    guests.map(async (source) => {
-      const scopeId = hostScope(agents.get(source.hostId)!, source.hostId);
-      for (const target of guests) {
-        if (target.guest.id === source.guest.id) continue;
-        for (const ip of target.addresses) {
-          let reached = false;
-          let why = "";
-          try {
-            reached = (await bus.call(hostAgentService.Ping, { vmId: source.guest.id, targetIp: ip, count: 1, timeoutMs }, { scopeId, timeoutMs: timeoutMs + 5_000 })).received > 0;
-            if (!reached) why = "no answer";
-          } catch (err) {
-            why = err instanceof Error ? err.message : String(err);
-          }
-          cells.push({ from: source.guest.id, to: target.guest.id, ip, reached, allowed: policyAllows(source.guest, target.guest, ip, world), why });
-        }
-      }
-    }),
-  );
-  cells.sort((a, b) => (a.from === b.from ? (a.to === b.to ? a.ip.localeCompare(b.ip) : a.to.localeCompare(b.to)) : a.from.localeCompare(b.from)));
+  const cells = await measureReachability(await ctx.bus(), timeoutMs);
   const wrong = cells.filter((c) => c.reached !== c.allowed);
   if (ctx.output === "json") printJson({ cells, matchesPolicy: wrong.length === 0 });
   else {

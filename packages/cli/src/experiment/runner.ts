@@ -9,7 +9,7 @@
 import { createWriteStream, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { join } from "node:path";
-import { controllerService, networkService, storageService, type Bus } from "@simdc/bus";
+import { controllerService, hostService, networkService, storageService, type Bus } from "@simdc/bus";
 import { SimdcError, wallClock, wallNowMs, type Clock, type Timer } from "@simdc/common";
 import {
   durationMs,
@@ -33,6 +33,10 @@ import { listAllHosts, listAllVms } from "../paging.js";
 import { readyTimeoutMs, startDocker, startLocal } from "./deployments.js";
 import { createVms, executors, type StepContext } from "./steps.js";
 import { finalFlows, sampleFlows, samplePing, untilPinging, VmPlaces } from "./sdn-probes.js";
+import { measureReachability } from "../network/reachability.js";
+
+/** How long the final reachability matrix waits for each echo. */
+const finalEchoTimeoutMs = 1_000;
 
 import v1 = simdc.v1;
 
@@ -76,6 +80,10 @@ async function sample(bus: Bus, probe: Scenario["probes"][number], plan: Plan, p
       return samplePing(bus, places, probe["from"] as string, probe["to"] as string, durationMs(probe.every));
     case "flows":
       return sampleFlows(bus, plan);
+    case "sync": {
+      const sync = await bus.call(hostService.GetSyncStatus, {});
+      return { desired: sync.desiredGeneration, written: sync.writtenGeneration, realized: sync.realizedGeneration, lagging: sync.laggingCount };
+    }
     case "hosts": {
       const hosts = await listAllHosts(bus);
       const connected = hosts.filter((h) => h.state === v1.HostState.HOST_STATE_CONNECTED).length;
@@ -114,10 +122,13 @@ async function finalState(bus: Bus, clock: Clock, plan: Plan): Promise<HistoryEn
   const timeMs = clock.nowMs();
   try {
     const [vms, hosts, flows] = await Promise.all([listAllVms(bus), listAllHosts(bus), finalFlows(bus, plan)]);
+    // Measured after the rest: its pings take a while. A pair that differs is tried twice more before it counts.
+    const reachability = await measureReachability(bus, finalEchoTimeoutMs, 2);
     return {
       type: "final",
       timeMs,
       flows,
+      reachability,
       vms: vms.map((vm) => ({
         id: vm.id ?? "",
         hostId: vm.hostId ?? "",
