@@ -33,7 +33,7 @@ async function hop(trainMax, bytes) {
     const underlay = new Underlay(bus, agentId, (id) => hosts.get(id), logger, trainMax);
     const dp = new HostDatapath({ hostId, clock, random: () => 0.5, logger, tunnel: (t, h, p, b) => underlay.send(hostId, t, h, p, b), failMode: "secure", inactivityProbeMs: 600_000, probe: async () => true, packetIn: async () => [],
       // A NIC far faster than the path measured (simulated time runs at 50x here).
-      uplinks: [{ name: "nic0", bandwidthMbps: 400_000, queueBytes: 1 << 30, latencyMs: 0 }], nicDrops: () => undefined });
+      uplinks: [{ name: "nic0", bandwidthMbps: 400_000, queueBytes: 1 << 30, latencyMs: 0 }], nicDrops: () => undefined, heldInstalled: () => undefined });
     dp.apply(checkNetworkSection(twoHostSection(hostId)));
     dp.setRunning(hostId === "h1" ? "a" : "b", true);
     hosts.set(hostId, dp);

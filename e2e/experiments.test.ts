@@ -29,7 +29,7 @@ afterAll(() => {
 
 describe("experiments", () => {
   it("experiments: the built-in scenarios are listed, and each is a valid file", async () => {
-    expect(scenarios).toEqual(["agent-crash", "controller-crash", "host-hang", "host-partition", "lossy-heartbeats", "san-crash-during-boot", "sdn-churn-proactive", "sdn-churn-reactive", "sdn-converged-nic", "sdn-link-down", "sdn-nic-queue", "sdn-outage-secure", "sdn-outage-standalone", "slow-controller"]);
+    expect(scenarios).toEqual(["agent-crash", "controller-crash", "host-hang", "host-partition", "lossy-heartbeats", "san-crash-during-boot", "sdn-churn-proactive", "sdn-churn-reactive", "sdn-converged-nic", "sdn-link-down", "sdn-nic-queue", "sdn-outage-secure", "sdn-outage-standalone", "sdn-outside-outage", "slow-controller"]);
     const listed = (await experiment("list")).stdout;
     for (const name of scenarios) expect(listed).toMatch(new RegExp(`^${name}\\s+\\S`, "m"));
     expect((await experiment("show", "agent-crash")).stdout).toContain("name: agent-crash");

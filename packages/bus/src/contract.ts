@@ -58,6 +58,7 @@ export const computeService = {
   StopVm: method("api", "ComputeService", "StopVm", v1.StopVmRequest, v1.StopVmResponse),
   AttachNic: method("api", "ComputeService", "AttachNic", v1.AttachNicRequest, v1.AttachNicResponse),
   DetachNic: method("api", "ComputeService", "DetachNic", v1.DetachNicRequest, v1.DetachNicResponse),
+  SetNicSecurityGroups: method("api", "ComputeService", "SetNicSecurityGroups", v1.SetNicSecurityGroupsRequest, v1.SetNicSecurityGroupsResponse),
 };
 
 export const storageService = {

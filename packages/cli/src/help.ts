@@ -55,6 +55,7 @@ export const help: Record<string, string> = {
 simdc vm list [--host H] | get <vm> | delete <vm> | start <vm> | stop <vm>
 simdc vm ping <vm> <address> [-c N] [-i 1s] [-W 1s]: ICMP echo from the VM, through its vswitch
 simdc vm nic add <vm> NET[,mac=M][,ip=A][,sg=G+G] | remove <vm> <index>: attach or detach a NIC (a new generation)
+simdc vm nic set <vm> <index> --sg G+G: put a NIC in other security groups in place (--sg '' for none)
 
   --boot-volume V   the volume it boots from (create)
   --vcpus N         virtual CPUs (create, default 1)

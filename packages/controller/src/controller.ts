@@ -243,6 +243,9 @@ export class Controller implements RunningRole {
     const { state } = this;
     const started = state.clock.nowMs();
     await Promise.all(this.stores.map((store) => store.activate(epoch)));
+    // Each term draws MACs from its own seeded sequence: one that began again from the seed would
+    // replay every MAC the earlier terms gave, and a datacenter with many NICs would find none free.
+    state.macRandom = new Rng(state.seed, `macs/${epoch}`);
     state.stateId = await this.ensureDatacenterState();
     state.documents.activate(state.stateId);
     state.volumeReconciler.activate();

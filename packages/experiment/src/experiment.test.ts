@@ -85,7 +85,7 @@ describe("experiment scenarios", () => {
     expect(refusal(base.replace("at: 2s", "at: 12s").replace("do: restart", "do: pause"))).toBe("s.yaml:10: kill at 12.00 s is after the end of the run (duration 10s)");
     expect(refusal(`${base}  - assert: creates\n`.replace("timeline:\n", "timeline:\n  - at: 0s\n    do: stop-vm\n    vm: db\n"))).toMatch(/^s\.yaml:12: no VM db exists at 0\.00 s/);
     expect(refusal(base.replace("vms:\n", "networks:\n  - name: blue\n    mode: nat\n    subnet: 10.0.0.0/24\nvms:\n").replace("count: 2\n", "count: 2\n    nics: [red]\n"))).toMatch(/^s\.yaml:\d+: no network red \(the scenario's networks make them\)$/);
-    expect(refusal(`${base}probes:\n  - probe: ping\n    from: web-1\n    to: nobody\n    every: 1s\n`)).toMatch(/^s\.yaml:\d+: no VM nobody among the scenario's vms$/);
+    expect(refusal(`${base}probes:\n  - probe: ping\n    from: web-1\n    to: nobody\n    every: 1s\n`)).toMatch(/^s\.yaml:\d+: no VM or endpoint nobody among the scenario's vms and endpoints$/);
     expect(refusal(base.replace("hosts: 4", "hosts: 9000").replace("hostsPerAgent: 2", "hostsPerAgent: 1"))).toMatch(/^s\.yaml:3: this topology needs about \d+ MiB, more than 80% of this machine's 16384 MiB$/);
   });
 

@@ -70,13 +70,25 @@ export function planRun(scenario: Scenario, source: ScenarioSource, parts: Parts
   const rng = new Rng(seed, `experiment/${scenario.name}`);
   const vms = new Set(scenario.vms.flatMap((g) => vmNames(g.name, g.count)));
   const networks = new Set(scenario.networks.map((n) => n.name));
+  const groups = new Set(scenario.securityGroups.map((g) => g.name));
   for (const [i, g] of scenario.vms.entries()) {
-    for (const [j, nic] of g.nics.entries()) if (!networks.has(nic)) throw errorAt(source, ["vms", i, "nics", j], `no network ${nic} (the scenario's networks make them)`);
+    for (const [j, nic] of g.nics.entries()) {
+      const [network = "", sg] = nic.split(",sg=");
+      if (!networks.has(network)) throw errorAt(source, ["vms", i, "nics", j], `no network ${network} (the scenario's networks make them)`);
+      for (const group of sg?.split("+") ?? []) if (!groups.has(group)) throw errorAt(source, ["vms", i, "nics", j], `no security group ${group} (the scenario's securityGroups make them)`);
+    }
   }
+  for (const [i, router] of scenario.routers.entries()) {
+    for (const [j, network] of router.networks.entries()) if (!networks.has(network)) throw errorAt(source, ["routers", i, "networks", j], `no network ${network} (the scenario's networks make them)`);
+  }
+  for (const [i, endpoint] of scenario.endpoints.entries()) {
+    if (endpoint.host && !names.hosts.includes(endpoint.host)) throw errorAt(source, ["endpoints", i, "host"], `no host ${endpoint.host} in the topology`);
+  }
+  const endpoints = new Set(scenario.endpoints.map((e) => e.name));
   for (const [i, probe] of scenario.probes.entries()) {
     for (const field of ["from", "to"]) {
-      const vm = probe[field];
-      if (typeof vm === "string" && !vms.has(vm)) throw errorAt(source, ["probes", i, field], `no VM ${vm} among the scenario's vms`);
+      const guest = probe[field];
+      if (typeof guest === "string" && !vms.has(guest) && !endpoints.has(guest)) throw errorAt(source, ["probes", i, field], `no VM or endpoint ${guest} among the scenario's vms and endpoints`);
     }
   }
   const identities = new Set([...names.processes, ...names.hosts, "controller", "host-agent", "san-storage", "supervisor", "cli"]);

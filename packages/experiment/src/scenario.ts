@@ -45,8 +45,26 @@ export interface VmGroup {
   count: number;
   vcpus: number;
   memoryMib: number;
-  /** The networks of its NICs, eth0 first. */
+  /** Its NICs, eth0 first: a network, and the security groups guarding the NIC (`lan,sg=web+ops`). */
   nics: string[];
+}
+
+/** A security group the run creates before its VMs: rules as `simdc sg create --rule` takes them. */
+export interface SecurityGroupSpec {
+  name: string;
+  rules: string[];
+}
+
+/** An external endpoint (the outside world) the run creates, on a given host or where the controller puts it. */
+export interface EndpointSpec {
+  name: string;
+  host?: string;
+}
+
+/** A logical router the run creates between networks of one tenant. */
+export interface RouterSpec {
+  name: string;
+  networks: string[];
 }
 
 /** A logical network the run creates before its VMs. */
@@ -58,6 +76,7 @@ export interface NetworkSpec {
   flowSetup?: "proactive" | "reactive";
   /** Which host NIC carries its tunnels: the converged one (the default) or the dedicated one. */
   uplink?: "converged" | "dedicated";
+  tenant?: string;
 }
 
 /** A step's time: fixed, or drawn from the run's seed between two bounds. */
@@ -76,6 +95,9 @@ export interface Scenario {
   seed?: number;
   topology: Topology;
   networks: NetworkSpec[];
+  securityGroups: SecurityGroupSpec[];
+  endpoints: EndpointSpec[];
+  routers: RouterSpec[];
   vms: VmGroup[];
   timeline: Step[];
   duration: string;
@@ -107,37 +129,36 @@ const topologySchema: JsonSchema = {
   },
 };
 
-const networksSchema: JsonSchema = {
-  type: "array",
-  items: {
-    type: "object",
-    additionalProperties: false,
-    required: ["name", "mode", "subnet"],
-    properties: {
-      name,
-      mode: { enum: ["bridge", "host-only", "nat"] },
-      flowSetup: { enum: ["proactive", "reactive"] },
-      uplink: { enum: ["converged", "dedicated"] },
-      subnet: { type: "string", pattern: "^\\d{1,3}(\\.\\d{1,3}){3}/\\d{1,2}$" },
-    },
-  },
-};
+/** A list of objects, each with a name and the given fields. */
+function namedItems(properties: Record<string, JsonSchema>, required: string[] = []): JsonSchema {
+  return { type: "array", items: { type: "object", additionalProperties: false, required: ["name", ...required], properties: { name, ...properties } } };
+}
 
-const vmsSchema: JsonSchema = {
-  type: "array",
-  items: {
-    type: "object",
-    additionalProperties: false,
-    required: ["name"],
-    properties: {
-      name,
-      count: { type: "integer", minimum: 1, maximum: 100_000 },
-      vcpus: { type: "integer", minimum: 1, maximum: 256 },
-      memoryMib: { type: "integer", minimum: 1 },
-      nics: { type: "array", items: name, maxItems: 8 },
-    },
+const networksSchema = namedItems(
+  {
+    mode: { enum: ["bridge", "host-only", "nat"] },
+    flowSetup: { enum: ["proactive", "reactive"] },
+    uplink: { enum: ["converged", "dedicated"] },
+    subnet: { type: "string", pattern: "^\\d{1,3}(\\.\\d{1,3}){3}/\\d{1,2}$" },
+    tenant: name,
   },
-};
+  ["mode", "subnet"],
+);
+
+const securityGroupsSchema = namedItems({
+  rules: { type: "array", maxItems: 64, items: { type: "string", pattern: "^(any|icmp|tcp|udp)(:\\d{1,5}(-\\d{1,5})?)?(,from=\\d{1,3}(\\.\\d{1,3}){3}/\\d{1,2})?$" } },
+});
+
+const endpointsSchema = namedItems({ host: name });
+
+const routersSchema = namedItems({ networks: { type: "array", items: name, minItems: 2, maxItems: 16 } }, ["networks"]);
+
+const vmsSchema = namedItems({
+  count: { type: "integer", minimum: 1, maximum: 100_000 },
+  vcpus: { type: "integer", minimum: 1, maximum: 256 },
+  memoryMib: { type: "integer", minimum: 1 },
+  nics: { type: "array", items: { type: "string", pattern: "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(,sg=[a-z0-9-]+(\\+[a-z0-9-]+)*)?$" }, maxItems: 8 },
+});
 
 const stepTime: JsonSchema = {
   oneOf: [
@@ -183,6 +204,9 @@ export function scenarioSchema(parts: Parts): JsonSchema {
       seed: { type: "integer", minimum: 0, maximum: 4294967295 },
       topology: topologySchema,
       networks: networksSchema,
+      securityGroups: securityGroupsSchema,
+      endpoints: endpointsSchema,
+      routers: routersSchema,
       vms: vmsSchema,
       timeline: { type: "array", items: tagged("do", parts.steps, { at: stepTime, id: name }, ["at"]) },
       duration,
@@ -317,6 +341,9 @@ export function parseScenario(text: string, file: string, parts: Parts, options:
     ...(r["seed"] !== undefined ? { seed: r["seed"] } : {}),
     topology: { ...defaults, ...(r["topology"] ?? {}), ...(short.topology ?? {}) },
     networks: r["networks"] ?? [],
+    securityGroups: ((r["securityGroups"] ?? []) as Partial<SecurityGroupSpec>[]).map((g) => ({ name: g.name!, rules: g.rules ?? [] })),
+    endpoints: r["endpoints"] ?? [],
+    routers: r["routers"] ?? [],
     vms: ((short.vms ?? r["vms"] ?? []) as Partial<VmGroup>[]).map((g) => ({ name: g.name!, count: g.count ?? 1, vcpus: g.vcpus ?? 1, memoryMib: g.memoryMib ?? 512, nics: g.nics ?? [] })),
     timeline: r["timeline"],
     duration: short.duration ?? r["duration"],

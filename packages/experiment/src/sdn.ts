@@ -52,7 +52,7 @@ export function sdnParts(parts: Parts): void {
   });
   parts.probe({
     kind: "ping",
-    summary: "one ICMP echo from VM `from` to VM `to`'s first address each time (received 0 or 1, rttMs), through their hosts' vswitches only",
+    summary: "one ICMP echo from guest `from` to guest `to`'s first address each time (received 0 or 1, rttMs), through their hosts' vswitches only; a guest is a VM or an external endpoint",
     properties: { from: name, to: name },
   });
   parts.probe({ kind: "flows", summary: "flows the hosts' vswitches hold (total), hosts whose controller is lost or that failed open, and packet-ins sent to the controller so far" });

@@ -95,6 +95,8 @@ export class SimHost {
   /** Refused by the controller for good: another live agent holds this id. */
   private evicted = false;
   private realized = { generation: 0, epoch: 0, stateId: "" };
+  /** A document whose VMs are realized but whose flows the vswitch holds back (its controller lost). */
+  private heldRealized: { generation: number; epoch: number; stateId: string } | null = null;
   /** The host's vswitch, its ports and tunnels, and its guests' NICs. */
   readonly datapath: HostDatapath;
 
@@ -114,6 +116,7 @@ export class SimHost {
       probe: (timeoutMs) => this.probeController(timeoutMs),
       uplinks: options.uplinks,
       nicDrops: (nic, count) => this.publishNicDrops(nic, count),
+      heldInstalled: () => this.heldInstalled(),
       packetIn: async (segmentId, dlSrc, dlDst) => {
         const reply = await this.bus.call(hostService.PacketIn, { hostId: this.id, segmentId, dlSrc, dlDst }, { scopeId: this.id, timeoutMs: packetInTimeoutMs, source: this.id });
         return reply.flows;
@@ -197,12 +200,28 @@ export class SimHost {
       this.report(vm);
       changed.push(vm);
     }
-    this.datapath.apply(plan.network);
-    this.realized = { generation: plan.generation, epoch: plan.epoch, stateId: plan.stateId };
-    this.logger.debug({ generation: plan.generation, vms: this.vms.size }, "document realized");
-    this.options.onRealized(this);
+    const realized = { generation: plan.generation, epoch: plan.epoch, stateId: plan.stateId };
+    if (this.datapath.apply(plan.network)) {
+      this.heldRealized = null;
+      this.realized = realized;
+      this.logger.debug({ generation: plan.generation, vms: this.vms.size }, "document realized");
+      this.options.onRealized(this);
+    } else {
+      // Its VMs are realized, but not its flows: the generation is reported once the vswitch installs them.
+      this.heldRealized = realized;
+      this.logger.info({ generation: plan.generation }, "document's flows held back: the vswitch has lost its controller");
+    }
     for (const vm of changed) vm.drive();
     return null;
+  }
+
+  /** The vswitch installed the flows it held back: their document is realized now. */
+  private heldInstalled(): void {
+    if (!this.heldRealized) return;
+    this.realized = this.heldRealized;
+    this.heldRealized = null;
+    this.logger.debug({ generation: this.realized.generation }, "document realized (its held-back flows installed)");
+    this.options.onRealized(this);
   }
 
   private admit(desired: DesiredVm): SimVm {

@@ -113,16 +113,19 @@ function matchKey(spec: FlowSpec): string {
 /** One OpenFlow table: flows grouped by the shape of their match. */
 class FlowTable {
   private groups: MaskGroup[] = [];
+  /** The same groups by shape: installing or removing a flow finds its group at once, however many there are. */
+  private readonly byShape = new Map<string, MaskGroup>();
   readonly flows = new Set<Flow>();
 
   add(flow: Flow): Flow | undefined {
     const fieldIds = flow.match.map((m) => m.field);
     const masks = flow.match.map((m) => m.mask);
     const shape = shapeOf(fieldIds, masks);
-    let group = this.groups.find((g) => shapeOf(g.fieldIds, g.masks) === shape);
+    let group = this.byShape.get(shape);
     if (!group) {
       group = { fieldIds, masks, flows: new Map(), maxPriority: -1 };
       this.groups.push(group);
+      this.byShape.set(shape, group);
     }
     const key = matchKey(flow);
     const same = group.flows.get(key) ?? [];
@@ -144,28 +147,29 @@ class FlowTable {
 
   /** The flow with exactly this priority and match. */
   find(spec: FlowSpec): Flow | undefined {
-    const shape = shapeOf(spec.match.map((m) => m.field), spec.match.map((m) => m.mask));
-    const group = this.groups.find((g) => shapeOf(g.fieldIds, g.masks) === shape);
+    const group = this.byShape.get(shapeOf(spec.match.map((m) => m.field), spec.match.map((m) => m.mask)));
     return group?.flows.get(matchKey(spec))?.find((f) => f.priority === spec.priority);
   }
 
   remove(flow: Flow): void {
     if (!this.flows.delete(flow)) return;
+    const shape = shapeOf(flow.match.map((m) => m.field), flow.match.map((m) => m.mask));
+    const group = this.byShape.get(shape);
     const key = matchKey(flow);
-    for (const group of this.groups) {
-      const list = group.flows.get(key);
-      if (!list?.includes(flow)) continue;
-      const rest = list.filter((f) => f !== flow);
-      if (rest.length) group.flows.set(key, rest);
-      else group.flows.delete(key);
-      if (flow.priority === group.maxPriority) {
-        let max = -1;
-        for (const l of group.flows.values()) max = Math.max(max, l[0]!.priority);
-        group.maxPriority = max;
-      }
+    const list = group?.flows.get(key);
+    if (!group || !list?.includes(flow)) return;
+    const rest = list.filter((f) => f !== flow);
+    if (rest.length) group.flows.set(key, rest);
+    else group.flows.delete(key);
+    if (group.flows.size === 0) {
+      this.byShape.delete(shape);
+      this.groups = this.groups.filter((g) => g !== group);
+    } else if (flow.priority === group.maxPriority) {
+      let max = -1;
+      for (const l of group.flows.values()) max = Math.max(max, l[0]!.priority);
+      group.maxPriority = max;
+      this.sortGroups();
     }
-    this.groups = this.groups.filter((g) => g.flows.size > 0);
-    this.sortGroups();
   }
 
   private sortGroups(): void {

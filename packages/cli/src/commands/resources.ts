@@ -190,10 +190,10 @@ export async function vmCommand(ctx: CommandContext, verb: string | undefined, a
     case "ping":
       return vmPing(ctx, argv);
     case "nic": {
-      const parsed = parse(argv, mutationFlags);
+      const parsed = parse(argv, { ...mutationFlags, sg: { type: "string" } });
       const [action, id, what] = parsed.positionals;
-      if ((action !== "add" && action !== "remove") || !id || !what || parsed.positionals.length !== 3) {
-        throw invalidArgument("usage: simdc vm nic add <vm> NET[,mac=M][,ip=A][,sg=G+G] | remove <vm> <index>");
+      if ((action !== "add" && action !== "remove" && action !== "set") || !id || !what || parsed.positionals.length !== 3 || (action === "set") !== (parsed.flags["sg"] !== undefined)) {
+        throw invalidArgument("usage: simdc vm nic add <vm> NET[,mac=M][,ip=A][,sg=G+G] | remove <vm> <index> | set <vm> <index> --sg G+G (--sg '' for none)");
       }
       const bus = await ctx.bus();
       const mutation = mutationOf(parsed.flags);
@@ -202,7 +202,11 @@ export async function vmCommand(ctx: CommandContext, verb: string | undefined, a
       if (action === "add") ({ vm, result } = await bus.call(computeService.AttachNic, { vmId: id, nic: parseNic(what), mutation }, callTimeout(parsed.flags)));
       else {
         if (!/^\d+$/.test(what)) throw invalidArgument(`${JSON.stringify(what)} is not a NIC index (0 for eth0)`);
-        ({ vm, result } = await bus.call(computeService.DetachNic, { vmId: id, index: Number(what), mutation }, callTimeout(parsed.flags)));
+        const index = Number(what);
+        if (action === "set") {
+          const securityGroups = (stringFlag(parsed.flags, "sg") ?? "").split("+").filter(Boolean);
+          ({ vm, result } = await bus.call(computeService.SetNicSecurityGroups, { vmId: id, index, securityGroups, mutation }, callTimeout(parsed.flags)));
+        } else ({ vm, result } = await bus.call(computeService.DetachNic, { vmId: id, index, mutation }, callTimeout(parsed.flags)));
       }
       if (ctx.output === "json") return printJson(plain(v1.Vm, vm));
       const nics = (vm?.spec?.nics ?? []).map((n, i) => `eth${i} ${n.network} ${n.ip} ${n.mac}${n.securityGroups?.length ? ` sg ${n.securityGroups.join("+")}` : ""}`).join("; ") || "no NICs";

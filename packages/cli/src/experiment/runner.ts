@@ -34,6 +34,7 @@ import { readyTimeoutMs, startDocker, startLocal } from "./deployments.js";
 import { createVms, executors, type StepContext } from "./steps.js";
 import { finalFlows, sampleFlows, samplePing, untilPinging, VmPlaces } from "./sdn-probes.js";
 import { measureReachability } from "../network/reachability.js";
+import { parseRule } from "../commands/security-group.js";
 
 /** How long the final reachability matrix waits for each echo. */
 const finalEchoTimeoutMs = 1_000;
@@ -171,8 +172,11 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRun
     for (const net of scenario.networks) {
       const flowSetup = net.flowSetup === "reactive" ? v1.FlowSetup.FLOW_SETUP_REACTIVE : v1.FlowSetup.FLOW_SETUP_PROACTIVE;
       const uplink = net.uplink === "dedicated" ? v1.Uplink.UPLINK_DEDICATED : v1.Uplink.UPLINK_CONVERGED;
-      await theBus.call(networkService.CreateNetwork, { name: net.name, mode: networkModes[net.mode], subnets: [net.subnet], flowSetup, uplink });
+      await theBus.call(networkService.CreateNetwork, { name: net.name, mode: networkModes[net.mode], subnets: [net.subnet], flowSetup, uplink, tenant: net.tenant ?? "" });
     }
+    for (const group of scenario.securityGroups) await theBus.call(networkService.CreateSecurityGroup, { name: group.name, rules: group.rules.map(parseRule) });
+    for (const router of scenario.routers) await theBus.call(networkService.CreateRouter, { name: router.name, networks: router.networks });
+    for (const endpoint of scenario.endpoints) await theBus.call(networkService.CreateExternalEndpoint, { name: endpoint.name, hostId: endpoint.host ?? "" });
     const initial = scenario.vms.flatMap((g) => vmNames(g.name, g.count).map((name) => ({ name, g })));
     if (initial.length > 0 || scenario.timeline.some((s) => s.do === "create-vms")) {
       await theBus.call(storageService.CreateVolume, { name: bootVolume, sizeMib: 64 });

@@ -8,6 +8,7 @@ import { hostAgentService, hostScope, hostService, computeService, type Bus } fr
 import { simdc } from "@simdc/proto";
 import { formatFlow, parseFlow, reactiveCookie } from "@simdc/vswitch";
 import type { FinalEntry, Plan } from "@simdc/experiment";
+import { listAllEndpoints } from "../paging.js";
 
 import v1 = simdc.v1;
 
@@ -17,15 +18,17 @@ interface VmPlace {
   ip: string;
 }
 
-/** Where the probed VMs run, found once before the timeline starts. */
+/** Where the probed guests (VMs, or external endpoints) run, found once before the timeline starts. */
 export class VmPlaces {
   private readonly places = new Map<string, VmPlace>();
 
-  async find(bus: Bus, vmIds: Iterable<string>): Promise<void> {
-    for (const vmId of vmIds) {
-      const { vm } = await bus.call(computeService.GetVm, { vmId });
-      const { host } = await bus.call(hostService.GetHost, { hostId: vm?.hostId ?? "" });
-      this.places.set(vmId, { hostId: vm?.hostId ?? "", agentId: host?.agentId ?? "", ip: vm?.spec?.nics?.[0]?.ip ?? "" });
+  async find(bus: Bus, ids: Iterable<string>): Promise<void> {
+    const endpoints = new Map((await listAllEndpoints(bus)).map((e) => [e.id ?? "", e]));
+    for (const id of ids) {
+      const endpoint = endpoints.get(id);
+      const { hostId, ip } = endpoint ? { hostId: endpoint.hostId ?? "", ip: endpoint.ip ?? "" } : await bus.call(computeService.GetVm, { vmId: id }).then(({ vm }) => ({ hostId: vm?.hostId ?? "", ip: vm?.spec?.nics?.[0]?.ip ?? "" }));
+      const { host } = await bus.call(hostService.GetHost, { hostId });
+      this.places.set(id, { hostId, agentId: host?.agentId ?? "", ip });
     }
   }
 

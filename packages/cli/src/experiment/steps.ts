@@ -9,6 +9,7 @@ import { durationMs, vmNames, type AckEntry, type Plan, type PlannedStep } from 
 import { simdc } from "@simdc/proto";
 import { describeRule, publishFaultEvent, ruleActions } from "../commands/ops.js";
 import type { Deployment, ProcessAction } from "./deployments.js";
+import { parseNic } from "../commands/resources.js";
 
 import v1 = simdc.v1;
 
@@ -133,7 +134,7 @@ export async function createVms(ctx: StepContext, names: string[], spec: { vcpus
     while (next < names.length) {
       const id = names[next++]!;
       const created = await acked(ctx, "create-vm", id, () =>
-        ctx.bus.call(computeService.CreateVm, { name: id, spec: { vcpus: spec.vcpus, memoryMib: spec.memoryMib, bootVolume: ctx.bootVolume, nics: (spec.nics ?? []).map((network) => ({ network })) }, mutation: { requestId: `create-${id}` } }, { timeoutMs: 10_000 }),
+        ctx.bus.call(computeService.CreateVm, { name: id, spec: { vcpus: spec.vcpus, memoryMib: spec.memoryMib, bootVolume: ctx.bootVolume, nics: (spec.nics ?? []).map(parseNic) }, mutation: { requestId: `create-${id}` } }, { timeoutMs: 10_000 }),
       );
       if (created) ok += 1;
     }

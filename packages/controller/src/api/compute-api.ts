@@ -115,6 +115,21 @@ export function computeEndpoints(state: ControllerState): Endpoint<any, any>[] {
         replayPower(req.vmId),
       ),
     ),
+    endpoint(computeService.SetNicSecurityGroups, (req) =>
+      mutate(
+        state,
+        computeService.SetNicSecurityGroups,
+        req,
+        (requestId) =>
+          changeNics(req.vmId, requestId, (vm) => {
+            const held = vm.spec?.nics ?? [];
+            if (req.index >= held.length) throw notFound(`vm ${vm.id} has no eth${req.index} (it has ${held.length} NIC${held.length === 1 ? "" : "s"})`);
+            const securityGroups = state.securityGroups.checkNicGroups(req.securityGroups, `eth${req.index}`);
+            return { nics: held.map((nic, i) => (i === req.index ? v1.NicSpec.create({ ...nic, securityGroups }) : nic)) };
+          }),
+        replayPower(req.vmId),
+      ),
+    ),
     endpoint(computeService.CreateVm, (req) =>
       mutate(
         state,

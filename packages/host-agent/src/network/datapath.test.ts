@@ -9,7 +9,7 @@
 import { describe, expect, it } from "vitest";
 import { createLogger, ManualClock } from "@simdc/common";
 import { simdc } from "@simdc/proto";
-import { parseIp } from "@simdc/vswitch";
+import { formatFlow, parseFlow, parseIp } from "@simdc/vswitch";
 import { HostDatapath } from "./datapath.js";
 import type { FailMode } from "./controller-link.js";
 import { checkNetworkSection } from "./section.js";
@@ -23,6 +23,8 @@ const section = twoHostSection;
 function pair(failMode: FailMode = "secure") {
   const clock = new ManualClock();
   const answering = { value: true };
+  /** How many held-back sections went in once the controller answered again. */
+  const held = { value: 0 };
   const hosts = new Map<string, HostDatapath>();
   const make = (hostId: string) =>
     new HostDatapath({
@@ -38,6 +40,7 @@ function pair(failMode: FailMode = "secure") {
       packetIn: () => Promise.resolve([]),
       uplinks: [{ name: "nic0", bandwidthMbps: 10_000, queueBytes: 1 << 20, latencyMs: 0.05 }],
       nicDrops: () => undefined,
+      heldInstalled: () => (held.value += 1),
     });
   hosts.set("h1", make("h1"));
   hosts.set("h2", make("h2"));
@@ -45,7 +48,7 @@ function pair(failMode: FailMode = "secure") {
   const h2 = hosts.get("h2")!;
   h1.apply(checkNetworkSection(section("h1")));
   h2.apply(checkNetworkSection(section("h2")));
-  return { clock, h1, h2, answering };
+  return { clock, h1, h2, answering, held };
 }
 
 const portOf = (dp: HostDatapath, name: string) => dp.dumpPorts().find((p) => p.name === name)!;
@@ -94,6 +97,27 @@ describe("datapath", () => {
     await expect(h1.ping("zz", parseIp("10.0.0.3"), 1, 1_000, 1_000)).rejects.toMatchObject({ code: "NOT_FOUND" });
   });
 
+  it("ping: a guest trusts an address it learned by ARP for 30 s, then asks again (the address may be another NIC's by then)", async () => {
+    const { clock, h1, h2 } = pair();
+    h1.setRunning("a", true);
+    h2.setRunning("b", true);
+    await clock.advanceAsync(0);
+    const asked = () => h1.packetIns;
+    const once = async () => {
+      const ping = h1.ping("a", parseIp("10.0.0.3"), 1, 100, 1_000);
+      await clock.advanceAsync(1_000);
+      expect((await ping).received).toBe(1);
+    };
+    await once();
+    const afterFirst = asked();
+    await clock.advanceAsync(10_000);
+    await once();
+    expect(asked()).toBe(afterFirst);
+    await clock.advanceAsync(30_000);
+    await once();
+    expect(asked()).toBe(afterFirst + 1);
+  });
+
   it("traffic: a UDP flow sends what its rate owes over its duration, and all of it arrives across the overlay", async () => {
     const { clock, h1, h2 } = pair();
     h1.setRunning("a", true);
@@ -137,13 +161,16 @@ describe("datapath", () => {
   });
 
   it("fail modes: secure keeps its flows and installs nothing new while the controller is lost, then installs what came meanwhile", async () => {
-    const { clock, h1, answering } = pair("secure");
+    const { clock, h1, answering, held } = pair("secure");
     const flows = controllerFlows(h1);
     answering.value = false;
     await clock.advanceAsync(10_000);
     expect(h1.link.connected).toBe(false);
-    // A newer section comes (a VM c on this host) while lost: held back.
-    h1.apply(checkNetworkSection(section("h1", [{ ofport: 2, vmId: "c", networkId: "n", segmentId: 7, mac: "02:00:00:00:00:0c", ip: "10.0.0.4", prefixLength: 24, leaseS: 3600 }])));
+    // The same flows again change nothing to confirm: in place at once.
+    expect(h1.apply(checkNetworkSection(section("h1")))).toBe(true);
+    // A newer section comes (a VM c on this host) while lost: held back, and not in place (its generation is not reported realized).
+    expect(h1.apply(checkNetworkSection(section("h1", [{ ofport: 2, vmId: "c", networkId: "n", segmentId: 7, mac: "02:00:00:00:00:0c", ip: "10.0.0.4", prefixLength: 24, leaseS: 3600 }])))).toBe(false);
+    expect(held.value).toBe(0);
     await clock.advanceAsync(3_600_000);
     expect(controllerFlows(h1)).toEqual(flows);
     expect(h1.dumpPorts().map((p) => p.name)).toEqual(["a.eth0", "tun-h2"]);
@@ -152,6 +179,7 @@ describe("datapath", () => {
     answering.value = true;
     await clock.advanceAsync(5_000);
     expect(h1.link.connected).toBe(true);
+    expect(held.value).toBe(1);
     expect(h1.dumpPorts().map((p) => p.name)).toEqual(["a.eth0", "c.eth0", "tun-h2"]);
     expect(portOf(h1, "c.eth0")).toMatchObject({ ip: "10.0.0.4", dhcp: "bound" });
   });
@@ -169,6 +197,31 @@ describe("datapath", () => {
     await clock.advanceAsync(5_000);
     expect(h1.link.failOpen).toBe(false);
     expect(controllerFlows(h1)).toEqual(flows);
+  });
+
+  it("sections: a new section touches only the flows whose text changed (the others keep their counters), replacing a changed one in place", async () => {
+    const { clock, h1, h2 } = pair();
+    h1.setRunning("a", true);
+    h2.setRunning("b", true);
+    await clock.advanceAsync(0);
+    const ping = h1.ping("a", parseIp("10.0.0.3"), 2, 100, 1_000);
+    await clock.advanceAsync(1_000);
+    expect((await ping).received).toBe(2);
+    const counted = (dp: HostDatapath) => Object.fromEntries(dp.dumpFlows(-1).map((l) => [l.replace(/n_packets=\d+, n_bytes=\d+, /, ""), Number(/n_packets=(\d+)/.exec(l)![1])]));
+    const dumped = (text: string) => formatFlow(parseFlow(text));
+    const before = counted(h1);
+    const toB = "table=20,priority=100,metadata=0x7,dl_dst=02:00:00:00:00:0b actions=set_field:0x7->tun_id,output:61440";
+    const dhcp = "table=10,priority=110,metadata=0x7,udp,tp_src=68,tp_dst=67 actions=controller";
+    expect(before[dumped(toB)]).toBeGreaterThan(0);
+    // The same section again, with the flow to b changed (a second output) and the DHCP one gone.
+    const changed = section("h1");
+    changed.flows = (changed.flows ?? []).filter((f) => f !== dhcp).map((f) => (f === toB ? `${toB},output:61441` : f));
+    h1.apply(checkNetworkSection(changed));
+    const after = counted(h1);
+    const replaced = dumped(`${toB},output:61441`);
+    expect(Object.keys(after).sort()).toEqual([...Object.keys(before).filter((f) => f !== dumped(dhcp) && f !== dumped(toB)), replaced].sort());
+    // The flows that stayed kept their counters; the replaced one is new.
+    for (const [flow, n] of Object.entries(after)) expect(n, flow).toBe(flow === replaced ? 0 : before[flow]);
   });
 
   it("hand edits: the controller's tables are refused unless forced; a bad line changes nothing; the next section puts them back", () => {

@@ -82,6 +82,8 @@ export interface DatapathOptions {
   uplinks: UplinkSpec[];
   /** A NIC dropped `count` packets since the last report (reported at most once a second a NIC). */
   nicDrops(nic: string, count: number): void;
+  /** A section held back while the controller was lost is installed now (its controller answered again). */
+  heldInstalled(): void;
 }
 
 interface PortCounters {
@@ -106,6 +108,10 @@ function tunnelName(tunnel: Tunnel): string {
 }
 
 /** A flow's identity in its table: what add-flow would replace and del-flows --strict remove. */
+function sameFlows(a: NetworkSection, b: NetworkSection): boolean {
+  return a.flowTexts.length === b.flowTexts.length && a.flowTexts.every((t, i) => t === b.flowTexts[i]);
+}
+
 function flowKey(flow: FlowSpec): string {
   const text = formatFlow({ ...flow, cookie: 0n, actions: [] });
   return text.slice(0, text.lastIndexOf(" actions="));
@@ -159,6 +165,12 @@ export class HostDatapath {
   readonly link: ControllerLink;
   /** The newest section, held back while the controller is lost. */
   private deferred: NetworkSection | null = null;
+  /**
+   * The controller's tables as the last section left them, by flow text; null
+   * once anything else changed them (a hand edit, failing open, a timeout),
+   * and the next section is compared flow by flow.
+   */
+  private installedTexts: Map<string, FlowSpec> | null = null;
 
   constructor(private readonly options: DatapathOptions) {
     this.vswitch = new Vswitch({ ports: [], now: () => options.clock.nowMs() });
@@ -173,14 +185,17 @@ export class HostDatapath {
       onLost: () => log.warn({ failMode: options.failMode }, "vswitch lost its controller: flows kept, nothing new installed"),
       onFailOpen: () => {
         log.warn({ flows: this.vswitch.flows().length }, "vswitch fails open (standalone): flows flushed, forwarding as a learning switch");
+        this.installedTexts = null;
         this.vswitch.deleteFlows();
         this.vswitch.addFlow("table=0,priority=0 actions=normal");
       },
       onBack: () => {
-        const section = this.deferred ?? this.section;
+        const held = this.deferred;
+        const section = held ?? this.section;
         this.deferred = null;
         log.info({ flows: section.flows.length }, "vswitch reconnected to its controller: resyncing its flows");
         this.install(section);
+        if (held) options.heldInstalled();
       },
     });
   }
@@ -206,6 +221,7 @@ export class HostDatapath {
     if (!hasTimeouts()) return;
     this.expiry = this.options.clock.every(flowExpiryCheckMs, () => {
       for (const { flow, reason } of this.vswitch.expire()) {
+        this.installedTexts = null;
         this.flowsRemoved += 1;
         this.options.logger.info({ flow: formatFlow(flow), reason, packets: flow.nPackets }, "flow removed");
       }
@@ -225,15 +241,24 @@ export class HostDatapath {
   /**
    * Realizes a network section, or holds it while the controller is lost
    * (a vswitch installs nothing its controller did not confirm).
+   * @returns whether it is in place: false while held back, until
+   * heldInstalled() says it went in (as ovn-controller reports nb_cfg only
+   * once the flows are installed).
    */
-  apply(section: NetworkSection): void {
+  apply(section: NetworkSection): boolean {
     if (section.ports.length > 0) this.link.start();
     if (this.link.running && !this.link.connected) {
+      // A section with the very flows installed changes nothing the controller must confirm (and any held back is older).
+      if (sameFlows(section, this.section)) {
+        this.deferred = null;
+        return true;
+      }
       this.deferred = section;
-      return;
+      return false;
     }
     this.install(section);
     if (section.ports.length === 0) this.link.stop();
+    return true;
   }
 
   /**
@@ -242,19 +267,9 @@ export class HostDatapath {
    * counters), ports and tunnels replaced, guests plugged and unplugged.
    */
   private install(section: NetworkSection): void {
-    const tablesEnd = Math.max(this.controllerTables, section.controllerTables);
-    const wanted = new Map<string, FlowSpec>();
-    for (const flow of section.flows) wanted.set(flowKey(flow), flow);
-    for (const flow of this.vswitch.flows()) {
-      // The controller's answers to packet-ins are not the document's; their idle timeouts end them.
-      if (flow.table >= tablesEnd || flow.cookie === reactiveCookie) continue;
-      const key = flowKey(flow);
-      const want = wanted.get(key);
-      if (want && formatFlow(want) === formatFlow(flow)) wanted.delete(key);
-      else if (!want) this.vswitch.deleteFlowStrict(flow);
-    }
-    // Changed flows are replaced in place (same match and priority), never removed first.
-    for (const flow of wanted.values()) this.vswitch.addFlow(flow);
+    if (this.installedTexts) this.installChanged(section, this.installedTexts);
+    else this.installAll(section);
+    this.installedTexts = new Map(section.flowTexts.map((text, i) => [text, section.flows[i]!]));
     this.controllerTables = section.controllerTables || this.controllerTables;
 
     this.nicPorts.clear();
@@ -312,6 +327,42 @@ export class HostDatapath {
     this.externals = external;
     this.section = section;
     for (const guest of starting) guest.up();
+  }
+
+  /**
+   * Makes the controller's tables equal to the section by comparing them
+   * flow by flow (the flows that stay keep their counters): after anything
+   * but the last document changed them.
+   */
+  private installAll(section: NetworkSection): void {
+    const tablesEnd = Math.max(this.controllerTables, section.controllerTables);
+    const wanted = new Map<string, FlowSpec>();
+    for (const flow of section.flows) wanted.set(flowKey(flow), flow);
+    for (const flow of this.vswitch.flows()) {
+      // The controller's answers to packet-ins are not the document's; their idle timeouts end them.
+      if (flow.table >= tablesEnd || flow.cookie === reactiveCookie) continue;
+      const key = flowKey(flow);
+      const want = wanted.get(key);
+      if (want && formatFlow(want) === formatFlow(flow)) wanted.delete(key);
+      else if (!want) this.vswitch.deleteFlowStrict(flow);
+    }
+    // Changed flows are replaced in place (same match and priority), never removed first.
+    for (const flow of wanted.values()) this.vswitch.addFlow(flow);
+  }
+
+  /**
+   * The tables hold exactly the last document's flows: only the texts that
+   * changed are touched (a document that changes one flow of a thousand
+   * costs one), new ones added first, replacing in place those with the same
+   * match, then the ones no longer wanted removed.
+   */
+  private installChanged(section: NetworkSection, installed: Map<string, FlowSpec>): void {
+    const next = new Set(section.flowTexts);
+    const added: FlowSpec[] = [];
+    for (const [i, text] of section.flowTexts.entries()) if (!installed.has(text)) added.push(section.flows[i]!);
+    const replaced = new Set(added.map(flowKey));
+    for (const [text, flow] of installed) if (!next.has(text) && !replaced.has(flowKey(flow))) this.vswitch.deleteFlowStrict(flow);
+    for (const flow of added) this.vswitch.addFlow(flow);
   }
 
   /** Drops are reported as they start and then at most once a second, with how many since the last report. */
@@ -712,6 +763,7 @@ export class HostDatapath {
    * @throws SimdcError INVALID_ARGUMENT (bad syntax), PERMISSION_DENIED (a controller table, not forced).
    */
   modFlows(lines: string[], remove: boolean, force: boolean): number {
+    this.installedTexts = null;
     const owned = (table: number): void => {
       if (!force && table < this.controllerTables) {
         throw new SimdcError("PERMISSION_DENIED", `table ${table} is the controller's (tables 0-${this.controllerTables - 1}); use --force, and expect the next document to put it back`);

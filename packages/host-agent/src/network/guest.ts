@@ -59,6 +59,8 @@ export interface GuestNicOptions {
   staticAddress?: { ip: bigint; prefixLength: number; router: bigint };
 }
 
+/** How long a learned neighbor is trusted before it is asked again (Linux's base_reachable_time, 30 s). */
+export const arpReachableMs = 30_000;
 const retransmitFirstMs = 4_000;
 const retransmitMaxMs = 64_000;
 const renewRetryMinMs = 60_000;
@@ -74,7 +76,8 @@ export class GuestNic {
   private retransmitMs = retransmitFirstMs;
   private dhcpTimer: Timer | null = null;
   private leaseTimers: Timer[] = [];
-  private readonly arpCache = new Map<bigint, bigint>();
+  /** Neighbors learned by ARP, with when (simulated ms): an entry is trusted for arpReachableMs, then asked again. */
+  private readonly arpCache = new Map<bigint, { mac: bigint; learnedMs: number }>();
   private readonly arpWaiters = new Map<bigint, ((mac: bigint) => void)[]>();
   private readonly echoWaiters = new Map<string, (rttMs: number) => void>();
 
@@ -127,7 +130,8 @@ export class GuestNic {
     const ip = this.nextHop(target);
     if (ip === IP_ANY) return Promise.resolve(undefined);
     const known = this.arpCache.get(ip);
-    if (known !== undefined) return Promise.resolve(known);
+    // An address another NIC holds now (its VM gone, the address given again) must not keep its old MAC for ever.
+    if (known !== undefined && this.options.clock.nowMs() - known.learnedMs < arpReachableMs) return Promise.resolve(known.mac);
     return new Promise((resolve) => {
       let waiters = this.arpWaiters.get(ip);
       if (!waiters) this.arpWaiters.set(ip, (waiters = []));
@@ -178,7 +182,7 @@ export class GuestNic {
   private onArp(packet: Packet): void {
     const senderIp = packet[NW_SRC]!;
     const senderMac = packet[DL_SRC]!;
-    if (senderIp !== IP_ANY) this.arpCache.set(senderIp, senderMac);
+    if (senderIp !== IP_ANY) this.arpCache.set(senderIp, { mac: senderMac, learnedMs: this.options.clock.nowMs() });
     if (packet[NW_PROTO] === ARP_REQUEST && this.ip !== IP_ANY && packet[NW_DST] === this.ip) {
       this.options.send(arp(ARP_REPLY, this.mac, senderMac, this.ip, senderIp), {}, arpBytes);
     }

@@ -39,6 +39,8 @@ export interface NetworkSection {
   ports: NicPort[];
   tunnels: Tunnel[];
   flows: FlowSpec[];
+  /** The flows as the document wrote them, one a flow, in the same order: a flow whose text is installed already needs nothing done. */
+  flowTexts: string[];
   /** segment -> ip -> mac, for the ARP responder. */
   neighbors: Map<bigint, Map<bigint, bigint>>;
   controllerTables: number;
@@ -46,8 +48,27 @@ export interface NetworkSection {
   dedicatedSegments: Set<bigint>;
 }
 
+/**
+ * Flows parsed before, by their text: a host's next document repeats almost
+ * every flow of its last, and an agent's hosts share many, so each text is
+ * parsed once (FlowSpecs are never changed after parsing). Bounded: emptied
+ * when it grows past the limit.
+ */
+const parsed = new Map<string, FlowSpec>();
+const parsedMax = 200_000;
+
+function parsedFlow(line: string): FlowSpec {
+  let flow = parsed.get(line);
+  if (!flow) {
+    flow = parseFlow(line);
+    if (parsed.size >= parsedMax) parsed.clear();
+    parsed.set(line, flow);
+  }
+  return flow;
+}
+
 /** The empty section: a host with no port on any network. */
-export const noNetwork: NetworkSection = { ports: [], tunnels: [], flows: [], neighbors: new Map(), controllerTables: 0, dedicatedSegments: new Set() };
+export const noNetwork: NetworkSection = { ports: [], tunnels: [], flows: [], flowTexts: [], neighbors: new Map(), controllerTables: 0, dedicatedSegments: new Set() };
 
 /** @throws SimdcError INVALID_ARGUMENT naming the first bad item. */
 export function checkNetworkSection(raw: v1.IHostNetwork | null | undefined): NetworkSection {
@@ -81,9 +102,10 @@ export function checkNetworkSection(raw: v1.IHostNetwork | null | undefined): Ne
     const what = `network tunnels[${i}]`;
     return { ofport: take(what, t.ofport ?? 0, tunnelOfportMin, ofportMax), hostId: checkName(`${what}.host_id`, t.hostId ?? ""), agentId: checkName(`${what}.agent_id`, t.agentId ?? "") };
   });
-  const flows = (raw.flows ?? []).map((line, i) => {
+  const flowTexts = raw.flows ?? [];
+  const flows = flowTexts.map((line, i) => {
     try {
-      return parseFlow(line);
+      return parsedFlow(line);
     } catch (err) {
       throw invalidArgument(`network flows[${i}]: ${(err as Error).message}`);
     }
@@ -98,5 +120,5 @@ export function checkNetworkSection(raw: v1.IHostNetwork | null | undefined): Ne
       throw invalidArgument(`network neighbors[${i}]: ${(err as Error).message}`);
     }
   }
-  return { ports, tunnels, flows, neighbors, controllerTables: raw.controllerTables ?? 0, dedicatedSegments: new Set((raw.dedicatedSegments ?? []).map((s) => BigInt(s))) };
+  return { ports, tunnels, flows, flowTexts, neighbors, controllerTables: raw.controllerTables ?? 0, dedicatedSegments: new Set((raw.dedicatedSegments ?? []).map((s) => BigInt(s))) };
 }
