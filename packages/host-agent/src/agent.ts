@@ -20,6 +20,9 @@ import { parseIp } from "@simdc/vswitch";
 import v1 = simdc.v1;
 
 /** How often the agent tries again to follow the documents before the controller created their bucket, in ms. */
+/** Connections a dump-conntrack reply lists at most: the reply must fit a NATS message. */
+const conntrackDumpMax = 2_000;
+
 export const documentsRetryMs = 1_000;
 /**
  * How often the agent checks that the documents' bucket is the one it
@@ -142,7 +145,16 @@ export class HostAgent implements RunningRole {
         endpoint(hostAgentService.DumpConntrack, (_req, msg) => {
           const host = agent.hostOf(msg.subject);
           const stats = host.datapath.vswitch.conntrackStats();
-          return { hostId: host.id, connections: host.datapath.vswitch.dumpConntrack(), commits: stats.commits, fullDrops: stats.fullDrops, insertFailed: stats.insertFailed, expired: stats.expired };
+          const connections = host.datapath.vswitch.dumpConntrack();
+          return {
+            hostId: host.id,
+            connections: connections.slice(0, conntrackDumpMax),
+            connectionsTotal: connections.length,
+            commits: stats.commits,
+            fullDrops: stats.fullDrops,
+            insertFailed: stats.insertFailed,
+            expired: stats.expired,
+          };
         }),
         endpoint(hostAgentService.DumpPorts, (_req, msg) => {
           const host = agent.hostOf(msg.subject);

@@ -64,7 +64,8 @@ export async function liveOfctl(ctx: CommandContext, verb: string, argv: string[
       const bus = await ctx.bus();
       const reply = await bus.call(hostAgentService.DumpConntrack, {}, { scopeId: hostScope(await agentOf(bus, hostId!, parsed.flags), hostId!) });
       if (ctx.output === "json") return printJson(plain(v1.DumpConntrackResponse, reply));
-      out(`host ${reply.hostId}: ${reply.connections.length} connections; ${reply.commits} commits, ${reply.expired} expired, ${reply.fullDrops} refused (table full or no NAT tuple free)\n`);
+      const shown = reply.connections.length < reply.connectionsTotal ? ` (the first ${reply.connections.length} shown)` : "";
+      out(`host ${reply.hostId}: ${reply.connectionsTotal} connections${shown}; ${reply.commits} commits, ${reply.expired} expired, ${reply.fullDrops} refused (table full or no NAT tuple free)\n`);
       for (const line of reply.connections) out(`${line}\n`);
       return;
     }

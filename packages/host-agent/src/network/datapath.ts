@@ -107,11 +107,12 @@ function tunnelName(tunnel: Tunnel): string {
   return `tun-${tunnel.hostId}`;
 }
 
-/** A flow's identity in its table: what add-flow would replace and del-flows --strict remove. */
+/** Whether two sections hold the very same flows, as the controller wrote them. */
 function sameFlows(a: NetworkSection, b: NetworkSection): boolean {
   return a.flowTexts.length === b.flowTexts.length && a.flowTexts.every((t, i) => t === b.flowTexts[i]);
 }
 
+/** A flow's identity in its table: what add-flow would replace and del-flows --strict remove. */
 function flowKey(flow: FlowSpec): string {
   const text = formatFlow({ ...flow, cookie: 0n, actions: [] });
   return text.slice(0, text.lastIndexOf(" actions="));
