@@ -46,7 +46,7 @@ const hostState = async (id: string): Promise<string> =>
 beforeAll(async () => {
   dc = await startUp(
     ["--hosts", "4", "--hosts-per-agent", "2", "--san", "2", "--heartbeat-interval-ms", String(heartbeatIntervalMs), "--heartbeat-misses-max", String(heartbeatMissesMax), "--demo"],
-    "demo: 3 of 3 VMs running",
+    "demo: try simdc",
   );
 });
 
