@@ -68,6 +68,7 @@ export default tseslint.config(
   boundary("san-storage", ["@simdc/controller", "@simdc/host-agent", "@simdc/cli", "@simdc/testkit"]),
   boundary("history", [...services, "@simdc/cli", "@simdc/testkit"]),
   boundary("vswitch", ["@simdc/bus", "@simdc/history", "@simdc/experiment", ...services, "@simdc/cli", "@simdc/testkit"]),
+  boundary("hypervisor", ["@simdc/bus", "@simdc/history", "@simdc/experiment", "@simdc/vswitch", ...services, "@simdc/cli", "@simdc/testkit"]),
   boundary("experiment", [...services, "@simdc/bus", "@simdc/cli", "@simdc/testkit"]),
   boundary("cli", [...services, "@simdc/testkit"]),
   boundary("testkit", services),
