@@ -4,11 +4,12 @@
 // containers; it never builds images (scripts/setup.sh --docker does) and
 // never changes the compose file.
 
-import { spawnSync } from "node:child_process";
+import { execFile, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
 import {
   DockerComposeEnvironment,
   getContainerRuntimeClient,
@@ -77,6 +78,40 @@ export function composeCredential(user: string): { user: string; password: strin
   return JSON.parse(readFileSync(join(repoRoot, "deploy", ".auth", "auth", `${user}.json`), "utf8")) as { user: string; password: string };
 }
 
+/**
+ * Watches a project while it starts: testcontainers removes a project that
+ * failed its health checks before it throws, and "unhealthy" alone says
+ * nothing, so the first unhealthy container's checks and log are kept here.
+ */
+function watchStartup(projectName: string): { report(): string; stop(): void } {
+  const docker = (...args: string[]): Promise<string> =>
+    promisify(execFile)("docker", args, { timeout: 15_000 }).then(
+      (r) => r.stdout.trim(),
+      (err: unknown) => String(err),
+    );
+  let stopped = false;
+  let report = "no container was seen unhealthy";
+  void (async () => {
+    while (!stopped) {
+      const ids = (await docker("ps", "-aq", "--filter", `label=com.docker.compose.project=${projectName}`, "--filter", "health=unhealthy")).split("\n").filter(Boolean);
+      if (ids.length) {
+        const parts = await Promise.all(
+          ids.map(async (id) => `--- ${await docker("inspect", "--format", "{{.Name}} {{.State.Status}} {{json .State.Health.Log}}", id)}\n${await docker("logs", "--tail", "20", id)}`),
+        );
+        report = parts.join("\n");
+        return;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+    }
+  })();
+  return {
+    report: () => report,
+    stop: () => {
+      stopped = true;
+    },
+  };
+}
+
 /** A running compose project of the repository's docker-compose.yml. */
 export class ComposeProject {
   private constructor(
@@ -97,17 +132,24 @@ export class ComposeProject {
     ensureCredentials();
     // Unique, so parallel runs and leftovers of a crashed run never collide.
     const projectName = `simdc-e2e-${randomBytes(4).toString("hex")}`;
-    const environment = await new DockerComposeEnvironment(repoRoot, "docker-compose.yml")
-      .withProjectName(projectName)
-      .withClientOptions(composeClientOptions())
-      // Pinned, so a caller's SIMDC_* settings cannot move the subjects the
-      // tests use or hide the info-level logs they read; SIMDC_IMAGE and
-      // NATS_IMAGE still choose the images.
-      .withEnvironment({ SIMDC_NATS_PORT: "0", SIMDC_PREFIX: "simdc", SIMDC_DC: "dc1", SIMDC_LOG_LEVEL: "info" })
-      .withDefaultWaitStrategy(Wait.forHealthCheck())
-      .withStartupTimeout(composeStartupTimeoutMs)
-      .up();
-    return new ComposeProject(projectName, environment);
+    const startup = watchStartup(projectName);
+    try {
+      const environment = await new DockerComposeEnvironment(repoRoot, "docker-compose.yml")
+        .withProjectName(projectName)
+        .withClientOptions(composeClientOptions())
+        // Pinned, so a caller's SIMDC_* settings cannot move the subjects the
+        // tests use or hide the info-level logs they read; SIMDC_IMAGE and
+        // NATS_IMAGE still choose the images.
+        .withEnvironment({ SIMDC_NATS_PORT: "0", SIMDC_PREFIX: "simdc", SIMDC_DC: "dc1", SIMDC_LOG_LEVEL: "info" })
+        .withDefaultWaitStrategy(Wait.forHealthCheck())
+        .withStartupTimeout(composeStartupTimeoutMs)
+        .up();
+      return new ComposeProject(projectName, environment);
+    } catch (err) {
+      throw new Error(`${(err as Error).message}\n${startup.report()}`, { cause: err });
+    } finally {
+      startup.stop();
+    }
   }
 
   /** The URL of nats-1's client port as published on 127.0.0.1. */

@@ -132,7 +132,7 @@ export class Controller implements RunningRole {
     const routers = new Routers(routerRecords);
     const ports = new LogicalPorts(vms, (networkId) => routers.of(networkId)?.networks ?? []);
     const securityGroups = new SecurityGroups(securityGroupRecords);
-    const endpoints = new ExternalEndpoints(endpointRecords, { uplinkAddresses: () => [...hosts.all()].map((h) => h.uplinkIp) });
+    const endpoints = new ExternalEndpoints(endpointRecords, hostRecords);
     const networkView: NetworkView = {
       network: (id: string) => networks.get(id)?.network ?? undefined,
       networks: () => networks.all(),

@@ -26,47 +26,72 @@ const lastAddress = external.base + 2 ** (32 - external.prefix) - 2;
 export const endpointOfportBase = 0xe000;
 export const endpointsPerHostMax = 0x1000;
 
-/** A router's MAC on a segment: locally administered (0x0a), never one the controller gives a NIC (0x02). */
+/** A locally administered MAC (0x0a, never what the controller gives a NIC, 0x02) of `kind`, then `value`'s low bytes. */
+function addressedMac(kind: number[], value: number): string {
+  const bytes = [...kind, ...Array.from({ length: 6 - kind.length }, (_, i) => Math.floor(value / 2 ** (8 * (5 - kind.length - i))) % 256)];
+  return bytes.map((b) => b.toString(16).padStart(2, "0")).join(":");
+}
+
+/** A router's MAC on a segment. */
 export function routerMac(segment: number): string {
-  return `0a:00:00:${[16, 8, 0].map((s) => ((segment >> s) & 0xff).toString(16).padStart(2, "0")).join(":")}`;
+  return addressedMac([0x0a, 0, 0], segment);
 }
 
 /** A host's uplink MAC, from its address (unique as the address is). */
 export function uplinkMac(uplinkIp: string): string {
-  const n = ipToNumber(uplinkIp);
-  return `0a:01:${[24, 16, 8, 0].map((s) => (Math.floor(n / 2 ** s) % 256).toString(16).padStart(2, "0")).join(":")}`;
+  return addressedMac([0x0a, 0x01], ipToNumber(uplinkIp));
 }
 
 /** An endpoint's MAC, from its address. */
 function endpointMac(ip: number): string {
-  return `0a:02:${[24, 16, 8, 0].map((s) => (Math.floor(ip / 2 ** s) % 256).toString(16).padStart(2, "0")).join(":")}`;
-}
-
-export interface HostUplinks {
-  /** Every host's uplink address taken so far. */
-  uplinkAddresses(): Iterable<string>;
+  return addressedMac([0x0a, 0x02], ip);
 }
 
 export class ExternalEndpoints {
   private readonly ids = new SortedKeys();
-  /** Addresses given by a create or registration whose record is not written yet. */
+  /** Addresses held: by endpoints and hosts' uplinks (followed from their stores), and by creates or registrations not written yet. */
+  private readonly inUse = new Set<number>();
   private readonly held = new Set<number>();
+  /** No uplink address below this is free: registrations scan on from it, not from the start. */
+  private uplinkCursor = uplinkFirst;
   private readonly listeners: ((hostIds: Set<string>) => void)[] = [];
   /** Creates run one at a time, so two cannot take the same address or port. */
   private turn: Promise<unknown> = Promise.resolve();
 
   constructor(
     private readonly store: FencedStore<v1.ExternalEndpointRecord>,
-    private readonly hosts: HostUplinks,
+    hosts: FencedStore<v1.Host>,
   ) {
-    for (const [id, entry] of store.all()) if (entry.value.endpoint) this.ids.add(id);
+    for (const [id, entry] of store.all()) {
+      if (!entry.value.endpoint) continue;
+      this.ids.add(id);
+      this.take(entry.value.endpoint.ip);
+    }
+    for (const [, entry] of hosts.all()) this.take(entry.value.uplinkIp);
     store.onChange((id, before, after) => {
       if (after?.value.endpoint) this.ids.add(id);
       else this.ids.delete(id);
+      this.free(before?.value.endpoint?.ip);
+      this.take(after?.value.endpoint?.ip);
       const touched = new Set<string>();
       for (const e of [before?.value.endpoint, after?.value.endpoint]) if (e?.hostId) touched.add(e.hostId);
       for (const listener of this.listeners) listener(touched);
     });
+    hosts.onChange((_id, before, after) => {
+      this.free(before?.value.uplinkIp);
+      this.take(after?.value.uplinkIp);
+    });
+  }
+
+  private take(ip: string | null | undefined): void {
+    if (ip) this.inUse.add(ipToNumber(ip));
+  }
+
+  private free(ip: string | null | undefined): void {
+    if (!ip) return;
+    const n = ipToNumber(ip);
+    this.inUse.delete(n);
+    if (n < this.uplinkCursor) this.uplinkCursor = n;
   }
 
   /** Told the hosts whose endpoints came or went. */
@@ -86,17 +111,13 @@ export class ExternalEndpoints {
     return this.ids.after(after, limit);
   }
 
-  private used(): Set<number> {
-    const used = new Set(this.held);
-    for (const e of this.all()) used.add(ipToNumber(e.ip));
-    for (const ip of this.hosts.uplinkAddresses()) if (ip) used.add(ipToNumber(ip));
-    return used;
+  private used(ip: number): boolean {
+    return this.inUse.has(ip) || this.held.has(ip);
   }
 
   private lowestFree(from: number): number {
-    const used = this.used();
-    for (let ip = from; ip <= lastAddress; ip++) if (!used.has(ip)) return ip;
-    for (let ip = uplinkFirst; ip < from; ip++) if (!used.has(ip)) return ip;
+    for (let ip = from; ip <= lastAddress; ip++) if (!this.used(ip)) return ip;
+    for (let ip = uplinkFirst; ip < from; ip++) if (!this.used(ip)) return ip;
     throw resourceExhausted(`the external network ${externalCidr} has no free address`);
   }
 
@@ -105,7 +126,8 @@ export class ExternalEndpoints {
    * @throws SimdcError RESOURCE_EXHAUSTED.
    */
   takeUplink(): { ip: string; release: () => void } {
-    const ip = this.lowestFree(uplinkFirst);
+    const ip = this.lowestFree(this.uplinkCursor);
+    this.uplinkCursor = ip;
     this.held.add(ip);
     return { ip: numberToIp(ip), release: () => this.held.delete(ip) };
   }
@@ -130,7 +152,7 @@ export class ExternalEndpoints {
       ip = ipToNumber(ipText);
       if (!contains(external, ip)) throw invalidArgument(`ip ${ipText} is not on the external network ${externalCidr}`);
       if (ip < uplinkFirst || ip > lastAddress) throw invalidArgument(`ip ${ipText} is the external network's own address, its router's or its broadcast`);
-      if (this.used().has(ip)) throw alreadyExists(`ip ${ipText} is in use on the external network`);
+      if (this.used(ip)) throw alreadyExists(`ip ${ipText} is in use on the external network`);
     } else ip = this.lowestFree(endpointFirst);
     const ofports = new Set([...this.all()].filter((e) => e.hostId === hostId).map((e) => e.ofport));
     let ofport = endpointOfportBase;

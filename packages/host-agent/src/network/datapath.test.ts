@@ -118,6 +118,24 @@ describe("datapath", () => {
     expect(asked()).toBe(afterFirst + 1);
   });
 
+  it("conntrack: the connections a section's ct flows commit age out on the simulated clock (ICMP: 30 s)", async () => {
+    const { clock, h1, h2 } = pair();
+    const tracked = section("h1");
+    tracked.flows = [...(tracked.flows ?? []), "table=0,priority=110,in_port=1,dl_src=02:00:00:00:00:0a,ip actions=ct(commit,zone=1),set_field:0x7->metadata,goto_table:10"];
+    h1.apply(checkNetworkSection(tracked));
+    h1.setRunning("a", true);
+    h2.setRunning("b", true);
+    await clock.advanceAsync(0);
+    const ping = h1.ping("a", parseIp("10.0.0.3"), 1, 100, 1_000);
+    await clock.advanceAsync(1_000);
+    expect((await ping).received).toBe(1);
+    // The guest's DHCP exchange (UDP, never answered through the tables) and the echo.
+    expect(h1.vswitch.dumpConntrack().map((c) => c.split(",")[0])).toEqual(["udp", "icmp"]);
+    await clock.advanceAsync(32_000);
+    expect(h1.vswitch.dumpConntrack()).toEqual([]);
+    expect(h1.vswitch.conntrackStats().expired).toBe(2);
+  });
+
   it("traffic: a UDP flow sends what its rate owes over its duration, and all of it arrives across the overlay", async () => {
     const { clock, h1, h2 } = pair();
     h1.setRunning("a", true);

@@ -112,6 +112,10 @@ function sameFlows(a: NetworkSection, b: NetworkSection): boolean {
   return a.flowTexts.length === b.flowTexts.length && a.flowTexts.every((t, i) => t === b.flowTexts[i]);
 }
 
+function sendsToConntrack(flow: FlowSpec): boolean {
+  return flow.actions.some((a) => a.kind === "ct");
+}
+
 /** A flow's identity in its table: what add-flow would replace and del-flows --strict remove. */
 function flowKey(flow: FlowSpec): string {
   const text = formatFlow({ ...flow, cookie: 0n, actions: [] });
@@ -172,6 +176,8 @@ export class HostDatapath {
    * and the next section is compared flow by flow.
    */
   private installedTexts: Map<string, FlowSpec> | null = null;
+  /** Whether the installed section sends packets through conntrack (its connections then age every second). */
+  private tracksConnections = false;
 
   constructor(private readonly options: DatapathOptions) {
     this.vswitch = new Vswitch({ ports: [], now: () => options.clock.nowMs() });
@@ -217,8 +223,8 @@ export class HostDatapath {
   private watchTimeouts(): void {
     if (this.expiry) return;
     // Flows with timeouts, and connections a ct flow may have made, age on the simulated clock.
-    const hasTimeouts = (): boolean =>
-      this.vswitch.conntrackStats().connections > 0 || this.vswitch.flows().some((f) => f.idleTimeoutS > 0 || f.hardTimeoutS > 0 || f.actions.some((a) => a.kind === "ct"));
+    // A section with ct flows (known at install) keeps the timer; no check scans every flow.
+    const hasTimeouts = (): boolean => this.tracksConnections || this.vswitch.conntrackStats().connections > 0 || this.vswitch.timedFlowCount > 0;
     if (!hasTimeouts()) return;
     this.expiry = this.options.clock.every(flowExpiryCheckMs, () => {
       for (const { flow, reason } of this.vswitch.expire()) {
@@ -271,6 +277,7 @@ export class HostDatapath {
     if (this.installedTexts) this.installChanged(section, this.installedTexts);
     else this.installAll(section);
     this.installedTexts = new Map(section.flowTexts.map((text, i) => [text, section.flows[i]!]));
+    this.tracksConnections = section.flows.some(sendsToConntrack);
     this.controllerTables = section.controllerTables || this.controllerTables;
 
     this.nicPorts.clear();
@@ -327,6 +334,7 @@ export class HostDatapath {
     for (const id of this.externals) if (!external.has(id)) this.running.delete(id);
     this.externals = external;
     this.section = section;
+    this.watchTimeouts();
     for (const guest of starting) guest.up();
   }
 
@@ -780,6 +788,8 @@ export class HostDatapath {
       });
       for (const flow of flows) owned(flow.table);
       for (const flow of flows) this.vswitch.addFlow(flow);
+      // Connections a hand-added ct flow commits must age too (until the next install recomputes this).
+      if (flows.some(sendsToConntrack)) this.tracksConnections = true;
       this.watchTimeouts();
       return flows.length;
     }

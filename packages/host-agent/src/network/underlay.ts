@@ -65,7 +65,8 @@ export class Underlay {
     const carried =
       payload.echoId === undefined && payload.flow === undefined
         ? null
-        : { echoId: payload.echoId ?? 0, echoSeq: payload.echoSeq ?? 0, sentMs: payload.sentMs ?? 0, flow: payload.flow ?? 0, responseBytes: payload.responseBytes ?? 0, reply: payload.reply ?? false };
+        : // Absent fields stay off the wire: most packets are datagrams, which carry neither.
+          { echoId: payload.echoId ?? 0, echoSeq: payload.echoSeq ?? 0, sentMs: payload.sentMs ?? 0, flow: payload.flow ?? 0, responseBytes: payload.responseBytes, reply: payload.reply };
     // The words are the verdict's, never changed once made: the train refers to them until it is encoded.
     train.packets.push({ headers: new Uint8Array(headers.buffer, headers.byteOffset, headers.byteLength), size: bytes, payload: carried });
     if (train.packets.length >= this.trainMax) this.sendTrain(key, train);
