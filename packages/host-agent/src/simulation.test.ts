@@ -1,6 +1,6 @@
 // Proves that a host agent runs on simulated time: on a ManualClock, with a
 // real nats-server and stand-in controller and SAN node, ten hosts run for a
-// simulated hour in well under a second of wall time. Every host beats
+// simulated hour in seconds of wall time (about half a second alone). Every host beats
 // exactly once per interval in a slot of its own, publishes metrics exactly
 // every metrics interval (both intervals taken from the registration reply),
 // boots its VM on the simulated clock, and reports a document realized while
@@ -90,7 +90,7 @@ const kindOf = (subject: string): string => subject.split(".").at(-1)!;
 const hostOf = (subject: string): string => subject.split(".").at(-2)!;
 
 describe("simulation", () => {
-  it("simulation: an agent runs its hosts for a simulated hour on the manual clock in under a second", async () => {
+  it("simulation: an agent runs its hosts for a simulated hour on the manual clock, in seconds of wall time", async () => {
     // Simulated time is the only time the agent reads: nothing beats while
     // the clock stands still except the report of a realized document, and
     // an hour of it costs a fraction of a second, with every heartbeat and
@@ -181,6 +181,9 @@ describe("simulation", () => {
     }
     // Ten slots a tenth of an interval apart: the hosts' beats spread over the interval.
     expect([...offsets].sort((a, b) => a - b)).toEqual(Array.from({ length: 10 }, (_, i) => i * 100));
-    expect(wallMs, `advancing the hour took ${Math.round(wallMs)} ms of wall time`).toBeLessThan(1_000);
+    // Decoupled from wall time, not a speed figure: an hour that waited on real
+    // timers anywhere would take an hour. Alone it takes about half a second;
+    // the bound leaves room for a CI machine running other files beside it.
+    expect(wallMs, `advancing the hour took ${Math.round(wallMs)} ms of wall time`).toBeLessThan(15_000);
   });
 });
