@@ -59,6 +59,7 @@ export const computeService = {
   AttachNic: method("api", "ComputeService", "AttachNic", v1.AttachNicRequest, v1.AttachNicResponse),
   DetachNic: method("api", "ComputeService", "DetachNic", v1.DetachNicRequest, v1.DetachNicResponse),
   SetNicSecurityGroups: method("api", "ComputeService", "SetNicSecurityGroups", v1.SetNicSecurityGroupsRequest, v1.SetNicSecurityGroupsResponse),
+  SetVmResources: method("api", "ComputeService", "SetVmResources", v1.SetVmResourcesRequest, v1.SetVmResourcesResponse),
 };
 
 export const storageService = {
@@ -108,6 +109,8 @@ export const hostAgentService = {
   StopTraffic: method("host", "HostAgentService", "StopTraffic", v1.StopTrafficRequest, v1.StopTrafficResponse),
   TrafficStats: method("host", "HostAgentService", "TrafficStats", v1.TrafficStatsRequest, v1.TrafficStatsResponse),
   Trace: method("host", "HostAgentService", "Trace", v1.TraceRequest, v1.TraceResponse),
+  GetHostStats: method("host", "HostAgentService", "GetHostStats", v1.GetHostStatsRequest, v1.GetHostStatsResponse),
+  SetMemoryPressure: method("host", "HostAgentService", "SetMemoryPressure", v1.SetMemoryPressureRequest, v1.SetMemoryPressureResponse),
 };
 
 export const sanNodeService = {

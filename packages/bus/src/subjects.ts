@@ -48,6 +48,7 @@ export const eventNames = [
   "added",
   "cleared",
   "nic-drops",
+  "memory-state",
 ] as const;
 
 export type EventName = (typeof eventNames)[number];

@@ -56,6 +56,8 @@ simdc vm list [--host H] | get <vm> | delete <vm> | start <vm> | stop <vm>
 simdc vm ping <vm> <address> [-c N] [-i 1s] [-W 1s]: ICMP echo from the VM, through its vswitch
 simdc vm nic add <vm> NET[,mac=M][,ip=A][,sg=G+G] | remove <vm> <index>: attach or detach a NIC (a new generation)
 simdc vm nic set <vm> <index> --sg G+G: put a NIC in other security groups in place (--sg '' for none)
+simdc vm resources <vm> [--cpu-* ...] [--mem-* ...] [--workload ...] [--phase ...]: change a VM's
+  allocation or workload in place (a new generation; only what the flags name changes)
 
   --boot-volume V   the volume it boots from (create)
   --vcpus N         virtual CPUs (create, default 1)
@@ -68,7 +70,39 @@ simdc vm nic set <vm> <index> --sg G+G: put a NIC in other security groups in pl
   --agent A         ping: the host's agent, without asking the controller
   -c, --count N     ping: echoes (default 4)
   -i, --interval D  ping: between echoes (default 1s, simulated time)
-  -W, --timeout D   ping: how long each echo waits for its reply (default 1s)${changing}`,
+  -W, --timeout D   ping: how long each echo waits for its reply (default 1s)
+  --cpu-shares S    high, normal or low (2000/1000/500 a vCPU), or the VM's shares in all;
+                    they divide contended CPU among the host's VMs
+  --cpu-reservation-mhz R   CPU the host guarantees (MHz of its cores); a power-on whose
+                    reservation does not fit the host is refused
+  --cpu-limit-mhz L at most this much CPU, even on an idle host (the rest shows as %MLMTD)
+  --mem-shares S    high, normal or low (20/10/5 a MB), or a number: who gives memory up
+                    first under pressure (idle memory counts 4x: the idle tax)
+  --mem-reservation-mib R   memory never reclaimed
+  --workload K[,name=value...]   what the guest does: idle, web (bursty), batch (CPU-bound),
+                    database (memory-heavy, writes) or vdi (a desktop); parameters cpuMean,
+                    peakCpu, burstFraction, burstMeanMs, jitter, activeFraction, usedFraction,
+                    dirtyFractionPerSec (fractions of a core per vCPU, of memory)
+  --phase K:D[,name=value...]   a phase first, for D (simulated): boot (a boot storm's
+                    share), or a kind; repeat for more, in order
+  --image I         the OS image the guest runs: VMs of one image have identical pages that
+                    page sharing can merge (if their salts allow: --share-salt)
+  --share-salt S    sched.mem.pshare.salt: VMs share pages with each other only with equal
+                    salts (the host's default salting; --share-salting off shares them all)${changing}`,
+  top: `simdc top: esxtop for the datacenter, asked of every host's agent (so it works while
+the controller is away). Hosts: cores, logical CPUs, vCPUs and their ratio, utilization,
+memory state (high, clear, soft, hard, low) and free memory against minFree, what sharing
+saved, ballooned, compressed and swapped memory. VMs (sums over their vCPUs, as esxtop:
+a 4-vCPU VM's %RDY can reach 400): %USED %RUN %RDY %CSTP %MLMTD %SWPWT, the work their
+workload lost to contention, and memory granted, active, shared, ballooned, compressed, swapped.
+Each figure is the host's last sample (5 s of simulated time).
+
+  --hosts H,...     only these hosts
+  --sort K          ready (default), used, cstp, mlmtd, swpwt, lost, granted, balloon, swapped
+  --rows N          VMs shown at most (default 40)
+  --delay D         between refreshes, real time (default 5s)
+  --iterations N    refresh N times, then exit (default: until Ctrl-C on a terminal, once
+                    into a pipe or with -o json)`,
   volume: `simdc volume create <name> [--size-mib N] | list | get <volume> | delete <volume>
 
   --size-mib N      size (create, default 1024)${changing}`,
@@ -78,6 +112,9 @@ simdc fault list | clear [id] [--wait]
 simdc fault nic <host> [--nic nic0|nic1] [--mbps M] [--queue-kib Q] [--for D]: one of the host's
   physical NICs gets a slower line or a shorter queue (what overflows it is dropped and counted,
   nic-drops events), for D on the simulated clock, then is as configured again
+simdc fault memory <host> --pressure-mib N: N MiB of the host's memory taken by something
+  outside its VMs, until set back to 0: drives its memory states (high, clear, soft, hard,
+  low) and so page sharing, ballooning, compression and swapping (memory-state events)
 
   --action A        drop, delay, duplicate or partition (add)
   --subject S       NATS subject pattern the message's subject must match (* and >)

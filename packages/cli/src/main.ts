@@ -20,6 +20,7 @@ import { externalCommand } from "./commands/external.js";
 import { routerCommand } from "./commands/router.js";
 import { traceCommand, trafficCommand } from "./commands/vswitch.js";
 import { networkCommand } from "./commands/network.js";
+import { topCommand } from "./commands/hypervisor.js";
 import { flushStdout, out, quietOnClosedPipe, type OutputFormat } from "./output.js";
 import { bashCompletion, helpFor } from "./help.js";
 
@@ -36,6 +37,10 @@ const usage = `usage: simdc [--server URL] [--data-dir DIR] [--prefix P] [--user
   sync [--wait] [--wait-timeout-ms T]
                          how far the hosts realized their documents (--wait: until all have)
   vm create <name> --boot-volume V [--vcpus N] [--memory-mib M] [--off]
+     [--cpu-shares S] [--cpu-reservation-mhz R] [--cpu-limit-mhz L] [--mem-shares S]
+     [--mem-reservation-mib R] [--workload KIND[,k=v]] [--phase KIND:D[,k=v] ...] [--image I]
+  vm resources <vm> [the same --cpu-*, --mem-*, --workload, --phase, --image, --share-salt]
+                         a VM's shares, reservations, limit and workload, in place
   vm list [--host H] | get|delete|start|stop <vm>
   volume create <name> [--size-mib N] | list | get|delete <volume>
                          changing commands take --wait none|controller|hosts,
@@ -50,6 +55,10 @@ const usage = `usage: simdc [--server URL] [--data-dir DIR] [--prefix P] [--user
                          agent-2, controller, host-agent, ...); D is 500ms, 30s, 2m
   fault nic <host> [--nic nic0|nic1] [--mbps M] [--queue-kib Q] [--for D]
                          a host's physical NIC slowed or its queue shrunk for a while
+  fault memory <host> --pressure-mib N
+                         memory taken on a host outside its VMs (0 gives it back)
+  top [--hosts H,...] [--sort ready|used|cstp|...] [--rows N] [--delay D]
+                         esxtop for the datacenter: hosts' and VMs' CPU and memory, live
   events [-w] [--kind K,...] [--id ID,...] [--since all|5m|ISO] [--record FILE]
                          what happened (kept a day), and with -w what happens next
   net create <name> --mode bridge|host-only|nat --subnet CIDR [--subnet CIDR] [--vlan N] [--tenant T]
@@ -192,6 +201,9 @@ async function main(argv: string[]): Promise<boolean> {
         return false;
       case "traffic":
         await trafficCommand(ctx, verb, more);
+        return false;
+      case "top":
+        await topCommand(ctx, rest.slice(1));
         return false;
       case "trace":
         await traceCommand(ctx, rest.slice(1));

@@ -122,6 +122,9 @@ export class Controller implements RunningRole {
         allocatedMemoryMib: allocation.memoryMib,
         vmCount: allocation.vmCount,
         vmsMax: host.capacity?.vmsMax ?? 0,
+        coreMhz: host.capacity?.coreMhz ?? 0,
+        reservedMhz: allocation.reservedMhz,
+        reservedMib: allocation.reservedMib,
       };
     };
     const ranking = new HostRanking(snapshot, function* () {

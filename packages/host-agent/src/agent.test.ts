@@ -26,7 +26,7 @@ import {
 } from "@simdc/bus";
 import { createLogger, failedPrecondition, memberDigest, notFound, Rng, unavailable, wallClock } from "@simdc/common";
 import { connectTestBus, eventually, startTestNats, type TestNats } from "@simdc/testkit";
-import { HostAgent, bootAttemptsMax, memoryMibPerVmMax, vcpusPerVmMax, vmsPerHostMax, type AgentConfig } from "./mod.js";
+import { HostAgent, bootAttemptsMax, hypervisorSettingsOf, memoryMibPerVmMax, vcpusPerVmMax, vmsPerHostMax, type AgentConfig } from "./mod.js";
 
 import v1 = simdc.v1;
 
@@ -79,6 +79,7 @@ function agentConfig(agentId: string, hostIds: string[], testFaults = false): Ag
     agentId,
     hostIds,
     capacity: { pcpus: 16, memoryMib: 65_536, nics: 2 },
+    hypervisor: hypervisorSettingsOf(16, 65_536),
     // A boot retries an unreachable node for 600 ms here (30 s by default).
     timing: { bootBlocks, bootTimeMs: 100, stopTimeMs: 50, bootRetryMs: 600 },
     // The stand-in controller answers heartbeatIntervalMs; this is only the start value.

@@ -54,6 +54,8 @@ export class HostAgent implements RunningRole {
   private heartbeatIntervalMs: number;
   private metricsIntervalMs = 0;
   private beatTimer: Timer | null = null;
+  /** One timer steps every host's hypervisor (a thousand timers would cost more than the steps). */
+  private hypervisorTimer: Timer | null = null;
   private retryTimer: Timer | null = null;
   private following: { stop(): void } | null = null;
   private documentsMadeAt = "";
@@ -85,7 +87,8 @@ export class HostAgent implements RunningRole {
         hostId,
         capacity: config.capacity,
         timing: config.timing,
-        random: options.rng.derive(hostId).random,
+        rng: options.rng.derive(hostId),
+        hypervisor: config.hypervisor,
         ...(options.vmsPerHostMax !== undefined ? { vmsMax: options.vmsPerHostMax } : {}),
         onIntervals: (heartbeatMs, metricsMs) => this.adoptIntervals(heartbeatMs, metricsMs),
         onRealized: (realized) => this.publishBeats([realized]),
@@ -208,6 +211,16 @@ export class HostAgent implements RunningRole {
           const from = req.fromHost ? checkName("from_host", req.fromHost) : "";
           return agent.hostOf(msg.subject).datapath.trace(req.packet, from);
         }),
+        endpoint(hostAgentService.GetHostStats, (req, msg) => {
+          const host = agent.hostOf(msg.subject);
+          return { hostId: host.id, host: host.hypervisor.hostStats(), vms: host.hypervisor.vmStats(), history: req.history ? [...host.hypervisor.hostHistory()] : [] };
+        }),
+        endpoint(hostAgentService.SetMemoryPressure, (req, msg) => {
+          const host = agent.hostOf(msg.subject);
+          host.hypervisor.setPressure(checkRange("pressure_mib", req.pressureMib, 0, config.capacity.memoryMib));
+          options.logger.info({ hostId: host.id, pressureMib: req.pressureMib }, "memory pressure set");
+          return { hostId: host.id, host: host.hypervisor.hostStats() };
+        }),
         endpoint(hostAgentService.TrafficStats, (_req, msg) => {
           const host = agent.hostOf(msg.subject);
           return { hostId: host.id, ...host.datapath.traffic.stats(), nowMs: options.clock.nowMs() };
@@ -218,6 +231,9 @@ export class HostAgent implements RunningRole {
     await bus.flush();
     agent.underlay.start();
     agent.scheduleBeats();
+    agent.hypervisorTimer = options.clock.every(config.hypervisor.stepMs, () => {
+      for (const host of agent.hosts.values()) host.stepHypervisor();
+    });
     // First registrations spread over an interval, so a thousand hosts do not ask the controller at once.
     const spreadMs = config.heartbeatIntervalMs / Math.max(1, agent.hosts.size);
     let index = 0;
@@ -356,6 +372,7 @@ export class HostAgent implements RunningRole {
   /** One timer for all hosts: each tick beats the next slot's hosts, so every host beats once per interval. */
   private scheduleBeats(): void {
     this.beatTimer?.cancel();
+    this.hypervisorTimer?.cancel();
     if (this.stopped || this.slots.length === 0) return;
     const tickMs = this.heartbeatIntervalMs / this.slots.length;
     this.beatTimer = this.options.clock.every(tickMs, () => this.tick());

@@ -44,7 +44,7 @@ export interface BootContext {
 }
 
 /** Maps a typed error to the proto enum that statuses carry. */
-function reasonOf(err: SimdcError): FailureReason {
+export function reasonOf(err: SimdcError): FailureReason {
   return { code: v1.ErrorCode[`ERROR_CODE_${err.code}`], message: err.message };
 }
 

@@ -8,6 +8,7 @@ import type { HostCapacity } from "./host.js";
 import type { VmTiming } from "./vm.js";
 import { failModes, inactivityProbeMsDefault, type FailMode } from "./network/controller-link.js";
 import type { UplinkSpec } from "./network/uplink.js";
+import type { HypervisorSettings } from "./hypervisor.js";
 
 /** Flags of the host-agent process, merged with the bus's common ones by runProcess. */
 export const hostAgentSettings = {
@@ -69,6 +70,24 @@ export const hostAgentSettings = {
     max: 600_000,
     help: "how often a vswitch probes its controller (simulated ms); lost after one probe interval without an answer",
   },
+  "threads-per-core": { kind: "int", env: "SIMDC_THREADS_PER_CORE", default: 1, min: 1, max: 2, help: "logical CPUs per core: 2 with hyperthreading (each of two busy threads is charged about half)" },
+  "core-mhz": { kind: "int", env: "SIMDC_CORE_MHZ", default: 2_000, min: 1, max: 10_000, help: "each core's speed; CPU reservations and limits are in MHz of it" },
+  "cpu-quantum-ms": { kind: "int", env: "SIMDC_CPU_QUANTUM_MS", default: 50, min: 1, max: 1_000, help: "the vCPU scheduler's time slice (simulated ms)" },
+  coscheduling: {
+    kind: "string",
+    env: "SIMDC_COSCHEDULING",
+    default: "relaxed",
+    help: "co-scheduling of a multi-vCPU VM: relaxed (only vCPUs that run ahead of the slowest busy one stop, ESX 3+) or strict (the whole VM stops until all its vCPUs can run together, ESX 2)",
+  },
+  "hosted-overhead-pct": { kind: "int", env: "SIMDC_HOSTED_OVERHEAD_PCT", default: 0, min: 0, max: 90, help: "a hosted (type 2) hypervisor's cost: this share of every vCPU's run time does no guest work; 0 for bare metal" },
+  "vcpus-per-core-max": { kind: "int", env: "SIMDC_VCPUS_PER_CORE_MAX", default: 32, min: 1, max: 256, help: "admission cap: powered-on vCPUs per core at most (vSphere 5.5: 32)" },
+  "share-salting": {
+    kind: "string",
+    env: "SIMDC_SHARE_SALTING",
+    default: "per-vm",
+    help: "page sharing between VMs: per-vm (Mem.ShareForceSalting=2, vSphere's default: only VMs with equal sched.mem.pshare.salt share) or off (legacy: every VM shares)",
+  },
+  "hypervisor-step-ms": { kind: "int", env: "SIMDC_HYPERVISOR_STEP_MS", default: 100, min: 10, max: 10_000, help: "simulated time each step of every host's CPU and memory models covers (100: 10 Hz)" },
   "test-faults": {
     kind: "bool",
     env: "SIMDC_TEST_FAULTS",
@@ -90,7 +109,13 @@ export interface AgentConfig {
   inactivityProbeMs: number;
   /** Each host's physical NICs: nic0 converged, nic1 dedicated when the host has two. */
   uplinks: UplinkSpec[];
+  hypervisor: HypervisorSettings;
 }
+
+/** esxtop's default delay: a sample is 5 s of simulated time. */
+const sampleMs = 5_000;
+/** Ten minutes of samples in each host's ring. */
+const historySamples = 120;
 
 /**
  * Builds the agent's configuration from its settings.
@@ -112,7 +137,7 @@ export function agentConfigOf(settings: Settings<typeof hostAgentSettings>): Age
     },
     heartbeatIntervalMs: settings["heartbeat-interval-ms"],
     testFaults: settings["test-faults"],
-    failMode: checkFailMode(settings["fail-mode"]),
+    failMode: checkChoice<FailMode>("--fail-mode", settings["fail-mode"], failModes),
     uplinks: Array.from({ length: Math.min(2, settings.nics) }, (_, i) => ({
       name: `nic${i}`,
       bandwidthMbps: settings["nic-mbps"],
@@ -120,13 +145,44 @@ export function agentConfigOf(settings: Settings<typeof hostAgentSettings>): Age
       latencyMs: settings["nic-latency-us"] / 1_000,
     })),
     inactivityProbeMs: settings["inactivity-probe-ms"],
+    hypervisor: hypervisorSettingsOf(settings.pcpus, settings["memory-mib"], {
+      threadsPerCore: settings["threads-per-core"] === 2 ? 2 : 1,
+      coreMhz: settings["core-mhz"],
+      quantumMs: settings["cpu-quantum-ms"],
+      coscheduling: checkChoice("--coscheduling", settings.coscheduling, ["relaxed", "strict"] as const),
+      hostedOverheadPct: settings["hosted-overhead-pct"],
+      vcpusPerCoreMax: settings["vcpus-per-core-max"],
+      salting: checkChoice("--share-salting", settings["share-salting"], ["per-vm", "off"] as const),
+      stepMs: settings["hypervisor-step-ms"],
+    }),
   };
 }
 
-function checkFailMode(text: string): FailMode {
-  if (!(failModes as readonly string[]).includes(text)) throw invalidArgument(`--fail-mode must be secure or standalone, got ${JSON.stringify(text)}`);
-  return text as FailMode;
+/** A host's hypervisor with the flags' defaults, but for `overrides`. */
+export function hypervisorSettingsOf(cores: number, memoryMib: number, overrides: Partial<HypervisorSettings> = {}): HypervisorSettings {
+  const stepMs = overrides.stepMs ?? hostAgentSettings["hypervisor-step-ms"].default;
+  return {
+    cores,
+    memoryMib,
+    threadsPerCore: 1,
+    coreMhz: hostAgentSettings["core-mhz"].default,
+    quantumMs: hostAgentSettings["cpu-quantum-ms"].default,
+    coscheduling: "relaxed",
+    hostedOverheadPct: 0,
+    vcpusPerCoreMax: hostAgentSettings["vcpus-per-core-max"].default,
+    salting: "per-vm",
+    sampleMs: Math.max(sampleMs, stepMs),
+    historySamples,
+    ...overrides,
+    stepMs,
+  };
 }
+
+function checkChoice<T extends string>(flag: string, text: string, choices: readonly T[]): T {
+  if (!(choices as readonly string[]).includes(text)) throw invalidArgument(`${flag} must be ${choices.join(" or ")}, got ${JSON.stringify(text)}`);
+  return text as T;
+}
+
 
 /**
  * Splits "host-1,host-2" into checked, distinct ids.

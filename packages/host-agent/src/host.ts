@@ -13,15 +13,19 @@ import {
   removeFromDigest,
   resourceExhausted,
   SimdcError,
+  toSimdcError,
   uniqueId,
   type Clock,
   type Logger,
+  type Rng,
 } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 import { heartbeatIntervalMsMax, heartbeatIntervalMsMin, registerBackoff, registerCallTimeoutMs, vmsPerHostMax } from "./limits.js";
 import { backoffDelayMs } from "./timing.js";
 import type { DesiredVm, HostPlan } from "./validate.js";
-import { SimVm, type VmTiming } from "./vm.js";
+import { SimVm, type VmHypervisor, type VmTiming } from "./vm.js";
+import { HostHypervisor, type HypervisorSettings } from "./hypervisor.js";
+import { reasonOf, type FailureReason } from "./boot.js";
 import { HostDatapath } from "./network/datapath.js";
 import type { Payload } from "./network/packets.js";
 import type { Tunnel } from "./network/section.js";
@@ -51,8 +55,10 @@ export interface SimHostOptions {
   timing: VmTiming;
   /** VMs the host may hold; defaults to vmsPerHostMax. */
   vmsMax?: number;
-  /** Jitter source in [0, 1), derived from the run's seed. */
-  random: () => number;
+  /** The host's own stream of the run's seed (jitter, workloads, page contents). */
+  rng: Rng;
+  /** How the host's hypervisor schedules CPU and manages memory. */
+  hypervisor: HypervisorSettings;
   /** Told when the controller's registration reply names the heartbeat and metrics intervals. */
   onIntervals(heartbeatIntervalMs: number, metricsIntervalMs: number): void;
   /** Told when the host realized a document (so it reports at once). */
@@ -99,16 +105,27 @@ export class SimHost {
   private heldRealized: { generation: number; epoch: number; stateId: string } | null = null;
   /** The host's vswitch, its ports and tunnels, and its guests' NICs. */
   readonly datapath: HostDatapath;
+  /** The host's CPU scheduler and memory manager, with its VMs' workloads. */
+  readonly hypervisor: HostHypervisor;
+  private readonly vmHypervisor: VmHypervisor;
+  private readonly random: () => number;
 
   constructor(private readonly options: SimHostOptions) {
     this.id = options.hostId;
     this.bus = options.bus;
     this.logger = options.logger.child({ hostId: options.hostId });
     this.vmsMax = options.vmsMax ?? vmsPerHostMax;
+    this.random = options.rng.random;
+    this.hypervisor = new HostHypervisor(options.hypervisor, options.rng.derive("hypervisor"));
+    this.vmHypervisor = {
+      powerOn: (vm) => this.admitted(() => (this.hypervisor.has(vm.vmId) ? this.hypervisor.update(vm.vmId, vm.resources) : this.hypervisor.powerOn(vm.vmId, vm.spec.vcpus, vm.spec.memoryMib, vm.resources))),
+      update: (vm) => this.admitted(() => this.hypervisor.update(vm.vmId, vm.resources)),
+      powerOff: (vmId) => this.hypervisor.powerOff(vmId),
+    };
     this.datapath = new HostDatapath({
       hostId: this.id,
       clock: options.clock,
-      random: options.random,
+      random: this.random,
       logger: this.logger,
       tunnel: (tunnel, headers, payload, bytes) => options.tunnel(this.id, tunnel, headers, payload, bytes),
       failMode: options.failMode,
@@ -231,8 +248,9 @@ export class SimHost {
       logger: this.logger,
       clock: this.options.clock,
       timing: this.options.timing,
-      random: this.options.random,
+      random: this.random,
       changed: (changed) => this.report(changed),
+      hypervisor: this.vmHypervisor,
     });
     this.vms.set(vm.id, vm);
     return vm;
@@ -319,6 +337,7 @@ export class SimHost {
       memoryMibRunning: memoryMib,
       realizedGeneration: this.realized.generation,
       publishFailures: this.bus.publishFailureCount,
+      hypervisor: this.hypervisor.hostStats(),
     });
   }
 
@@ -349,8 +368,39 @@ export class SimHost {
     if (!this.evicted) void this.register();
   }
 
+  /** Runs a hypervisor change. @returns why it was refused (a typed error), or null. */
+  private admitted(change: () => void): FailureReason | null {
+    try {
+      change();
+      return null;
+    } catch (err) {
+      return reasonOf(toSimdcError(err));
+    }
+  }
+
+  /**
+   * Steps the hypervisor by its step (the agent's timer calls every host's)
+   * and reports a change of memory state as an event.
+   */
+  stepHypervisor(): void {
+    if (!this.alive) return;
+    for (const event of this.hypervisor.step(this.options.clock.nowMs())) {
+      if (event.kind !== "memory-state") continue;
+      const message = `host ${this.id}: memory ${event.from} -> ${event.to}, ${Math.round(event.freeMb)} MiB free`;
+      this.logger.info({ from: event.from, to: event.to, freeMib: Math.round(event.freeMb) }, "memory state changed");
+      this.publish(this.bus.subjects.event("host", this.id, "memory-state"), v1.Event, {
+        kind: v1.EventKind.EVENT_KIND_MEMORY_STATE_CHANGED,
+        objectId: this.id,
+        timeMs: this.options.clock.nowMs(),
+        message,
+        source: this.options.agentId,
+      });
+    }
+  }
+
   private remove(vm: SimVm): void {
     vm.discard();
+    this.hypervisor.powerOff(vm.id);
     this.datapath.setRunning(vm.id, false);
     this.vms.delete(vm.id);
     const removed = v1.VmStatus.create({ ...vm.status(), state: v1.VmState.VM_STATE_REMOVED });
@@ -390,7 +440,7 @@ export class SimHost {
     const request: v1.RegisterHostRequest.$Properties = {
       hostId: this.id,
       agentId: this.options.agentId,
-      capacity: { ...this.options.capacity, vmsMax: this.vmsMax },
+      capacity: { ...this.options.capacity, vmsMax: this.vmsMax, threadsPerCore: this.options.hypervisor.threadsPerCore, coreMhz: this.options.hypervisor.coreMhz },
       bootId: this.bootId,
     };
     try {
@@ -408,7 +458,7 @@ export class SimHost {
             return;
           }
           this.logger.warn({ attempt, err: String(err) }, "registration failed; retrying");
-          if (!(await this.options.clock.sleep(backoffDelayMs(registerBackoff, attempt, this.options.random), this.stopping.signal))) return;
+          if (!(await this.options.clock.sleep(backoffDelayMs(registerBackoff, attempt, this.random), this.stopping.signal))) return;
         }
       }
     } finally {

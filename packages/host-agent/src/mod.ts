@@ -4,7 +4,7 @@ export { SimHost } from "./host.js";
 export type { SimHostOptions, HostCapacity } from "./host.js";
 export { SimVm } from "./vm.js";
 export type { VmTiming } from "./vm.js";
-export { agentConfigOf, parseHostIds, hostAgentSettings } from "./config.js";
+export { agentConfigOf, parseHostIds, hostAgentSettings, hypervisorSettingsOf } from "./config.js";
 export type { AgentConfig } from "./config.js";
 export { checkDesiredVm, checkPlan } from "./validate.js";
 export type { DesiredVm, HostPlan } from "./validate.js";

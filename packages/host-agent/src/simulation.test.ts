@@ -13,7 +13,7 @@ import { simdc } from "@simdc/proto";
 import { endpoint, hostService, sanNodeService, type Bucket, type Bus } from "@simdc/bus";
 import { createLogger, ManualClock, Rng } from "@simdc/common";
 import { connectTestBus, eventually, startTestNats, type TestNats } from "@simdc/testkit";
-import { HostAgent } from "./mod.js";
+import { HostAgent, hypervisorSettingsOf } from "./mod.js";
 
 import v1 = simdc.v1;
 
@@ -68,6 +68,7 @@ beforeAll(async () => {
       agentId,
       hostIds,
       capacity: { pcpus: 16, memoryMib: 65_536, nics: 2 },
+      hypervisor: hypervisorSettingsOf(16, 65_536),
       timing: { bootBlocks: 8, bootTimeMs: 300, stopTimeMs: 100, bootRetryMs: 30_000 },
       heartbeatIntervalMs: 5_000,
       testFaults: false,

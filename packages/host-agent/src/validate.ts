@@ -5,7 +5,9 @@
 // this file re-checks them.
 
 import { checkName, checkRange, invalidArgument } from "@simdc/common";
+import { workloadSpecOf, type CpuSharesPreset } from "@simdc/hypervisor";
 import { simdc } from "@simdc/proto";
+import type { VmResources } from "./hypervisor.js";
 import { memoryMibPerVmMax, vcpusPerVmMax } from "./limits.js";
 import { checkNetworkSection, type NetworkSection } from "./network/section.js";
 
@@ -28,6 +30,7 @@ export interface DesiredVm {
   vmId: string;
   incarnation: string;
   spec: { vcpus: number; memoryMib: number; bootVolume: string };
+  resources: VmResources;
   boot: BootLocation;
   powerState: DesiredPowerState;
   /** Bumped by the controller on each change of this incarnation; at least 1. */
@@ -65,7 +68,39 @@ export function checkDesiredVm(vm: v1.DesiredVm): DesiredVm {
     throw invalidArgument(`vm ${vmId}: power_state must be POWER_STATE_ON or POWER_STATE_OFF, got ${powerState}`);
   }
   const generation = checkRange(`vm ${vmId}: generation`, vm.generation, 1, uint32Max);
-  return { vmId, incarnation, spec: { vcpus, memoryMib, bootVolume }, boot, powerState, generation, wire: vm };
+  const resources = checkResources(vmId, spec);
+  return { vmId, incarnation, spec: { vcpus, memoryMib, bootVolume }, resources, boot, powerState, generation, wire: vm };
+}
+
+const presets: Record<number, CpuSharesPreset> = {
+  [v1.SharesLevel.SHARES_LEVEL_UNSPECIFIED]: "normal",
+  [v1.SharesLevel.SHARES_LEVEL_NORMAL]: "normal",
+  [v1.SharesLevel.SHARES_LEVEL_LOW]: "low",
+  [v1.SharesLevel.SHARES_LEVEL_HIGH]: "high",
+};
+
+/** A preset, or the custom number of shares. @throws SimdcError INVALID_ARGUMENT. */
+function sharesOf(field: string, a: v1.IResourceAllocation | null | undefined): CpuSharesPreset | number {
+  const level = a?.sharesLevel ?? v1.SharesLevel.SHARES_LEVEL_UNSPECIFIED;
+  if (level === v1.SharesLevel.SHARES_LEVEL_CUSTOM) return checkRange(`${field}.shares`, a?.shares ?? 0, 1, uint32Max);
+  const preset = presets[level];
+  if (!preset) throw invalidArgument(`${field}.shares_level ${level} is not a known SharesLevel`);
+  return preset;
+}
+
+/** The VM's allocation and workload (the model checks them against the host at power-on). @throws SimdcError INVALID_ARGUMENT. */
+function checkResources(vmId: string, spec: v1.IVmSpec): VmResources {
+  const limit = spec.cpu?.limit ?? 0;
+  return {
+    cpuShares: sharesOf(`vm ${vmId}: spec.cpu`, spec.cpu),
+    cpuReservationMhz: spec.cpu?.reservation ?? 0,
+    cpuLimitMhz: limit > 0 ? limit : undefined,
+    memoryShares: sharesOf(`vm ${vmId}: spec.memory`, spec.memory),
+    memoryReservationMib: spec.memory?.reservation ?? 0,
+    workload: workloadSpecOf(spec.workload),
+    image: spec.workload?.image ? checkName(`vm ${vmId}: spec.workload.image`, spec.workload.image) : undefined,
+    shareSalt: spec.workload?.shareSalt || undefined,
+  };
 }
 
 /**

@@ -36,6 +36,17 @@ export interface VmHost {
   random: () => number;
   /** Called after every change of the VM's status. */
   changed(vm: SimVm): void;
+  /** The hypervisor that gives the VM CPU and memory while it is on. */
+  hypervisor: VmHypervisor;
+}
+
+/** What a VM asks of its host's hypervisor. */
+export interface VmHypervisor {
+  /** Admission control at power-on. @returns why the VM cannot power on, or null once it is admitted. */
+  powerOn(vm: DesiredVm): FailureReason | null;
+  /** A running VM's allocation or workload changed. @returns why it was not applied, or null. */
+  update(vm: DesiredVm): FailureReason | null;
+  powerOff(vmId: string): void;
 }
 
 export class SimVm {
@@ -125,8 +136,17 @@ export class SimVm {
 
   private async powerOn(target: DesiredVm, log: Logger): Promise<void> {
     if (this.state === VM_STATE_RUNNING) {
-      // A spec change of a running VM is recorded; the simulation does not resize.
+      // Shares, reservations, limits and the workload change in place; the
+      // vCPUs and memory size stay as they were (a real VM needs a power cycle).
+      const refused = this.host.hypervisor.update(target);
+      if (refused) log.warn({ code: v1.ErrorCode[refused.code], reason: refused.message }, "vm's new allocation refused; it runs on with the old one");
       this.settle(VM_STATE_RUNNING, null, target.generation, log);
+      return;
+    }
+    // Admission control comes first, as vSphere's: a reservation that does not fit never boots.
+    const refused = this.host.hypervisor.powerOn(target);
+    if (refused) {
+      this.settle(VM_STATE_FAILED, refused, target.generation, log);
       return;
     }
     this.change(VM_STATE_STARTING, null, log);
@@ -135,6 +155,7 @@ export class SimVm {
     if (this.abort.signal.aborted) return;
     if (!outcome.ok) {
       if (outcome.reason === null) return;
+      this.host.hypervisor.powerOff(this.id);
       this.settle(VM_STATE_FAILED, outcome.reason, target.generation, log);
       return;
     }
@@ -149,6 +170,7 @@ export class SimVm {
       if (!(await this.host.clock.sleep(this.host.timing.stopTimeMs, this.abort.signal))) return;
     }
     // DEFINED, STOPPED and FAILED VMs run nothing, so OFF is realized at once.
+    this.host.hypervisor.powerOff(this.id);
     this.settle(VM_STATE_STOPPED, null, target.generation, log);
   }
 

@@ -3,6 +3,7 @@
 // fault hits a whole process, so one host among many in an agent process is
 // cut off with a bus rule instead.
 
+import { memoryFault } from "./hypervisor.js";
 import { closeSync, existsSync, openSync, readdirSync, readFileSync, readSync, statSync } from "node:fs";
 import { join } from "node:path";
 import {
@@ -189,11 +190,12 @@ export const ruleActions: Record<string, v1.FaultAction> = {
 const faultUsage =
   "usage: simdc fault add <id> --action drop|delay|duplicate|partition [--subject S] [--from ID] [--to ID] " +
   "[--percent P] [--delay-ms D] [--jitter-ms J] [--copies N] [--after D] [--duration D] [--wait] | list | clear [id] [--wait] | " +
-  "kill|pause|resume|restart <process> | nic <host> [--nic nic0|nic1] [--mbps M] [--queue-kib Q] [--for D]";
+  "kill|pause|resume|restart <process> | nic <host> [--nic nic0|nic1] [--mbps M] [--queue-kib Q] [--for D] | memory <host> --pressure-mib N";
 
 export async function faultCommand(global: GlobalOptions, ctx: CommandContext, verb: string | undefined, argv: string[]): Promise<void> {
   if (verb === "add" || verb === "list" || verb === "clear") return faultRuleCommand(ctx, verb, argv);
   if (verb === "nic") return nicFault(ctx, argv);
+  if (verb === "memory") return memoryFault(ctx, argv);
   const action = verb ? actions[verb] : undefined;
   if (action === undefined) throw invalidArgument(faultUsage);
   const [name] = positionals(parse(argv, {}), ["process"]);

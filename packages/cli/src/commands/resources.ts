@@ -2,6 +2,7 @@
 // table or JSON. Changing commands take --wait none|controller|hosts (as
 // ovn-nbctl's --wait) and --request-id, which makes a retried command act once.
 
+import { resourceFlags, resourcesOf, vmResources } from "./hypervisor.js";
 import { computeService, hostService, storageService, type Bus } from "@simdc/bus";
 import { invalidArgument } from "@simdc/common";
 import { simdc } from "@simdc/proto";
@@ -120,6 +121,7 @@ export const vmCreateFlags: FlagSpec = {
   "boot-volume": { type: "string" },
   off: { type: "boolean" },
   nic: { type: "string", multiple: true },
+  ...resourceFlags,
   ...mutationFlags,
 };
 
@@ -178,6 +180,7 @@ export async function vmCommand(ctx: CommandContext, verb: string | undefined, a
           memoryMib: intFlag(parsed.flags, "memory-mib", 512, 0, 1_000_000_000),
           bootVolume,
           nics: ((parsed.flags["nic"] as unknown as string[] | undefined) ?? []).map(parseNic),
+          ...resourcesOf(parsed.flags),
         },
         powerState: parsed.flags["off"] ? v1.PowerState.POWER_STATE_OFF : v1.PowerState.POWER_STATE_ON,
         mutation: mutationOf(parsed.flags),
@@ -189,6 +192,8 @@ export async function vmCommand(ctx: CommandContext, verb: string | undefined, a
     }
     case "ping":
       return vmPing(ctx, argv);
+    case "resources":
+      return vmResources(ctx, argv, mutationOf, mutationFlags);
     case "nic": {
       const parsed = parse(argv, { ...mutationFlags, sg: { type: "string" } });
       const [action, id, what] = parsed.positionals;

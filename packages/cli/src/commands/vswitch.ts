@@ -16,7 +16,7 @@ import { measureReachability } from "../network/reachability.js";
 import v1 = simdc.v1;
 
 /** The agent that runs `hostId`: --agent, or the controller's record of the host. */
-async function agentOf(bus: Bus, hostId: string, flags: Parsed["flags"]): Promise<string> {
+export async function agentOf(bus: Bus, hostId: string, flags: Parsed["flags"]): Promise<string> {
   const given = stringFlag(flags, "agent");
   if (given) return checkName("--agent", given);
   const { host } = await bus.call(hostService.GetHost, { hostId });

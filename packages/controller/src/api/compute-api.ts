@@ -9,8 +9,9 @@ import type { ControllerState } from "../state.js";
 import { withRequestId } from "../store/kinds.js";
 import { mutate } from "./mutation.js";
 import { page, pageOf } from "./paging.js";
-import { checkPowerState, checkVmSpec } from "./validate.js";
+import { checkPowerState, checkVmResources, checkVmSpec } from "./validate.js";
 import { nicsPerVmMax } from "../network/logical-ports.js";
+import { placementRequestOf } from "../placement/placement.js";
 
 import v1 = simdc.v1;
 
@@ -84,6 +85,26 @@ export function computeEndpoints(state: ControllerState): Endpoint<any, any>[] {
     }
   }
 
+  /**
+   * A VM's reservations may grow only into what its host has unreserved (a
+   * reservation is a guarantee, never overcommitted).
+   * @throws SimdcError RESOURCE_EXHAUSTED.
+   */
+  function checkReservationsFit(hostId: string, before: v1.VmSpec, after: v1.VmSpec): void {
+    const host = state.hosts.get(hostId);
+    const allocation = vms.allocation(hostId);
+    const grownMhz = (after.cpu?.reservation ?? 0) - (before.cpu?.reservation ?? 0);
+    const capacityMhz = (host?.capacity?.pcpus ?? 0) * (host?.capacity?.coreMhz ?? 0);
+    if (grownMhz > 0 && allocation.reservedMhz + grownMhz > capacityMhz) {
+      throw resourceExhausted(`host ${hostId} has ${Math.max(0, capacityMhz - allocation.reservedMhz)} MHz unreserved, not ${grownMhz} more`);
+    }
+    const grownMib = (after.memory?.reservation ?? 0) - (before.memory?.reservation ?? 0);
+    const memoryMib = host?.capacity?.memoryMib ?? 0;
+    if (grownMib > 0 && allocation.reservedMib + grownMib > memoryMib) {
+      throw resourceExhausted(`host ${hostId} has ${Math.max(0, memoryMib - allocation.reservedMib)} MiB of memory unreserved, not ${grownMib} more`);
+    }
+  }
+
   return [
     endpoint(computeService.AttachNic, (req) =>
       mutate(
@@ -130,6 +151,25 @@ export function computeEndpoints(state: ControllerState): Endpoint<any, any>[] {
         replayPower(req.vmId),
       ),
     ),
+    endpoint(computeService.SetVmResources, (req) =>
+      mutate(
+        state,
+        computeService.SetVmResources,
+        req,
+        async (requestId) => {
+          const { vm, record, revision } = requireVm(req.vmId);
+          const spec = v1.VmSpec.create(vm.spec ?? {});
+          const given = checkVmResources(req, spec.vcpus, spec.memoryMib);
+          const changed = v1.VmSpec.create({ ...spec, ...given });
+          checkReservationsFit(vm.hostId, spec, changed);
+          const next = v1.Vm.create({ ...vm, spec: changed, generation: vm.generation + 1 });
+          await vms.records.write(vm.id, v1.VmRecord.create({ vm: next, requestIds: withRequestId(record.requestIds, requestId) }), revision);
+          state.crash.reach("record-stored");
+          return { response: { vm: vmView(state, next) }, hosts: [vm.hostId] };
+        },
+        replayPower(req.vmId),
+      ),
+    ),
     endpoint(computeService.CreateVm, (req) =>
       mutate(
         state,
@@ -148,7 +188,7 @@ export function computeEndpoints(state: ControllerState): Endpoint<any, any>[] {
           if (boot.state === v1.VolumeState.VOLUME_STATE_DELETING || boot.state === v1.VolumeState.VOLUME_STATE_FAILED) {
             throw failedPrecondition(`boot volume ${spec.bootVolume} is ${v1.VolumeState[boot.state]!.replace("VOLUME_STATE_", "").toLowerCase()}`);
           }
-          const placement = state.ranking.place(spec);
+          const placement = state.ranking.place(placementRequestOf(spec));
           if (!placement.ok) {
             const detail = placement.rejected.slice(0, 4).map((r) => `${r.hostId}: ${r.reason}`).join("; ");
             throw resourceExhausted(detail ? `${placement.reason} (${detail})` : placement.reason);

@@ -3,6 +3,7 @@
 // protobuf that decodes may still hold defaults or unknown enum numbers.
 
 import { checkName, checkRange, invalidArgument } from "@simdc/common";
+import { cpuSchedulerLimits, workloadSpecOf } from "@simdc/hypervisor";
 import { simdc } from "@simdc/proto";
 
 import v1 = simdc.v1;
@@ -28,7 +29,53 @@ export function checkVmSpec(spec: v1.VmSpec.$Properties | null | undefined): v1.
     bootVolume: checkName("spec.boot_volume", spec.bootVolume ?? ""),
     // Checked against the networks and what other NICs hold when addresses are assigned.
     nics: (spec.nics ?? []).map((nic) => v1.NicSpec.create({ ...nic, ofport: 0 })),
+    ...checkVmResources(spec, spec.vcpus ?? 0, spec.memoryMib ?? 0),
   });
+}
+
+/** The most MHz one core may have (so a CPU reservation's bound). */
+const coreMhzMax = cpuSchedulerLimits.coreMhzMax;
+/** sched.mem.pshare.salt is a short string. */
+const shareSaltLengthMax = 64;
+
+/**
+ * A VM's CPU and memory allocation and workload, each checked when given
+ * (absent ones stay absent: the defaults).
+ * @throws SimdcError INVALID_ARGUMENT.
+ */
+export function checkVmResources(
+  given: { cpu?: v1.IResourceAllocation | null; memory?: v1.IResourceAllocation | null; workload?: v1.IWorkload | null },
+  vcpus: number,
+  memoryMib: number,
+): { cpu?: v1.ResourceAllocation; memory?: v1.ResourceAllocation; workload?: v1.Workload } {
+  const out: { cpu?: v1.ResourceAllocation; memory?: v1.ResourceAllocation; workload?: v1.Workload } = {};
+  if (given.cpu) out.cpu = checkAllocation("spec.cpu", given.cpu, vcpus * coreMhzMax, "MHz");
+  if (given.memory) {
+    // vSphere's memory limit (reclaiming past it on an idle host) is not in the memory model: refused, never silently ignored.
+    if (given.memory.limit) throw invalidArgument("spec.memory.limit is not modelled; leave it 0 (reservation and shares are)");
+    out.memory = checkAllocation("spec.memory", given.memory, memoryMib, "MiB");
+  }
+  if (given.workload) {
+    const w = given.workload;
+    workloadSpecOf(w);
+    if (w.image) checkName("spec.workload.image", w.image);
+    if ((w.shareSalt ?? "").length > shareSaltLengthMax) throw invalidArgument(`spec.workload.share_salt is longer than ${shareSaltLengthMax} characters`);
+    out.workload = v1.Workload.create(w);
+  }
+  return out;
+}
+
+/** Shares, reservation and limit of one resource. @throws SimdcError INVALID_ARGUMENT. */
+function checkAllocation(field: string, a: v1.IResourceAllocation, reservationMax: number, unit: string): v1.ResourceAllocation {
+  const level = a.sharesLevel ?? v1.SharesLevel.SHARES_LEVEL_UNSPECIFIED;
+  if (!(level in v1.SharesLevel)) throw invalidArgument(`${field}.shares_level ${level} is not a known SharesLevel`);
+  const custom = level === v1.SharesLevel.SHARES_LEVEL_CUSTOM;
+  if (custom) checkRange(`${field}.shares`, a.shares ?? 0, 1, cpuSchedulerLimits.sharesMax);
+  else if (a.shares) throw invalidArgument(`${field}.shares is given only with shares_level CUSTOM`);
+  const reservation = checkRange(`${field}.reservation (${unit})`, a.reservation ?? 0, 0, reservationMax);
+  const limit = a.limit ?? 0;
+  if (limit && limit < reservation) throw invalidArgument(`${field}.limit ${limit} ${unit} is below its reservation ${reservation} ${unit}`);
+  return v1.ResourceAllocation.create({ sharesLevel: level, shares: custom ? (a.shares ?? 0) : 0, reservation, limit });
 }
 
 /** ON or OFF; UNSPECIFIED means `fallback`. @throws SimdcError INVALID_ARGUMENT. */
@@ -60,6 +107,8 @@ export function checkHostCapacity(capacity: v1.HostCapacity.$Properties | null |
     memoryMib: checkRange("capacity.memory_mib", capacity.memoryMib ?? 0, 1, memoryMibPerHostMax),
     nics: checkRange("capacity.nics", capacity.nics ?? 0, 0, nicsPerHostMax),
     vmsMax: checkRange("capacity.vms_max", capacity.vmsMax || vmsPerHostDefault, 1, vmsPerHostLimit),
+    threadsPerCore: checkRange("capacity.threads_per_core", capacity.threadsPerCore || 1, 1, 2),
+    coreMhz: checkRange("capacity.core_mhz", capacity.coreMhz ?? 0, 0, coreMhzMax),
   });
 }
 

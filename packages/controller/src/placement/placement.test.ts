@@ -42,6 +42,19 @@ describe("placement", () => {
     expect(refused.rejected[0]?.reason).toBe("memory: 0+12289 MiB > 12288 MiB (8192 MiB x 1.5)");
   });
 
+  it("placement: reservations are never overcommitted, whatever the ratios", () => {
+    // 4 cores of 2,000 MHz: 8,000 MHz to reserve; 8,192 MiB of memory, though the ratio lets 12,288 be allocated.
+    const fitted = { coreMhz: 2_000, reservedMhz: 6_000, reservedMib: 8_000 };
+    expect(placeVm([host("host-1", fitted)], { vcpus: 1, memoryMib: 1, reservationMhz: 2_000, reservationMib: 192 }, ratios).ok).toBe(true);
+    const cpu = placeVm([host("host-1", fitted)], { vcpus: 1, memoryMib: 1, reservationMhz: 2_001 }, ratios);
+    expect(cpu.rejected[0]?.reason).toBe("CPU reservation: 6000+2001 MHz > 8000 MHz (4 cores x 2000 MHz)");
+    const memory = placeVm([host("host-1", fitted)], { vcpus: 1, memoryMib: 1, reservationMib: 193 }, ratios);
+    expect(memory.rejected[0]?.reason).toBe("memory reservation: 8000+193 MiB > 8192 MiB");
+    // The host that can give it is chosen, though the other is less loaded.
+    const chosen = placeVm([host("host-1", { coreMhz: 1_000 }), host("host-2", { coreMhz: 3_000, allocatedVcpus: 4 })], { vcpus: 1, memoryMib: 1, reservationMhz: 5_000 }, ratios);
+    expect(chosen).toMatchObject({ ok: true, hostId: "host-2" });
+  });
+
   it("placement: a host at its VM limit takes no more", () => {
     const refused = placeVm([host("host-1", { vmCount: 2, vmsMax: 2 })], { vcpus: 1, memoryMib: 1 }, ratios);
     expect(refused.rejected[0]?.reason).toBe("VMs: holds 2, its limit");

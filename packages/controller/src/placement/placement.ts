@@ -6,6 +6,10 @@
 // controller keeps a ranking (host-ranking.ts) so that a create looks at a
 // few hosts, and uses the scan only to explain a refusal.
 
+import { simdc } from "@simdc/proto";
+
+import v1 = simdc.v1;
+
 export interface PlacementHost {
   id: string;
   connected: boolean;
@@ -15,11 +19,24 @@ export interface PlacementHost {
   allocatedMemoryMib: number;
   vmCount: number;
   vmsMax: number;
+  /** One core's MHz (CPU reservations are in MHz of the host's cores); 0: not reported. */
+  coreMhz?: number;
+  /** Reservations of the VMs the host holds. */
+  reservedMhz?: number;
+  reservedMib?: number;
 }
 
 export interface PlacementRequest {
   vcpus: number;
   memoryMib: number;
+  /** Its CPU reservation in MHz, memory reservation in MiB. */
+  reservationMhz?: number;
+  reservationMib?: number;
+}
+
+/** A VM's demands on its host, from its spec. */
+export function placementRequestOf(spec: v1.IVmSpec): PlacementRequest {
+  return { vcpus: spec.vcpus ?? 0, memoryMib: spec.memoryMib ?? 0, reservationMhz: spec.cpu?.reservation ?? 0, reservationMib: spec.memory?.reservation ?? 0 };
 }
 
 export interface OvercommitRatios {
@@ -61,6 +78,16 @@ export function rejectionReason(host: PlacementHost, vm: PlacementRequest, ratio
   const memoryMax = placeableMemoryMib(host, ratios);
   if (host.allocatedMemoryMib + vm.memoryMib > memoryMax) {
     return `memory: ${host.allocatedMemoryMib}+${vm.memoryMib} MiB > ${memoryMax} MiB (${host.memoryMib} MiB x ${ratios.memory})`;
+  }
+  // Reservations are guarantees: never overcommitted, whatever the ratios.
+  if (vm.reservationMhz) {
+    const capacityMhz = host.pcpus * (host.coreMhz ?? 0);
+    const reserved = host.reservedMhz ?? 0;
+    if (reserved + vm.reservationMhz > capacityMhz) return `CPU reservation: ${reserved}+${vm.reservationMhz} MHz > ${capacityMhz} MHz (${host.pcpus} cores x ${host.coreMhz ?? 0} MHz)`;
+  }
+  if (vm.reservationMib) {
+    const reserved = host.reservedMib ?? 0;
+    if (reserved + vm.reservationMib > host.memoryMib) return `memory reservation: ${reserved}+${vm.reservationMib} MiB > ${host.memoryMib} MiB`;
   }
   return null;
 }

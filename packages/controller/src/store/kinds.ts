@@ -1,5 +1,6 @@
 // The two kinds of desired state the controller keeps, and what each
-// promises its placement target: VMs promise vCPUs and memory to a host,
+// promises its placement target: VMs promise vCPUs, memory and their
+// reservations to a host,
 // volumes promise their size to a SAN node.
 
 import { simdc } from "@simdc/proto";
@@ -11,6 +12,9 @@ export interface HostAllocation {
   vcpus: number;
   memoryMib: number;
   vmCount: number;
+  /** Reservations the host guarantees its VMs: MHz of CPU, MiB of memory. */
+  reservedMhz: number;
+  reservedMib: number;
 }
 
 export interface SanAllocation {
@@ -26,11 +30,13 @@ export const vmKind: DesiredKind<v1.VmRecord, v1.Vm, HostAllocation> = {
   objectOf: (record) => record.vm as v1.Vm,
   isDeleted: (record) => record.deleted || !record.vm,
   placementOf: (vm) => vm.hostId,
-  emptyAllocation: () => ({ vcpus: 0, memoryMib: 0, vmCount: 0 }),
+  emptyAllocation: () => ({ vcpus: 0, memoryMib: 0, vmCount: 0, reservedMhz: 0, reservedMib: 0 }),
   account(a, vm, sign) {
     a.vcpus += sign * (vm.spec?.vcpus ?? 0);
     a.memoryMib += sign * (vm.spec?.memoryMib ?? 0);
     a.vmCount += sign;
+    a.reservedMhz += sign * (vm.spec?.cpu?.reservation ?? 0);
+    a.reservedMib += sign * (vm.spec?.memory?.reservation ?? 0);
   },
   referenceOf: (vm) => vm.spec?.bootVolume ?? "",
 };
