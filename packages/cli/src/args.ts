@@ -46,6 +46,13 @@ export function stringFlag(flags: Parsed["flags"], name: string): string | undef
   return typeof raw === "string" ? raw : undefined;
 }
 
+/** One of `choices` (the first when the flag is absent). @throws SimdcError INVALID_ARGUMENT. */
+export function choiceFlag(flags: Parsed["flags"], name: string, choices: readonly [string, ...string[]]): string {
+  const value = stringFlag(flags, name) ?? choices[0];
+  if (!choices.includes(value)) throw invalidArgument(`--${name} must be ${choices.join(" or ")}, got ${JSON.stringify(value)}`);
+  return value;
+}
+
 /** Exactly `count` positional arguments, named in the error. */
 export function positionals(parsed: Parsed, names: string[]): string[] {
   if (parsed.positionals.length !== names.length) {

@@ -35,7 +35,15 @@ export const help: Record<string, string> = {
                              flows, install nothing new) or standalone (flush, learn MACs after 3 probes)
   --inactivity-probe-ms P    how often a vswitch probes its controller (default 5000)
   --nic-mbps B               each host NIC's bandwidth, Mbit/s (default 10000)
-  --nic-queue-kib Q          each host NIC's transmit queue (default 1024 KiB)`,
+  --nic-queue-kib Q          each host NIC's transmit queue (default 1024 KiB)
+  --threads-per-core T       2: hyperthreading (logical CPUs = pcpus x 2; capacity stays the cores')
+  --core-mhz F               each core's speed; CPU reservations and limits are MHz of it (default 2000)
+  --coscheduling M           multi-vCPU VMs: relaxed (default: only leading vCPUs stop) or strict
+                             (the whole VM stops until all its vCPUs can run together)
+  --share-salting S          page sharing between VMs: per-vm (default, vSphere's: only VMs with
+                             equal --share-salt share) or off (every VM shares)
+  --hosted-overhead-pct P    a hosted (type 2) hypervisor: P% of every vCPU's run time does no
+                             guest work (default 0: bare metal)`,
   down: "simdc down: stop the datacenter 'simdc up' runs from --data-dir",
   status: "simdc status: seed, controllers, processes, hosts, SAN nodes, VMs and documents",
   logs: `simdc logs [process]: pretty-printed logs of one process, or of all merged by time

@@ -11,7 +11,7 @@ import { storageService, type Bus } from "@simdc/bus";
 import { failedPrecondition, freshSeed, invalidArgument, seedMax, timeScaleMax, timeScaleMin, wallClock, wallNowMs } from "@simdc/common";
 import { destination, pino } from "pino";
 import { simdc } from "@simdc/proto";
-import { intFlag, numberFlag, parse, positionals, stringFlag, type FlagSpec } from "../args.js";
+import { choiceFlag, intFlag, numberFlag, parse, positionals, stringFlag, type FlagSpec } from "../args.js";
 import { connectCli, type GlobalOptions } from "../context.js";
 import { ensureNatsServer } from "../launch/nats-server.js";
 import { isRecordedProcess, readAnyUpRecord, readUpRecord, removeUpRecord, writeUpRecord } from "../supervisor/record.js";
@@ -42,6 +42,11 @@ export const upFlags: FlagSpec = {
   "test-faults": { type: "boolean" },
   "fail-mode": { type: "string" },
   "inactivity-probe-ms": { type: "string" },
+  "threads-per-core": { type: "string" },
+  "core-mhz": { type: "string" },
+  coscheduling: { type: "string" },
+  "share-salting": { type: "string" },
+  "hosted-overhead-pct": { type: "string" },
   "nic-mbps": { type: "string" },
   "nic-queue-kib": { type: "string" },
 };
@@ -102,18 +107,26 @@ export async function upCommand(global: GlobalOptions, argv: string[]): Promise<
 
   const startedAt = wallNowMs();
   const run = { seed, timeScale, timeOriginMs: startedAt };
-  const failMode = stringFlag(f, "fail-mode") ?? "secure";
-  if (failMode !== "secure" && failMode !== "standalone") throw invalidArgument(`--fail-mode must be secure or standalone, got ${JSON.stringify(failMode)}`);
   const agentArgs = [
     ...(f["test-faults"] ? ["--test-faults"] : []),
     "--fail-mode",
-    failMode,
+    choiceFlag(f, "fail-mode", ["secure", "standalone"]),
     "--inactivity-probe-ms",
     String(intFlag(f, "inactivity-probe-ms", 5_000, 100, 600_000)),
     "--nic-mbps",
     String(intFlag(f, "nic-mbps", 10_000, 1, 400_000)),
     "--nic-queue-kib",
     String(intFlag(f, "nic-queue-kib", 1_024, 1, 1_048_576)),
+    "--threads-per-core",
+    String(intFlag(f, "threads-per-core", 1, 1, 2)),
+    "--core-mhz",
+    String(intFlag(f, "core-mhz", 2_000, 1, 10_000)),
+    "--coscheduling",
+    choiceFlag(f, "coscheduling", ["relaxed", "strict"]),
+    "--share-salting",
+    choiceFlag(f, "share-salting", ["per-vm", "off"]),
+    "--hosted-overhead-pct",
+    String(intFlag(f, "hosted-overhead-pct", 0, 0, 90)),
   ];
   const supervisor = new Supervisor({ dataDir, natsBinary, natsPort, prefix, run, extraArgs: { controller: controllerArgs, "host-agent": agentArgs }, logger, say });
   let stopping = false;
