@@ -29,7 +29,13 @@
 //             SIMDC_CPU_PROFILE_DIR=DIR writes every process's CPU profile).
 //   sdnscale  1,000 hosts, 20 VMs with a NIC a host (1,000 networks of 20):
 //             the flows and the agents' memory.
-// Usage: node bench/run.mjs [--only getvm,createvm,scale,restart,wait,up,sdn,sdnconverge,sdnscale] [--rounds 5]
+//   hypervisor  1,000 hosts (500 an agent) with 20 VMs each running a mix of
+//             workloads (idle, web, batch, database, vdi), every host's CPU and
+//             memory models stepping at 10 Hz in real time: the agents' CPU
+//             and memory, and the bytes a second the hosts' counters put on
+//             the bus (heartbeats and metrics, next to everything else).
+//             The models alone: bench/hypervisor-cpu.mjs, bench/hypervisor-memory.mjs.
+// Usage: node bench/run.mjs [--only getvm,createvm,scale,restart,wait,up,sdn,sdnconverge,sdnscale,hypervisor] [--rounds 5]
 
 import { execFile, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -50,7 +56,7 @@ const run = promisify(execFile);
 const { values: opts } = parseArgs({
   options: {
     rounds: { type: "string", default: "5" },
-    only: { type: "string", default: "getvm,createvm,scale,restart,wait,up,sdn,sdnscale" },
+    only: { type: "string", default: "getvm,createvm,scale,restart,wait,up,sdn,sdnscale,hypervisor" },
   },
 });
 const only = new Set(opts.only.split(","));
@@ -518,6 +524,50 @@ async function benchUp() {
   }
 }
 
+async function benchHypervisor() {
+  console.log("\n== hypervisor: 1,000 hosts with 20 VMs each, stepping at 10 Hz in real time ==");
+  const hosts = 1000;
+  const vmsPerHost = 20;
+  const kinds = ["idle", "web", "batch", "database", "vdi"];
+  const dc = await up(["--hosts", String(hosts), "--hosts-per-agent", "500", "--san", "1", "--pcpus", "16", "--memory-mib", "65536", "--cpu-overcommit", "4"]);
+  try {
+    await dc.bus.call(storageService.CreateVolume, { name: "boot", sizeMib: 64 });
+    const count = hosts * vmsPerHost;
+    const created = await inFlight(
+      (i) => dc.bus.call(computeService.CreateVm, { name: `vm-${i}`, spec: { vcpus: 2, memoryMib: 2048, bootVolume: "boot", workload: { kind: kinds[i % kinds.length], image: "linux" } } }, { timeoutMs: 120_000 }),
+      count,
+      64,
+    );
+    console.log(`${count.toLocaleString("en")} VMs created in ${(created.wallMs / 1000).toFixed(1)} s`);
+    await waitAllRunning(dc, count, 900_000);
+    await sleep(10_000);
+    // Everything the hosts publish, by kind, while the agents' CPU is measured.
+    const nc = await connect({ servers: dc.url, user: dc.operator.user, pass: dc.operator.password, inboxPrefix: `_INBOX.${dc.operator.user}` });
+    const bytes = new Map();
+    const sub = nc.subscribe("*.evt.>", {
+      callback: (_err, msg) => {
+        const kind = msg.subject.split(".").at(-1);
+        bytes.set(kind, (bytes.get(kind) ?? 0) + msg.data.length);
+      },
+    });
+    const windowS = 30;
+    const agents = (await dc.processes()).filter((p) => p.role === "host-agent");
+    const before = agents.map((p) => cpuSeconds(p.pid));
+    await sleep(windowS * 1000);
+    const after = agents.map((p) => cpuSeconds(p.pid));
+    sub.unsubscribe();
+    await nc.close();
+    const cores = after.reduce((sum, a, i) => sum + (a - before[i]) / windowS, 0);
+    const rss = agents.map((p) => memoryMib(p.pid).rss);
+    const perSecond = (kind) => Math.round((bytes.get(kind) ?? 0) / windowS);
+    const total = Math.round([...bytes.values()].reduce((a, b) => a + b, 0) / windowS);
+    console.log(`agents' CPU: ${(cores * 100).toFixed(1)}% of a core in all (${agents.length} agents; target: the models at most one core), resident memory ${rss.map((m) => `${Math.round(m)} MiB`).join(" + ")}`);
+    console.log(`bus: metrics ${perSecond("metrics").toLocaleString("en")} B/s (each with the host's hypervisor sample), heartbeats ${perSecond("heartbeats").toLocaleString("en")} B/s, all events ${total.toLocaleString("en")} B/s, for ${hosts} hosts and ${count.toLocaleString("en")} VMs`);
+  } finally {
+    await dc.stop();
+  }
+}
+
 console.log(`simdc benchmarks, ${new Date().toISOString()}, node ${process.version}`);
 if (only.has("getvm")) await benchGetVm();
 if (only.has("createvm")) await benchCreateVm();
@@ -528,4 +578,5 @@ if (only.has("up")) await benchUp();
 if (only.has("sdn")) await benchSdn();
 if (only.has("sdnconverge")) await benchSdnConverge();
 if (only.has("sdnscale")) await benchSdnScale();
+if (only.has("hypervisor")) await benchHypervisor();
 process.exit(0);
