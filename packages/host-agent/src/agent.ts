@@ -24,6 +24,8 @@ import v1 = simdc.v1;
 const conntrackDumpMax = 2_000;
 
 export const documentsRetryMs = 1_000;
+/** The hypervisors' timer fires at most this often in real ms, whatever the time scale. */
+const hypervisorTickMsMin = 20;
 /**
  * How often the agent checks that the documents' bucket is the one it
  * follows, in real ms: a bucket deleted and made anew (a controller that
@@ -231,8 +233,13 @@ export class HostAgent implements RunningRole {
     await bus.flush();
     agent.underlay.start();
     agent.scheduleBeats();
-    agent.hypervisorTimer = options.clock.every(config.hypervisor.stepMs, () => {
-      for (const host of agent.hosts.values()) host.stepHypervisor();
+    // At a high time scale a step's simulated time passes in a fraction of a real
+    // millisecond: the timer then fires every hypervisorTickMsMin of real time and
+    // steps by whole steps' worth, so the cost follows simulated time, not timers.
+    const stepMs = config.hypervisor.stepMs;
+    const intervalMs = stepMs * Math.max(1, Math.ceil((options.clock.timeScale * hypervisorTickMsMin) / stepMs));
+    agent.hypervisorTimer = options.clock.every(intervalMs, () => {
+      for (const host of agent.hosts.values()) host.stepHypervisor(intervalMs);
     });
     // First registrations spread over an interval, so a thousand hosts do not ask the controller at once.
     const spreadMs = config.heartbeatIntervalMs / Math.max(1, agent.hosts.size);

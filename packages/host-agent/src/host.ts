@@ -379,12 +379,12 @@ export class SimHost {
   }
 
   /**
-   * Steps the hypervisor by its step (the agent's timer calls every host's)
-   * and reports a change of memory state as an event.
+   * Steps the hypervisor by `dtMs` of simulated time (the agent's timer calls
+   * every host's) and reports a change of memory state as an event.
    */
-  stepHypervisor(): void {
+  stepHypervisor(dtMs: number): void {
     if (!this.alive) return;
-    for (const event of this.hypervisor.step(this.options.clock.nowMs())) {
+    for (const event of this.hypervisor.step(this.options.clock.nowMs(), dtMs)) {
       if (event.kind !== "memory-state") continue;
       const message = `host ${this.id}: memory ${event.from} -> ${event.to}, ${Math.round(event.freeMb)} MiB free`;
       this.logger.info({ from: event.from, to: event.to, freeMib: Math.round(event.freeMb) }, "memory state changed");

@@ -164,12 +164,12 @@ export class HostHypervisor {
   }
 
   /**
-   * One step of simulated time: the workloads say what they want, memory
-   * reclaims and stalls, the scheduler hands out CPU with the stalls counted.
+   * A step of simulated time (one step's by default): the workloads say what
+   * they want, memory reclaims and stalls, the scheduler hands out CPU with
+   * the stalls counted.
    * @returns what memory saw change (state changes for events).
    */
-  step(nowMs: number): readonly MemoryEvent[] {
-    const dtMs = this.settings.stepMs;
+  step(nowMs: number, dtMs = this.settings.stepMs): readonly MemoryEvent[] {
     for (const [id, guest] of this.guests) {
       const sample = guest.workload.step(dtMs);
       this.cpu.setDemand(id, sample.cpuDemand);
