@@ -89,6 +89,11 @@ describe("hypervisor on a live datacenter", () => {
     const after = await lastSampleMs();
     const even = await sampleAfter(after + 10_000, (x) => Math.abs(vmOf(x, "hi").usedPct! - vmOf(x, "lo").usedPct!) < 15);
     expect(vmOf(even, "hi").workload).toBe("batch");
+    // Its ring shows both periods: high shares, then normal, oldest first.
+    const ring = await dc.json<{ sampledAtMs: number; usedPct?: number }[]>("top", "--vm", "hi");
+    expect(ring.length).toBeGreaterThan(2);
+    expect(ring.map((x) => x.sampledAtMs)).toEqual([...ring.map((x) => x.sampledAtMs)].sort((a, b) => a - b));
+    expect(Math.max(...ring.map((x) => x.usedPct ?? 0))).toBeGreaterThan(vmOf(even, "hi").usedPct! + 20);
   });
 
   it("placement: a CPU reservation no host can give is refused, and nothing is created", async () => {

@@ -59,11 +59,14 @@ describe("simdc up", () => {
     expect(dc.output()).toMatch(/ready in [\d.]+ s: 4 hosts in 2 agent processes, 2 SAN nodes, 1 controller/);
     expect(dc.output()).toMatch(/seed \d+, time scale 1x; the same run again: simdc up --seed \d+/);
     const vms = await json<VmJson[]>("vm", "list");
+    // The demo's three, and one CPU-bound VM more than the 4 hosts, to make one host contended.
     expect(vms.map((v) => [v.id, v.status.state])).toEqual([
+      ...["crunch-1", "crunch-2", "crunch-3", "crunch-4", "crunch-5"].map((id) => [id, "VM_STATE_RUNNING"]),
       ["db-1", "VM_STATE_RUNNING"],
       ["web-1", "VM_STATE_RUNNING"],
       ["web-2", "VM_STATE_RUNNING"],
     ]);
+    expect(dc.output()).toMatch(/demo: host-\d+ is contended: \d+ vCPUs on \d+ cores, \d+% busy/);
     // A network in each mode, and the demo's first packets crossed hosts.
     const nets = await json<{ id: string; mode: string }[]>("net", "list");
     expect(nets.map((n) => [n.id, n.mode])).toEqual([
@@ -74,7 +77,7 @@ describe("simdc up", () => {
     expect(dc.output()).toMatch(/demo: web-1 \(10\.10\.0\.\d+\) pinged db-1 \(10\.10\.0\.\d+\) across hosts: 3 of 3 answered/);
     expect(dc.output()).toMatch(/demo: web-1 \(10\.10\.0\.\d+\) pinged www \(198\.18\.128\.1\) out of the bridge network lan to the outside: 3 of 3 answered/);
     const status = await simdc("status");
-    expect(status).toMatch(/hosts: 4\/4 connected; SAN nodes: 2\/2 connected; VMs: 3 running/);
+    expect(status).toMatch(/hosts: 4\/4 connected; SAN nodes: 2\/2 connected; VMs: 8 running/);
     const seed = /seed (\d+)/.exec(dc.output())?.[1];
     expect(status).toContain(`datacenter: seed ${seed}, time scale 1x; active controller controller-1`);
     expect(status).toMatch(/documents: generation \d+ written up to \d+, realized by every live host up to \d+ \(0 hosts behind\)/);

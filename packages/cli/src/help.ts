@@ -110,7 +110,9 @@ Each figure is the host's last sample (5 s of simulated time).
   --rows N          VMs shown at most (default 40)
   --delay D         between refreshes, real time (default 5s)
   --iterations N    refresh N times, then exit (default: until Ctrl-C on a terminal, once
-                    into a pipe or with -o json)`,
+                    into a pipe or with -o json)
+  --history         with --hosts H: the host's ring of past samples (ten minutes), oldest first
+  --vm VM           one VM's ring of past samples (five minutes), oldest first`,
   volume: `simdc volume create <name> [--size-mib N] | list | get <volume> | delete <volume>
 
   --size-mib N      size (create, default 1024)${changing}`,

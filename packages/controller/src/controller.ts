@@ -25,6 +25,7 @@ import { controllerBucket, datacenterKey, Lease } from "./lease/lease.js";
 import { HostFollower } from "./observe/host-follower.js";
 import { ObservedVms } from "./observe/observed-vms.js";
 import { HostRanking } from "./placement/host-ranking.js";
+import { measuredOf } from "./placement/placement.js";
 import type { PlacementHost } from "./placement/placement.js";
 import { VolumeReconciler } from "./reconcile/volume-reconciler.js";
 import { hostKind, MemberRegistry, sanNodeKind } from "./registry/member-registry.js";
@@ -109,6 +110,7 @@ export class Controller implements RunningRole {
     const vms = new DesiredStore(vmRecords, vmKind);
     const volumes = new DesiredStore(volumeRecords, volumeKind);
     const ratios = { cpu: config.cpuOvercommit, memory: config.memoryOvercommit };
+    const measured = new Map<string, v1.IHostStats>();
     const snapshot = (hostId: string): PlacementHost | undefined => {
       const host = hosts.get(hostId);
       if (!host) return undefined;
@@ -123,8 +125,10 @@ export class Controller implements RunningRole {
         vmCount: allocation.vmCount,
         vmsMax: host.capacity?.vmsMax ?? 0,
         coreMhz: host.capacity?.coreMhz ?? 0,
+        threadsPerCore: host.capacity?.threadsPerCore ?? 1,
         reservedMhz: allocation.reservedMhz,
         reservedMib: allocation.reservedMib,
+        ...measuredOf(measured.get(host.id)),
       };
     };
     const ranking = new HostRanking(snapshot, function* () {
@@ -193,6 +197,7 @@ export class Controller implements RunningRole {
       sync,
       observed: new ObservedVms(),
       ranking,
+      measured,
       volumeReconciler: new VolumeReconciler({
         bus,
         volumes,

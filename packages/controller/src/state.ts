@@ -66,6 +66,8 @@ export interface ControllerState {
   sync: HostSync;
   observed: ObservedVms;
   ranking: HostRanking;
+  /** Each host's last hypervisor sample (its metrics), for placement by measured demand. */
+  measured: Map<string, v1.IHostStats>;
   volumeReconciler: VolumeReconciler;
   counters: ControllerCounters;
   crash: CrashPoints;

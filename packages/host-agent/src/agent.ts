@@ -215,7 +215,15 @@ export class HostAgent implements RunningRole {
         }),
         endpoint(hostAgentService.GetHostStats, (req, msg) => {
           const host = agent.hostOf(msg.subject);
-          return { hostId: host.id, host: host.hypervisor.hostStats(), vms: host.hypervisor.vmStats(), history: req.history ? [...host.hypervisor.hostHistory()] : [] };
+          const vmId = req.vmId ? checkName("vm_id", req.vmId) : "";
+          if (vmId && !host.hypervisor.has(vmId)) throw notFound(`host ${host.id} runs no vm ${vmId}`);
+          return {
+            hostId: host.id,
+            host: host.hypervisor.hostStats(),
+            vms: host.hypervisor.vmStats(),
+            history: req.history ? [...host.hypervisor.hostHistory()] : [],
+            vmHistory: vmId ? host.hypervisor.vmHistory(vmId) : [],
+          };
         }),
         endpoint(hostAgentService.SetMemoryPressure, (req, msg) => {
           const host = agent.hostOf(msg.subject);
@@ -378,8 +386,8 @@ export class HostAgent implements RunningRole {
 
   /** One timer for all hosts: each tick beats the next slot's hosts, so every host beats once per interval. */
   private scheduleBeats(): void {
+    // Only the beats: the hypervisors step on their own timer, whatever interval the controller names.
     this.beatTimer?.cancel();
-    this.hypervisorTimer?.cancel();
     if (this.stopped || this.slots.length === 0) return;
     const tickMs = this.heartbeatIntervalMs / this.slots.length;
     this.beatTimer = this.options.clock.every(tickMs, () => this.tick());
@@ -416,6 +424,7 @@ export class HostAgent implements RunningRole {
   async stop(): Promise<void> {
     this.stopped = true;
     this.beatTimer?.cancel();
+    this.hypervisorTimer?.cancel();
     this.retryTimer?.cancel();
     this.checkTimer?.cancel();
     this.following?.stop();

@@ -114,8 +114,9 @@ export interface AgentConfig {
 
 /** esxtop's default delay: a sample is 5 s of simulated time. */
 const sampleMs = 5_000;
-/** Ten minutes of samples in each host's ring. */
+/** Ten minutes of samples in each host's ring, five in each VM's. */
 const historySamples = 120;
+const vmHistorySamples = 60;
 
 /**
  * Builds the agent's configuration from its settings.
@@ -173,6 +174,7 @@ export function hypervisorSettingsOf(cores: number, memoryMib: number, overrides
     salting: "per-vm",
     sampleMs: Math.max(sampleMs, stepMs),
     historySamples,
+    vmHistorySamples,
     ...overrides,
     stepMs,
   };

@@ -37,7 +37,8 @@ beforeAll(async () => {
   nats = await startTestNats();
   peers = await connectTestBus(nats.url, { prefix, processId: "hv-peers" });
   await peers.serve({ role: "controller", description: "stand-in controller" }, [
-    endpoint(hostService.RegisterHost, (req) => ({ host: { id: req.hostId, agentId: req.agentId }, heartbeatIntervalMs: 1_000, heartbeatMissesMax: 3, metricsIntervalMs: 10_000 })),
+    // Another interval than the agent starts with (as a controller of another configuration names): adopting it must not stop the hypervisors.
+    endpoint(hostService.RegisterHost, (req) => ({ host: { id: req.hostId, agentId: req.agentId }, heartbeatIntervalMs: 2_000, heartbeatMissesMax: 3, metricsIntervalMs: 10_000 })),
   ]);
   await peers.serve({ role: "san-node", scopeId: "san-1", description: "stand-in SAN node" }, [
     endpoint(sanNodeService.ReadBlocks, (req) => ({ data: new Uint8Array(req.blockCount * 4096) })),
@@ -172,6 +173,15 @@ describe("hypervisor in the agent", () => {
     }, 30_000);
     expect(back.vms.every((vm) => vm.balloonMib === 0 && vm.swappedMib === 0 && vm.compressedMib === 0)).toBe(true);
     expect(events.at(-1)?.message).toContain("-> high");
+
+    // The rings: the host's last ten minutes and a VM's last five, oldest first, the newest being the current sample.
+    const rings = await peers.call(hostAgentService.GetHostStats, { history: true, vmId: "vdi-1" }, { scopeId: scope });
+    expect(rings.history).toHaveLength(120);
+    expect(rings.vmHistory).toHaveLength(60);
+    const times = rings.vmHistory.map((x) => x.sampledAtMs);
+    expect(times).toEqual([...times].sort((a, b) => a! - b!));
+    expect(rings.vmHistory.at(-1)).toMatchObject({ sampledAtMs: rings.host?.sampledAtMs, usedPct: rings.vms.find((vm) => vm.vmId === "vdi-1")?.usedPct });
+    expect(rings.history.at(-1)?.sampledAtMs).toBe(rings.host?.sampledAtMs);
   });
 
   it("hypervisor: admission control fails a VM whose reservation the host has no more of, and the others run on", async () => {
@@ -207,6 +217,8 @@ describe("hypervisor in the agent", () => {
     const before = (await stats()).host?.pressureMib;
     await expect(peers.call(hostAgentService.SetMemoryPressure, { pressureMib: hostMemoryMib + 1 }, { scopeId: scope })).rejects.toMatchObject({ code: "INVALID_ARGUMENT" });
     await expect(peers.call(hostAgentService.GetHostStats, {}, { scopeId: hostScope(agentId, "host-9") })).rejects.toMatchObject({ code: "NOT_FOUND" });
+    await expect(peers.call(hostAgentService.GetHostStats, { vmId: "vm-404" }, { scopeId: scope })).rejects.toMatchObject({ code: "NOT_FOUND" });
+    await expect(peers.call(hostAgentService.GetHostStats, { vmId: "a.b" }, { scopeId: scope })).rejects.toMatchObject({ code: "INVALID_ARGUMENT" });
     await advance(5_000);
     expect((await stats()).host?.pressureMib).toBe(before);
   });

@@ -39,6 +39,8 @@ export interface HypervisorSettings {
   sampleMs: number;
   /** Host samples the ring keeps. */
   historySamples: number;
+  /** Samples each VM's ring keeps (a few KiB a VM). */
+  vmHistorySamples: number;
 }
 
 /** A VM's allocation and workload, checked at the document's edge. */
@@ -68,7 +70,31 @@ interface Guest {
   sampledCpu: CpuTimes;
   sampledVcpuReadyMs: Float64Array;
   stats: v1.VmStats | null;
+  /** Past samples: historyFields numbers each, oldest at historyHead once the ring is full. */
+  history: Float32Array;
+  historyAtMs: Float64Array;
+  historyCount: number;
+  historyHead: number;
 }
+
+/** The VmStats numbers a VM's ring keeps, in order (per-vCPU figures are left out). */
+const historyFields = [
+  "usedPct",
+  "runPct",
+  "readyPct",
+  "costopPct",
+  "maxLimitedPct",
+  "swapWaitPct",
+  "lostWorkPct",
+  "grantedMib",
+  "consumedMib",
+  "activeMib",
+  "sharedMib",
+  "balloonMib",
+  "compressedMib",
+  "swappedMib",
+  "overheadMib",
+] as const satisfies readonly (keyof v1.IVmStats)[];
 
 const zeroTimes = (): CpuTimes => ({ runMs: 0, usedMs: 0, readyMs: 0, coStopMs: 0, maxLimitedMs: 0, swapWaitMs: 0, idleMs: 0, workWantedMs: 0, workGotMs: 0 });
 
@@ -122,7 +148,13 @@ export class HostHypervisor {
       this.cpu.removeVm(vmId);
       throw err;
     }
-    this.guests.set(vmId, { workload, workloadKey: JSON.stringify(resources.workload), vcpus, memoryMib, sampledCpu: zeroTimes(), sampledVcpuReadyMs: new Float64Array(vcpus), stats: null });
+    this.guests.set(vmId, { workload, workloadKey: JSON.stringify(resources.workload), vcpus, memoryMib, sampledCpu: zeroTimes(), sampledVcpuReadyMs: new Float64Array(vcpus),
+      stats: null,
+      history: new Float32Array(this.settings.vmHistorySamples * historyFields.length),
+      historyAtMs: new Float64Array(this.settings.vmHistorySamples),
+      historyCount: 0,
+      historyHead: 0,
+    });
   }
 
   /**
@@ -196,6 +228,7 @@ export class HostHypervisor {
       guest.stats = v1.VmStats.create({
         vmId: id,
         vcpus: guest.vcpus,
+        sampledAtMs: nowMs,
         usedPct: pct(d.usedMs),
         runPct: pct(d.runMs),
         readyPct: pct(d.readyMs),
@@ -215,6 +248,7 @@ export class HostHypervisor {
         vcpuReadyPct: cpu.perVcpu.map((v, i) => pct(v.total.readyMs - guest.sampledVcpuReadyMs[i]!)),
       });
       cpu.perVcpu.forEach((v, i) => (guest.sampledVcpuReadyMs[i] = v.total.readyMs));
+      this.remember(guest, guest.stats);
     }
     const host = this.cpu.hostCounters();
     const d = difference(host.total, this.hostSampledCpu);
@@ -234,6 +268,7 @@ export class HostHypervisor {
       minFreeMib: round(mem.minFreeMb),
       overcommitRatio: round(mem.overcommitRatio),
       sharedSavedMib: round(mem.sharingSavingsMb),
+      sharedSavedBetweenVmsMib: round(mem.interVmSharingSavingsMb),
       balloonMib: round(mem.balloonMb),
       compressedMib: round(mem.compressedMb),
       swappedMib: round(mem.swappedMb),
@@ -241,6 +276,31 @@ export class HostHypervisor {
     });
     this.history.push(this.latest);
     if (this.history.length > this.settings.historySamples) this.history.shift();
+  }
+
+  /** Writes a VM's sample into its ring, over the oldest when full. */
+  private remember(guest: Guest, stats: v1.VmStats): void {
+    const slots = this.settings.vmHistorySamples;
+    const slot = (guest.historyHead + guest.historyCount) % slots;
+    historyFields.forEach((field, i) => (guest.history[slot * historyFields.length + i] = stats[field]));
+    guest.historyAtMs[slot] = stats.sampledAtMs;
+    if (guest.historyCount < slots) guest.historyCount += 1;
+    else guest.historyHead = (guest.historyHead + 1) % slots;
+  }
+
+  /** A VM's past samples, oldest first (empty for a VM the host does not run). */
+  vmHistory(vmId: string): v1.VmStats[] {
+    const guest = this.guests.get(vmId);
+    if (!guest) return [];
+    const slots = this.settings.vmHistorySamples;
+    const out: v1.VmStats[] = [];
+    for (let n = 0; n < guest.historyCount; n++) {
+      const slot = (guest.historyHead + n) % slots;
+      const sample = v1.VmStats.create({ vmId, vcpus: guest.vcpus, sampledAtMs: guest.historyAtMs[slot]! });
+      historyFields.forEach((field, i) => (sample[field] = round(guest.history[slot * historyFields.length + i]!)));
+      out.push(sample);
+    }
+    return out;
   }
 
   /** The last sample of the host (null before the first window closed). */

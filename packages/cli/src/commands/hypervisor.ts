@@ -35,7 +35,7 @@ const levels: Record<string, v1.SharesLevel> = {
 };
 
 /** --cpu-shares high|normal|low|N (N: the VM's shares in all). */
-function sharesOf(flag: string, text: string): { sharesLevel: v1.SharesLevel; shares: number } {
+export function sharesOf(flag: string, text: string): { sharesLevel: v1.SharesLevel; shares: number } {
   const level = levels[text];
   if (level !== undefined) return { sharesLevel: level, shares: 0 };
   if (!/^\d+$/.test(text) || Number(text) < 1) throw invalidArgument(`--${flag} must be high, normal, low or a number of shares, got ${JSON.stringify(text)}`);
@@ -124,8 +124,8 @@ export async function memoryFault(ctx: CommandContext, argv: string[]): Promise<
   out(`${hostId}: ${pressureMib} MiB taken outside its VMs${host ? `; memory ${host.memoryState}, ${host.freeMib} MiB free (minFree ${host.minFreeMib} MiB) at the last sample` : ""}\n`);
 }
 
-/** What top sorts VMs by, each read off a VM's sample (descending). */
-const sortKeys: Record<string, (s: v1.IVmStats) => number> = {
+/** What top sorts VMs by, each read off a VM's sample (descending); the experiments' hypervisor probe reads the same. */
+export const sortKeys: Record<string, (s: v1.IVmStats) => number> = {
   ready: (s) => s.readyPct ?? 0,
   used: (s) => s.usedPct ?? 0,
   cstp: (s) => s.costopPct ?? 0,
@@ -178,12 +178,40 @@ function render(samples: v1.GetHostStatsResponse[], sort: string, rowsMax: numbe
 }
 
 /**
+ * simdc top --history --hosts H | --vm VM: the ring of past samples a host
+ * keeps of itself (ten minutes) or of one of its VMs (five), oldest first.
+ */
+async function topHistory(ctx: CommandContext, flags: Parsed["flags"]): Promise<void> {
+  const bus = await ctx.bus();
+  const vmId = stringFlag(flags, "vm");
+  const hostId = vmId ? ((await bus.call(computeService.GetVm, { vmId })).vm?.hostId ?? "") : stringFlag(flags, "hosts");
+  if (!hostId || hostId.includes(",")) throw invalidArgument("--history needs one host (--hosts H) or --vm VM");
+  const reply = await bus.call(hostAgentService.GetHostStats, { history: !vmId, vmId: vmId ?? "" }, { scopeId: hostScope(await agentOf(bus, hostId, flags), hostId) });
+  if (ctx.output === "json") return printJson(vmId ? reply.vmHistory.map((x) => plain(v1.VmStats, x)) : reply.history.map((x) => plain(v1.HostStats, x)));
+  const clock = (ms: number | null | undefined): string => new Date(ms ?? 0).toISOString().slice(11, 19);
+  if (vmId) {
+    out(`vm ${vmId} on ${hostId}: ${reply.vmHistory.length} samples, oldest first\n`);
+    printTable(
+      ["TIME", "%USED", "%RDY", "%CSTP", "%MLMTD", "%SWPWT", "LOST%", "GRANTED", "ACTIVE", "SHARED", "BALLOON", "COMPRESSED", "SWAPPED"],
+      reply.vmHistory.map((x) => [clock(x.sampledAtMs), pct(x.usedPct), pct(x.readyPct), pct(x.costopPct), pct(x.maxLimitedPct), pct(x.swapWaitPct), pct(x.lostWorkPct), mib(x.grantedMib), mib(x.activeMib), mib(x.sharedMib), mib(x.balloonMib), mib(x.compressedMib), mib(x.swappedMib)]),
+    );
+    return;
+  }
+  out(`host ${hostId}: ${reply.history.length} samples, oldest first\n`);
+  printTable(
+    ["TIME", "UTIL%", "VCPUS", "MEMSTATE", "FREE MIB", "SHARED SAVED", "BALLOON", "COMPRESSED", "SWAPPED", "PRESSURE"],
+    reply.history.map((h) => [clock(h.sampledAtMs), pct(h.utilizationPct), String(h.vcpus ?? 0), h.memoryState ?? "", mib(h.freeMib), mib(h.sharedSavedMib), mib(h.balloonMib), mib(h.compressedMib), mib(h.swappedMib), mib(h.pressureMib)]),
+  );
+}
+
+/**
  * simdc top [--hosts h1,h2] [--sort ready|used|...] [--rows N] [--delay D] [--iterations N]:
  * refreshes in place until interrupted (or N times); -o json prints one sample.
  */
 export async function topCommand(ctx: CommandContext, argv: string[]): Promise<void> {
-  const parsed = parse(argv, { hosts: { type: "string" }, sort: { type: "string" }, rows: { type: "string" }, delay: { type: "string" }, iterations: { type: "string" } });
+  const parsed = parse(argv, { hosts: { type: "string" }, sort: { type: "string" }, rows: { type: "string" }, delay: { type: "string" }, iterations: { type: "string" }, history: { type: "boolean" }, vm: { type: "string" } });
   positionals(parsed, []);
+  if (parsed.flags["history"] || parsed.flags["vm"] !== undefined) return topHistory(ctx, parsed.flags);
   const sort = stringFlag(parsed.flags, "sort") ?? "ready";
   if (!sortKeys[sort]) throw invalidArgument(`--sort must be one of ${Object.keys(sortKeys).join(", ")}, got ${JSON.stringify(sort)}`);
   const hostIds = stringFlag(parsed.flags, "hosts")?.split(",").filter(Boolean) ?? null;

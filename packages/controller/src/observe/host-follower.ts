@@ -56,6 +56,18 @@ export class HostFollower {
     );
     this.bus.subscribe(subjects.event("host", "*", "vm"), v1.VmStatus, (status, subject) => this.onVmStatus(hostOf(subject), status));
     this.bus.subscribe(subjects.event("san", "*", "heartbeat"), v1.SanNodeHeartbeat, (beat, subject) => this.onSanHeartbeat(hostOf(subject), beat));
+    this.bus.subscribe(subjects.event("host", "*", "metrics"), v1.HostMetrics, (metrics, subject) => this.onMetrics(hostOf(subject), metrics));
+  }
+
+  /**
+   * A host's metrics: its hypervisor's sample becomes what placement measures
+   * of it. Only a registered host's, under its own subject (which NATS
+   * permissions bind to its agent), so a peer cannot speak for another.
+   */
+  private onMetrics(hostId: string, metrics: v1.HostMetrics): void {
+    if (!this.state.hosts.get(hostId) || metrics.hostId !== hostId || !metrics.hypervisor) return;
+    this.state.measured.set(hostId, metrics.hypervisor);
+    this.state.ranking.update(hostId);
   }
 
   /** Refuses a message: counted always, logged and reported at most once per id and liveness timeout. */

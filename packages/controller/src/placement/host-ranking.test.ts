@@ -50,6 +50,8 @@ function randomHost(rng: Rng, id: string, crowded: boolean): PlacementHost {
     // Roughly a third of the hosts sit at their VM limit: the least loaded of them refuse, which forces long walks.
     vmCount: rng.next() < 0.3 ? vmsMax : rng.below(vmsMax),
     vmsMax,
+    // Half the hosts have measured themselves: busy cores weigh, the low memory state refuses.
+    ...(rng.next() < 0.5 ? { measuredCpuPct: rng.below(101), memoryState: rng.next() < 0.1 ? "low" : "soft" } : {}),
   };
 }
 
@@ -80,7 +82,7 @@ describe("host ranking", () => {
         }
         expect(got.hostId, `trial ${trial} step ${step}`).toBe(expected.hostId);
         // The explanation names the same share of the tighter resource left free.
-        const share = (reason: string) => /(\d+)% of its tighter resource stays free$/.exec(reason)?.[1];
+        const share = (reason: string) => /(\d+)% of its tighter resource stays free/.exec(reason)?.[1];
         expect(share(got.reason)).toBeDefined();
         expect(share(got.reason)).toBe(share(expected.reason));
         if (/examined\)/.test(got.reason)) ranked += 1;
@@ -125,21 +127,21 @@ describe("host ranking", () => {
       connected: i !== 4,
       pcpus: 2,
       memoryMib: 1024,
-      allocatedVcpus: i,
+      allocatedVcpus: i + 3,
       allocatedMemoryMib: 0,
       vmCount: 0,
       vmsMax: 10,
     }));
     const { ranking } = datacenter(hosts);
-    const result = ranking.place({ vcpus: 5, memoryMib: 64 });
+    const result = ranking.place({ vcpus: 2, memoryMib: 64 });
     expect(result).toEqual({
       ok: false,
-      reason: "no host fits 5 vCPUs and 64 MiB: all 5 hosts were filtered out",
+      reason: "no host fits 2 vCPUs and 64 MiB: all 5 hosts were filtered out",
       rejected: [
-        { hostId: "host-0", reason: "CPU: 0+5 vCPUs > 4 (2 pCPUs x 2)" },
-        { hostId: "host-1", reason: "CPU: 1+5 vCPUs > 4 (2 pCPUs x 2)" },
-        { hostId: "host-2", reason: "CPU: 2+5 vCPUs > 4 (2 pCPUs x 2)" },
-        { hostId: "host-3", reason: "CPU: 3+5 vCPUs > 4 (2 pCPUs x 2)" },
+        { hostId: "host-0", reason: "CPU: 3+2 vCPUs > 4 (2 pCPUs x 2)" },
+        { hostId: "host-1", reason: "CPU: 4+2 vCPUs > 4 (2 pCPUs x 2)" },
+        { hostId: "host-2", reason: "CPU: 5+2 vCPUs > 4 (2 pCPUs x 2)" },
+        { hostId: "host-3", reason: "CPU: 6+2 vCPUs > 4 (2 pCPUs x 2)" },
         { hostId: "host-4", reason: "disconnected" },
       ],
     });

@@ -55,6 +55,23 @@ describe("placement", () => {
     expect(chosen).toMatchObject({ ok: true, hostId: "host-2" });
   });
 
+  it("placement: a VM is never wider than a host's logical CPUs (hyperthreads count)", () => {
+    const refused = placeVm([host("host-1")], { vcpus: 5, memoryMib: 1 }, ratios);
+    expect(refused.rejected[0]?.reason).toBe("width: 5 vCPUs > 4 logical CPUs");
+    expect(placeVm([host("host-1", { threadsPerCore: 2 })], { vcpus: 8, memoryMib: 1 }, { cpu: 4, memory: 1.5 }).ok).toBe(true);
+  });
+
+  it("placement: measured demand counts: a host whose cores are busy is more loaded than its allocation says, one in the low memory state takes nothing", () => {
+    const busy = host("host-1", { measuredCpuPct: 90, memoryState: "high" });
+    const idle = host("host-2", { allocatedVcpus: 4, measuredCpuPct: 10, memoryState: "soft" });
+    const chosen = placeVm([busy, idle], { vcpus: 1, memoryMib: 1 }, ratios);
+    // By allocation host-1 is emptier (0 of 8 vCPUs against 4 of 8); by measure it is 90% busy.
+    expect(chosen).toMatchObject({ ok: true, hostId: "host-2" });
+    expect(chosen.ok && chosen.reason).toMatch(/it measured its cores 10% busy, memory soft/);
+    const low = placeVm([host("host-1", { measuredCpuPct: 0, memoryState: "low" })], { vcpus: 1, memoryMib: 1 }, ratios);
+    expect(low.rejected[0]?.reason).toBe("memory: the host is in the low state (its VMs' allocations block)");
+  });
+
   it("placement: a host at its VM limit takes no more", () => {
     const refused = placeVm([host("host-1", { vmCount: 2, vmsMax: 2 })], { vcpus: 1, memoryMib: 1 }, ratios);
     expect(refused.rejected[0]?.reason).toBe("VMs: holds 2, its limit");
@@ -67,11 +84,11 @@ describe("placement", () => {
 
   it("placement: refuses with a reason when nothing fits or nothing is registered", () => {
     expect(placeVm([], { vcpus: 1, memoryMib: 1 }, ratios)).toMatchObject({ ok: false, reason: expect.stringMatching(/no hosts are registered/) });
-    const full = placeVm([host("host-1"), host("host-2")], { vcpus: 9, memoryMib: 1 }, ratios);
-    expect(full).toMatchObject({ ok: false, reason: expect.stringMatching(/^no host fits 9 vCPUs and 1 MiB: all 2 hosts were filtered out$/) });
+    const full = placeVm([host("host-1", { allocatedVcpus: 5 }), host("host-2", { allocatedVcpus: 6 })], { vcpus: 4, memoryMib: 1 }, ratios);
+    expect(full).toMatchObject({ ok: false, reason: expect.stringMatching(/^no host fits 4 vCPUs and 1 MiB: all 2 hosts were filtered out$/) });
     expect(full.rejected).toEqual([
-      { hostId: "host-1", reason: "CPU: 0+9 vCPUs > 8 (4 pCPUs x 2)" },
-      { hostId: "host-2", reason: "CPU: 0+9 vCPUs > 8 (4 pCPUs x 2)" },
+      { hostId: "host-1", reason: "CPU: 5+4 vCPUs > 8 (4 pCPUs x 2)" },
+      { hostId: "host-2", reason: "CPU: 6+4 vCPUs > 8 (4 pCPUs x 2)" },
     ]);
   });
 

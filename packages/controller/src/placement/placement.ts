@@ -21,9 +21,15 @@ export interface PlacementHost {
   vmsMax: number;
   /** One core's MHz (CPU reservations are in MHz of the host's cores); 0: not reported. */
   coreMhz?: number;
+  /** Logical CPUs per core (2 with hyperthreading); a VM is at most as wide as the host's logical CPUs. */
+  threadsPerCore?: number;
   /** Reservations of the VMs the host holds. */
   reservedMhz?: number;
   reservedMib?: number;
+  /** What the host last measured of itself (its hypervisor's sample): how busy its cores were, 0-100. */
+  measuredCpuPct?: number;
+  /** Its memory state then (high, clear, soft, hard, low). */
+  memoryState?: string;
 }
 
 export interface PlacementRequest {
@@ -32,6 +38,11 @@ export interface PlacementRequest {
   /** Its CPU reservation in MHz, memory reservation in MiB. */
   reservationMhz?: number;
   reservationMib?: number;
+}
+
+/** What placement reads of a host's last hypervisor sample (nothing before its first). */
+export function measuredOf(stats: v1.IHostStats | undefined): Pick<PlacementHost, "measuredCpuPct" | "memoryState"> {
+  return stats?.memoryState ? { measuredCpuPct: stats.utilizationPct ?? 0, memoryState: stats.memoryState } : {};
 }
 
 /** A VM's demands on its host, from its spec. */
@@ -71,6 +82,10 @@ export function placeableMemoryMib(host: PlacementHost, ratios: OvercommitRatios
 export function rejectionReason(host: PlacementHost, vm: PlacementRequest, ratios: OvercommitRatios): string | null {
   if (!host.connected) return "disconnected";
   if (host.vmCount >= host.vmsMax) return `VMs: holds ${host.vmCount}, its limit`;
+  // A host in the low state blocks its VMs' allocations: a new VM would stall there at once.
+  if (host.memoryState === "low") return "memory: the host is in the low state (its VMs' allocations block)";
+  const logicalCpus = host.pcpus * (host.threadsPerCore || 1);
+  if (vm.vcpus > logicalCpus) return `width: ${vm.vcpus} vCPUs > ${logicalCpus} logical CPUs`;
   const vcpusMax = placeableVcpus(host, ratios);
   if (host.allocatedVcpus + vm.vcpus > vcpusMax) {
     return `CPU: ${host.allocatedVcpus}+${vm.vcpus} vCPUs > ${vcpusMax} (${host.pcpus} pCPUs x ${ratios.cpu})`;
@@ -92,17 +107,23 @@ export function rejectionReason(host: PlacementHost, vm: PlacementRequest, ratio
   return null;
 }
 
-/** The free share of the tighter resource, after placing `vm` when given: higher is less loaded. */
+/**
+ * The free share of the tighter resource, after placing `vm` when given:
+ * higher is less loaded. CPU is the tighter of what is allocated and what the
+ * host measured busy, so a host whose few VMs burn its cores is not "empty".
+ */
 export function freeShare(host: PlacementHost, ratios: OvercommitRatios, vm: PlacementRequest = { vcpus: 0, memoryMib: 0 }): number {
   const cpuFree = 1 - (host.allocatedVcpus + vm.vcpus) / Math.max(1, placeableVcpus(host, ratios));
+  const measuredFree = host.measuredCpuPct === undefined ? 1 : 1 - host.measuredCpuPct / 100;
   const memoryFree = 1 - (host.allocatedMemoryMib + vm.memoryMib) / Math.max(1, placeableMemoryMib(host, ratios));
-  return Math.min(cpuFree, memoryFree);
+  return Math.min(cpuFree, measuredFree, memoryFree);
 }
 
-/** The explanation of a choice: how much of the chosen host's tighter resource stays free. */
+/** The explanation of a choice: how much of the chosen host's tighter resource stays free, and what it measured. */
 export function chosenReason(host: PlacementHost, vm: PlacementRequest, ratios: OvercommitRatios, of: string): string {
   const percent = Math.round(freeShare(host, ratios, vm) * 100);
-  return `least loaded of ${of}: ${percent}% of its tighter resource stays free`;
+  const measured = host.measuredCpuPct === undefined ? "" : ` (it measured its cores ${Math.round(host.measuredCpuPct)}% busy, memory ${host.memoryState || "high"})`;
+  return `least loaded of ${of}: ${percent}% of its tighter resource stays free${measured}`;
 }
 
 /**
