@@ -62,6 +62,7 @@ export interface VmResources {
 const imageMibDefault = 1024;
 
 interface Guest {
+  id: string;
   workload: Workload;
   workloadKey: string;
   vcpus: number;
@@ -148,7 +149,7 @@ export class HostHypervisor {
       this.cpu.removeVm(vmId);
       throw err;
     }
-    this.guests.set(vmId, { workload, workloadKey: JSON.stringify(resources.workload), vcpus, memoryMib, sampledCpu: zeroTimes(), sampledVcpuReadyMs: new Float64Array(vcpus),
+    this.guests.set(vmId, { id: vmId, workload, workloadKey: JSON.stringify(resources.workload), vcpus, memoryMib, sampledCpu: zeroTimes(), sampledVcpuReadyMs: new Float64Array(vcpus),
       stats: null,
       history: new Float32Array(this.settings.vmHistorySamples * historyFields.length),
       historyAtMs: new Float64Array(this.settings.vmHistorySamples),
@@ -202,13 +203,14 @@ export class HostHypervisor {
    * @returns what memory saw change (state changes for events).
    */
   step(nowMs: number, dtMs = this.settings.stepMs): readonly MemoryEvent[] {
-    for (const [id, guest] of this.guests) {
+    // Over the values, not the entries: no array a guest a step on the hot path.
+    for (const guest of this.guests.values()) {
       const sample = guest.workload.step(dtMs);
-      this.cpu.setDemand(id, sample.cpuDemand);
-      this.memory.setGuestActivity(id, sample);
+      this.cpu.setDemand(guest.id, sample.cpuDemand);
+      this.memory.setGuestActivity(guest.id, sample);
     }
     const events = this.memory.step(dtMs);
-    for (const id of this.guests.keys()) this.cpu.setSwapWait(id, this.memory.vmCounters(id).swapWaitFraction);
+    for (const guest of this.guests.values()) this.cpu.setSwapWait(guest.id, this.memory.swapWaitFraction(guest.id));
     this.cpu.step(dtMs);
     this.sinceSampleMs += dtMs;
     if (this.sinceSampleMs >= this.settings.sampleMs) this.sample(nowMs);

@@ -586,6 +586,15 @@ export class MemoryManager {
    * Counters of one VM as of the last step (or change).
    * @throws SimdcError NOT_FOUND.
    */
+  /**
+   * The share of the last step the VM waited for swap-ins (0..1): what the
+   * CPU scheduler needs every step, without vmCounters' object.
+   * @throws SimdcError NOT_FOUND.
+   */
+  swapWaitFraction(id: string): number {
+    return this.vmOf(id).swapWaitFraction;
+  }
+
   vmCounters(id: string): VmMemoryCounters {
     const vm = this.vmOf(id);
     const mb = (pages: number) => pages / pagesPerMb;
