@@ -29,7 +29,28 @@ afterAll(() => {
 
 describe("experiments", () => {
   it("experiments: the built-in scenarios are listed, and each is a valid file", async () => {
-    expect(scenarios).toEqual(["agent-crash", "controller-crash", "host-hang", "host-partition", "lossy-heartbeats", "san-crash-during-boot", "sdn-churn-proactive", "sdn-churn-reactive", "sdn-converged-nic", "sdn-link-down", "sdn-nic-queue", "sdn-outage-secure", "sdn-outage-standalone", "sdn-outside-outage", "slow-controller"]);
+    expect(scenarios).toEqual([
+      "agent-crash",
+      "controller-crash",
+      "cpu-contention-relaxed",
+      "cpu-contention-strict",
+      "host-hang",
+      "host-partition",
+      "lossy-heartbeats",
+      "memory-overcommit-vdi-salted",
+      "memory-overcommit-vdi-shared",
+      "san-crash-during-boot",
+      "sdn-churn-proactive",
+      "sdn-churn-reactive",
+      "sdn-converged-nic",
+      "sdn-link-down",
+      "sdn-nic-queue",
+      "sdn-outage-secure",
+      "sdn-outage-standalone",
+      "sdn-outside-outage",
+      "shares-vs-reservations",
+      "slow-controller",
+    ]);
     const listed = (await experiment("list")).stdout;
     for (const name of scenarios) expect(listed).toMatch(new RegExp(`^${name}\\s+\\S`, "m"));
     expect((await experiment("show", "agent-crash")).stdout).toContain("name: agent-crash");
@@ -54,7 +75,7 @@ describe("experiments", () => {
       const page = await checkPage(join(out, "report.html"));
       expect(page.errors).toEqual([]);
       expect(page.title).toBe(`simdc experiment ${name}: PASSED`);
-      expect(page.charts.map((c) => c.id)).toEqual(["chart-hosts", "chart-vms", "chart-latency", "chart-api", "chart-faults", "chart-ping", "chart-flows", "chart-timeline"]);
+      expect(page.charts.map((c) => c.id)).toEqual(["chart-hosts", "chart-vms", "chart-latency", "chart-api", "chart-faults", "chart-ping", "chart-flows", "chart-hv-memory", "chart-hv-cpu", "chart-timeline"]);
       // An empty chart still draws its axes (a few thousand pixels); nothing drawn is zero.
       for (const c of page.charts) expect(c.paintedPixels, c.id).toBeGreaterThan(1_000);
     }, 180_000);

@@ -8,6 +8,7 @@ import type { DatacenterEvent } from "@simdc/history";
 import type { RunHistory, StepEntry } from "./history-model.js";
 import { Parts, type Verdict } from "./parts.js";
 import { duration, durationMs, name } from "./scenario.js";
+import { hypervisorParts } from "./hypervisor.js";
 import { sdnParts } from "./sdn.js";
 
 const processField = { type: "string" };
@@ -100,6 +101,7 @@ export function builtinParts(): Parts {
       nics: { type: "array", items: name, maxItems: 8 },
     },
     required: ["name"],
+    createsVms: true,
   });
   for (const kind of ["delete-vm", "start-vm", "stop-vm"]) {
     parts.step({ kind, summary: `${kind.replace("-vm", "")} one VM`, fault: false, properties: { vm: name }, required: ["vm"], refs: { vm: "vm" } });
@@ -169,6 +171,7 @@ export function builtinParts(): Parts {
   parts.checker({ name: "vms-running", summary: "every VM that should run is running once the liveness window after the last fault has passed", check: vmsRunning });
   parts.checker({ name: "hosts-connected", summary: "every host is connected once the liveness window after the last fault has passed", check: hostsConnected });
   sdnParts(parts);
+  hypervisorParts(parts);
   return parts;
 }
 

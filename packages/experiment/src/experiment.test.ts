@@ -1,14 +1,18 @@
 // Proves scenario checking, seeded schedules and the checkers on plain data:
 // every bad scenario is refused naming its line and field, the same seed
 // gives the same schedule, and each checker passes a sound history and names
-// the first events of a broken one.
+// the first events of a broken one. The hypervisor's parts likewise: VM
+// groups and steps take workloads, allocations, images and salts (every bad
+// one refused before anything starts), and each of its assertions computes
+// its figure from recorded samples and events, passing a run that shows the
+// behaviour and naming what broke in one that does not.
 
 import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import type { DatacenterEvent } from "@simdc/history";
-import { builtinParts, faultWindows, judge, parseScenario, planRun, reportData, RunHistory, scenarioSchema, swarmScenario, type HistoryEntry } from "./mod.js";
+import { builtinParts, faultWindows, judge, parseScenario, planRun, reportData, RunHistory, scenarioSchema, swarmScenario, vmValueKey, type HistoryEntry, type Verdict } from "./mod.js";
 
 const parts = builtinParts();
 const memoryMib = 16_384;
@@ -270,5 +274,312 @@ describe("experiment swarm", () => {
       expect(plan.steps.filter((s) => s.fault).length).toBeGreaterThan(0);
     }
     expect(distinct.size).toBeGreaterThan(50);
+  });
+});
+
+/** A scenario with every hypervisor field, step, probe and a few assertions; the refusals below each break one line of it. */
+const hvBase = `name: hv
+topology:
+  hosts: 2
+  hostsPerAgent: 1
+  pcpus: 4
+  memoryMib: 8192
+  coscheduling: strict
+  shareSalting: "off"
+  threadsPerCore: 2
+  coreMhz: 2500
+vms:
+  - name: wide
+    vcpus: 4
+    workload:
+      kind: web
+      params:
+        cpuMean: 0.3
+      phases:
+        - kind: boot
+          for: 20s
+    cpu:
+      shares: high
+      reservationMhz: 1000
+      limitMhz: 6000
+    memory:
+      shares: 3000
+      reservationMib: 256
+    image: win10
+    shareSalt: pool-a
+  - name: narrow
+    count: 3
+timeline:
+  - at: 1s
+    do: memory-pressure
+    host: host-1
+    pressureMib: 4000
+    for: 5s
+  - at: 2s
+    do: boot-storm
+    name: vdi
+    count: 4
+    boot: 10s
+    workload:
+      kind: vdi
+  - at: 3s
+    do: runaway
+    vm: vdi-2
+    for: 5s
+duration: 30s
+probes:
+  - probe: hypervisor
+    every: 2s
+    hosts: [host-1]
+assertions:
+  - assert: cpu-ratio
+    a: wide
+    b: narrow
+    counter: wait
+    min: 2
+  - assert: cpu-ready
+    vm: vdi
+    max: 10
+`;
+
+describe("hypervisor scenarios", () => {
+  it("hypervisor: topology options, VM group fields and the new steps are read, and the run's VM groups include those its steps create", () => {
+    const { scenario, source } = parseScenario(hvBase, "s.yaml", parts);
+    expect(scenario.topology).toMatchObject({ coscheduling: "strict", shareSalting: "off", threadsPerCore: 2, coreMhz: 2500 });
+    expect(scenario.vms[0]).toMatchObject({ name: "wide", workload: { kind: "web", params: { cpuMean: 0.3 } }, cpu: { shares: "high", reservationMhz: 1000 }, memory: { shares: 3000 }, image: "win10", shareSalt: "pool-a" });
+    // Left out, the hypervisor's options are vSphere's defaults.
+    expect(parseScenario("name: d\ntimeline: []\nduration: 1s\n", "d.yaml", parts).scenario.topology).toMatchObject({ coscheduling: "relaxed", shareSalting: "per-vm", threadsPerCore: 1, coreMhz: 2000 });
+    const plan = planRun(scenario, source, parts, 7, memoryMib);
+    expect(plan.groups).toEqual({ wide: ["wide"], narrow: ["narrow-1", "narrow-2", "narrow-3"], vdi: ["vdi-1", "vdi-2", "vdi-3", "vdi-4"] });
+    expect(plan.steps.map((s) => [s.do, s.fault])).toEqual([
+      ["memory-pressure", true],
+      ["boot-storm", true],
+      ["runaway", true],
+    ]);
+  });
+
+  it("hypervisor: bad workloads, shares, reservations and fault parameters, and hosts or VMs that do not exist (or not yet), are refused naming the line", () => {
+    const cases: [string, string, string][] = [
+      ["kind: web", "kind: crypto", "s.yaml:15: vms.0.workload.kind: must be one of idle, web, batch, database, vdi"],
+      ["cpuMean: 0.3", "speed: 3", 's.yaml:17: vms.0.workload.params: unknown key "speed"'],
+      ["kind: web\n      params:\n        cpuMean: 0.3", "kind: batch\n      params:\n        peakCpu: 0.9", "s.yaml:14: vms.0: workload.params.peakCpu does not apply to kind batch"],
+      ["cpuMean: 0.3", "cpuMean: 2", "s.yaml:14: vms.0: workload.params.cpuMean must be a number from 0 to 1, got 2"],
+      ["        - kind: boot", "        - kind: reboot", "s.yaml:19: vms.0.workload.phases.0.kind: must be one of idle, web, batch, database, vdi, boot"],
+      ["for: 20s", "for: 0s", "s.yaml:20: vms.0.workload.phases.0.for: a phase must last longer than 0"],
+      ["shares: high", "shares: lots", "s.yaml:22: vms.0.cpu.shares: must be low, normal, high, or a number of shares"],
+      // The boot storm's own workload is checked as a group's is.
+      ["      kind: vdi\n", "      kind: vdi\n      params:\n        burstFraction: 1\n", "s.yaml:43: timeline.1: workload.params: burstFraction must be below 1 (kind vdi)"],
+      ["reservationMhz: 1000", "reservationMhz: 10001", "s.yaml:23: vms.0.cpu.reservationMhz: 10001 MHz is more than 4 vCPUs of 2500 MHz can use (10000 MHz)"],
+      ["limitMhz: 6000", "limitMhz: 500", "s.yaml:24: vms.0.cpu.limitMhz: 500 MHz is below the reservation, 1000 MHz"],
+      ["reservationMib: 256", "reservationMib: 4096", "s.yaml:27: vms.0.memory.reservationMib: 4096 MiB is more than the VM's 512 MiB"],
+      ["pressureMib: 4000", "pressureMib: 9000", "s.yaml:36: timeline.0.pressureMib: a pressure of 9000 MiB is more than a host's 8192 MiB"],
+      ["pressureMib: 4000", "pressureMib: 0", "s.yaml:37: timeline.0.for: pressureMib 0 gives the memory back; for needs a pressure to take it back from"],
+      ["pressureMib: 4000", "pressureMib: -1", "s.yaml:36: timeline.0.pressureMib: must be >= 0"],
+      ["count: 4", "count: 1", "s.yaml:41: timeline.1.count: must be >= 2"],
+      ["boot: 10s", "boot: 0s", "s.yaml:42: timeline.1.boot: a boot must last longer than 0"],
+      ["    boot: 10s\n", "", 's.yaml:38: timeline.1: missing "boot"'],
+      ["host: host-1\n    pressureMib", "host: host-9\n    pressureMib", "s.yaml:35: no host host-9 in this topology"],
+      ["vm: vdi-2", "vm: ghost", "s.yaml:47: no VM ghost exists at 3.00 s (the scenario's vms and earlier steps that create VMs make them)"],
+      // vdi-2 is made by the storm at 2 s: a runaway before it has nothing to act on.
+      ["at: 3s", "at: 1s", "s.yaml:47: no VM vdi-2 exists at 1.00 s (the scenario's vms and earlier steps that create VMs make them)"],
+      ["hosts: [host-1]", "hosts: [host-1, host-7]", "s.yaml:53: no host host-7 in this topology"],
+      ["b: narrow", "b: skinny", "s.yaml:57: no VM or VM group skinny among the scenario's vms and the VMs its steps create"],
+      ["    max: 10\n", "    max: 10\n  - assert: memory-state\n    host: host-3\n    reached: soft\n", "s.yaml:64: no host host-3 in this topology"],
+      ["    max: 10\n", "    max: 10\n  - assert: memory-state\n    host: host-1\n    reached: high\n", "s.yaml:65: assertions.2.reached: must be one of clear, soft, hard, low"],
+    ];
+    for (const [from, to, message] of cases) expect(refusal(hvBase.replace(from, to)), `${from} -> ${to}`).toBe(message);
+  });
+});
+
+const hvRun = {
+  type: "run" as const,
+  scenario: "t",
+  seed: 1,
+  timeScale: 10,
+  command: "simdc experiment run t --seed 1",
+  startMs: 0,
+  durationMs: 200_000,
+  livenessMs: 5_000,
+  agents: { "agent-1": ["host-1"] },
+  hosts: ["host-1"],
+  groups: { wide: ["wide"], narrow: ["narrow-1", "narrow-2"] },
+};
+
+/** A hypervisor sample of host-1 whose 5 s window closed at `timeMs`: host counters, and each VM's. */
+const hvSample = (timeMs: number, host: Record<string, number>, vms: Record<string, Record<string, number>> = {}): HistoryEntry => {
+  const values: Record<string, number> = { windowMs: 5_000, pressure: 0, balloon: 0, compressed: 0, swapped: 0, sharedSaved: 0, sharedSavedBetweenVms: 0, ...host };
+  for (const [vm, counters] of Object.entries(vms)) for (const [c, v] of Object.entries(counters)) values[vmValueKey(vm, c as "used")] = v;
+  return { type: "sample", timeMs, probe: "hypervisor", label: "host-1", values };
+};
+
+/** Judged assertions of a scenario with `assertions` (YAML list items) over a run with `entries`. */
+function hvVerdicts(assertions: string, entries: HistoryEntry[]): Record<string, Verdict> {
+  const { scenario } = parseScenario(`name: t\ntimeline: []\nduration: 200s\nassertions:\n${assertions}`, "t.yaml", parts);
+  return Object.fromEntries(judge(new RunHistory([hvRun, ...entries]), scenario, parts).judged.filter((j) => j.kind === "assertion").map((j) => [j.name, j.verdict]));
+}
+
+const memoryEvent = (timeMs: number, from: string, to: string): HistoryEntry => ({
+  type: "event",
+  event: { timeMs, kind: "memory-state-changed", objectKind: "host", objectId: "host-1", message: `host host-1: memory ${from} -> ${to}, 100 MiB free`, source: "agent-1" } as DatacenterEvent,
+});
+
+describe("hypervisor assertions", () => {
+  // Strict co-scheduling's picture: the wide VM co-stops, the narrow ones wait ready.
+  const cpu = (timeMs: number, wideReady = 0): HistoryEntry =>
+    hvSample(timeMs, {}, {
+      wide: { vcpus: 4, used: 200, ready: wideReady, costop: 200, lost: 50 },
+      "narrow-1": { vcpus: 1, used: 50, ready: 50, costop: 0, lost: 50 },
+      "narrow-2": { vcpus: 1, used: 50, ready: 40, costop: 0, lost: 50 },
+    });
+
+  it("cpu: ready and co-stop are per vCPU and averaged over a group's VMs and the samples whose whole window is inside after..before; a ratio compares sums", () => {
+    const history = [cpu(10_000, 400), cpu(20_000), cpu(25_000), cpu(30_000), cpu(42_000, 400)];
+    const v = hvVerdicts(
+      `  - assert: cpu-ready
+    vm: narrow
+    min: 40
+    max: 50
+    after: 16s
+    before: 40s
+  - assert: cpu-ready
+    vm: wide
+    max: 5
+    after: 16s
+    before: 40s
+  - assert: cpu-costop
+    vm: wide
+    min: 45
+  - assert: cpu-ratio
+    a: wide
+    b: narrow
+    counter: wait
+    min: 4
+    after: 16s
+    before: 40s
+  - assert: lost-work
+    vm: narrow
+    max: 40
+`,
+      history,
+    );
+    // Windows 15-20, 20-25 and 25-30 s: the samples closing at 10 s and 42 s (ready 400) are outside.
+    expect(v["cpu-ready(narrow)"]).toMatchObject({ ok: true, metrics: { mean: 45, min: 40, max: 50 } });
+    expect(v["cpu-ready(wide)"]).toMatchObject({ ok: true, metrics: { mean: 0 } });
+    expect(v["cpu-costop(wide)"]).toMatchObject({ ok: true, metrics: { mean: 50 } });
+    // wait = ready + co-stop, summed over vCPUs: 200 against the narrow VMs' 45.
+    expect(v["cpu-ratio(wide/narrow)"]).toMatchObject({ ok: true, metrics: { a: 200, b: 45 } });
+    expect(v["cpu-ratio(wide/narrow)"]!.metrics!["ratio"]).toBeCloseTo(4.444, 3);
+    expect(v["lost-work(narrow)"]).toEqual({ ok: false, detail: "narrow (2 VMs): lost work % 50 on average (50 to 50) over 10 samples from +0.00 s to the end, allowed 0-40", metrics: { mean: 50, min: 50, max: 50 } });
+    // Nothing sampled in the window is a failure that says what to add, never a pass.
+    expect(hvVerdicts("  - assert: cpu-ready\n    vm: wide\n    max: 5\n", [])["cpu-ready(wide)"]).toEqual({
+      ok: false,
+      detail: "no hypervisor samples of wide from +0.00 s to the end: add a hypervisor probe, or widen the window",
+    });
+  });
+
+  it("memory-state: reached counts the deepest state the events show; left needs a later change above the state named", () => {
+    const assertions = `  - assert: memory-state
+    host: host-1
+    reached: hard
+    left: clear
+`;
+    const ok = hvVerdicts(assertions, [memoryEvent(80_000, "high", "soft"), memoryEvent(80_500, "soft", "clear"), memoryEvent(130_000, "clear", "low"), memoryEvent(130_500, "low", "clear"), memoryEvent(180_000, "clear", "high")]);
+    expect(ok["memory-state(host-1)"]).toMatchObject({ ok: true, metrics: { deepest: 4, reachedAtMs: 130_000, leftAtMs: 180_000 } });
+    // Back to clear is not above clear: the pressure never went.
+    const stuck = hvVerdicts(assertions, [memoryEvent(130_000, "clear", "hard"), memoryEvent(130_500, "hard", "clear")]);
+    expect(stuck["memory-state(host-1)"]).toMatchObject({ ok: false, detail: "host-1 went hard at +130.00 s, clear at +130.50 s: hard or deeper from +130.00 s, and never back above clear after that" });
+    const shallow = hvVerdicts(assertions, [memoryEvent(80_000, "high", "soft")]);
+    expect(shallow["memory-state(host-1)"]).toMatchObject({ ok: false, detail: "host-1 went soft at +80.00 s: never hard or deeper (the deepest was soft)" });
+  });
+
+  it("reclaim-order: each kind's first sample at startMib or more, in order (one sample may start two); one out of order or never started is named", () => {
+    const order = "  - assert: reclaim-order\n    host: host-1\n";
+    const inOrder = [hvSample(10_000, { sharedSaved: 2 }), hvSample(85_000, { sharedSaved: 9, balloon: 80 }), hvSample(135_000, { sharedSaved: 15, balloon: 200, compressed: 30, swapped: 20 })];
+    expect(hvVerdicts(order, inOrder)["reclaim-order(host-1)"]).toEqual({
+      ok: true,
+      detail: "on host-1: sharing by +10.00 s, balloon by +85.00 s, compression by +135.00 s, swap by +135.00 s, in that order",
+      metrics: { sharingStartMs: 10_000, balloonStartMs: 85_000, compressionStartMs: 135_000, swapStartMs: 135_000 },
+    });
+    // A jump straight to hard: compression and swap before the balloon.
+    const jumped = [hvSample(10_000, { sharedSaved: 2 }), hvSample(85_000, { compressed: 30, swapped: 20 }), hvSample(90_000, { balloon: 100, compressed: 30, swapped: 20 })];
+    expect(hvVerdicts(order, jumped)["reclaim-order(host-1)"]).toMatchObject({ ok: false, detail: "on host-1: sharing by +10.00 s, balloon by +90.00 s, compression by +85.00 s, swap by +85.00 s; compression started before balloon" });
+    expect(hvVerdicts(order, inOrder.slice(0, 2))["reclaim-order(host-1)"]).toMatchObject({ ok: false, detail: "on host-1: sharing by +10.00 s, balloon by +85.00 s, compression never, swap never; compression never reached 1 MiB" });
+  });
+
+  it("page-sharing and reclaimed-back: the most saved (between VMs when asked) in range; everything back to 0 within the time after the pressure goes", () => {
+    const entries = [
+      hvSample(10_000, { sharedSaved: 20, sharedSavedBetweenVms: 0 }),
+      hvSample(100_000, { sharedSaved: 30, pressure: 1500, balloon: 120, compressed: 30, swapped: 20 }),
+      hvSample(105_000, { sharedSaved: 31, pressure: 0, balloon: 40 }),
+      hvSample(125_000, { sharedSaved: 32, pressure: 0 }),
+    ];
+    const v = hvVerdicts(
+      `  - assert: page-sharing
+    host: host-1
+    min: 25
+  - assert: page-sharing
+    host: host-1
+    betweenVms: true
+    max: 0.5
+  - assert: reclaimed-back
+    host: host-1
+    within: 30s
+  - assert: reclaimed-back
+    host: host-1
+    within: 10s
+`,
+      entries,
+    );
+    expect(v["page-sharing(host-1)"]).toMatchObject({ ok: true, metrics: { savedMib: 32 } });
+    expect(v["page-sharing(host-1)#2"]).toMatchObject({ ok: true, metrics: { savedMib: 0 } });
+    expect(v["reclaimed-back(host-1)"]).toMatchObject({ ok: true, metrics: { reclaimedMib: 170, backAfterMs: 25_000 } });
+    expect(v["reclaimed-back(host-1)#2"]).toMatchObject({ ok: false, detail: "host-1's 170 MiB reclaimed (balloon, compressed, swapped) were back to 0 by +125.00 s, 25 s after the last sample under pressure (allowed 10 s)" });
+    // Still ballooned at the end, and nothing reclaimed at all, both fail.
+    const stuck = hvVerdicts("  - assert: reclaimed-back\n    host: host-1\n    within: 30s\n", entries.slice(0, 3));
+    expect(stuck["reclaimed-back(host-1)"]).toMatchObject({ ok: false, detail: "host-1 still holds 40 MiB ballooned, 0 compressed and 0 swapped at +105.00 s, after the pressure went by +100.00 s" });
+    const idle = hvVerdicts("  - assert: reclaimed-back\n    host: host-1\n    within: 30s\n", [hvSample(100_000, { pressure: 100 }), hvSample(105_000, {})]);
+    expect(idle["reclaimed-back(host-1)"]).toMatchObject({ ok: false, detail: "host-1 reclaimed nothing under pressure (balloon, compressed and swapped stayed 0), so nothing came back" });
+  });
+
+  it("reports: the hosts' memory is summed over hosts, each host's latest sample counting until its next; waits are per vCPU", () => {
+    const other = (timeMs: number, balloon: number): HistoryEntry => ({ ...(hvSample(timeMs, { balloon }) as object), label: "host-2" }) as HistoryEntry;
+    const h = new RunHistory([hvRun, hvSample(5_000, { balloon: 10 }, { wide: { vcpus: 4, ready: 100, costop: 40 } }), other(6_000, 5), hvSample(10_000, { balloon: 20 }, { wide: { vcpus: 4, ready: 0, costop: 200 } }), { type: "final", timeMs: 20_000, vms: [], hosts: [] }]);
+    const { judged } = judge(h, parseScenario("name: t\ntimeline: []\nduration: 20s\n", "t.yaml", parts).scenario, parts);
+    const data = reportData(h, { seed: 1, ok: true, judged, metrics: {} }) as { hypervisor: { memory: Record<string, [number, number][]>; cpu: Record<string, [number, number][]> } };
+    expect(data.hypervisor.memory["balloon"]).toEqual([
+      [5, 10],
+      [6, 15],
+      [10, 25],
+    ]);
+    expect(data.hypervisor.cpu).toEqual({
+      "wide %RDY": [
+        [5, 25],
+        [10, 0],
+      ],
+      "wide %CSTP": [
+        [5, 10],
+        [10, 50],
+      ],
+    });
+  });
+
+  it("reports: a memory pressure holds until the next one on its host; a runaway or boot storm until its own end", () => {
+    const step = (timeMs: number, id: string, what: string, target: string, extra: object = {}): HistoryEntry => ({ type: "step", timeMs, id, do: what, fault: true, ok: true, detail: id, hosts: [], target, ...extra });
+    const h = new RunHistory([
+      hvRun,
+      step(1_000, "squeeze", "memory-pressure", "host-1"),
+      step(2_000, "other", "memory-pressure", "host-2"),
+      step(5_000, "crush", "memory-pressure", "host-1", { endsAtMs: 9_000 }),
+      step(6_000, "storm", "boot-storm", "vdi", { endsAtMs: 46_000 }),
+      step(7_000, "runaway", "runaway", "wide", { endsAtMs: 17_000 }),
+      { type: "final", timeMs: 60_000, vms: [], hosts: [] },
+    ]);
+    expect(faultWindows(h).map((w) => [w.id, w.fromMs, w.toMs])).toEqual([
+      ["squeeze", 1_000, 5_000],
+      ["other", 2_000, 60_000],
+      ["crush", 5_000, 9_000],
+      ["storm", 6_000, 46_000],
+      ["runaway", 7_000, 17_000],
+    ]);
   });
 });

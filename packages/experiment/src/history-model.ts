@@ -20,6 +20,8 @@ export interface RunInfo {
   /** Which hosts each agent process runs, to know what a process fault touches. */
   agents: Record<string, string[]>;
   hosts: string[];
+  /** Each VM group's VMs (the scenario's vms, and the VMs its steps created), for assertions that name a group. */
+  groups?: Record<string, string[]>;
 }
 
 export interface EventEntry {
@@ -132,8 +134,10 @@ export interface FaultWindow {
 
 /**
  * When each fault was in force: a kill or pause until the restart or resume
- * of its process, a bus rule until its own end or its clearing, anything
- * else (a test-only fault) for a moment; the run's end when nothing ended it.
+ * of its process, a bus rule until its own end or its clearing, a fault with
+ * a duration until its end, one a later step of its kind replaces on the
+ * same target (a host's memory pressure) until that step, anything else (a
+ * test-only fault) for a moment; the run's end when nothing ended it.
  */
 export function faultWindows(h: RunHistory): FaultWindow[] {
   const endOfRun = h.final?.timeMs ?? h.run.startMs + h.run.durationMs;
@@ -148,7 +152,9 @@ export function faultWindows(h: RunHistory): FaultWindow[] {
     } else if (s.do === "bus") {
       const cleared = later.find((x) => x.do === "clear-bus" && (x.target === "all" || x.target === s.id));
       toMs = Math.min(s.endsAtMs ?? endOfRun, cleared?.timeMs ?? endOfRun);
-    } else toMs = Math.min(endOfRun, s.timeMs + 1_000);
+    } else if (s.endsAtMs !== undefined) toMs = Math.min(endOfRun, s.endsAtMs);
+    else if (replaced.has(s.do)) toMs = later.find((x) => x.do === s.do && x.target === s.target)?.timeMs ?? endOfRun;
+    else toMs = Math.min(endOfRun, s.timeMs + 1_000);
     windows.push({ id: s.id, do: s.do, label: `${s.id}: ${s.detail}`, fromMs: s.timeMs, toMs });
   }
   return windows;
@@ -156,3 +162,6 @@ export function faultWindows(h: RunHistory): FaultWindow[] {
 
 /** Steps that end a fault rather than start one. */
 export const healing = new Set(["resume", "restart", "connect", "clear-bus", "heal"]);
+
+/** Faults that hold until a later step of their kind on the same target replaces them (a host's memory pressure, set again or to 0). */
+export const replaced = new Set(["memory-pressure"]);

@@ -1,12 +1,14 @@
 // One self-contained HTML page for a run: the verdicts, charts drawn by a
 // charting library (Apache ECharts, inlined, so the page needs no network)
 // of host and VM state over time, detection and recovery latencies, API and
-// create latency, and what the bus rules dropped and delayed, each with the
-// fault windows shaded; the timeline of events; and the chain of
-// consequences of each fault. Everything shown is derived from the history.
+// create latency, what the bus rules dropped and delayed, the network, and
+// the hypervisors' memory and CPU waits, each with the fault windows shaded;
+// the timeline of events; and the chain of consequences of each fault.
+// Everything shown is derived from the history.
 
 import { percentile } from "./builtins.js";
 import { faultWindows, type RunHistory } from "./history-model.js";
+import { vmValueKey } from "./hypervisor.js";
 import { consequences, type RunResult } from "./report.js";
 
 type Point = [number, number];
@@ -24,6 +26,28 @@ function stepSeries(startMs: number, initial: number, changes: { timeMs: number;
 
 /** Past this many VMs the timeline shows them as one row, or their rows would crowd out everything else. */
 const vmRowsMax = 20;
+
+/** The hosts' memory the report charts, summed over hosts: each host's latest sample counts until its next. */
+const memorySeries = { free: "free", balloon: "balloon", compressed: "compressed", swapped: "swapped", sharedSaved: "shared saved" } as const;
+
+/** The hypervisor samples as chart series: memory summed over hosts, and %RDY and %CSTP per vCPU of the first VMs by name. */
+function hypervisorSeries(h: RunHistory, t: (ms: number) => number): { memory: Record<string, Point[]>; cpu: Record<string, Point[]> } {
+  const samples = h.samples.filter((s) => s.probe === "hypervisor" && s.values["windowMs"] !== undefined).sort((a, b) => a.timeMs - b.timeMs);
+  const latest = new Map<string, Record<string, number>>();
+  const memory: Record<string, Point[]> = Object.fromEntries(Object.values(memorySeries).map((name) => [name, []]));
+  const vms = [...new Set(samples.flatMap((s) => Object.keys(s.values).flatMap((k) => (k.endsWith(".vcpus") ? [k.slice(3, -6)] : []))))].sort().slice(0, vmRowsMax);
+  const cpu: Record<string, Point[]> = {};
+  for (const s of samples) {
+    latest.set(s.label ?? "", s.values);
+    for (const [key, name] of Object.entries(memorySeries)) memory[name]!.push([t(s.timeMs), [...latest.values()].reduce((sum, v) => sum + (v[key] ?? 0), 0)]);
+    for (const vm of vms) {
+      const vcpus = s.values[vmValueKey(vm, "vcpus")];
+      if (!vcpus) continue;
+      for (const counter of ["ready", "costop"] as const) (cpu[`${vm} %${counter === "ready" ? "RDY" : "CSTP"}`] ??= []).push([t(s.timeMs), (s.values[vmValueKey(vm, counter)] ?? 0) / vcpus]);
+    }
+  }
+  return { memory, cpu };
+}
 
 /** The page's data, all times in seconds from the timeline's start. */
 export function reportData(h: RunHistory, result: RunResult): Record<string, unknown> {
@@ -104,6 +128,7 @@ export function reportData(h: RunHistory, result: RunResult): Record<string, unk
     pingLost: samples("ping").filter((x) => !x.values["received"]).map((x) => [x.t, 0]),
     flows: samples("flows"),
     sync: samples("sync"),
+    hypervisor: hypervisorSeries(h, t),
     events: timelineEvents(h, t),
     chains: h.steps.filter((s) => s.fault && s.ok).map((s) => consequences(h, s)),
     metrics: result.metrics,
@@ -161,6 +186,7 @@ export function reportHtml(h: RunHistory, result: RunResult, chartLibrary: strin
 <h2>API and create latency (ms)</h2><div class="chart" id="chart-api"></div>
 <h2>Messages the bus rules dropped, delayed and duplicated</h2><div class="chart" id="chart-faults"></div>
 <h2>Network: ping round trip (ms) and lost echoes; flows the vswitches hold, and hosts behind their document</h2><div class="chart" id="chart-ping"></div><div class="chart" id="chart-flows"></div>
+<h2>Hypervisors: memory over all hosts (MiB); %RDY and %CSTP per vCPU of each VM (the first ${vmRowsMax} by name)</h2><div class="chart" id="chart-hv-memory"></div><div class="chart" id="chart-hv-cpu"></div>
 <h2>Timeline of events</h2><div class="chart tall" id="chart-timeline"></div>
 <h2>What each fault caused</h2><div id="chains"></div>
 <h2>Events</h2>
@@ -213,6 +239,11 @@ chart("chart-flows", { tooltip: { trigger: "axis" }, legend: { data: ["flows", "
     { name: "hosts that lost the controller", type: "line", step: "end", symbol: "none", yAxisIndex: 1, data: data.flows.map((s) => [s.t, s.values.lost ?? null]) },
     { name: "hosts failed open", type: "line", step: "end", symbol: "none", yAxisIndex: 1, data: data.flows.map((s) => [s.t, s.values.failedOpen ?? null]) },
     { name: "hosts behind their document", type: "line", step: "end", symbol: "none", yAxisIndex: 1, data: data.sync.map((s) => [s.t, s.values.lagging ?? null]) }]) });
+// rightAxis: the series drawn against a second axis (free memory, which would flatten what is reclaimed).
+const lines = (series, rightAxis) => { const names = Object.keys(series); return withShade((names.length ? names : ["none"]).map((n) => ({ name: n, type: "line", step: "end", symbol: "none", yAxisIndex: n === rightAxis ? 1 : 0, data: series[n] || [] }))); };
+chart("chart-hv-memory", { tooltip: { trigger: "axis" }, legend: { data: Object.keys(data.hypervisor.memory) }, xAxis: timeAxis,
+  yAxis: [{ type: "value", name: "MiB reclaimed, saved" }, { type: "value", name: "MiB free" }], series: lines(data.hypervisor.memory, "free") });
+chart("chart-hv-cpu", { tooltip: { trigger: "axis" }, legend: { data: Object.keys(data.hypervisor.cpu), type: "scroll" }, xAxis: timeAxis, yAxis: { type: "value", name: "% per vCPU" }, series: lines(data.hypervisor.cpu) });
 const objects = [...new Set(data.events.map((e) => e.row))].sort();
 const kinds = [...new Set(data.events.map((e) => e.kind))].sort();
 chart("chart-timeline", { tooltip: { trigger: "item", formatter: (p) => p.data[3] + "<br>" + p.data[2] + " at " + p.data[0] + " s" },

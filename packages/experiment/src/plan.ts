@@ -5,7 +5,7 @@
 // no step after the end). Pure: the runner carries the plan out.
 
 import { Rng } from "@simdc/common";
-import type { Parts, RunMode } from "./parts.js";
+import type { Parts, RefKind, RunMode } from "./parts.js";
 import { durationMs, errorAt, type Scenario, type ScenarioSource, type Step, type Topology } from "./scenario.js";
 
 export interface PlannedStep {
@@ -29,6 +29,8 @@ export interface Plan {
   agents: Record<string, string[]>;
   hosts: string[];
   vms: string[];
+  /** Each VM group (the scenario's vms, and the VMs a step creates) and its VMs. */
+  groups: Record<string, string[]>;
 }
 
 /** The process names `simdc up` gives this topology (as its supervisor's plan does). */
@@ -66,9 +68,16 @@ export function planRun(scenario: Scenario, source: ScenarioSource, parts: Parts
   if (needMib > machineMemoryMib * 0.8) {
     throw errorAt(source, ["topology"], `this topology needs about ${Math.round(needMib)} MiB, more than 80% of this machine's ${Math.round(machineMemoryMib)} MiB`);
   }
+  // simdc up refuses it, so the run would fail after its preparations.
+  if (scenario.topology.hostsPerAgent > scenario.topology.hosts) {
+    throw errorAt(source, ["topology"], `hostsPerAgent ${scenario.topology.hostsPerAgent} is more than the ${scenario.topology.hosts} hosts (set it to at most ${scenario.topology.hosts})`);
+  }
   const total = durationMs(scenario.duration);
   const rng = new Rng(seed, `experiment/${scenario.name}`);
   const vms = new Set(scenario.vms.flatMap((g) => vmNames(g.name, g.count)));
+  const vmGroupsOfRun = vmGroups(scenario, parts);
+  // Assertions and probes may name any VM the run will have (they are judged on the whole run).
+  const everyVm = new Set(Object.values(vmGroupsOfRun).flat());
   const networks = new Set(scenario.networks.map((n) => n.name));
   const groups = new Set(scenario.securityGroups.map((g) => g.name));
   for (const [i, g] of scenario.vms.entries()) {
@@ -93,6 +102,35 @@ export function planRun(scenario: Scenario, source: ScenarioSource, parts: Parts
   }
   const identities = new Set([...names.processes, ...names.hosts, "controller", "host-agent", "san-storage", "supervisor", "cli"]);
   for (let c = 1; c <= scenario.topology.controllers; c++) identities.add(`controller-${c}`);
+  /** Why `value` names nothing of its kind here, or null when it does. */
+  const unknown = (kind: RefKind, value: string): string | null => {
+    switch (kind) {
+      case "process":
+        return names.processes.includes(value) ? null : `no process ${value}; this topology has ${names.processes.join(", ")}`;
+      case "host":
+        return names.hosts.includes(value) ? null : `no host ${value} in this topology`;
+      case "identity":
+        return identities.has(value) ? null : `no identity ${value} in this topology`;
+      case "vm":
+        return everyVm.has(value) ? null : `no VM ${value} among the scenario's vms and the VMs its steps create`;
+      case "vms":
+        return everyVm.has(value) || Object.hasOwn(vmGroupsOfRun, value) ? null : `no VM or VM group ${value} among the scenario's vms and the VMs its steps create`;
+    }
+  };
+  const checkRefs = (refs: Record<string, RefKind> | undefined, item: Record<string, unknown>, path: (string | number)[], skip: RefKind[] = []): void => {
+    for (const [field, kind] of Object.entries(refs ?? {})) {
+      if (skip.includes(kind)) continue;
+      const value = item[field];
+      const values: [string, (string | number)[]][] = typeof value === "string" ? [[value, [...path, field]]] : Array.isArray(value) ? value.map((v, j) => [String(v), [...path, field, j]]) : [];
+      for (const [v, at] of values) {
+        const why = unknown(kind, v);
+        if (why) throw errorAt(source, at, why);
+      }
+    }
+  };
+  for (const [i, probe] of scenario.probes.entries()) checkRefs(parts.probes.get(probe.probe)?.refs, probe, ["probes", i]);
+  for (const [i, assertion] of scenario.assertions.entries()) checkRefs(parts.assertions.get(assertion.assert)?.refs, assertion, ["assertions", i]);
+  for (const check of parts.scenarioChecks.values()) check.check(scenario, source);
   const counts = new Map<string, number>();
   const steps = scenario.timeline.map((step, index): PlannedStep => {
     const path = ["timeline", index];
@@ -110,15 +148,8 @@ export function planRun(scenario: Scenario, source: ScenarioSource, parts: Parts
       atMs = Math.round(lo + draw * (hi - lo));
     }
     if (atMs > total) throw errorAt(source, [...path, "at"], `${step.do} at ${(atMs / 1000).toFixed(2)} s is after the end of the run (duration ${scenario.duration})`);
-    for (const [field, kind] of Object.entries(part.refs ?? {})) {
-      const value = step[field];
-      if (typeof value !== "string") continue;
-      const known = kind === "process" ? names.processes.includes(value) : kind === "host" ? names.hosts.includes(value) : kind === "vm" ? true : identities.has(value);
-      if (!known) {
-        const what = kind === "process" ? `no process ${value}; this topology has ${names.processes.join(", ")}` : `no ${kind} ${value} in this topology`;
-        throw errorAt(source, [...path, field], what);
-      }
-    }
+    // A step's VM must exist at the step's time: the timeline's check says so, with the time.
+    checkRefs(part.refs, step, path, ["vm"]);
     return { id: step.id ?? `${step.do}-${n}`, do: step.do, atMs, params: step, fault: part.fault, line: scenario.lines.timeline[index] ?? 1 };
   });
   const ids = new Set<string>();
@@ -127,23 +158,40 @@ export function planRun(scenario: Scenario, source: ScenarioSource, parts: Parts
     ids.add(s.id);
   }
   const ordered = steps.map((s, i) => ({ s, i })).sort((a, b) => a.s.atMs - b.s.atMs || a.i - b.i);
-  checkTimeline(ordered, source, vms);
+  checkTimeline(ordered, source, vms, parts);
   return {
     seed,
     steps: ordered.map((o) => o.s),
     durationMs: total,
     livenessMs: durationMs(scenario.liveness),
     ...names,
-    vms: [...vms],
+    vms: [...everyVm],
+    groups: vmGroupsOfRun,
   };
+}
+
+/** The agent process that runs `hostId`. @throws Error when the plan has no such host (a programming error: refs are checked first). */
+export function agentOfHost(plan: Pick<Plan, "agents">, hostId: string): string {
+  const agent = Object.entries(plan.agents).find(([, hosts]) => hosts.includes(hostId))?.[0];
+  if (agent === undefined) throw new Error(`no agent runs ${hostId}`);
+  return agent;
 }
 
 export function vmNames(name: string, count: number): string[] {
   return count === 1 ? [name] : Array.from({ length: count }, (_, i) => `${name}-${i + 1}`);
 }
 
+/** The VM groups of a run: the scenario's vms, then those its steps create (a name used twice is one group). */
+export function vmGroups(scenario: Scenario, parts: Parts): Record<string, string[]> {
+  const groups: Record<string, string[]> = {};
+  const add = (name: string, count: number): void => void (groups[name] = [...new Set([...(groups[name] ?? []), ...vmNames(name, count)])]);
+  for (const g of scenario.vms) add(g.name, g.count);
+  for (const step of scenario.timeline) if (parts.steps.get(step.do)?.createsVms) add(step["name"] as string, (step["count"] as number | undefined) ?? 1);
+  return groups;
+}
+
 /** A process's life along the timeline: a resume needs a pause, a kill a running process, a VM must exist when named. */
-function checkTimeline(ordered: { s: PlannedStep; i: number }[], source: ScenarioSource, vms: Set<string>): void {
+function checkTimeline(ordered: { s: PlannedStep; i: number }[], source: ScenarioSource, vms: Set<string>, parts: Parts): void {
   const state = new Map<string, "running" | "paused" | "killed" | "cut off">();
   for (const { s, i } of ordered) {
     const process = typeof s.params["process"] === "string" ? (s.params["process"] as string) : undefined;
@@ -175,12 +223,13 @@ function checkTimeline(ordered: { s: PlannedStep; i: number }[], source: Scenari
         if (now !== "cut off") refuse(`it is ${now} then, not disconnected`);
         state.set(process!, "running");
         break;
-      case "create-vms":
-        for (const vm of vmNames(s.params["name"] as string, (s.params["count"] as number | undefined) ?? 1)) vms.add(vm);
-        break;
       default: {
+        if (parts.steps.get(s.do)?.createsVms) {
+          for (const vm of vmNames(s.params["name"] as string, (s.params["count"] as number | undefined) ?? 1)) vms.add(vm);
+          break;
+        }
         const vm = s.params["vm"];
-        if (typeof vm === "string" && !vms.has(vm)) throw errorAt(source, ["timeline", i, "vm"], `no VM ${vm} exists at ${(s.atMs / 1000).toFixed(2)} s (the scenario's vms and earlier create-vms steps make them)`);
+        if (typeof vm === "string" && !vms.has(vm)) throw errorAt(source, ["timeline", i, "vm"], `no VM ${vm} exists at ${(s.atMs / 1000).toFixed(2)} s (the scenario's vms and earlier steps that create VMs make them)`);
       }
     }
   }

@@ -24,6 +24,7 @@ export interface RunResult {
 export function judge(history: RunHistory, scenario: Scenario, parts: Parts): RunResult {
   const judged: Judged[] = [];
   const metrics: Record<string, number> = {};
+  const seen = new Map<string, number>();
   for (const a of scenario.assertions) {
     const part = parts.assertions.get(a.assert)!;
     let verdict: Verdict;
@@ -32,8 +33,12 @@ export function judge(history: RunHistory, scenario: Scenario, parts: Parts): Ru
     } catch (err) {
       verdict = { ok: false, detail: `could not be evaluated: ${(err as Error).message}` };
     }
-    // An assertion about one VM's probes (from:) is told apart from others of its kind.
-    const name = typeof a["from"] === "string" ? `${a.assert}(${a["from"]})` : a.assert;
+    // An assertion about one VM, group or host is told apart from others of its kind by what it names, and a repeat by its number, so each keeps its own metrics.
+    const label = ["from", "vm", "host"].map((f) => a[f]).find((v) => typeof v === "string") ?? (typeof a["a"] === "string" ? `${a["a"]}/${a["b"] as string}` : undefined);
+    const base = label === undefined ? a.assert : `${a.assert}(${label as string})`;
+    const n = (seen.get(base) ?? 0) + 1;
+    seen.set(base, n);
+    const name = n === 1 ? base : `${base}#${n}`;
     judged.push({ name, kind: "assertion", verdict });
     for (const [k, v] of Object.entries(verdict.metrics ?? {})) metrics[`${name}.${k}`] = v;
   }

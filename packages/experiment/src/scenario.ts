@@ -3,9 +3,10 @@
 // a resume of a process never paused, a step after the end). Every error
 // names the file, line and field, and nothing starts before the file is good.
 
-import { Ajv, type ErrorObject } from "ajv";
+import { Ajv, type ErrorObject, type ValidateFunction } from "ajv";
 import { isMap, isScalar, LineCounter, parseDocument, type Document } from "yaml";
 import { invalidArgument } from "@simdc/common";
+import type { VmResourceFields } from "./hypervisor.js";
 import type { JsonSchema, Parts } from "./parts.js";
 
 /** A time in a scenario: "500ms", "2s", "1.5m", "1h". */
@@ -18,8 +19,9 @@ export function durationMs(text: string): number {
   return Math.round(Number(m[1]) * units[m[2]!]!);
 }
 
-export const duration: JsonSchema = { type: "string", pattern: durationPattern };
-export const name: JsonSchema = { type: "string", pattern: "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$" };
+// A schema's description says in words what it takes: an editor shows it, and a refusal quotes it.
+export const duration: JsonSchema = { type: "string", pattern: durationPattern, description: "a duration like 500ms, 2s or 1m" };
+export const name: JsonSchema = { type: "string", pattern: "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", description: "a name of a-z, 0-9 and - (1-63 characters)" };
 
 export interface Topology {
   hosts: number;
@@ -38,9 +40,17 @@ export interface Topology {
   /** Each host NIC's bandwidth (Mbit/s) and transmit queue (KiB). */
   nicMbps: number;
   nicQueueKib: number;
+  /** Co-scheduling of multi-vCPU VMs: relaxed (ESX 3+) or strict (ESX 2). */
+  coscheduling: "relaxed" | "strict";
+  /** Page sharing between VMs: per-vm (vSphere's default: only VMs of equal salts share) or off (every VM shares). */
+  shareSalting: "per-vm" | "off";
+  /** Logical CPUs per core (2: hyperthreading), and each core's speed in MHz. */
+  threadsPerCore: 1 | 2;
+  coreMhz: number;
 }
 
-export interface VmGroup {
+/** A group of VMs made alike; the hypervisor's fields (workload, cpu, memory, image, shareSalt) say what their guests do and get. */
+export interface VmGroup extends VmResourceFields {
   name: string;
   count: number;
   vcpus: number;
@@ -126,6 +136,10 @@ const topologySchema: JsonSchema = {
     inactivityProbeMs: { type: "integer", minimum: 100, maximum: 600_000 },
     nicMbps: { type: "integer", minimum: 1, maximum: 400_000 },
     nicQueueKib: { type: "integer", minimum: 1, maximum: 1_048_576 },
+    coscheduling: { enum: ["relaxed", "strict"] },
+    shareSalting: { enum: ["per-vm", "off"] },
+    threadsPerCore: { enum: [1, 2] },
+    coreMhz: { type: "integer", minimum: 1, maximum: 10_000 },
   },
 };
 
@@ -153,14 +167,19 @@ const endpointsSchema = namedItems({ host: name });
 
 const routersSchema = namedItems({ networks: { type: "array", items: name, minItems: 2, maxItems: 16 } }, ["networks"]);
 
-const vmsSchema = namedItems({
-  count: { type: "integer", minimum: 1, maximum: 100_000 },
-  vcpus: { type: "integer", minimum: 1, maximum: 256 },
-  memoryMib: { type: "integer", minimum: 1 },
-  nics: { type: "array", items: { type: "string", pattern: "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(,sg=[a-z0-9-]+(\\+[a-z0-9-]+)*)?$" }, maxItems: 8 },
-});
+/** VM groups: their size, NICs, and the fields the capabilities add (what their guests do and get). */
+function vmsSchema(parts: Parts): JsonSchema {
+  return namedItems({
+    count: { type: "integer", minimum: 1, maximum: 100_000 },
+    vcpus: { type: "integer", minimum: 1, maximum: 256 },
+    memoryMib: { type: "integer", minimum: 1 },
+    nics: { type: "array", items: { type: "string", pattern: "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(,sg=[a-z0-9-]+(\\+[a-z0-9-]+)*)?$" }, maxItems: 8 },
+    ...parts.vmFields,
+  });
+}
 
 const stepTime: JsonSchema = {
+  description: "a duration like 2s, or {between: [1s, 3s]}",
   oneOf: [
     duration,
     {
@@ -192,6 +211,9 @@ function tagged(tag: string, kinds: Map<string, { properties?: Record<string, Js
 /** The JSON Schema of a scenario file, from the registered parts. */
 export function scenarioSchema(parts: Parts): JsonSchema {
   const probes = new Map([...parts.probes].map(([k, p]) => [k, { properties: p.properties ?? {} }]));
+  // A step that creates VMs takes what a VM group does.
+  const steps = new Map([...parts.steps].map(([k, p]) => [k, p.createsVms ? { ...p, properties: { ...p.properties, ...parts.vmFields } } : p]));
+  const vms = vmsSchema(parts);
   return {
     $schema: "http://json-schema.org/draft-07/schema#",
     title: "simdc experiment scenario",
@@ -207,8 +229,8 @@ export function scenarioSchema(parts: Parts): JsonSchema {
       securityGroups: securityGroupsSchema,
       endpoints: endpointsSchema,
       routers: routersSchema,
-      vms: vmsSchema,
-      timeline: { type: "array", items: tagged("do", parts.steps, { at: stepTime, id: name }, ["at"]) },
+      vms,
+      timeline: { type: "array", items: tagged("do", steps, { at: stepTime, id: name }, ["at"]) },
       duration,
       liveness: duration,
       probes: { type: "array", items: tagged("probe", probes, { every: duration }, ["every"]) },
@@ -218,7 +240,7 @@ export function scenarioSchema(parts: Parts): JsonSchema {
         type: "object",
         additionalProperties: false,
         description: "What the short form (CI) changes: a smaller topology, fewer VMs, a shorter run",
-        properties: { topology: topologySchema, vms: vmsSchema, duration, liveness: duration },
+        properties: { topology: topologySchema, vms, duration, liveness: duration },
       },
     },
   };
@@ -238,6 +260,10 @@ const defaults: Topology = {
   inactivityProbeMs: 5_000,
   nicMbps: 10_000,
   nicQueueKib: 1_024,
+  coscheduling: "relaxed",
+  shareSalting: "per-vm",
+  threadsPerCore: 1,
+  coreMhz: 2_000,
 };
 
 /** The line a path of the parsed document stands on: its key's line for a field, its item's for a list item. */
@@ -276,6 +302,7 @@ function pathOf(instancePath: string): (string | number)[] {
 
 function describeError(e: ErrorObject): string {
   const field = e.instancePath ? e.instancePath.slice(1).replaceAll("/", ".") : "(top level)";
+  const described = (e.parentSchema as { description?: string } | undefined)?.description;
   switch (e.keyword) {
     case "additionalProperties":
       return `${field === "(top level)" ? "" : `${field}: `}unknown key ${JSON.stringify((e.params as { additionalProperty: string }).additionalProperty)}`;
@@ -284,9 +311,9 @@ function describeError(e: ErrorObject): string {
     case "required":
       return `${field === "(top level)" ? "" : `${field}: `}missing ${JSON.stringify((e.params as { missingProperty: string }).missingProperty)}`;
     case "pattern":
-      return `${field}: ${(e.params as { pattern: string }).pattern === durationPattern ? "must be a duration like 500ms, 2s or 1m" : "must be a name of a-z, 0-9 and - (1-63 characters)"}`;
+      return `${field}: must be ${described ?? `text matching ${(e.params as { pattern: string }).pattern}`}`;
     case "oneOf":
-      return `${field}: must be a duration like 2s, or {between: [1s, 3s]}`;
+      return `${field}: must be ${described ?? "one of the shapes its schema allows"}`;
     default:
       return `${field}: ${e.message ?? e.keyword}`;
   }
@@ -303,6 +330,21 @@ export function errorAt(source: ScenarioSource, path: (string | number)[], messa
   return invalidArgument(`${source.file}:${lineOf(source.doc, source.lines, path)}: ${message}`);
 }
 
+/** Each Parts' compiled schema, with the schema it was compiled from (compiling takes far longer than checking a file). */
+const validators = new WeakMap<Parts, { schema: string; validate: ValidateFunction }>();
+
+function validatorOf(parts: Parts): ValidateFunction {
+  const schema = scenarioSchema(parts);
+  const text = JSON.stringify(schema);
+  const known = validators.get(parts);
+  // A part registered since the last compile changes the schema, and so the validator.
+  if (known?.schema === text) return known.validate;
+  // verbose: an error carries its schema, whose description says what was wanted.
+  const validate = new Ajv({ allErrors: true, strict: false, verbose: true }).compile(schema);
+  validators.set(parts, { schema: text, validate });
+  return validate;
+}
+
 /**
  * A checked scenario, its short form merged in when `short`.
  * @throws SimdcError INVALID_ARGUMENT naming the file, line and field.
@@ -316,8 +358,7 @@ export function parseScenario(text: string, file: string, parts: Parts, options:
   }
   const source = { doc, lines, file };
   const raw = doc.toJS() as unknown;
-  const ajv = new Ajv({ allErrors: true, strict: false });
-  const validate = ajv.compile(scenarioSchema(parts));
+  const validate = validatorOf(parts);
   if (!validate(raw)) {
     // "if" errors only say a branch failed; the branch's own errors say how.
     // A failed oneOf says it for its branches together; theirs would only repeat it.
@@ -344,7 +385,7 @@ export function parseScenario(text: string, file: string, parts: Parts, options:
     securityGroups: ((r["securityGroups"] ?? []) as Partial<SecurityGroupSpec>[]).map((g) => ({ name: g.name!, rules: g.rules ?? [] })),
     endpoints: r["endpoints"] ?? [],
     routers: r["routers"] ?? [],
-    vms: ((short.vms ?? r["vms"] ?? []) as Partial<VmGroup>[]).map((g) => ({ name: g.name!, count: g.count ?? 1, vcpus: g.vcpus ?? 1, memoryMib: g.memoryMib ?? 512, nics: g.nics ?? [] })),
+    vms: ((short.vms ?? r["vms"] ?? []) as Partial<VmGroup>[]).map((g) => ({ ...g, name: g.name!, count: g.count ?? 1, vcpus: g.vcpus ?? 1, memoryMib: g.memoryMib ?? 512, nics: g.nics ?? [] })),
     timeline: r["timeline"],
     duration: short.duration ?? r["duration"],
     liveness: short.liveness ?? r["liveness"] ?? "10s",

@@ -39,6 +39,10 @@ export function swarmScenario(seed: number, options: SwarmOptions = swarmDefault
     inactivityProbeMs: 5_000,
     nicMbps: 10_000,
     nicQueueKib: 1_024,
+    coscheduling: "relaxed",
+    shareSalting: "per-vm",
+    threadsPerCore: 1,
+    coreMhz: 2_000,
   };
   const names = topologyNames(topology);
   const agents = Object.keys(names.agents);

@@ -62,6 +62,8 @@ export async function startLocal(scenario: Scenario, seed: number, testFaults: b
     "--pcpus", String(t.pcpus), "--memory-mib", String(t.memoryMib),
     "--fail-mode", t.failMode, "--inactivity-probe-ms", String(t.inactivityProbeMs),
     "--nic-mbps", String(t.nicMbps), "--nic-queue-kib", String(t.nicQueueKib),
+    "--coscheduling", t.coscheduling, "--share-salting", t.shareSalting,
+    "--threads-per-core", String(t.threadsPerCore), "--core-mhz", String(t.coreMhz),
     ...(testFaults ? ["--test-faults"] : []),
   ];
   // Its own process group: Ctrl-C at the terminal reaches the runner, which stops it in order.
@@ -147,6 +149,10 @@ export async function startDocker(scenario: Scenario, seed: number, testFaults: 
     SIMDC_INACTIVITY_PROBE_MS: String(t.inactivityProbeMs),
     SIMDC_NIC_MBPS: String(t.nicMbps),
     SIMDC_NIC_QUEUE_KIB: String(t.nicQueueKib),
+    SIMDC_COSCHEDULING: t.coscheduling,
+    SIMDC_SHARE_SALTING: t.shareSalting,
+    SIMDC_THREADS_PER_CORE: String(t.threadsPerCore),
+    SIMDC_CORE_MHZ: String(t.coreMhz),
   };
   const compose = async (...args: string[]): Promise<string> => (await run("docker-compose", ["-p", project, "-f", file, ...args], { env, maxBuffer: 256 * 1024 * 1024 })).stdout;
   const down = async (): Promise<void> => void (await compose("down", "-v", "--remove-orphans").catch(() => ""));

@@ -14,6 +14,7 @@ import { SimdcError, wallClock, wallNowMs, type Clock, type Timer } from "@simdc
 import {
   durationMs,
   judge,
+  replaced,
   reportHtml,
   RunHistory,
   summaryMarkdown,
@@ -33,6 +34,7 @@ import { listAllHosts, listAllVms } from "../paging.js";
 import { readyTimeoutMs, startDocker, startLocal } from "./deployments.js";
 import { createVms, executors, type StepContext } from "./steps.js";
 import { finalFlows, sampleFlows, samplePing, untilPinging, VmPlaces } from "./sdn-probes.js";
+import { HypervisorSampler, type ProbeReading } from "./hypervisor-probes.js";
 import { measureReachability } from "../network/reachability.js";
 import { parseRule } from "../commands/security-group.js";
 
@@ -168,7 +170,16 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRun
     const recording = readEvents(theBus, { from: "all", follow: true, signal: stopRecording.signal }, (event) => record({ type: "event", event }));
 
     const bootVolume = "boot";
-    const stepContext: StepContext = { bus: theBus, clock, plan, deployment: dc, bootVolume, ack: record };
+    const stepContext: StepContext = {
+      bus: theBus,
+      clock,
+      plan,
+      deployment: dc,
+      bootVolume,
+      ack: record,
+      // What the undo says is recorded by the undo itself (an acknowledgement); a throw here would have no one to tell.
+      schedule: (delayMs, undo) => void timers.push(clock.after(delayMs, () => void undo().catch(() => undefined))),
+    };
     for (const net of scenario.networks) {
       const flowSetup = net.flowSetup === "reactive" ? v1.FlowSetup.FLOW_SETUP_REACTIVE : v1.FlowSetup.FLOW_SETUP_PROACTIVE;
       const uplink = net.uplink === "dedicated" ? v1.Uplink.UPLINK_DEDICATED : v1.Uplink.UPLINK_CONVERGED;
@@ -178,7 +189,7 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRun
     for (const router of scenario.routers) await theBus.call(networkService.CreateRouter, { name: router.name, networks: router.networks });
     for (const endpoint of scenario.endpoints) await theBus.call(networkService.CreateExternalEndpoint, { name: endpoint.name, hostId: endpoint.host ?? "" });
     const initial = scenario.vms.flatMap((g) => vmNames(g.name, g.count).map((name) => ({ name, g })));
-    if (initial.length > 0 || scenario.timeline.some((s) => s.do === "create-vms")) {
+    if (initial.length > 0 || scenario.timeline.some((s) => o.parts.steps.get(s.do)?.createsVms)) {
       await theBus.call(storageService.CreateVolume, { name: bootVolume, sizeMib: 64 });
     }
     if (initial.length > 0) {
@@ -212,28 +223,33 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRun
       livenessMs: plan.livenessMs,
       agents: plan.agents,
       hosts: plan.hosts,
+      groups: plan.groups,
     });
     o.say(`timeline: ${plan.steps.length} steps over ${(plan.durationMs / 1000).toFixed(1)} s (seed ${plan.seed})`);
     for (const probe of scenario.probes) {
       let busy = false;
       const everyMs = durationMs(probe.every);
+      const label = probe.probe === "ping" ? `${probe["from"] as string}>${probe["to"] as string}` : undefined;
+      // The hypervisor probe reads each host's closed windows (a reading per host, timed as the host closed it); the others one value set each time.
+      const hypervisor = probe.probe === "hypervisor" ? new HypervisorSampler(theBus, plan, probe["hosts"] as string[] | undefined) : null;
+      const readings = (): Promise<ProbeReading[]> => hypervisor?.sample() ?? sample(theBus, probe, plan, places).then((values) => [{ values, ...(label ? { label } : {}) }]);
       timers.push(
         clock.every(everyMs, () => {
           if (busy) return;
           busy = true;
-          const label = probe.probe === "ping" ? { label: `${probe["from"] as string}>${probe["to"] as string}` } : {};
-          sample(theBus, probe, plan, places)
-            .then((values) => record({ type: "sample", timeMs: clock.nowMs(), probe: probe.probe, ...label, values }))
+          readings()
+            .then((all) => all.forEach((r) => record({ type: "sample", probe: probe.probe, ...r, timeMs: r.timeMs ?? clock.nowMs() })))
             // A probe that gets no answer (the controller is the fault) is a sample too.
-            .catch(() => record({ type: "sample", timeMs: clock.nowMs(), probe: probe.probe, ...label, values: { errors: 1 } }))
+            .catch(() => record({ type: "sample", timeMs: clock.nowMs(), probe: probe.probe, ...(label ? { label } : {}), values: { errors: 1 } }))
             .finally(() => (busy = false));
         }),
       );
     }
-    const active = new Map<string, number>();
+    /** The faults in force: when each ends, and what it acts on (a later fault of a replaced kind on the same target ends it). */
+    const active = new Map<string, { endsAtMs: number; do: string; target: string | undefined }>();
     const faultsActive = (): number => {
       const now = clock.nowMs();
-      return [...active.values()].filter((ends) => ends > now).length;
+      return [...active.values()].filter((a) => a.endsAtMs > now).length;
     };
     const execute = async (step: Plan["steps"][number]): Promise<void> => {
       const at = clock.nowMs();
@@ -257,7 +273,8 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRun
         entry = { type: "step", timeMs: at, id: step.id, do: step.do, fault: step.fault, ok: false, detail: err instanceof SimdcError ? err.toString() : String(err), hosts: [] };
       }
       record(entry);
-      if (entry.ok && step.fault) active.set(step.id, entry.endsAtMs ?? Infinity);
+      if (entry.ok && replaced.has(step.do)) for (const [id, a] of active) if (a.do === step.do && a.target === entry.target) active.delete(id);
+      if (entry.ok && step.fault) active.set(step.id, { endsAtMs: entry.endsAtMs ?? Infinity, do: step.do, target: entry.target });
       if (entry.ok && (step.do === "resume" || step.do === "restart")) {
         for (const [id] of active) if (plan.steps.find((s) => s.id === id)?.params["process"] === step.params["process"]) active.delete(id);
       }

@@ -1,15 +1,17 @@
 // What each kind of timeline step does to a running datacenter, as the
 // operator would with the CLI: process faults through the supervisor, bus
 // rules in KV, VM changes through the API (each answer recorded, acknowledged
-// or not). A capability that registers a step kind adds its executor here.
+// or not), a host's memory pressure through its agent. A capability that
+// registers a step kind adds its executor here.
 
 import { addFaultRule, clearFaultRules, computeService, hostAgentService, hostScope, hostService, readFaultRules, type Bus } from "@simdc/bus";
 import { SimdcError, wallNowMs, type Clock } from "@simdc/common";
-import { durationMs, vmNames, type AckEntry, type Plan, type PlannedStep } from "@simdc/experiment";
+import { agentOfHost, durationMs, vmNames, type AckEntry, type Plan, type PlannedStep, type VmResourceFields } from "@simdc/experiment";
 import { simdc } from "@simdc/proto";
 import { describeRule, publishFaultEvent, ruleActions } from "../commands/ops.js";
 import type { Deployment, ProcessAction } from "./deployments.js";
 import { parseNic } from "../commands/resources.js";
+import { vmResourcesWire } from "./hypervisor-probes.js";
 
 import v1 = simdc.v1;
 
@@ -21,6 +23,8 @@ export interface StepContext {
   /** The boot volume every VM of the run boots from. */
   bootVolume: string;
   ack: (entry: AckEntry) => void;
+  /** Runs `undo` after `delayMs` of simulated time (a fault's end that only the runner can bring), unless the run ends first. */
+  schedule: (delayMs: number, undo: () => Promise<unknown>) => void;
 }
 
 export interface StepOutcome {
@@ -126,16 +130,21 @@ async function acked(ctx: StepContext, op: string, id: string, call: () => Promi
   }
 }
 
-/** Creates VMs, `concurrency` requests in flight, each with a request id so a retry would act once. */
-export async function createVms(ctx: StepContext, names: string[], spec: { vcpus: number; memoryMib: number; nics?: string[] }, concurrency: number): Promise<number> {
+/** A VM group's size, NICs and hypervisor fields, as a group or a step that creates VMs has them. */
+export type GroupSpec = { vcpus: number; memoryMib: number; nics?: string[] } & VmResourceFields;
+
+/**
+ * Creates VMs, `concurrency` requests in flight, each with a request id so a
+ * retry would act once; with bootMs, each boots that long before its workload.
+ */
+export async function createVms(ctx: StepContext, names: string[], spec: GroupSpec, concurrency: number, bootMs?: number): Promise<number> {
   let next = 0;
   let ok = 0;
+  const vmSpec = { vcpus: spec.vcpus, memoryMib: spec.memoryMib, bootVolume: ctx.bootVolume, nics: (spec.nics ?? []).map(parseNic), ...vmResourcesWire(spec, bootMs) };
   const worker = async (): Promise<void> => {
     while (next < names.length) {
       const id = names[next++]!;
-      const created = await acked(ctx, "create-vm", id, () =>
-        ctx.bus.call(computeService.CreateVm, { name: id, spec: { vcpus: spec.vcpus, memoryMib: spec.memoryMib, bootVolume: ctx.bootVolume, nics: (spec.nics ?? []).map(parseNic) }, mutation: { requestId: `create-${id}` } }, { timeoutMs: 10_000 }),
-      );
+      const created = await acked(ctx, "create-vm", id, () => ctx.bus.call(computeService.CreateVm, { name: id, spec: vmSpec, mutation: { requestId: `create-${id}` } }, { timeoutMs: 10_000 }));
       if (created) ok += 1;
     }
   };
@@ -143,12 +152,59 @@ export async function createVms(ctx: StepContext, names: string[], spec: { vcpus
   return ok;
 }
 
+/** The group a step that creates VMs describes, with a VM group's defaults. */
+function groupOfStep(p: PlannedStep["params"]): GroupSpec {
+  return { ...(p as VmResourceFields), vcpus: (p["vcpus"] as number | undefined) ?? 1, memoryMib: (p["memoryMib"] as number | undefined) ?? 512, nics: (p["nics"] as string[] | undefined) ?? [] };
+}
+
 async function createVmsStep(ctx: StepContext, step: PlannedStep): Promise<StepOutcome> {
   const p = step.params;
   const names = vmNames(p["name"] as string, (p["count"] as number | undefined) ?? 1);
-  const spec = { vcpus: (p["vcpus"] as number | undefined) ?? 1, memoryMib: (p["memoryMib"] as number | undefined) ?? 512, nics: (p["nics"] as string[] | undefined) ?? [] };
-  const ok = await createVms(ctx, names, spec, (p["concurrency"] as number | undefined) ?? 16);
+  const ok = await createVms(ctx, names, groupOfStep(p), (p["concurrency"] as number | undefined) ?? 16);
   return { detail: `${ok} of ${names.length} creates acknowledged`, hosts: [] };
+}
+
+/**
+ * A boot storm: every VM of the group asked for at once, each booting before
+ * its workload. A load rather than a fault, shaded while the boots last.
+ */
+async function bootStorm(ctx: StepContext, step: PlannedStep): Promise<StepOutcome> {
+  const p = step.params;
+  const names = vmNames(p["name"] as string, p["count"] as number);
+  const bootMs = durationMs(p["boot"] as string);
+  const ok = await createVms(ctx, names, groupOfStep(p), names.length, bootMs);
+  if (ok === 0) throw new SimdcError("UNAVAILABLE", `none of the ${names.length} creates was acknowledged`);
+  return { detail: `${ok} of ${names.length} VMs asked for at once, each booting ${bootMs / 1000} s`, hosts: [], target: p["name"] as string, endsAtMs: ctx.clock.nowMs() + bootMs };
+}
+
+/** Memory taken on a host outside its VMs (or given back with 0); with for, the runner gives it back. */
+async function memoryPressure(ctx: StepContext, step: PlannedStep): Promise<StepOutcome> {
+  const p = step.params;
+  const hostId = p["host"] as string;
+  const pressureMib = p["pressureMib"] as number;
+  const scopeId = hostScope(agentOfHost(ctx.plan, hostId), hostId);
+  const press = (mib: number): Promise<boolean> => acked(ctx, "memory-pressure", hostId, () => ctx.bus.call(hostAgentService.SetMemoryPressure, { pressureMib: mib }, { scopeId }));
+  if (!(await press(pressureMib))) throw new SimdcError("UNAVAILABLE", `${hostId} did not take the memory pressure`);
+  const now = ctx.clock.nowMs();
+  // No hosts: the host stays connected, so what follows is its events (memory states), not a disconnection and a return.
+  if (pressureMib === 0) return { detail: `${hostId}: its memory given back`, hosts: [], target: hostId, endsAtMs: now };
+  const forMs = typeof p["for"] === "string" ? durationMs(p["for"]) : 0;
+  if (forMs) ctx.schedule(forMs, () => press(0));
+  return { detail: `${hostId}: ${pressureMib} MiB taken outside its VMs${forMs ? ` for ${forMs / 1000} s` : ""}`, hosts: [], target: hostId, ...(forMs ? { endsAtMs: now + forMs } : {}) };
+}
+
+/** A VM's guest turns CPU-bound on all its vCPUs; with for, the runner gives it back its steady workload. */
+async function runaway(ctx: StepContext, step: PlannedStep): Promise<StepOutcome> {
+  const vmId = step.params["vm"] as string;
+  const before = (await ctx.bus.call(computeService.GetVm, { vmId })).vm?.spec?.workload ?? {};
+  // The image and salt stay: only what the guest does changes, not which pages it holds.
+  const keep = { image: before.image ?? "", shareSalt: before.shareSalt ?? "" };
+  const set = (workload: v1.IWorkload, requestId: string): Promise<boolean> => acked(ctx, "set-vm-resources", vmId, () => ctx.bus.call(computeService.SetVmResources, { vmId, workload, mutation: { requestId } }));
+  if (!(await set({ kind: "batch", params: {}, phases: [], ...keep }, `${step.id}-${vmId}`))) throw new SimdcError("UNAVAILABLE", `vm ${vmId}'s runaway workload was not acknowledged`);
+  const forMs = typeof step.params["for"] === "string" ? durationMs(step.params["for"]) : 0;
+  // Back to its steady kind: a new workload starts from its first phase, and its boot is long over.
+  if (forMs) ctx.schedule(forMs, () => set({ kind: before.kind || "idle", params: before.params ?? {}, phases: [], ...keep }, `${step.id}-${vmId}-back`));
+  return { detail: `vm ${vmId} runs CPU-bound on all its vCPUs${forMs ? ` for ${forMs / 1000} s, then ${before.kind || "idle"} again` : ""}`, hosts: [], target: vmId, ...(forMs ? { endsAtMs: ctx.clock.nowMs() + forMs } : {}) };
 }
 
 function vmChange(op: "delete-vm" | "start-vm" | "stop-vm"): Executor {
@@ -175,11 +231,10 @@ async function duplicateVm(ctx: StepContext, step: PlannedStep): Promise<StepOut
   const from = vm?.hostId ?? "";
   if (!from) throw new SimdcError("FAILED_PRECONDITION", `vm ${id} is on no host`);
   if (from === onto) throw new SimdcError("FAILED_PRECONDITION", `vm ${id} is on ${onto} already; pick another host`);
-  const agentOf = (host: string): string => Object.entries(ctx.plan.agents).find(([, hosts]) => hosts.includes(host))![0];
-  const state = await ctx.bus.call(hostAgentService.GetHostState, {}, { scopeId: hostScope(agentOf(from), from) });
+  const state = await ctx.bus.call(hostAgentService.GetHostState, {}, { scopeId: hostScope(agentOfHost(ctx.plan, from), from) });
   const desired = state.vms.find((r) => r.desired?.vmId === id)?.desired;
   if (!desired) throw new SimdcError("FAILED_PRECONDITION", `${from} does not hold vm ${id}`);
-  await ctx.bus.call(hostAgentService.StartStrayVm, { vm: desired }, { scopeId: hostScope(agentOf(onto), onto) });
+  await ctx.bus.call(hostAgentService.StartStrayVm, { vm: desired }, { scopeId: hostScope(agentOfHost(ctx.plan, onto), onto) });
   return { detail: `vm ${id} of ${from} started on ${onto} too`, hosts: [], target: id };
 }
 
@@ -209,8 +264,7 @@ async function nicStep(ctx: StepContext, step: PlannedStep): Promise<StepOutcome
   const forMs = durationMs(p["for"] as string);
   const request = { nic: (p["nic"] as string | undefined) ?? "nic0", bandwidthMbps: (p["mbps"] as number | undefined) ?? 0, queueBytes: ((p["queueKib"] as number | undefined) ?? 0) * 1024, durationMs: forMs };
   if (!request.bandwidthMbps && !request.queueBytes) throw new SimdcError("INVALID_ARGUMENT", `step ${step.id}: give mbps or queueKib`);
-  const agentId = Object.entries(ctx.plan.agents).find(([, hosts]) => hosts.includes(hostId))?.[0] ?? "";
-  const { nic } = await ctx.bus.call(hostAgentService.SetNic, request, { scopeId: hostScope(agentId, hostId) });
+  const { nic } = await ctx.bus.call(hostAgentService.SetNic, request, { scopeId: hostScope(agentOfHost(ctx.plan, hostId), hostId) });
   return { detail: `${hostId} ${nic?.name}: ${nic?.bandwidthMbps} Mbit/s, queue ${nic?.queueBytes} bytes for ${forMs / 1000} s`, hosts: [hostId], target: hostId, endsAtMs: ctx.clock.nowMs() + forMs };
 }
 
@@ -231,4 +285,7 @@ export const executors: Record<string, Executor> = {
   "start-vm": vmChange("start-vm"),
   "stop-vm": vmChange("stop-vm"),
   "duplicate-vm": duplicateVm,
+  "memory-pressure": memoryPressure,
+  runaway,
+  "boot-storm": bootStorm,
 };
