@@ -125,6 +125,7 @@ describe("hypervisor in the agent", () => {
     // Pressure rises by 500 MiB every two simulated minutes; each mechanism's first sighting is kept.
     const started: Record<"sharing" | "balloon" | "compression" | "swap" | "swapWait", number | null> = { sharing: null, balloon: null, compression: null, swap: null, swapWait: null };
     let lostWhileSwapping = 0;
+    let firstSwap = { compressedMib: 0, swappedMib: 0 };
     let pressureMib = 0;
     for (let round = 0; started.swap === null && round < 80; round++) {
       pressureMib += 500;
@@ -137,7 +138,10 @@ describe("hypervisor in the agent", () => {
         if (started.sharing === null && (h.sharedSavedMib ?? 0) > 0) started.sharing = atMs;
         if (started.balloon === null && (h.balloonMib ?? 0) > 0) started.balloon = atMs;
         if (started.compression === null && (h.compressedMib ?? 0) > 0) started.compression = atMs;
-        if (started.swap === null && (h.swappedMib ?? 0) > 0) started.swap = atMs;
+        if (started.swap === null && (h.swappedMib ?? 0) > 0) {
+          started.swap = atMs;
+          firstSwap = { compressedMib: h.compressedMib ?? 0, swappedMib: h.swappedMib ?? 0 };
+        }
       }
     }
     expect(started.swap, `no swapping up to ${pressureMib} MiB of pressure`).not.toBeNull();
@@ -154,8 +158,10 @@ describe("hypervisor in the agent", () => {
     expect(started.compression, order).not.toBeNull();
     expect(started.sharing!, order).toBeLessThan(started.balloon!);
     expect(started.balloon!, order).toBeLessThan(started.compression!);
-    // Compression takes the candidates that fit 2 KB and swap the rest, so they may start in one step, never swap first.
+    // Compression takes the candidates that fit 2 KB and swap the rest, so they may start in one step, never swap first;
+    // when they do, compression has taken more (most candidates compress).
     expect(started.compression!, order).toBeLessThanOrEqual(started.swap!);
+    if (started.compression === started.swap) expect(firstSwap.compressedMib, JSON.stringify(firstSwap)).toBeGreaterThan(firstSwap.swappedMib);
     expect(started.swapWait, "no VM waited on swap-in").not.toBeNull();
     expect(lostWhileSwapping).toBeGreaterThan(0);
     // The states were reported as events, through soft on the way down.
