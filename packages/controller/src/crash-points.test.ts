@@ -6,7 +6,7 @@
 // one backing file of it, or neither holds it any more).
 
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { computeService, controllerService, storageService, type Bus } from "@simdc/bus";
+import { computeService, controllerService, networkService, storageService, type Bus } from "@simdc/bus";
 import { simdc } from "@simdc/proto";
 import { connectTestBus, eventually, startService, startTestNats, StandInHost, StandInSanNode, type TestNats, type TestService } from "@simdc/testkit";
 import { crashPointNames, parseCrashPoints, type CrashPointName } from "./crash-points.js";
@@ -142,6 +142,30 @@ const changes: Record<string, Change> = {
     async converged({ bus, host }) {
       const { vms } = await bus.call(computeService.ListVms, {});
       return vms.every((vm) => vm.id !== "vm-1") && !host.vms.has("vm-1") && host.removed.filter((r) => r.vmId === "vm-1").length === 1;
+    },
+  },
+  // Deletes of the network kinds leave a tombstone, so the retry of one whose answer was lost is answered, not NOT_FOUND.
+  DeleteNetwork: {
+    prepare: (bus) => bus.call(networkService.CreateNetwork, { name: "net-1", mode: v1.NetworkMode.NETWORK_MODE_HOST_ONLY, subnets: ["10.9.0.0/24"] }),
+    points: ["record-stored", "answer-stored", "before-answer"],
+    call: ({ bus }, requestId, timeoutMs) => bus.call(networkService.DeleteNetwork, { networkId: "net-1", mutation: waitHosts(requestId) }, { timeoutMs }),
+    async converged({ bus }) {
+      const { networks } = await bus.call(networkService.ListNetworks, {});
+      if (networks.some((n) => n.id === "net-1")) return false;
+      // The name is free again: a create takes it back over the tombstone.
+      const { network } = await bus.call(networkService.CreateNetwork, { name: "net-1", mode: v1.NetworkMode.NETWORK_MODE_HOST_ONLY, subnets: ["10.9.0.0/24"] });
+      return network?.id === "net-1";
+    },
+  },
+  DeleteSecurityGroup: {
+    prepare: (bus) => bus.call(networkService.CreateSecurityGroup, { name: "sg-1", rules: [{ protocol: v1.SecurityProtocol.SECURITY_PROTOCOL_ICMP }] }),
+    points: ["record-stored", "answer-stored", "before-answer"],
+    call: ({ bus }, requestId, timeoutMs) => bus.call(networkService.DeleteSecurityGroup, { securityGroupId: "sg-1", mutation: waitHosts(requestId) }, { timeoutMs }),
+    async converged({ bus }) {
+      return bus.call(networkService.GetSecurityGroup, { securityGroupId: "sg-1" }).then(
+        () => false,
+        (err: { code?: string }) => err.code === "NOT_FOUND",
+      );
     },
   },
 };

@@ -68,7 +68,7 @@ export function networkEndpoints(state: ControllerState): Endpoint<any, any>[] {
         state,
         networkService.DeleteNetwork,
         req,
-        async () => {
+        async (requestId) => {
           const id = checkName("network_id", req.networkId);
           const { revision } = networks.require(id);
           const router = routers.of(id);
@@ -78,11 +78,11 @@ export function networkEndpoints(state: ControllerState): Endpoint<any, any>[] {
             const names = attached.slice(0, 4).map((p) => `${p.vmId}.eth${p.index}`).join(", ");
             throw failedPrecondition(`network ${id} has ${attached.length} NIC(s) attached (${names}); delete those VMs first`);
           }
-          await networks.remove(id, revision);
+          await networks.remove(id, revision, requestId);
           state.crash.reach("record-stored");
           return { response: {}, hosts: [] };
         },
-        () => undefined,
+        (requestId) => (networks.deletedBy(requestId) ? {} : undefined),
       ),
     ),
     endpoint(networkService.CreateSecurityGroup, (req) =>
@@ -150,14 +150,14 @@ export function networkEndpoints(state: ControllerState): Endpoint<any, any>[] {
         state,
         networkService.DeleteExternalEndpoint,
         req,
-        async () => {
+        async (requestId) => {
           const id = checkName("endpoint_id", req.endpointId);
           const hostId = endpoints.get(id)?.hostId ?? "";
-          await endpoints.remove(id);
+          await endpoints.remove(id, requestId);
           state.crash.reach("record-stored");
           return { response: {}, hosts: [hostId] };
         },
-        () => undefined,
+        (requestId) => (endpoints.deletedBy(requestId) ? {} : undefined),
       ),
     ),
     endpoint(networkService.CreateRouter, (req) =>
@@ -185,12 +185,12 @@ export function networkEndpoints(state: ControllerState): Endpoint<any, any>[] {
         state,
         networkService.DeleteRouter,
         req,
-        async () => {
-          const router = await routers.remove(checkName("router_id", req.routerId));
+        async (requestId) => {
+          const router = await routers.remove(checkName("router_id", req.routerId), requestId);
           state.crash.reach("record-stored");
           return { response: {}, hosts: hostsOnRouter(router) };
         },
-        () => undefined,
+        (requestId) => (routers.deletedBy(requestId) ? {} : undefined),
       ),
     ),
     endpoint(networkService.DeleteSecurityGroup, (req) =>
@@ -198,7 +198,7 @@ export function networkEndpoints(state: ControllerState): Endpoint<any, any>[] {
         state,
         networkService.DeleteSecurityGroup,
         req,
-        async () => {
+        async (requestId) => {
           const id = checkName("security_group_id", req.securityGroupId);
           const { revision } = securityGroups.require(id);
           const guarded = state.ports.inGroup(id);
@@ -206,11 +206,11 @@ export function networkEndpoints(state: ControllerState): Endpoint<any, any>[] {
             const names = guarded.slice(0, 4).map((p) => `${p.vmId}.eth${p.index}`).join(", ");
             throw failedPrecondition(`security group ${id} guards ${guarded.length} NIC(s) (${names}); delete or detach those first`);
           }
-          await securityGroups.remove(id, revision);
+          await securityGroups.remove(id, revision, requestId);
           state.crash.reach("record-stored");
           return { response: {}, hosts: [] };
         },
-        () => undefined,
+        (requestId) => (securityGroups.deletedBy(requestId) ? {} : undefined),
       ),
     ),
   ];

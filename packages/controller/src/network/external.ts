@@ -9,6 +9,7 @@
 import { alreadyExists, checkName, contains, invalidArgument, ipToNumber, notFound, numberToIp, parseCidr, resourceExhausted, uniqueId } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 import type { FencedStore } from "../store/fenced-store.js";
+import { Tombstones } from "../store/tombstones.js";
 import { SortedKeys } from "../store/sorted-keys.js";
 
 import v1 = simdc.v1;
@@ -55,6 +56,7 @@ export class ExternalEndpoints {
   /** No uplink address below this is free: registrations scan on from it, not from the start. */
   private uplinkCursor = uplinkFirst;
   private readonly listeners: ((hostIds: Set<string>) => void)[] = [];
+  private readonly tombstones: Tombstones<v1.ExternalEndpointRecord>;
   /** Creates run one at a time, so two cannot take the same address or port. */
   private turn: Promise<unknown> = Promise.resolve();
 
@@ -62,6 +64,7 @@ export class ExternalEndpoints {
     private readonly store: FencedStore<v1.ExternalEndpointRecord>,
     hosts: FencedStore<v1.Host>,
   ) {
+    this.tombstones = new Tombstones(store, (r) => !!r.endpoint, (requestIds) => v1.ExternalEndpointRecord.create({ requestIds }));
     for (const [id, entry] of store.all()) {
       if (!entry.value.endpoint) continue;
       this.ids.add(id);
@@ -159,15 +162,20 @@ export class ExternalEndpoints {
     while (ofports.has(ofport)) ofport += 1;
     if (ofport >= endpointOfportBase + endpointsPerHostMax) throw resourceExhausted(`host ${hostId} plays ${endpointsPerHostMax} endpoints already`);
     const endpoint = v1.ExternalEndpoint.create({ id, ip: numberToIp(ip), mac: endpointMac(ip), hostId, ofport, incarnation: uniqueId(), createdAtMs: nowMs });
-    await this.store.write(id, v1.ExternalEndpointRecord.create({ endpoint, requestIds }));
+    await this.store.write(id, v1.ExternalEndpointRecord.create({ endpoint, requestIds }), this.tombstones.revisionFor(id));
     return endpoint;
   }
 
-  /** @throws SimdcError NOT_FOUND. */
-  async remove(id: string): Promise<void> {
+  /** Deletes the endpoint, leaving a tombstone of `requestId`. @throws SimdcError NOT_FOUND. */
+  async remove(id: string, requestId: string): Promise<void> {
     const entry = this.store.get(id);
     if (!entry?.value.endpoint) throw notFound(`external endpoint ${id} not found`);
-    await this.store.remove(id, entry.revision);
+    await this.tombstones.bury(id, entry.revision, entry.value, requestId);
+  }
+
+  /** Whether a request deleted an endpoint (for a replay when its answer was not stored). */
+  deletedBy(requestId: string): boolean {
+    return this.tombstones.deletedBy(requestId);
   }
 
   byRequest(requestId: string): v1.ExternalEndpoint | undefined {

@@ -6,6 +6,7 @@
 import { alreadyExists, checkName, checkRange, invalidArgument, notFound, resourceExhausted, uniqueId } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 import type { FencedStore } from "../store/fenced-store.js";
+import { Tombstones } from "../store/tombstones.js";
 import { SortedKeys } from "../store/sorted-keys.js";
 import { externalCidr, externalSegment } from "./external.js";
 import { formatCidr, gatewayOf, numberToIp, overlaps, parseCidr, type Cidr } from "./ipam.js";
@@ -32,7 +33,10 @@ export class Networks {
   /** Creates run one at a time, so two cannot both take the same VLAN or address space. */
   private turn: Promise<unknown> = Promise.resolve();
 
+  private readonly tombstones: Tombstones<v1.NetworkRecord>;
+
   constructor(private readonly store: FencedStore<v1.NetworkRecord>) {
+    this.tombstones = new Tombstones(store, (r) => !!r.network, (requestIds) => v1.NetworkRecord.create({ requestIds }));
     for (const [id, entry] of store.all()) if (entry.value.network) this.ids.add(id);
     store.onChange((id, _before, after) => {
       if (after?.value.network) this.ids.add(id);
@@ -122,15 +126,21 @@ export class Networks {
   create(spec: NetworkSpec, nowMs: number, requestIds: string[]): Promise<v1.Network> {
     const run = this.turn.then(async () => {
       const network = this.plan(spec, nowMs);
-      await this.store.write(network.id, v1.NetworkRecord.create({ network, requestIds }));
+      await this.store.write(network.id, v1.NetworkRecord.create({ network, requestIds }), this.tombstones.revisionFor(network.id));
       return network;
     });
     this.turn = run.catch(() => undefined);
     return run;
   }
 
-  async remove(id: string, revision: number): Promise<void> {
-    await this.store.remove(id, revision);
+  /** Deletes the network held at `revision`, leaving a tombstone of `requestId`. */
+  async remove(id: string, revision: number, requestId: string): Promise<void> {
+    await this.tombstones.bury(id, revision, this.store.get(id)!.value, requestId);
+  }
+
+  /** Whether a request deleted a network (for a replay when its answer was not stored). */
+  deletedBy(requestId: string): boolean {
+    return this.tombstones.deletedBy(requestId);
   }
 
   /** The network of a segment (an overlay's VNI or a VLAN id), for a packet-in that names only its segment. */

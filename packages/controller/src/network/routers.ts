@@ -7,6 +7,7 @@
 import { alreadyExists, checkName, failedPrecondition, invalidArgument, notFound, uniqueId } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 import type { FencedStore } from "../store/fenced-store.js";
+import { Tombstones } from "../store/tombstones.js";
 import { SortedKeys } from "../store/sorted-keys.js";
 import type { Networks } from "./networks.js";
 
@@ -22,7 +23,10 @@ export class Routers {
   /** Creates run one at a time, so two cannot take the same network. */
   private turn: Promise<unknown> = Promise.resolve();
 
+  private readonly tombstones: Tombstones<v1.RouterRecord>;
+
   constructor(private readonly store: FencedStore<v1.RouterRecord>) {
+    this.tombstones = new Tombstones(store, (r) => !!r.router, (requestIds) => v1.RouterRecord.create({ requestIds }));
     for (const [id, entry] of store.all()) this.index(id, undefined, entry.value.router as v1.Router | undefined);
     store.onChange((id, before, after) => {
       this.index(id, before?.value.router as v1.Router | undefined, after?.value.router as v1.Router | undefined);
@@ -83,19 +87,24 @@ export class Routers {
       const stranger = joined.find((n) => (n.tenant || "default") !== tenant);
       if (stranger) throw invalidArgument(`network ${stranger.id} is tenant ${stranger.tenant || "default"}'s, not ${tenant}'s: a router joins one tenant's networks`);
       const router = v1.Router.create({ id, tenant, networks: joined.map((n) => n.id ?? ""), incarnation: uniqueId(), createdAtMs: nowMs });
-      await this.store.write(id, v1.RouterRecord.create({ router, requestIds }));
+      await this.store.write(id, v1.RouterRecord.create({ router, requestIds }), this.tombstones.revisionFor(id));
       return router;
     });
     this.turn = run.catch(() => undefined);
     return run;
   }
 
-  /** @throws SimdcError NOT_FOUND. */
-  async remove(id: string): Promise<v1.Router> {
+  /** Deletes the router, leaving a tombstone of `requestId`. @throws SimdcError NOT_FOUND. */
+  async remove(id: string, requestId: string): Promise<v1.Router> {
     const entry = this.store.get(id);
     if (!entry?.value.router) throw notFound(`router ${id} not found`);
-    await this.store.remove(id, entry.revision);
+    await this.tombstones.bury(id, entry.revision, entry.value, requestId);
     return entry.value.router as v1.Router;
+  }
+
+  /** Whether a request deleted a router (for a replay when its answer was not stored). */
+  deletedBy(requestId: string): boolean {
+    return this.tombstones.deletedBy(requestId);
   }
 
   byRequest(requestId: string): v1.Router | undefined {

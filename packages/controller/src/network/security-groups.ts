@@ -7,6 +7,7 @@
 import { alreadyExists, checkName, checkRange, formatCidr, invalidArgument, notFound, parseCidr, uniqueId } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 import type { FencedStore } from "../store/fenced-store.js";
+import { Tombstones } from "../store/tombstones.js";
 import { SortedKeys } from "../store/sorted-keys.js";
 
 import v1 = simdc.v1;
@@ -44,7 +45,10 @@ export class SecurityGroups {
   private readonly ids = new SortedKeys();
   private readonly listeners: ((groupId: string) => void)[] = [];
 
+  private readonly tombstones: Tombstones<v1.SecurityGroupRecord>;
+
   constructor(private readonly store: FencedStore<v1.SecurityGroupRecord>) {
+    this.tombstones = new Tombstones(store, (r) => !!r.securityGroup, (requestIds) => v1.SecurityGroupRecord.create({ requestIds }));
     for (const [id, entry] of store.all()) if (entry.value.securityGroup) this.ids.add(id);
     store.onChange((id, before, after) => {
       if (after?.value.securityGroup) this.ids.add(id);
@@ -79,7 +83,7 @@ export class SecurityGroups {
     const id = checkName("name", name);
     if (this.store.get(id)?.value.securityGroup) throw alreadyExists(`security group ${id} exists already`);
     const securityGroup = v1.SecurityGroup.create({ id, rules: checkRules(rules), incarnation: uniqueId(), createdAtMs: nowMs, revision: 1 });
-    await this.store.write(id, v1.SecurityGroupRecord.create({ securityGroup, requestIds }));
+    await this.store.write(id, v1.SecurityGroupRecord.create({ securityGroup, requestIds }), this.tombstones.revisionFor(id));
     return securityGroup;
   }
 
@@ -92,8 +96,14 @@ export class SecurityGroups {
     return securityGroup;
   }
 
-  async remove(id: string, revision: number): Promise<void> {
-    await this.store.remove(id, revision);
+  /** Deletes the group held at `revision`, leaving a tombstone of `requestId`. */
+  async remove(id: string, revision: number, requestId: string): Promise<void> {
+    await this.tombstones.bury(id, revision, this.store.get(id)!.value, requestId);
+  }
+
+  /** Whether a request deleted a group (for a replay when its answer was not stored). */
+  deletedBy(requestId: string): boolean {
+    return this.tombstones.deletedBy(requestId);
   }
 
   /** The group a request made or changed (for a replay when its answer was not stored). */
