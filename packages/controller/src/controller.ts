@@ -336,6 +336,7 @@ export class Controller implements RunningRole {
         await records.remove(id, entry.revision).catch((err: unknown) => state.logger.debug({ id, err: String(err) }, "tombstone not purged"));
       }
     }
+    for (const kind of [state.networks, state.securityGroups, state.routers, state.endpoints]) await kind.purgeTombstones(cutoff, state.logger);
   }
 
   private every(intervalMs: number, tick: () => void | Promise<void>): void {

@@ -78,7 +78,7 @@ export function networkEndpoints(state: ControllerState): Endpoint<any, any>[] {
             const names = attached.slice(0, 4).map((p) => `${p.vmId}.eth${p.index}`).join(", ");
             throw failedPrecondition(`network ${id} has ${attached.length} NIC(s) attached (${names}); delete those VMs first`);
           }
-          await networks.remove(id, revision, requestId);
+          await networks.remove(id, revision, requestId, state.clock.nowMs());
           state.crash.reach("record-stored");
           return { response: {}, hosts: [] };
         },
@@ -153,7 +153,7 @@ export function networkEndpoints(state: ControllerState): Endpoint<any, any>[] {
         async (requestId) => {
           const id = checkName("endpoint_id", req.endpointId);
           const hostId = endpoints.get(id)?.hostId ?? "";
-          await endpoints.remove(id, requestId);
+          await endpoints.remove(id, requestId, state.clock.nowMs());
           state.crash.reach("record-stored");
           return { response: {}, hosts: [hostId] };
         },
@@ -186,7 +186,7 @@ export function networkEndpoints(state: ControllerState): Endpoint<any, any>[] {
         networkService.DeleteRouter,
         req,
         async (requestId) => {
-          const router = await routers.remove(checkName("router_id", req.routerId), requestId);
+          const router = await routers.remove(checkName("router_id", req.routerId), requestId, state.clock.nowMs());
           state.crash.reach("record-stored");
           return { response: {}, hosts: hostsOnRouter(router) };
         },
@@ -206,7 +206,7 @@ export function networkEndpoints(state: ControllerState): Endpoint<any, any>[] {
             const names = guarded.slice(0, 4).map((p) => `${p.vmId}.eth${p.index}`).join(", ");
             throw failedPrecondition(`security group ${id} guards ${guarded.length} NIC(s) (${names}); delete or detach those first`);
           }
-          await securityGroups.remove(id, revision, requestId);
+          await securityGroups.remove(id, revision, requestId, state.clock.nowMs());
           state.crash.reach("record-stored");
           return { response: {}, hosts: [] };
         },

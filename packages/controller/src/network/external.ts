@@ -6,7 +6,7 @@
 // it at its first registration, the address NAT networks' VMs on that host
 // are seen as outside (as VMware's NAT device shares the host's identity).
 
-import { alreadyExists, checkName, contains, invalidArgument, ipToNumber, notFound, numberToIp, parseCidr, resourceExhausted, uniqueId } from "@simdc/common";
+import { alreadyExists, checkName, contains, invalidArgument, ipToNumber, notFound, numberToIp, parseCidr, resourceExhausted, uniqueId, type Logger } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 import type { FencedStore } from "../store/fenced-store.js";
 import { Tombstones } from "../store/tombstones.js";
@@ -64,7 +64,7 @@ export class ExternalEndpoints {
     private readonly store: FencedStore<v1.ExternalEndpointRecord>,
     hosts: FencedStore<v1.Host>,
   ) {
-    this.tombstones = new Tombstones(store, (r) => !!r.endpoint, (requestIds) => v1.ExternalEndpointRecord.create({ requestIds }));
+    this.tombstones = new Tombstones(store, (r) => !!r.endpoint, (requestIds, deletedAtMs) => v1.ExternalEndpointRecord.create({ requestIds, deletedAtMs }));
     for (const [id, entry] of store.all()) {
       if (!entry.value.endpoint) continue;
       this.ids.add(id);
@@ -167,15 +167,20 @@ export class ExternalEndpoints {
   }
 
   /** Deletes the endpoint, leaving a tombstone of `requestId`. @throws SimdcError NOT_FOUND. */
-  async remove(id: string, requestId: string): Promise<void> {
+  async remove(id: string, requestId: string, nowMs: number): Promise<void> {
     const entry = this.store.get(id);
     if (!entry?.value.endpoint) throw notFound(`external endpoint ${id} not found`);
-    await this.tombstones.bury(id, entry.revision, entry.value, requestId);
+    await this.tombstones.bury(id, entry.revision, entry.value, requestId, nowMs);
   }
 
   /** Whether a request deleted an endpoint (for a replay when its answer was not stored). */
   deletedBy(requestId: string): boolean {
     return this.tombstones.deletedBy(requestId);
+  }
+
+  /** Removes tombstones older than `cutoffMs`. */
+  purgeTombstones(cutoffMs: number, logger: Logger): Promise<void> {
+    return this.tombstones.purge(cutoffMs, logger);
   }
 
   byRequest(requestId: string): v1.ExternalEndpoint | undefined {

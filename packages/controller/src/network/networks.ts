@@ -3,7 +3,7 @@
 // what the other networks already hold (VNIs, VLANs, address space), so a new
 // network is checked against all of them.
 
-import { alreadyExists, checkName, checkRange, invalidArgument, notFound, resourceExhausted, uniqueId } from "@simdc/common";
+import { alreadyExists, checkName, checkRange, invalidArgument, notFound, resourceExhausted, uniqueId, type Logger } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 import type { FencedStore } from "../store/fenced-store.js";
 import { Tombstones } from "../store/tombstones.js";
@@ -36,7 +36,7 @@ export class Networks {
   private readonly tombstones: Tombstones<v1.NetworkRecord>;
 
   constructor(private readonly store: FencedStore<v1.NetworkRecord>) {
-    this.tombstones = new Tombstones(store, (r) => !!r.network, (requestIds) => v1.NetworkRecord.create({ requestIds }));
+    this.tombstones = new Tombstones(store, (r) => !!r.network, (requestIds, deletedAtMs) => v1.NetworkRecord.create({ requestIds, deletedAtMs }));
     for (const [id, entry] of store.all()) if (entry.value.network) this.ids.add(id);
     store.onChange((id, _before, after) => {
       if (after?.value.network) this.ids.add(id);
@@ -134,13 +134,18 @@ export class Networks {
   }
 
   /** Deletes the network held at `revision`, leaving a tombstone of `requestId`. */
-  async remove(id: string, revision: number, requestId: string): Promise<void> {
-    await this.tombstones.bury(id, revision, this.store.get(id)!.value, requestId);
+  async remove(id: string, revision: number, requestId: string, nowMs: number): Promise<void> {
+    await this.tombstones.bury(id, revision, this.store.get(id)!.value, requestId, nowMs);
   }
 
   /** Whether a request deleted a network (for a replay when its answer was not stored). */
   deletedBy(requestId: string): boolean {
     return this.tombstones.deletedBy(requestId);
+  }
+
+  /** Removes tombstones older than `cutoffMs`. */
+  purgeTombstones(cutoffMs: number, logger: Logger): Promise<void> {
+    return this.tombstones.purge(cutoffMs, logger);
   }
 
   /** The network of a segment (an overlay's VNI or a VLAN id), for a packet-in that names only its segment. */

@@ -4,7 +4,7 @@
 // the VM sends them goes straight to the destination's network), as OVN
 // distributes a logical router over the chassis.
 
-import { alreadyExists, checkName, failedPrecondition, invalidArgument, notFound, uniqueId } from "@simdc/common";
+import { alreadyExists, checkName, failedPrecondition, invalidArgument, notFound, uniqueId, type Logger } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 import type { FencedStore } from "../store/fenced-store.js";
 import { Tombstones } from "../store/tombstones.js";
@@ -26,7 +26,7 @@ export class Routers {
   private readonly tombstones: Tombstones<v1.RouterRecord>;
 
   constructor(private readonly store: FencedStore<v1.RouterRecord>) {
-    this.tombstones = new Tombstones(store, (r) => !!r.router, (requestIds) => v1.RouterRecord.create({ requestIds }));
+    this.tombstones = new Tombstones(store, (r) => !!r.router, (requestIds, deletedAtMs) => v1.RouterRecord.create({ requestIds, deletedAtMs }));
     for (const [id, entry] of store.all()) this.index(id, undefined, entry.value.router as v1.Router | undefined);
     store.onChange((id, before, after) => {
       this.index(id, before?.value.router as v1.Router | undefined, after?.value.router as v1.Router | undefined);
@@ -95,16 +95,21 @@ export class Routers {
   }
 
   /** Deletes the router, leaving a tombstone of `requestId`. @throws SimdcError NOT_FOUND. */
-  async remove(id: string, requestId: string): Promise<v1.Router> {
+  async remove(id: string, requestId: string, nowMs: number): Promise<v1.Router> {
     const entry = this.store.get(id);
     if (!entry?.value.router) throw notFound(`router ${id} not found`);
-    await this.tombstones.bury(id, entry.revision, entry.value, requestId);
+    await this.tombstones.bury(id, entry.revision, entry.value, requestId, nowMs);
     return entry.value.router as v1.Router;
   }
 
   /** Whether a request deleted a router (for a replay when its answer was not stored). */
   deletedBy(requestId: string): boolean {
     return this.tombstones.deletedBy(requestId);
+  }
+
+  /** Removes tombstones older than `cutoffMs`. */
+  purgeTombstones(cutoffMs: number, logger: Logger): Promise<void> {
+    return this.tombstones.purge(cutoffMs, logger);
   }
 
   byRequest(requestId: string): v1.Router | undefined {

@@ -4,7 +4,7 @@
 // replies and admitted connections pass); a change of a group's rules
 // recompiles every host with a NIC in it.
 
-import { alreadyExists, checkName, checkRange, formatCidr, invalidArgument, notFound, parseCidr, uniqueId } from "@simdc/common";
+import { alreadyExists, checkName, checkRange, formatCidr, invalidArgument, notFound, parseCidr, uniqueId, type Logger } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 import type { FencedStore } from "../store/fenced-store.js";
 import { Tombstones } from "../store/tombstones.js";
@@ -48,7 +48,7 @@ export class SecurityGroups {
   private readonly tombstones: Tombstones<v1.SecurityGroupRecord>;
 
   constructor(private readonly store: FencedStore<v1.SecurityGroupRecord>) {
-    this.tombstones = new Tombstones(store, (r) => !!r.securityGroup, (requestIds) => v1.SecurityGroupRecord.create({ requestIds }));
+    this.tombstones = new Tombstones(store, (r) => !!r.securityGroup, (requestIds, deletedAtMs) => v1.SecurityGroupRecord.create({ requestIds, deletedAtMs }));
     for (const [id, entry] of store.all()) if (entry.value.securityGroup) this.ids.add(id);
     store.onChange((id, before, after) => {
       if (after?.value.securityGroup) this.ids.add(id);
@@ -97,13 +97,18 @@ export class SecurityGroups {
   }
 
   /** Deletes the group held at `revision`, leaving a tombstone of `requestId`. */
-  async remove(id: string, revision: number, requestId: string): Promise<void> {
-    await this.tombstones.bury(id, revision, this.store.get(id)!.value, requestId);
+  async remove(id: string, revision: number, requestId: string, nowMs: number): Promise<void> {
+    await this.tombstones.bury(id, revision, this.store.get(id)!.value, requestId, nowMs);
   }
 
   /** Whether a request deleted a group (for a replay when its answer was not stored). */
   deletedBy(requestId: string): boolean {
     return this.tombstones.deletedBy(requestId);
+  }
+
+  /** Removes tombstones older than `cutoffMs`. */
+  purgeTombstones(cutoffMs: number, logger: Logger): Promise<void> {
+    return this.tombstones.purge(cutoffMs, logger);
   }
 
   /** The group a request made or changed (for a replay when its answer was not stored). */

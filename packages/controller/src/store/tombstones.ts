@@ -6,20 +6,30 @@
 // writing over the tombstone. Readers already treat a record without its
 // object as absent.
 
-import type { FencedStore } from "./fenced-store.js";
+import type { Logger } from "@simdc/common";
+import type { Entry } from "./fenced-store.js";
 import { withRequestId } from "./kinds.js";
+
+/** What tombstones need of a store (a FencedStore is one). */
+export interface RecordStore<R> {
+  get(key: string): Entry<R> | undefined;
+  all(): Iterable<[string, Entry<R>]>;
+  write(key: string, value: R, revision?: number): Promise<number>;
+  remove(key: string, revision: number): Promise<void>;
+}
 
 interface WithRequests {
   requestIds: string[];
+  deletedAtMs: number;
 }
 
 export class Tombstones<R extends WithRequests> {
   constructor(
-    private readonly store: FencedStore<R>,
+    private readonly store: RecordStore<R>,
     /** Whether a record holds its object (is not a tombstone). */
     private readonly isLive: (record: R) => boolean,
-    /** A record without its object, remembering these requests. */
-    private readonly tombstone: (requestIds: string[]) => R,
+    /** A record without its object, remembering these requests, deleted at this simulated ms. */
+    private readonly tombstone: (requestIds: string[], deletedAtMs: number) => R,
   ) {}
 
   /** The revision a create of `id` writes at: its tombstone's, or none for a key never used. */
@@ -29,8 +39,17 @@ export class Tombstones<R extends WithRequests> {
   }
 
   /** Deletes the record held at `revision`, leaving the tombstone of `requestId` (none: no replay). */
-  async bury(id: string, revision: number, record: R, requestId: string): Promise<void> {
-    await this.store.write(id, this.tombstone(withRequestId(record.requestIds, requestId)), revision);
+  async bury(id: string, revision: number, record: R, requestId: string, nowMs: number): Promise<void> {
+    await this.store.write(id, this.tombstone(withRequestId(record.requestIds, requestId), nowMs), revision);
+  }
+
+  /** Removes the tombstones older than `cutoffMs`: no retry can ask about them any more. */
+  async purge(cutoffMs: number, logger: Logger): Promise<void> {
+    const old = [...this.store.all()].filter(([, e]) => !this.isLive(e.value) && e.value.deletedAtMs < cutoffMs);
+    for (const [id, entry] of old) {
+      // One that changed meanwhile (a new object of the name) is not a tombstone any more: the removal fails, and that is right.
+      await this.store.remove(id, entry.revision).catch((err: unknown) => logger.debug({ id, err: String(err) }, "tombstone not purged"));
+    }
   }
 
   /** Whether `requestId` deleted something (so its retry gets the same answer). */
