@@ -26,6 +26,7 @@ import { HostFollower } from "./observe/host-follower.js";
 import { ObservedVms } from "./observe/observed-vms.js";
 import { HostRanking } from "./placement/host-ranking.js";
 import { measuredOf } from "./placement/placement.js";
+import { purgeTombstones } from "./store/tombstones.js";
 import type { PlacementHost } from "./placement/placement.js";
 import { VolumeReconciler } from "./reconcile/volume-reconciler.js";
 import { hostKind, MemberRegistry, sanNodeKind } from "./registry/member-registry.js";
@@ -330,13 +331,9 @@ export class Controller implements RunningRole {
     if (!state.lease.isActive) return;
     const cutoff = state.clock.nowMs() - requestMemoryMs;
     for (const records of [state.vms.records, state.volumes.records] as FencedStore<v1.VmRecord | v1.VolumeRecord>[]) {
-      const old = [...records.all()].filter(([, e]) => e.value.deleted && e.value.deletedAtMs < cutoff);
-      for (const [id, entry] of old) {
-        // A tombstone that changed meanwhile (a new VM of the name) is not one any more: skip it.
-        await records.remove(id, entry.revision).catch((err: unknown) => state.logger.debug({ id, err: String(err) }, "tombstone not purged"));
-      }
+      await purgeTombstones(records, (r) => r.deleted, cutoff, state.logger);
     }
-    for (const kind of [state.networks, state.securityGroups, state.routers, state.endpoints]) await kind.purgeTombstones(cutoff, state.logger);
+    for (const kind of [state.networks, state.securityGroups, state.routers, state.endpoints]) await kind.tombstones.purge(cutoff, state.logger);
   }
 
   private every(intervalMs: number, tick: () => void | Promise<void>): void {

@@ -82,7 +82,7 @@ export function networkEndpoints(state: ControllerState): Endpoint<any, any>[] {
           state.crash.reach("record-stored");
           return { response: {}, hosts: [] };
         },
-        (requestId) => (networks.deletedBy(requestId) ? {} : undefined),
+        (requestId) => (networks.tombstones.deletedBy(requestId) ? {} : undefined),
       ),
     ),
     endpoint(networkService.CreateSecurityGroup, (req) =>
@@ -157,7 +157,7 @@ export function networkEndpoints(state: ControllerState): Endpoint<any, any>[] {
           state.crash.reach("record-stored");
           return { response: {}, hosts: [hostId] };
         },
-        (requestId) => (endpoints.deletedBy(requestId) ? {} : undefined),
+        (requestId) => (endpoints.tombstones.deletedBy(requestId) ? {} : undefined),
       ),
     ),
     endpoint(networkService.CreateRouter, (req) =>
@@ -190,7 +190,7 @@ export function networkEndpoints(state: ControllerState): Endpoint<any, any>[] {
           state.crash.reach("record-stored");
           return { response: {}, hosts: hostsOnRouter(router) };
         },
-        (requestId) => (routers.deletedBy(requestId) ? {} : undefined),
+        (requestId) => (routers.tombstones.deletedBy(requestId) ? {} : undefined),
       ),
     ),
     endpoint(networkService.DeleteSecurityGroup, (req) =>
@@ -210,7 +210,7 @@ export function networkEndpoints(state: ControllerState): Endpoint<any, any>[] {
           state.crash.reach("record-stored");
           return { response: {}, hosts: [] };
         },
-        (requestId) => (securityGroups.deletedBy(requestId) ? {} : undefined),
+        (requestId) => (securityGroups.tombstones.deletedBy(requestId) ? {} : undefined),
       ),
     ),
   ];

@@ -6,7 +6,7 @@
 // it at its first registration, the address NAT networks' VMs on that host
 // are seen as outside (as VMware's NAT device shares the host's identity).
 
-import { alreadyExists, checkName, contains, invalidArgument, ipToNumber, notFound, numberToIp, parseCidr, resourceExhausted, uniqueId, type Logger } from "@simdc/common";
+import { alreadyExists, checkName, contains, invalidArgument, ipToNumber, notFound, numberToIp, parseCidr, resourceExhausted, uniqueId } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 import type { FencedStore } from "../store/fenced-store.js";
 import { Tombstones } from "../store/tombstones.js";
@@ -56,7 +56,8 @@ export class ExternalEndpoints {
   /** No uplink address below this is free: registrations scan on from it, not from the start. */
   private uplinkCursor = uplinkFirst;
   private readonly listeners: ((hostIds: Set<string>) => void)[] = [];
-  private readonly tombstones: Tombstones<v1.ExternalEndpointRecord>;
+  /** Deleted records kept for replays (deletedBy) until purged. */
+  readonly tombstones: Tombstones<v1.ExternalEndpointRecord>;
   /** Creates run one at a time, so two cannot take the same address or port. */
   private turn: Promise<unknown> = Promise.resolve();
 
@@ -173,15 +174,6 @@ export class ExternalEndpoints {
     await this.tombstones.bury(id, entry.revision, entry.value, requestId, nowMs);
   }
 
-  /** Whether a request deleted an endpoint (for a replay when its answer was not stored). */
-  deletedBy(requestId: string): boolean {
-    return this.tombstones.deletedBy(requestId);
-  }
-
-  /** Removes tombstones older than `cutoffMs`. */
-  purgeTombstones(cutoffMs: number, logger: Logger): Promise<void> {
-    return this.tombstones.purge(cutoffMs, logger);
-  }
 
   byRequest(requestId: string): v1.ExternalEndpoint | undefined {
     for (const [, entry] of this.store.all()) if (entry.value.requestIds.includes(requestId)) return (entry.value.endpoint as v1.ExternalEndpoint | undefined) ?? undefined;

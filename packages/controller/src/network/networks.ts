@@ -3,7 +3,7 @@
 // what the other networks already hold (VNIs, VLANs, address space), so a new
 // network is checked against all of them.
 
-import { alreadyExists, checkName, checkRange, invalidArgument, notFound, resourceExhausted, uniqueId, type Logger } from "@simdc/common";
+import { alreadyExists, checkName, checkRange, invalidArgument, notFound, resourceExhausted, uniqueId } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 import type { FencedStore } from "../store/fenced-store.js";
 import { Tombstones } from "../store/tombstones.js";
@@ -33,7 +33,8 @@ export class Networks {
   /** Creates run one at a time, so two cannot both take the same VLAN or address space. */
   private turn: Promise<unknown> = Promise.resolve();
 
-  private readonly tombstones: Tombstones<v1.NetworkRecord>;
+  /** Deleted records kept for replays (deletedBy) until purged. */
+  readonly tombstones: Tombstones<v1.NetworkRecord>;
 
   constructor(private readonly store: FencedStore<v1.NetworkRecord>) {
     this.tombstones = new Tombstones(store, (r) => !!r.network, (requestIds, deletedAtMs) => v1.NetworkRecord.create({ requestIds, deletedAtMs }));
@@ -138,15 +139,6 @@ export class Networks {
     await this.tombstones.bury(id, revision, this.store.get(id)!.value, requestId, nowMs);
   }
 
-  /** Whether a request deleted a network (for a replay when its answer was not stored). */
-  deletedBy(requestId: string): boolean {
-    return this.tombstones.deletedBy(requestId);
-  }
-
-  /** Removes tombstones older than `cutoffMs`. */
-  purgeTombstones(cutoffMs: number, logger: Logger): Promise<void> {
-    return this.tombstones.purge(cutoffMs, logger);
-  }
 
   /** The network of a segment (an overlay's VNI or a VLAN id), for a packet-in that names only its segment. */
   bySegment(segmentId: number): v1.Network | undefined {

@@ -4,7 +4,7 @@
 // the VM sends them goes straight to the destination's network), as OVN
 // distributes a logical router over the chassis.
 
-import { alreadyExists, checkName, failedPrecondition, invalidArgument, notFound, uniqueId, type Logger } from "@simdc/common";
+import { alreadyExists, checkName, failedPrecondition, invalidArgument, notFound, uniqueId } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 import type { FencedStore } from "../store/fenced-store.js";
 import { Tombstones } from "../store/tombstones.js";
@@ -23,7 +23,8 @@ export class Routers {
   /** Creates run one at a time, so two cannot take the same network. */
   private turn: Promise<unknown> = Promise.resolve();
 
-  private readonly tombstones: Tombstones<v1.RouterRecord>;
+  /** Deleted records kept for replays (deletedBy) until purged. */
+  readonly tombstones: Tombstones<v1.RouterRecord>;
 
   constructor(private readonly store: FencedStore<v1.RouterRecord>) {
     this.tombstones = new Tombstones(store, (r) => !!r.router, (requestIds, deletedAtMs) => v1.RouterRecord.create({ requestIds, deletedAtMs }));
@@ -102,15 +103,6 @@ export class Routers {
     return entry.value.router as v1.Router;
   }
 
-  /** Whether a request deleted a router (for a replay when its answer was not stored). */
-  deletedBy(requestId: string): boolean {
-    return this.tombstones.deletedBy(requestId);
-  }
-
-  /** Removes tombstones older than `cutoffMs`. */
-  purgeTombstones(cutoffMs: number, logger: Logger): Promise<void> {
-    return this.tombstones.purge(cutoffMs, logger);
-  }
 
   byRequest(requestId: string): v1.Router | undefined {
     for (const [, entry] of this.store.all()) if (entry.value.requestIds.includes(requestId)) return (entry.value.router as v1.Router | undefined) ?? undefined;

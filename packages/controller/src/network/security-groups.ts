@@ -4,7 +4,7 @@
 // replies and admitted connections pass); a change of a group's rules
 // recompiles every host with a NIC in it.
 
-import { alreadyExists, checkName, checkRange, formatCidr, invalidArgument, notFound, parseCidr, uniqueId, type Logger } from "@simdc/common";
+import { alreadyExists, checkName, checkRange, formatCidr, invalidArgument, notFound, parseCidr, uniqueId } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 import type { FencedStore } from "../store/fenced-store.js";
 import { Tombstones } from "../store/tombstones.js";
@@ -45,7 +45,8 @@ export class SecurityGroups {
   private readonly ids = new SortedKeys();
   private readonly listeners: ((groupId: string) => void)[] = [];
 
-  private readonly tombstones: Tombstones<v1.SecurityGroupRecord>;
+  /** Deleted records kept for replays (deletedBy) until purged. */
+  readonly tombstones: Tombstones<v1.SecurityGroupRecord>;
 
   constructor(private readonly store: FencedStore<v1.SecurityGroupRecord>) {
     this.tombstones = new Tombstones(store, (r) => !!r.securityGroup, (requestIds, deletedAtMs) => v1.SecurityGroupRecord.create({ requestIds, deletedAtMs }));
@@ -101,15 +102,6 @@ export class SecurityGroups {
     await this.tombstones.bury(id, revision, this.store.get(id)!.value, requestId, nowMs);
   }
 
-  /** Whether a request deleted a group (for a replay when its answer was not stored). */
-  deletedBy(requestId: string): boolean {
-    return this.tombstones.deletedBy(requestId);
-  }
-
-  /** Removes tombstones older than `cutoffMs`. */
-  purgeTombstones(cutoffMs: number, logger: Logger): Promise<void> {
-    return this.tombstones.purge(cutoffMs, logger);
-  }
 
   /** The group a request made or changed (for a replay when its answer was not stored). */
   byRequest(requestId: string): v1.SecurityGroup | undefined {

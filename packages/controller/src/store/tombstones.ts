@@ -44,12 +44,8 @@ export class Tombstones<R extends WithRequests> {
   }
 
   /** Removes the tombstones older than `cutoffMs`: no retry can ask about them any more. */
-  async purge(cutoffMs: number, logger: Logger): Promise<void> {
-    const old = [...this.store.all()].filter(([, e]) => !this.isLive(e.value) && e.value.deletedAtMs < cutoffMs);
-    for (const [id, entry] of old) {
-      // One that changed meanwhile (a new object of the name) is not a tombstone any more: the removal fails, and that is right.
-      await this.store.remove(id, entry.revision).catch((err: unknown) => logger.debug({ id, err: String(err) }, "tombstone not purged"));
-    }
+  purge(cutoffMs: number, logger: Logger): Promise<void> {
+    return purgeTombstones(this.store, (r) => !this.isLive(r), cutoffMs, logger);
   }
 
   /** Whether `requestId` deleted something (so its retry gets the same answer). */
@@ -57,5 +53,22 @@ export class Tombstones<R extends WithRequests> {
     if (!requestId) return false;
     for (const [, entry] of this.store.all()) if (!this.isLive(entry.value) && entry.value.requestIds.includes(requestId)) return true;
     return false;
+  }
+}
+
+/**
+ * Removes a store's tombstones deleted before `cutoffMs` (VMs' and volumes'
+ * too, which mark theirs with a deleted flag).
+ */
+export async function purgeTombstones<R extends { deletedAtMs: number }>(
+  store: Pick<RecordStore<R>, "all" | "remove">,
+  isTombstone: (record: R) => boolean,
+  cutoffMs: number,
+  logger: Logger,
+): Promise<void> {
+  const old = [...store.all()].filter(([, e]) => isTombstone(e.value) && e.value.deletedAtMs < cutoffMs);
+  for (const [id, entry] of old) {
+    // One that changed meanwhile (a new object of the name) is not a tombstone any more: the removal fails, and that is right.
+    await store.remove(id, entry.revision).catch((err: unknown) => logger.debug({ id, err: String(err) }, "tombstone not purged"));
   }
 }
