@@ -18,6 +18,7 @@ import { ExternalEndpoints } from "./network/external.js";
 import { Routers } from "./network/routers.js";
 import { LogicalPorts } from "./network/logical-ports.js";
 import { compileHostNetwork, type NetworkView } from "./compile/host-network.js";
+import { GroupDocuments } from "./compile/group-documents.js";
 import { HostDocuments, type NetworkSections } from "./compile/host-documents.js";
 import { CrashPoints, parseCrashPoints } from "./crash-points.js";
 import { EventPublisher } from "./events.js";
@@ -92,7 +93,7 @@ export class Controller implements RunningRole {
     });
     const open = async <T>(name: string, type: MessageType<T>, noun: string, late: LateWrites, extra: object = {}) =>
       FencedStore.open<T>(await bus.bucket(name, type, { replicas: config.kvReplicas, fenced, ...extra }), noun, lease, logger, late);
-    const [vmRecords, volumeRecords, hostRecords, sanRecords, docRecords, requestRecords, networkRecords, securityGroupRecords, endpointRecords, routerRecords] = await Promise.all([
+    const [vmRecords, volumeRecords, hostRecords, sanRecords, docRecords, requestRecords, networkRecords, securityGroupRecords, endpointRecords, routerRecords, groupDocRecords] = await Promise.all([
       open<v1.VmRecord>("vms", v1.VmRecord, "vm", undo("vm"), { history: recordHistory }),
       open<v1.VolumeRecord>("volumes", v1.VolumeRecord, "volume", undo("volume"), { history: recordHistory }),
       open<v1.Host>("hosts", v1.Host, "host", undo("host"), { history: recordHistory }),
@@ -103,6 +104,7 @@ export class Controller implements RunningRole {
       open<v1.SecurityGroupRecord>("security-groups", v1.SecurityGroupRecord, "security group", undo("security group"), { history: recordHistory }),
       open<v1.ExternalEndpointRecord>("external-endpoints", v1.ExternalEndpointRecord, "external endpoint", undo("external endpoint"), { history: recordHistory }),
       open<v1.RouterRecord>("routers", v1.RouterRecord, "router", undo("router"), { history: recordHistory }),
+      open<v1.GroupDocument>("group-docs", v1.GroupDocument, "group document", "accept"),
     ]);
     const policy = { heartbeatIntervalMs: config.heartbeatIntervalMs, heartbeatMissesMax: config.heartbeatMissesMax };
     const registryOptions = { policy, clock, events, logger, lease };
@@ -144,7 +146,6 @@ export class Controller implements RunningRole {
     const networkView: NetworkView = {
       network: (id: string) => networks.get(id)?.network ?? undefined,
       networks: () => networks.all(),
-      securityGroup: (id: string) => securityGroups.get(id),
       endpoints: () => endpoints.all(),
       uplinkOf: (id: string) => hosts.get(id)?.uplinkIp ?? "",
       routerOf: (id: string) => routers.of(id),
@@ -162,7 +163,6 @@ export class Controller implements RunningRole {
           return hostIds;
         };
         ports.onHostsChanged((hostIds) => listener(withEndpointHosts(hostIds)));
-        securityGroups.onRulesChanged((groupId) => listener(ports.hostsInGroup(groupId)));
         routers.onChanged((networkIds) => {
           const hostIds = new Set<string>();
           for (const n of networkIds) for (const h of ports.hostsOn(n)) hostIds.add(h);
@@ -175,7 +175,8 @@ export class Controller implements RunningRole {
       },
     };
     const documents = new HostDocuments(bus, docRecords, vms, volumes, hosts, lease, logger, clock, crash, config.documentChunkBytes, sections);
-    const sync = new HostSync(documents, hosts, clock);
+    const groupDocuments = new GroupDocuments(groupDocRecords, securityGroups, documents, lease, logger, clock);
+    const sync = new HostSync(documents, groupDocuments, { groupsOnHost: (h) => ports.groupsOnHost(h), hostsInGroup: (g) => ports.hostsInGroup(g) }, hosts, clock);
     const state: ControllerState = {
       controllerId: config.controllerId,
       bus,
@@ -195,6 +196,7 @@ export class Controller implements RunningRole {
       volumes,
       requests: new RequestLog(requestRecords, clock),
       documents,
+      groupDocuments,
       sync,
       observed: new ObservedVms(),
       ranking,
@@ -228,7 +230,7 @@ export class Controller implements RunningRole {
       ranking.update(hostId);
       sync.update(hostId);
     });
-    const stores = [vmRecords, volumeRecords, hostRecords, sanRecords, docRecords, requestRecords, networkRecords, securityGroupRecords, endpointRecords, routerRecords];
+    const stores = [vmRecords, volumeRecords, hostRecords, sanRecords, docRecords, requestRecords, networkRecords, securityGroupRecords, endpointRecords, routerRecords, groupDocRecords];
     const controller = new Controller(state, new HostFollower(state), stores);
     // Followed, not read once: a standby that started before the state existed, or a store made anew, learns its id.
     await (await bus.bucket(controllerBucket, v1.DatacenterState)).watchKey(datacenterKey, (value) => {
@@ -257,6 +259,7 @@ export class Controller implements RunningRole {
     state.macRandom = new Rng(state.seed, `macs/${epoch}`);
     state.stateId = await this.ensureDatacenterState();
     state.documents.activate(state.stateId);
+    state.groupDocuments.activate(state.stateId);
     state.volumeReconciler.activate();
     const endpoints = [...hostEndpoints(state), ...computeEndpoints(state), ...storageEndpoints(state), ...networkEndpoints(state), ...controllerEndpoints(state, () => this.writesReverted())];
     // Reads too: a controller deposed while paused must not answer from stale state before it learns so.
@@ -279,6 +282,7 @@ export class Controller implements RunningRole {
     const err = unavailable(`this controller was deposed (${reason}); retry`);
     for (const store of this.stores) store.deactivate();
     state.documents.deactivate(err);
+    state.groupDocuments.deactivate();
     state.sync.abandon(err);
     state.volumeReconciler.deactivate();
     void this.api?.stop();

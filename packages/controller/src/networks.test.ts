@@ -120,15 +120,31 @@ describe("networks", () => {
     ]);
     await client.call(networkService.CreateSecurityGroup, { name: "closed" });
     expect((await client.call(networkService.ListSecurityGroups, {})).securityGroups.map((g) => g.id)).toEqual(["closed", "web"]);
-    const update = { securityGroupId: "web", rules: [{ protocol: SECURITY_PROTOCOL_UDP, portMin: 53, portMax: 54 }], mutation: { requestId: "sg-web-2" } };
+    // Each group is one document the hosts expand, its rules compiled to matches, at a generation of its own.
+    const groupDocs = await client.bucket("group-docs", v1.GroupDocument, { fenced: { epochOf: () => 0 }, bindOnly: true });
+    const docOf = async (id: string) => (await eventually(`group ${id}'s document`, async () => (await groupDocs.get(id)) ?? undefined, 5_000)).value;
+    const first = await docOf("web");
+    expect(first.admissions).toEqual(["tcp,tp_dst=80", "icmp,nw_src=10.0.0.0/8", "ip,nw_src=192.0.2.7/32"]);
+    expect((await docOf("closed")).admissions).toEqual([]);
+    const update = { securityGroupId: "web", rules: [{ protocol: SECURITY_PROTOCOL_UDP, portMin: 53, portMax: 54 }], mutation: { requestId: "sg-web-2", wait: v1.WaitFor.WAIT_FOR_CONTROLLER } };
     const updated = await client.call(networkService.UpdateSecurityGroup, update);
     expect(updated.securityGroup?.revision).toBe(2);
+    // --wait=controller answers with the generation of the group's document that carries the change.
+    const second = await docOf("web");
+    // 53-54 is not one aligned block: two matches.
+    expect(second.admissions).toEqual(["udp,tp_dst=53", "udp,tp_dst=54"]);
+    expect(second.generation).toBeGreaterThan(first.generation);
+    expect(updated.result?.configGeneration).toBe(second.generation);
     const again = await client.call(networkService.UpdateSecurityGroup, update);
     expect(again.result?.replayed).toBe(true);
     const read = (await client.call(networkService.GetSecurityGroup, { securityGroupId: "web" })).securityGroup;
     expect([read?.revision, read?.rules?.length, read?.incarnation]).toEqual([2, 1, web.securityGroup?.incarnation]);
+    // Rules that compile to the same matches write nothing.
+    const same = await client.call(networkService.UpdateSecurityGroup, { securityGroupId: "web", rules: [{ protocol: SECURITY_PROTOCOL_UDP, portMin: 53, portMax: 54 }], mutation: { wait: v1.WaitFor.WAIT_FOR_CONTROLLER } });
+    expect(same.result?.configGeneration).toBe(second.generation);
     await client.call(networkService.DeleteSecurityGroup, { securityGroupId: "closed" });
     await expect(client.call(networkService.GetSecurityGroup, { securityGroupId: "closed" })).rejects.toMatchObject({ code: "NOT_FOUND" });
+    await eventually("the deleted group's document gone", async () => ((await groupDocs.get("closed")) === null ? true : undefined), 5_000);
   });
 
   it("security groups: a bad rule, a taken name or an unknown group is refused with the reason, and nothing changes", async () => {

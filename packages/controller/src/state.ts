@@ -4,6 +4,7 @@
 import type { Bus } from "@simdc/bus";
 import type { Clock, Logger, Rng } from "@simdc/common";
 import { simdc } from "@simdc/proto";
+import type { GroupDocuments } from "./compile/group-documents.js";
 import type { HostDocuments } from "./compile/host-documents.js";
 import type { CrashPoints } from "./crash-points.js";
 import type { EventPublisher } from "./events.js";
@@ -63,6 +64,8 @@ export interface ControllerState {
   macRandom: Rng;
   requests: RequestLog;
   documents: HostDocuments;
+  /** The security groups' documents, which hosts expand for their NICs. */
+  groupDocuments: GroupDocuments;
   sync: HostSync;
   observed: ObservedVms;
   ranking: HostRanking;

@@ -6,8 +6,8 @@
 // each heartbeat its own message, so a fault rule on one host cuts exactly
 // that host. It holds no VM logic of its own.
 
-import { endpoint, hostAgentService, hostScope, Subjects, type Bucket, type Bus, type Counter, type RunningRole } from "@simdc/bus";
-import { checkName, checkRange, invalidArgument, notFound, Rng, SimdcError, wallClock, type Clock, type HealthReport, type Logger, type Timer } from "@simdc/common";
+import { endpoint, hostAgentService, hostScope, Subjects, type Bus, type Counter, type RunningRole } from "@simdc/bus";
+import { checkName, checkRange, invalidArgument, notFound, Rng, SimdcError, type Clock, type HealthReport, type Logger, type Timer } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 import type { AgentConfig } from "./config.js";
 import { SimHost } from "./host.js";
@@ -15,23 +15,17 @@ import { heartbeatSlotsMax } from "./limits.js";
 import { checkDesiredVm, checkPlan } from "./validate.js";
 import { pingCountMax } from "./network/datapath.js";
 import { Underlay } from "./network/underlay.js";
+import { SecurityGroupBook } from "./network/groups.js";
+import { BucketFollower } from "./follow-bucket.js";
 import { parseIp } from "@simdc/vswitch";
 
 import v1 = simdc.v1;
 
-/** How often the agent tries again to follow the documents before the controller created their bucket, in ms. */
 /** Connections a dump-conntrack reply lists at most: the reply must fit a NATS message. */
 const conntrackDumpMax = 2_000;
 
-export const documentsRetryMs = 1_000;
 /** The hypervisors' timer fires at most this often in real ms, whatever the time scale. */
 const hypervisorTickMsMin = 20;
-/**
- * How often the agent checks that the documents' bucket is the one it
- * follows, in real ms: a bucket deleted and made anew (a controller that
- * lost its store) ends no watch, so it is noticed by the bucket's creation time.
- */
-export const documentsCheckMs = 5_000;
 /** Refused documents an agent reports as events per host and minute, at most (all are counted and logged). */
 const refusalEventsPerHostMinute = 1;
 
@@ -58,10 +52,12 @@ export class HostAgent implements RunningRole {
   private beatTimer: Timer | null = null;
   /** One timer steps every host's hypervisor (a thousand timers would cost more than the steps). */
   private hypervisorTimer: Timer | null = null;
-  private retryTimer: Timer | null = null;
-  private following: { stop(): void } | null = null;
-  private documentsMadeAt = "";
-  private checkTimer: Timer | null = null;
+  private readonly documents: BucketFollower<v1.HostDocument>;
+  private readonly groupDocuments: BucketFollower<v1.GroupDocument>;
+  /** The security groups' documents, which every host expands for its guarded NICs. */
+  private readonly groups = new SecurityGroupBook();
+  /** Hosts that realized something this turn: reported together at its end, one message for many. */
+  private readonly realizedNow = new Set<SimHost>();
   private service: Awaited<ReturnType<Bus["serve"]>> | null = null;
   private refused = 0;
   private readonly lastRefusalEventMs = new Map<string, number>();
@@ -94,6 +90,8 @@ export class HostAgent implements RunningRole {
         ...(options.vmsPerHostMax !== undefined ? { vmsMax: options.vmsPerHostMax } : {}),
         onIntervals: (heartbeatMs, metricsMs) => this.adoptIntervals(heartbeatMs, metricsMs),
         onRealized: (realized) => this.publishBeats([realized]),
+        onGroupsRealized: (realized) => this.reportRealized(realized),
+        groups: this.groups,
         beatNow: (registered) => this.publishBeats([registered]),
         tunnel: (fromHost, tunnel, headers, payload, bytes) => this.underlay.send(fromHost, tunnel, headers, payload, bytes),
         failMode: config.failMode,
@@ -104,6 +102,29 @@ export class HostAgent implements RunningRole {
       this.slots[index % slotCount]!.push(host);
     });
     options.bus.declareOwned(config.hostIds);
+    const following = { bus: options.bus, clock: options.clock, logger: options.logger };
+    this.documents = new BucketFollower({
+      ...following,
+      bucket: "docs",
+      type: v1.HostDocument,
+      what: "the host documents",
+      key: `${config.agentId}.>`,
+      onStart: () => this.chunks.clear(),
+      onChange: (key, value) => this.onChunk(key, value),
+      onCorrupt: (key, err) => {
+        const hostId = key.split(".")[1] ?? "";
+        if (this.hosts.has(hostId)) this.refuse(hostId, `a document chunk that does not decode: ${String(err)}`);
+      },
+    });
+    this.groupDocuments = new BucketFollower({
+      ...following,
+      bucket: "group-docs",
+      type: v1.GroupDocument,
+      what: "the security groups' documents",
+      onStart: () => undefined,
+      onChange: (key, value) => this.onGroup(key, value),
+      onCorrupt: (key, err) => this.refuseGroup(key, `it does not decode: ${String(err)}`),
+    });
   }
 
   /**
@@ -253,7 +274,8 @@ export class HostAgent implements RunningRole {
     const spreadMs = config.heartbeatIntervalMs / Math.max(1, agent.hosts.size);
     let index = 0;
     for (const host of agent.hosts.values()) host.start(index++ * spreadMs);
-    void agent.followDocuments();
+    agent.documents.start();
+    agent.groupDocuments.start();
     options.logger.info({ hosts: agent.hosts.size }, "hosts started");
     return agent;
   }
@@ -276,56 +298,35 @@ export class HostAgent implements RunningRole {
     return host;
   }
 
-  /** Follows every document of this agent's hosts; retries until the controller has created the bucket. */
-  private async followDocuments(): Promise<void> {
-    const { bus, config, logger, clock } = this.options;
-    try {
-      const bucket: Bucket<v1.HostDocument> = await bus.bucket("docs", v1.HostDocument, { fenced: { epochOf: () => 0 }, bindOnly: true });
-      const madeAt = await bucket.madeAt();
-      this.chunks.clear();
-      const following = await bucket.follow({
-        key: `${config.agentId}.>`,
-        onChange: (change) => this.onChunk(change.key, change.value),
-        onCorrupt: (key, err) => {
-          const hostId = key.split(".")[1] ?? "";
-          if (this.hosts.has(hostId)) this.refuse(hostId, `a document chunk that does not decode: ${String(err)}`);
-        },
-        // The watch ended (its stream gone): follow again; the hosts run their last documents meanwhile.
-        onEnded: (err) => {
-          if (this.stopped) return;
-          logger.warn({ err: err === undefined ? null : String(err) }, "the host documents' watch ended; following them again");
-          this.following = null;
-          this.retryTimer = clock.after(documentsRetryMs, () => void this.followDocuments());
-        },
-      });
-      if (this.stopped) return following.stop();
-      this.following = following;
-      this.documentsMadeAt = madeAt;
-      this.checkTimer?.cancel();
-      // Real time, not simulated: this watches NATS, not the simulation.
-      this.checkTimer = wallClock.every(documentsCheckMs, () => void this.checkDocumentsBucket(bucket), { unref: true });
-    } catch (err) {
-      if (this.stopped) return;
-      logger.debug({ err: String(err) }, "host documents not available yet; trying again");
-      this.retryTimer = clock.after(documentsRetryMs, () => void this.followDocuments());
+  /** A security group's document came, changed or went: the hosts with a NIC in it expand it again. */
+  private onGroup(key: string, doc: v1.GroupDocument | null): void {
+    if (!doc) this.groups.remove(key);
+    else {
+      try {
+        if (!this.groups.take(key, doc)) return;
+      } catch (err) {
+        return this.refuseGroup(key, `generation ${doc.generation} is malformed: ${(err as Error).message}`);
+      }
     }
+    for (const host of this.hosts.values()) host.groupChanged(key);
   }
 
-  /** Follows the bucket anew when it was deleted and made again; the hosts run their last documents meanwhile. */
-  private async checkDocumentsBucket(bucket: Bucket<v1.HostDocument>): Promise<void> {
-    let madeAt: string;
-    try {
-      madeAt = await bucket.madeAt();
-    } catch {
-      // Gone for now (or NATS away): looked at again next time.
-      return;
+  /** A group's document is the agent's, not one host's: refused once in the log and the counters. */
+  private refuseGroup(groupId: string, what: string): void {
+    this.refused += 1;
+    this.options.logger.warn({ groupId, refused: this.refused }, `refused the document of security group ${groupId}: ${what}`);
+  }
+
+  /** Reports at the end of the turn: a group's change installed by 500 hosts at once is one message. */
+  private reportRealized(host: SimHost): void {
+    if (this.realizedNow.size === 0) {
+      queueMicrotask(() => {
+        const hosts = [...this.realizedNow];
+        this.realizedNow.clear();
+        this.publishBeats(hosts);
+      });
     }
-    if (this.stopped || madeAt === this.documentsMadeAt || !this.following) return;
-    this.options.logger.warn({ was: this.documentsMadeAt, now: madeAt }, "the host documents' bucket was made anew; following it");
-    this.following.stop();
-    this.following = null;
-    this.checkTimer?.cancel();
-    await this.followDocuments();
+    this.realizedNow.add(host);
   }
 
   private onChunk(key: string, chunk: v1.HostDocument | null): void {
@@ -425,9 +426,8 @@ export class HostAgent implements RunningRole {
     this.stopped = true;
     this.beatTimer?.cancel();
     this.hypervisorTimer?.cancel();
-    this.retryTimer?.cancel();
-    this.checkTimer?.cancel();
-    this.following?.stop();
+    this.documents.stop();
+    this.groupDocuments.stop();
     this.underlay.stop();
     for (const host of this.hosts.values()) host.stop();
     await this.service?.stop();

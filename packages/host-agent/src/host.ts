@@ -28,7 +28,8 @@ import { HostHypervisor, type HypervisorSettings } from "./hypervisor.js";
 import { reasonOf, type FailureReason } from "./boot.js";
 import { HostDatapath } from "./network/datapath.js";
 import type { Payload } from "./network/packets.js";
-import type { Tunnel } from "./network/section.js";
+import { noNetwork, type NetworkSection, type Tunnel } from "./network/section.js";
+import { SecurityGroupBook } from "./network/groups.js";
 import type { FailMode } from "./network/controller-link.js";
 import type { UplinkSpec } from "./network/uplink.js";
 
@@ -63,6 +64,10 @@ export interface SimHostOptions {
   onIntervals(heartbeatIntervalMs: number, metricsIntervalMs: number): void;
   /** Told when the host realized a document (so it reports at once). */
   onRealized(host: SimHost): void;
+  /** Told when the host installed a security group's new document (reported with the agent's other hosts at the end of the turn). */
+  onGroupsRealized(host: SimHost): void;
+  /** The security groups' documents the agent follows, which the host expands for its guarded NICs. */
+  groups: SecurityGroupBook;
   /** Asked to send the host's heartbeat now (it just registered). */
   beatNow(host: SimHost): void;
   /** The host's physical NICs. */
@@ -101,8 +106,16 @@ export class SimHost {
   /** Refused by the controller for good: another live agent holds this id. */
   private evicted = false;
   private realized = { generation: 0, epoch: 0, stateId: "" };
-  /** A document whose VMs are realized but whose flows the vswitch holds back (its controller lost). */
-  private heldRealized: { generation: number; epoch: number; stateId: string } | null = null;
+  /** Per security group its NICs use, the generation of the group's document whose flows are installed. */
+  private groupsRealized = new Map<string, number>();
+  /** The network section of the last document, before its groups' admissions are added. */
+  private network: NetworkSection = noNetwork;
+  /**
+   * What the vswitch holds back (its controller lost): a document whose VMs
+   * are realized but not its flows (null: only groups changed), and the
+   * groups' generations of the flows held.
+   */
+  private held: { document: { generation: number; epoch: number; stateId: string } | null; groups: Map<string, number> } | null = null;
   /** The host's vswitch, its ports and tunnels, and its guests' NICs. */
   readonly datapath: HostDatapath;
   /** The host's CPU scheduler and memory manager, with its VMs' workloads. */
@@ -218,26 +231,43 @@ export class SimHost {
       changed.push(vm);
     }
     const realized = { generation: plan.generation, epoch: plan.epoch, stateId: plan.stateId };
-    if (this.datapath.apply(plan.network)) {
-      this.heldRealized = null;
+    this.network = plan.network;
+    const { section, groups } = this.options.groups.expand(plan.network);
+    if (this.datapath.apply(section)) {
+      this.held = null;
       this.realized = realized;
+      this.groupsRealized = groups;
       this.logger.debug({ generation: plan.generation, vms: this.vms.size }, "document realized");
       this.options.onRealized(this);
     } else {
       // Its VMs are realized, but not its flows: the generation is reported once the vswitch installs them.
-      this.heldRealized = realized;
+      this.held = { document: realized, groups };
       this.logger.info({ generation: plan.generation }, "document's flows held back: the vswitch has lost its controller");
     }
     for (const vm of changed) vm.drive();
     return null;
   }
 
-  /** The vswitch installed the flows it held back: their document is realized now. */
+  /** A security group's document changed: the admissions of the host's NICs in it are expanded again. */
+  groupChanged(groupId: string): void {
+    if (!this.alive || !SecurityGroupBook.uses(this.network, groupId)) return;
+    const { section, groups } = this.options.groups.expand(this.network);
+    if (this.datapath.apply(section)) {
+      this.held = null;
+      this.groupsRealized = groups;
+      this.options.onGroupsRealized(this);
+    } else {
+      this.held = { document: this.held?.document ?? null, groups };
+    }
+  }
+
+  /** The vswitch installed the flows it held back: their documents are realized now. */
   private heldInstalled(): void {
-    if (!this.heldRealized) return;
-    this.realized = this.heldRealized;
-    this.heldRealized = null;
-    this.logger.debug({ generation: this.realized.generation }, "document realized (its held-back flows installed)");
+    if (!this.held) return;
+    if (this.held.document) this.realized = this.held.document;
+    this.groupsRealized = this.held.groups;
+    this.held = null;
+    this.logger.debug({ generation: this.realized.generation }, "documents realized (their held-back flows installed)");
     this.options.onRealized(this);
   }
 
@@ -306,6 +336,7 @@ export class SimHost {
       vmDigest: this.digest,
       documentEpoch: this.realized.epoch,
       stateId: this.realized.stateId,
+      groupsRealized: [...this.groupsRealized].map(([groupId, generation]) => ({ groupId, generation })),
     };
   }
 

@@ -8,4 +8,4 @@ export { connectionsMaxDefault, conntrackTimeoutsS, CT_DNAT, CT_EST, CT_INV, CT_
 export type { ConntrackOptions, ConntrackStats, CtMark, CtNat, NatRange } from "./conntrack.js";
 export { fromWords, hashWords, packetWords, toWords, wordOffset } from "./words.js";
 export type { PacketWords } from "./words.js";
-export { centralControllerId, reactiveCookie } from "./conventions.js";
+export { admissionFlow, admissionFlows, centralControllerId, reactiveCookie, tableInboundSecurity } from "./conventions.js";

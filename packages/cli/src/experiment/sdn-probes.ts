@@ -6,7 +6,7 @@
 
 import { hostAgentService, hostScope, hostService, computeService, type Bus } from "@simdc/bus";
 import { simdc } from "@simdc/proto";
-import { formatFlow, parseFlow, reactiveCookie } from "@simdc/vswitch";
+import { admissionFlows, formatFlow, parseFlow, reactiveCookie } from "@simdc/vswitch";
 import type { FinalEntry, Plan } from "@simdc/experiment";
 import { listAllEndpoints } from "../paging.js";
 
@@ -81,15 +81,24 @@ function canonical(text: string): string {
   return formatFlow(parseFlow(text.replace(/^(n_packets=\d+, n_bytes=\d+, )/, "")));
 }
 
-/** Each host's installed flows in the controller's tables against its document's, for hosts with a network section. */
+/**
+ * Each host's installed flows in the controller's tables against what its
+ * documents intend (its own, with its guarded NICs' admissions expanded from
+ * their groups' documents), for hosts with a network section.
+ */
 export async function finalFlows(bus: Bus, plan: Plan): Promise<NonNullable<FinalEntry["flows"]>> {
   const docs = await bus.bucket("docs", v1.HostDocument, { fenced: { epochOf: () => 0 }, bindOnly: true });
+  const groupDocs = await bus.bucket("group-docs", v1.GroupDocument, { fenced: { epochOf: () => 0 }, bindOnly: true });
+  const admissions = new Map<string, readonly string[]>();
+  for (const [groupId, doc] of await groupDocs.loadAll(() => undefined)) admissions.set(groupId, doc.value.admissions);
   const out: NonNullable<FinalEntry["flows"]> = [];
   for (const [agentId, hosts] of Object.entries(plan.agents)) {
     for (const hostId of hosts) {
       try {
         const doc = await docs.get(`${agentId}.${hostId}.0`);
-        const intended = (doc?.value.network?.flows ?? []).map(canonical);
+        const network = doc?.value.network;
+        const expanded = (network?.ports ?? []).flatMap((p) => admissionFlows(p.ofport ?? 0, p.securityGroups ?? [], (g) => admissions.get(g)));
+        const intended = [...(network?.flows ?? []), ...expanded].map(canonical);
         const dump = await bus.call(hostAgentService.DumpFlows, { table: -1 }, { scopeId: hostScope(agentId, hostId) });
         const ownedBelow = doc?.value.network?.controllerTables || dump.controllerTables;
         // The controller's answers to packet-ins (the reactive cookie) are not the document's.

@@ -127,7 +127,7 @@ export function controllerUser(_prefix: string, name: string, password: string):
 /** The header a request to the supervisor over NATS carries the operator's token in. */
 export const operatorTokenHeader = "Simdc-Operator-Token";
 
-/** Its own hosts' subjects only; block I/O to any SAN node; its hosts' documents. */
+/** Its own hosts' subjects only; block I/O to any SAN node; its hosts' documents and the security groups'. */
 export function agentUser(prefix: string, agentId: string, hostIds: string[], password: string): RoleUser {
   const publish = [
     ...hostIds.flatMap((h) => [`${prefix}.evt.host.${h}.>`, `${prefix}.api.v1.HostService.RegisterHost.${h}`, `${prefix}.api.v1.HostService.ProbeController.${h}`, `${prefix}.api.v1.HostService.PacketIn.${h}`]),
@@ -138,6 +138,7 @@ export function agentUser(prefix: string, agentId: string, hostIds: string[], pa
     `${prefix}.dp.>`,
     ...faultFollower(prefix),
     ...kvReader(prefix, "docs"),
+    ...kvReader(prefix, "group-docs"),
     replies,
   ];
   return {

@@ -23,7 +23,7 @@ export function hostView(state: ControllerState, host: v1.Host): v1.Host {
     allocatedVcpus: allocation.vcpus,
     allocatedMemoryMib: allocation.memoryMib,
     vmCount: allocation.vmCount,
-    desiredGeneration: state.documents.generationOf(host.id),
+    desiredGeneration: state.sync.desiredOf(host.id),
     realizedGeneration: state.sync.realizedOf(host.id),
   });
 }

@@ -21,6 +21,8 @@ export interface Outcome<Res> {
   response: Input<Res>;
   /** Hosts whose documents the change alters (what --wait waits for). */
   hosts: string[];
+  /** Security groups whose documents the change alters (waited for as hosts are). */
+  groups?: string[];
 }
 
 interface Mutating {
@@ -95,8 +97,10 @@ async function finish<Res extends Resulting>(state: ControllerState, outcome: Ou
   await state.lease.confirm();
   state.crash.reach("before-answer");
   let configGeneration = 0;
-  if (wait !== v1.WaitFor.WAIT_FOR_NONE && outcome.hosts.length > 0) {
-    const generations = await withDeadline(state, Promise.all(outcome.hosts.map((h) => state.documents.whenCarried(h))), timeoutMs);
+  const groups = outcome.groups ?? [];
+  if (wait !== v1.WaitFor.WAIT_FOR_NONE && outcome.hosts.length + groups.length > 0) {
+    const carried = [...outcome.hosts.map((h) => state.documents.whenCarried(h)), ...groups.map((g) => state.groupDocuments.whenCarried(g))];
+    const generations = await withDeadline(state, Promise.all(carried), timeoutMs);
     configGeneration = Math.max(0, ...generations);
     if (wait === v1.WaitFor.WAIT_FOR_HOSTS) await state.sync.waitRealized(configGeneration, timeoutMs);
   }

@@ -115,8 +115,8 @@ export function networkEndpoints(state: ControllerState): Endpoint<any, any>[] {
           const id = checkName("security_group_id", req.securityGroupId);
           const securityGroup = await securityGroups.update(id, req.rules, (held) => withRequestId(held, requestId));
           state.crash.reach("record-stored");
-          // --wait covers the hosts whose NICs the rules guard.
-          return { response: { securityGroup }, hosts: [...state.ports.hostsInGroup(id)] };
+          // --wait covers the group's document, which the hosts whose NICs it guards expand.
+          return { response: { securityGroup }, hosts: [], groups: [id] };
         },
         groupReplay,
       ),

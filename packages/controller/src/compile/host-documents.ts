@@ -180,6 +180,17 @@ export class HostDocuments {
     if (generation > this.nbCfg) this.nbCfg = generation;
   }
 
+  /** Takes the next generation for a write under way: writtenGeneration stays below it until endWrite. */
+  beginWrite(): number {
+    const generation = ++this.nbCfg;
+    this.inFlight.add(generation);
+    return generation;
+  }
+
+  endWrite(generation: number): void {
+    this.inFlight.delete(generation);
+  }
+
   /** Becomes the writer: continues the generation sequence and rewrites what needs it. */
   activate(stateId: string): void {
     this.stateId = stateId;
@@ -306,8 +317,7 @@ export class HostDocuments {
       return stored.generation;
     }
     const chunks = this.chunk(vms);
-    const generation = ++this.nbCfg;
-    this.inFlight.add(generation);
+    const generation = this.beginWrite();
     try {
       for (let i = 0; i < chunks.length; i++) {
         let contentDigest = i === 0 ? stateDigest : 0;
@@ -337,7 +347,7 @@ export class HostDocuments {
       this.forced.delete(hostId);
       return generation;
     } finally {
-      this.inFlight.delete(generation);
+      this.endWrite(generation);
     }
   }
 

@@ -6,7 +6,7 @@
 import { describe, expect, it } from "vitest";
 import { simdc } from "@simdc/proto";
 import type { LogicalPort } from "../network/logical-ports.js";
-import { compileHostNetwork, portRangeMatches, type NetworkView } from "./host-network.js";
+import { compileHostNetwork, groupAdmissions, portRangeMatches, type NetworkView } from "./host-network.js";
 
 import v1 = simdc.v1;
 
@@ -29,7 +29,6 @@ const view: NetworkView = {
   portsOnHost: (h) => ports.filter((p) => p.hostId === h),
   portsOnNetwork: (n) => ports.filter((p) => p.networkId === n),
   agentOf: (h) => (h === "h4" ? undefined : `agent-${h}`),
-  securityGroup: () => undefined,
   networks: () => Object.values(networks),
   endpoints: () => [],
   uplinkOf: () => "",
@@ -126,27 +125,29 @@ describe("sdn compiler", () => {
     expect(h1.flows.some((f) => f.includes("02:00:00:00:00:0b"))).toBe(false);
   });
 
-  it("compiler: a NIC in security groups gets its outbound IP committed in its zone, its inbound IP through conntrack, and one admission per rule", () => {
-    const groups: Record<string, v1.ISecurityGroup> = {
-      web: { id: "web", rules: [{ protocol: v1.SecurityProtocol.SECURITY_PROTOCOL_TCP, portMin: 80, portMax: 81 }, { protocol: v1.SecurityProtocol.SECURITY_PROTOCOL_ICMP, remoteCidr: "10.1.0.0/24" }] },
-      ops: { id: "ops", rules: [{ protocol: v1.SecurityProtocol.SECURITY_PROTOCOL_ICMP, remoteCidr: "10.1.0.0/24" }] },
-    };
+  it("compiler: a NIC in security groups gets its outbound IP committed in its zone, its inbound IP through conntrack, and names its groups; each group's admissions compile once, for every host", () => {
     const guarded = [port("a", "h1", "blue", "02:00:00:00:00:0a", "10.1.0.2", 1, ["web", "ops", "gone"]), port("b", "h2", "blue", "02:00:00:00:00:0b", "10.1.0.3", 1)];
-    const guardedView: NetworkView = { ...view, portsOnHost: (h) => guarded.filter((p) => p.hostId === h), portsOnNetwork: () => guarded, securityGroup: (id) => groups[id] };
+    const guardedView: NetworkView = { ...view, portsOnHost: (h) => guarded.filter((p) => p.hostId === h), portsOnNetwork: () => guarded };
     const h1 = compileHostNetwork("h1", guardedView)!;
+    // The rules' admissions are not in the host's section: the host expands its groups' documents (admissionFlow).
     expect(h1.flows.filter((f) => f.includes("ct(") || f.startsWith("table=35"))).toEqual([
       "table=0,priority=110,in_port=1,dl_src=02:00:00:00:00:0a,ip actions=ct(commit,zone=1),set_field:0x1->metadata,goto_table:10",
       "table=35,priority=200,reg6=1,ct_state=+trk+est actions=output:1",
       "table=35,priority=200,reg6=1,ct_state=+trk+rel actions=output:1",
-      // 80-81 is one masked match; the ICMP rule both groups hold is there once; a group that is gone admits nothing.
-      "table=35,priority=100,reg6=1,ct_state=+trk+new,tcp,tp_dst=0x50/0xfffe actions=ct(commit,zone=1),output:1",
-      "table=35,priority=100,reg6=1,ct_state=+trk+new,icmp,nw_src=10.1.0.0/24 actions=ct(commit,zone=1),output:1",
       "table=20,priority=110,metadata=0x1,dl_dst=02:00:00:00:00:0a,ip actions=set_field:1->reg6,ct(zone=1,table=35)",
       "table=30,priority=110,metadata=0x1,dl_dst=02:00:00:00:00:0a,ip actions=set_field:1->reg6,ct(zone=1,table=35)",
       "table=35,priority=0 actions=drop",
     ]);
+    expect(h1.ports.map((p) => p.securityGroups)).toEqual([["web", "ops", "gone"]]);
     // The unguarded NIC on h2 gets no conntrack at all.
-    expect(compileHostNetwork("h2", guardedView)!.flows.some((f) => f.includes("ct(") || f.startsWith("table=35"))).toBe(false);
+    const h2 = compileHostNetwork("h2", guardedView)!;
+    expect(h2.flows.some((f) => f.includes("ct(") || f.startsWith("table=35"))).toBe(false);
+    expect(h2.ports[0]!.securityGroups).toEqual([]);
+    // 80-81 is one masked match; a rule held twice is there once; a group with no rules admits nothing.
+    const web = { id: "web", rules: [{ protocol: v1.SecurityProtocol.SECURITY_PROTOCOL_TCP, portMin: 80, portMax: 81 }, { protocol: v1.SecurityProtocol.SECURITY_PROTOCOL_ICMP, remoteCidr: "10.1.0.0/24" }, { protocol: v1.SecurityProtocol.SECURITY_PROTOCOL_ICMP, remoteCidr: "10.1.0.0/24" }] };
+    expect(groupAdmissions(web)).toEqual(["tcp,tp_dst=0x50/0xfffe", "icmp,nw_src=10.1.0.0/24"]);
+    expect(groupAdmissions({ id: "none", rules: [] })).toEqual([]);
+    expect(groupAdmissions({ id: "any", rules: [{ protocol: v1.SecurityProtocol.SECURITY_PROTOCOL_ANY }, { protocol: v1.SecurityProtocol.SECURITY_PROTOCOL_UDP, portMin: 53 }] })).toEqual(["ip", "udp,tp_dst=53"]);
   });
 
   it("compiler: a port range becomes the fewest aligned value/mask matches that cover exactly it", () => {
@@ -183,8 +184,7 @@ describe("sdn compiler", () => {
       portsOnHost: (h) => vms.filter((p) => p.hostId === h),
       portsOnNetwork: (n) => vms.filter((p) => p.networkId === n),
       agentOf: (h) => `agent-${h}`,
-      securityGroup: () => undefined,
-      endpoints: () => [www],
+          endpoints: () => [www],
       uplinkOf: (h) => ({ h1: "198.18.0.2", h2: "198.18.0.3", h3: "198.18.0.4" })[h] ?? "",
       routerOf: () => undefined,
     };

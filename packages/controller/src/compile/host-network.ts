@@ -26,9 +26,13 @@
 //             connection passes only when a rule admits it (and is committed),
 //             the rest is dropped. Its outbound IP traffic is committed in
 //             its zone at table 0, which is what makes the replies known.
+//             The rules' own flows are not here: the port names its groups,
+//             each group's matches are compiled once (groupAdmissions) into a
+//             document of their own, and the host expands them for its ports
+//             (admissionFlow), as ovn-controller expands port groups.
 
 import { simdc } from "@simdc/proto";
-import { centralControllerId } from "@simdc/vswitch";
+import { centralControllerId, tableInboundSecurity } from "@simdc/vswitch";
 import { externalCidr, externalGateway, externalSegment, routerMac, uplinkMac } from "../network/external.js";
 import { contains, ipToNumber, parseCidr } from "../network/ipam.js";
 import type { LogicalPort } from "../network/logical-ports.js";
@@ -42,7 +46,6 @@ export const tableFromTunnel = 30;
 export const tableRouting = 25;
 export const tableSnatted = 26;
 export const tableUnsnatted = 27;
-export const tableInboundSecurity = 35;
 /** The conntrack zone of a host's NAT (NIC zones are their ofports, below 0xf000). */
 export const natZone = 0xfffe;
 /** What a host's endpoint ports name as their network. */
@@ -62,7 +65,6 @@ export interface NetworkView {
   portsOnNetwork(networkId: string): Iterable<LogicalPort>;
   /** The agent process that runs a host (its underlay subject); undefined when unknown. */
   agentOf(hostId: string): string | undefined;
-  securityGroup(id: string): v1.ISecurityGroup | undefined;
   /** Every logical network. */
   networks(): Iterable<v1.INetwork>;
   /** Every external endpoint. */
@@ -105,17 +107,15 @@ const ruleProtocols: Record<number, string> = {
   [v1.SecurityProtocol.SECURITY_PROTOCOL_UDP]: "udp",
 };
 
-/** The table-35 matches (after the port's reg6) that admit a new connection under the port's groups; a group that is gone admits nothing. */
-function admissions(groups: readonly string[], view: NetworkView): string[] {
+/** The table-35 matches (after a port's reg6) that admit a new inbound connection under the group's rules, each once. */
+export function groupAdmissions(group: v1.ISecurityGroup): string[] {
   const out = new Set<string>();
-  for (const id of groups) {
-    for (const rule of view.securityGroup(id)?.rules ?? []) {
-      const proto = ruleProtocols[rule.protocol ?? 0];
-      if (!proto) continue;
-      const from = rule.remoteCidr ? `,nw_src=${rule.remoteCidr}` : "";
-      const ports = rule.portMin ? portRangeMatches(rule.portMin, rule.portMax ?? rule.portMin).map((p) => `,tp_dst=${p}`) : [""];
-      for (const port of ports) out.add(`${proto}${from}${port}`);
-    }
+  for (const rule of group.rules ?? []) {
+    const proto = ruleProtocols[rule.protocol ?? 0];
+    if (!proto) continue;
+    const from = rule.remoteCidr ? `,nw_src=${rule.remoteCidr}` : "";
+    const ports = rule.portMin ? portRangeMatches(rule.portMin, rule.portMax ?? rule.portMin).map((p) => `,tp_dst=${p}`) : [""];
+    for (const port of ports) out.add(`${proto}${from}${port}`);
   }
   return [...out];
 }
@@ -236,15 +236,14 @@ export function compileHostNetwork(hostId: string, view: NetworkView, options: {
       const { prefix, gateway } = subnetOf(network, p.ip);
       // A host-only network on no router has none: its guests get no default route.
       const router = hasRouter(network) ? gateway : "";
-      ports.push(v1.VswitchPort.create({ ofport, vmId: p.vmId, nicIndex: p.index, networkId: id, segmentId: segment, mac: p.mac, ip: p.ip, prefixLength: prefix, gateway: router, leaseS: leaseSecondsDefault }));
+      ports.push(
+        v1.VswitchPort.create({ ofport, vmId: p.vmId, nicIndex: p.index, networkId: id, segmentId: segment, mac: p.mac, ip: p.ip, prefixLength: prefix, gateway: router, leaseS: leaseSecondsDefault, securityGroups: [...p.securityGroups] }),
+      );
       flows.push(`table=${tableIngress},priority=100,in_port=${ofport},dl_src=${p.mac} actions=${setMeta},goto_table:${tableLocalServices}`);
       if (p.securityGroups.length === 0) continue;
       flows.push(`table=${tableIngress},priority=110,in_port=${ofport},dl_src=${p.mac},ip actions=ct(commit,zone=${ofport}),${setMeta},goto_table:${tableLocalServices}`);
       const guard = `table=${tableInboundSecurity},priority=200,reg6=${ofport}`;
       flows.push(`${guard},ct_state=+trk+est actions=output:${ofport}`, `${guard},ct_state=+trk+rel actions=output:${ofport}`);
-      for (const admitted of admissions(p.securityGroups, view)) {
-        flows.push(`table=${tableInboundSecurity},priority=100,reg6=${ofport},ct_state=+trk+new,${admitted} actions=ct(commit,zone=${ofport}),output:${ofport}`);
-      }
     }
     for (const host of senderHosts.get(id)!) {
       flows.push(`table=${tableIngress},priority=100,in_port=${tunnelOf.get(host)},tun_id=${hex(segment)} actions=${setMeta},goto_table:${tableFromTunnel}`);

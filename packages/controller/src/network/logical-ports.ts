@@ -81,6 +81,13 @@ export class LogicalPorts {
     return out;
   }
 
+  /** The security groups the host's NICs use. */
+  groupsOnHost(hostId: string): Set<string> {
+    const out = new Set<string>();
+    for (const port of this.onHost(hostId)) for (const groupId of port.securityGroups) out.add(groupId);
+    return out;
+  }
+
   /** The NICs in the security group. */
   inGroup(groupId: string): LogicalPort[] {
     return [...this.byVm.values()].flat().filter((p) => p.securityGroups.includes(groupId));

@@ -141,7 +141,7 @@ export class HostFollower {
       return;
     }
     state.documents.release(hostId);
-    if (!state.sync.report(hostId, beat.realizedGeneration, state.lease.isActive)) {
+    if (!state.sync.report(hostId, beat.realizedGeneration, state.lease.isActive, beat.groupsRealized)) {
       this.refuse(hostId, "a heartbeat", `it reports generation ${beat.realizedGeneration}, which was never assigned (newest ${state.documents.desiredGeneration})`);
     }
     if (emptied) state.observed.resetHost(hostId);

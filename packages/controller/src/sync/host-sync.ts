@@ -1,11 +1,15 @@
 // How far the hosts have realized their documents, as OVN's hv_cfg: every
-// host reports the generation it realized; the datacenter has realized
-// generation g when every live host that is behind its document has
-// realized at least g. A caller can wait for that (--wait=hosts), and it
-// blocks on one stale host that still heartbeats, as ovn-nbctl --wait=hv does.
+// host reports the generation of its document it realized, and for each
+// security group its NICs use the generation of the group's document it
+// installed; a host is behind while either is older than what is stored.
+// The datacenter has realized generation g when every live host that is
+// behind has realized at least g. A caller can wait for that (--wait=hosts),
+// and it blocks on one stale host that still heartbeats, as ovn-nbctl
+// --wait=hv does.
 
 import { deadlineExceeded, invalidArgument, type Clock, type Timer } from "@simdc/common";
 import { simdc } from "@simdc/proto";
+import type { GroupDocuments } from "../compile/group-documents.js";
 import type { HostDocuments } from "../compile/host-documents.js";
 import type { MemberRegistry } from "../registry/member-registry.js";
 
@@ -21,43 +25,88 @@ interface Waiter {
   timer: Timer;
 }
 
+/** Which security groups a host's NICs use, and which hosts have a NIC in a group. */
+export interface GroupMembers {
+  groupsOnHost(hostId: string): Iterable<string>;
+  hostsInGroup(groupId: string): Iterable<string>;
+}
+
 export class HostSync {
+  /** The generation of its document each host reported realized. */
   private readonly realized = new Map<string, number>();
+  /** Per host, the generation of each group's document it reported installed. */
+  private readonly groupsRealized = new Map<string, Map<string, number>>();
   /** Live hosts whose realized generation is behind their document. */
   private readonly lagging = new Set<string>();
   private waiters: Waiter[] = [];
+  private settleQueued = false;
 
   constructor(
     private readonly documents: HostDocuments,
+    private readonly groups: GroupDocuments,
+    private readonly members: GroupMembers,
     private readonly hosts: MemberRegistry<v1.Host>,
     private readonly clock: Clock,
   ) {
     documents.onStored((hostId) => this.update(hostId));
+    groups.onStored((groupId) => {
+      for (const hostId of members.hostsInGroup(groupId)) this.update(hostId);
+    });
   }
 
+  /** The newest generation stored for the host: its document's, or a newer one of a group its NICs use. */
+  desiredOf(hostId: string): number {
+    let desired = this.documents.generationOf(hostId);
+    for (const groupId of this.members.groupsOnHost(hostId)) desired = Math.max(desired, this.groups.generationOf(groupId));
+    return desired;
+  }
+
+  /**
+   * What the host has realized: the oldest generation it is behind on (its
+   * document's, or a group's it has not installed yet), or, caught up, the
+   * newest it reported.
+   */
   realizedOf(hostId: string): number {
-    return this.realized.get(hostId) ?? 0;
+    const document = this.realized.get(hostId) ?? 0;
+    let behind = document < this.documents.generationOf(hostId) ? document : Infinity;
+    let newest = document;
+    const installed = this.groupsRealized.get(hostId);
+    for (const groupId of this.members.groupsOnHost(hostId)) {
+      const generation = installed?.get(groupId) ?? 0;
+      if (generation < this.groups.generationOf(groupId)) behind = Math.min(behind, generation);
+      newest = Math.max(newest, generation);
+    }
+    return behind === Infinity ? newest : behind;
   }
 
   /**
    * Records what a host reports it realized.
    * @param strict refuse a generation never assigned (the active controller
    * knows every one; a standby may hear of one before it sees it stored).
+   * @param groups the groups' generations it installed (absent: unchanged).
    * @returns false (and records nothing) for a report from the future.
    */
-  report(hostId: string, generation: number, strict: boolean): boolean {
-    if (strict && generation > this.documents.desiredGeneration) return false;
+  report(hostId: string, generation: number, strict: boolean, groups?: readonly v1.IGroupRealized[]): boolean {
+    const newest = this.documents.desiredGeneration;
+    if (strict && (generation > newest || groups?.some((g) => (g.generation ?? 0) > newest))) return false;
     this.realized.set(hostId, generation);
+    if (groups) this.groupsRealized.set(hostId, new Map(groups.map((g) => [g.groupId ?? "", g.generation ?? 0])));
     this.update(hostId);
     return true;
   }
 
-  /** Re-judges a host after its document, its report or its connection changed. */
+  /** Re-judges a host after its documents, its report or its connection changed. */
   update(hostId: string): void {
-    const behind = this.hosts.isConnected(hostId) && this.realizedOf(hostId) < this.documents.generationOf(hostId);
+    const behind = this.hosts.isConnected(hostId) && this.realizedOf(hostId) < this.desiredOf(hostId);
     if (behind) this.lagging.add(hostId);
     else this.lagging.delete(hostId);
-    this.settle();
+    // Once a turn: one agent's message reports hundreds of hosts, and each settle walks every lagging host.
+    if (this.waiters.length === 0 || this.settleQueued) return;
+    this.settleQueued = true;
+    queueMicrotask(() => {
+      this.settleQueued = false;
+      this.settle();
+    });
   }
 
   /** hv_cfg: every live host has realized every document up to this generation. */
@@ -72,7 +121,7 @@ export class HostSync {
 
   status(): v1.GetSyncStatusResponse {
     const lagging = [...this.lagging]
-      .map((hostId) => ({ hostId, desiredGeneration: this.documents.generationOf(hostId), realizedGeneration: this.realizedOf(hostId) }))
+      .map((hostId) => ({ hostId, desiredGeneration: this.desiredOf(hostId), realizedGeneration: this.realizedOf(hostId) }))
       .sort((a, b) => a.realizedGeneration - b.realizedGeneration || (a.hostId < b.hostId ? -1 : 1));
     let live = 0;
     for (const host of this.hosts.all()) if (this.hosts.isConnected(host.id)) live += 1;

@@ -26,6 +26,8 @@ export interface NicPort {
   leaseS: number;
   /** An external endpoint: addressed as given, up while plugged. */
   external: boolean;
+  /** The security groups whose admissions the host expands for this port. */
+  securityGroups: readonly string[];
 }
 
 export interface Tunnel {
@@ -57,7 +59,7 @@ export interface NetworkSection {
 const parsed = new Map<string, FlowSpec>();
 const parsedMax = 200_000;
 
-function parsedFlow(line: string): FlowSpec {
+export function parsedFlow(line: string): FlowSpec {
   let flow = parsed.get(line);
   if (!flow) {
     flow = parseFlow(line);
@@ -96,6 +98,7 @@ export function checkNetworkSection(raw: v1.IHostNetwork | null | undefined): Ne
       gateway: p.gateway ? parseIp(p.gateway) : 0n,
       leaseS: Math.max(60, p.leaseS ?? 0),
       external: p.external ?? false,
+      securityGroups: (p.securityGroups ?? []).map((g, j) => checkName(`${what}.security_groups[${j}]`, g)),
     };
   });
   const tunnels = (raw.tunnels ?? []).map((t, i): Tunnel => {
