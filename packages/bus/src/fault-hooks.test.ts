@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { simdc } from "@simdc/proto";
 import { createLogger, wallClock } from "@simdc/common";
 import { startTestNats, eventually, type TestNats } from "@simdc/testkit";
-import { addFaultRule, Bus, clearFaultRules, computeService, endpoint, readFaultRules } from "./mod.js";
+import { addFaultRule, Bus, clearFaultRules, computeService, endpoint, readFaultRules, Subjects } from "./mod.js";
 
 import v1 = simdc.v1;
 const A = v1.FaultAction;
@@ -193,13 +193,12 @@ describe("fault hooks", () => {
     // hosts, and the host id in the subject says whose message it is.
     const other = await bus("agent-2", "host-agent");
     const delivered: string[] = [];
-    agent.subscribe(agent.subjects.underlay("agent-1", "*"), v1.HostHeartbeat, (m, subject) => void delivered.push(`${m.hostId}->${subject.split(".").pop()}`), {
-      owner: (subject) => subject.split(".")[3] ?? "",
-    });
+    const hostOf = (subject: string) => Subjects.token(subject, agent.subjects.underlayHostToken);
+    agent.subscribe(agent.subjects.underlay("agent-1", "*", "*"), v1.HostHeartbeat, (m, subject) => void delivered.push(`${m.hostId}->${hostOf(subject)}`), { owner: hostOf });
     await agent.flush();
     const set = await addFaultRule(operator, { id: "iso-7", action: A.FAULT_ACTION_PARTITION, source: "host-7" });
     await waitApplied(set.generation);
-    for (const to of ["host-7", "host-8"]) other.publish(other.subjects.underlay("agent-1", to), v1.HostHeartbeat, { hostId: "host-9" }, "host-9");
+    for (const to of ["host-7", "host-8"]) other.publish(other.subjects.underlay("agent-1", to, "agent-2"), v1.HostHeartbeat, { hostId: "host-9" }, "host-9");
     await other.flush();
     await eventually("host-8's packet", () => (delivered.includes("host-9->host-8") ? true : undefined));
     await agent.flush();
@@ -207,7 +206,7 @@ describe("fault hooks", () => {
     const reports = await operator.faultReports(200);
     expect(reports.find((r) => r.processId === "agent-1")?.identities).toEqual(expect.arrayContaining(["host-7", "host-8"]));
     await waitApplied((await clearFaultRules(operator)).generation);
-    other.publish(other.subjects.underlay("agent-1", "host-7"), v1.HostHeartbeat, { hostId: "host-9" }, "host-9");
+    other.publish(other.subjects.underlay("agent-1", "host-7", "agent-2"), v1.HostHeartbeat, { hostId: "host-9" }, "host-9");
     await eventually("host-7's packet after healing", () => (delivered.includes("host-9->host-7") ? true : undefined));
     await other.close();
   });

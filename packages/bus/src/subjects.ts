@@ -113,17 +113,25 @@ export class Subjects {
   }
 
   /**
-   * `<prefix>.dp.<agentId>.<hostId>`: the underlay, where one host's virtual
-   * switch sends encapsulated packets to another's (the SDN's tunnels). An
-   * agent subscribes once for all its hosts; the host id token says which.
+   * `<prefix>.dp.<agentId>.<hostId>.<senderAgentId>`: the underlay, where one
+   * host's virtual switch sends encapsulated packets to another's (the SDN's
+   * tunnels). An agent subscribes once for all its hosts; the host id token
+   * says which. The last token is the sending agent, which NATS permissions
+   * hold each agent to, so a receiver knows who sent a train whatever host
+   * the train claims to come from.
    */
-  underlay(agentId: string, hostId: string): string {
-    return `${this.prefix}.dp.${checkName("agent id", agentId)}.${idToken("host id", hostId)}`;
+  underlay(agentId: string, hostId: string, senderAgentId: string): string {
+    return `${this.prefix}.dp.${checkName("agent id", agentId)}.${idToken("host id", hostId)}.${senderAgentId === "*" ? "*" : checkName("agent id", senderAgentId)}`;
   }
 
   /** Position of the host id token in an underlay() subject. */
   get underlayHostToken(): number {
     return this.prefixTokens + 2;
+  }
+
+  /** Position of the sending agent's token in an underlay() subject. */
+  get underlaySenderToken(): number {
+    return this.prefixTokens + 3;
   }
 
   /** `<prefix>.evt.<kind>.<id>.<name>`: an event about one object; `id` may be `*` to subscribe. */

@@ -135,7 +135,8 @@ export function agentUser(prefix: string, agentId: string, hostIds: string[], pa
     `${prefix}.evt.agent.${agentId}.>`,
     `${prefix}.san.*.ReadBlocks`,
     `${prefix}.san.*.WriteBlocks`,
-    `${prefix}.dp.>`,
+    // The underlay's last token is the sender: an agent sends trains only as itself.
+    `${prefix}.dp.*.*.${agentId}`,
     ...faultFollower(prefix),
     ...kvReader(prefix, "docs"),
     ...kvReader(prefix, "group-docs"),

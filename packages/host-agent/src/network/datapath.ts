@@ -416,6 +416,11 @@ export class HostDatapath {
     this.forward(port.ofport, words, payload, bytes, false);
   }
 
+  /** The agent this host's tunnel to `hostId` says runs it (undefined: no tunnel). */
+  tunnelAgentOf(hostId: string): string | undefined {
+    return this.tunnelByHost.get(hostId)?.agentId;
+  }
+
   /**
    * A packet from another host's vswitch: its header words as the sender's
    * vswitch left them (little-endian). Refused (counted) from a host this one

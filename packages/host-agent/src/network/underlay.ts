@@ -1,9 +1,13 @@
-// The underlay between host vswitches: one NATS subject a host
-// (<prefix>.dp.<agentId>.<hostId>), one subscription an agent. Packets a
-// vswitch sends to the same host in one turn of the event loop travel
-// together as one message (a packet train), so a busy path costs one NATS
-// message for many packets. Each train is sent as its source host, so fault
-// rules on a host or between two hosts cut exactly its tunnels.
+// The underlay between host vswitches: one NATS subject a host and sending
+// agent (<prefix>.dp.<agentId>.<hostId>.<senderAgentId>), one subscription
+// an agent. Packets a vswitch sends to the same host in one turn of the
+// event loop travel together as one message (a packet train), so a busy
+// path costs one NATS message for many packets. Each train is sent as its
+// source host, so fault rules on a host or between two hosts cut exactly
+// its tunnels. NATS permissions let an agent publish only with its own id
+// as the sender token, and a train is taken only when the host it claims
+// to come from is one the receiver's tunnels say that agent runs: an agent
+// cannot send in another agent's hosts' name.
 
 import { Subjects, type Bus } from "@simdc/bus";
 import type { Logger } from "@simdc/common";
@@ -42,10 +46,10 @@ export class Underlay {
   ) {}
 
   start(): void {
-    const subject = this.bus.subjects.underlay(this.agentId, "*");
-    const hostToken = this.bus.subjects.prefixTokens + 2;
-    this.subscription = this.bus.subscribe(subject, v1.UnderlayTrain, (train, at) => this.receive(train, Subjects.token(at, hostToken)), {
-      owner: (at) => Subjects.token(at, hostToken),
+    const { subjects } = this.bus;
+    const subject = subjects.underlay(this.agentId, "*", "*");
+    this.subscription = this.bus.subscribe(subject, v1.UnderlayTrain, (train, at) => this.receive(train, Subjects.token(at, subjects.underlayHostToken), Subjects.token(at, subjects.underlaySenderToken)), {
+      owner: (at) => Subjects.token(at, subjects.underlayHostToken),
     });
   }
 
@@ -59,7 +63,7 @@ export class Underlay {
     const key = `${fromHost}>${tunnel.hostId}`;
     let train = this.pending.get(key);
     if (!train) {
-      train = { subject: this.bus.subjects.underlay(tunnel.agentId, tunnel.hostId), fromHost, toHost: tunnel.hostId, packets: [] };
+      train = { subject: this.bus.subjects.underlay(tunnel.agentId, tunnel.hostId, this.agentId), fromHost, toHost: tunnel.hostId, packets: [] };
       this.pending.set(key, train);
     }
     const carried =
@@ -89,12 +93,22 @@ export class Underlay {
     this.bus.publish(train.subject, v1.UnderlayTrain, { fromHost: train.fromHost, toHost: train.toHost, packets: train.packets }, train.fromHost);
   }
 
-  /** A train for one of this agent's hosts; one addressed elsewhere, or to a host not here, is refused. */
-  private receive(train: v1.UnderlayTrain, hostId: string): void {
+  /**
+   * A train for one of this agent's hosts; one addressed elsewhere, to a
+   * host not here, or from a host its sending agent does not run, is refused.
+   */
+  private receive(train: v1.UnderlayTrain, hostId: string, senderAgentId: string): void {
     const datapath = this.datapathOf(hostId);
     if (!datapath || train.toHost !== hostId) {
       this.trainsRefused += 1;
       this.logger.debug({ hostId, toHost: train.toHost, fromHost: train.fromHost }, "underlay train refused: not for a host here");
+      return;
+    }
+    if (datapath.tunnelAgentOf(train.fromHost) !== senderAgentId) {
+      this.trainsRefused += 1;
+      // Counted where the host's other refused packets are (dump-ports).
+      datapath.underlayRefused += train.packets.length;
+      this.logger.warn({ hostId, fromHost: train.fromHost, senderAgentId }, "underlay train refused: its sender does not run the host it claims to come from");
       return;
     }
     for (const packet of train.packets) {
