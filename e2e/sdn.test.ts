@@ -361,6 +361,37 @@ describe("sdn: overlay networks, secure mode", () => {
     await dc.simdc("vm", "nic", "remove", "r1", "1", "--wait", "hosts");
   });
 
+  it("sdn: a NIC moved in place to another network and address keeps its place, MAC and port, asks DHCP again, and answers at its new address only", async () => {
+    await dc.simdc("vm", "create", "m1", "--boot-volume", "boot", "--nic", "red", "--wait", "hosts");
+    const before = await addressed(dc, "m1");
+    type NicJson = { network: string; mac: string; ip: string; ofport: number };
+    const nicOf = async () => (await dc.json<{ spec: { nics: NicJson[] } }>("vm", "get", "m1")).spec.nics[0]!;
+    const old = await nicOf();
+    const moved = await dc.simdc("vm", "nic", "set", "m1", "0", "--network", "blue", "--ip", "10.1.0.60", "--wait", "hosts");
+    expect(moved).toMatch(new RegExp(`^vm m1: eth0 blue 10\\.1\\.0\\.60 ${old.mac} \\(vm generation 2\\)`));
+    expect(await nicOf()).toMatchObject({ network: "blue", ip: "10.1.0.60", mac: old.mac, ofport: old.ofport });
+    const bound = (ip: string) => async () => {
+      const ports = await dc.json<PortsJson>("ofctl", "dump-ports", before.hostId);
+      return ports.ports.find((p) => p.name === "m1.eth0")?.ip === ip ? true : undefined;
+    };
+    await eventually("m1.eth0 bound on blue", bound("10.1.0.60"));
+    expect((await dc.json<PingJson>("vm", "ping", "b1", "10.1.0.60", "-c", "2", "-i", "100ms")).received).toBe(2);
+    // A new address on the same network: the old one answers no more, and is free again.
+    await dc.simdc("vm", "nic", "set", "m1", "0", "--ip", "10.1.0.61", "--wait", "hosts");
+    await eventually("m1.eth0 bound at .61", bound("10.1.0.61"));
+    expect((await dc.json<PingJson>("vm", "ping", "b1", "10.1.0.61", "-c", "2", "-i", "100ms")).received).toBe(2);
+    expect((await dc.json<PingJson>("vm", "ping", "b1", "10.1.0.60", "-c", "1", "-W", "300ms")).received).toBe(0);
+    // Refused, and nothing changes: an address in use, an unknown network, a multicast MAC, an unknown NIC, groups and addresses at once.
+    const b1 = await vm(dc, "b1");
+    await expect(dc.simdc("vm", "nic", "set", "m1", "0", "--ip", b1.spec.nics[0]!.ip)).rejects.toThrow(/ALREADY_EXISTS: eth0: 10\.1\.0\.\d+ is in use on network blue/);
+    await expect(dc.simdc("vm", "nic", "set", "m1", "0", "--network", "nosuch")).rejects.toThrow(/NOT_FOUND: eth0: network nosuch does not exist/);
+    await expect(dc.simdc("vm", "nic", "set", "m1", "0", "--mac", "01:00:00:00:00:01")).rejects.toThrow(/INVALID_ARGUMENT: eth0.mac "01:00:00:00:00:01" is not a unicast MAC/);
+    await expect(dc.simdc("vm", "nic", "set", "m1", "3", "--ip", "10.1.0.62")).rejects.toThrow(/NOT_FOUND: vm m1 has no eth3/);
+    await expect(dc.simdc("vm", "nic", "set", "m1", "0", "--ip", "10.1.0.62", "--sg", "x")).rejects.toThrow(/not both at once/);
+    expect(await nicOf()).toMatchObject({ network: "blue", ip: "10.1.0.61", mac: old.mac, ofport: old.ofport });
+    await dc.simdc("vm", "delete", "m1", "--wait", "hosts");
+  });
+
   it("sdn: a network pinned to the dedicated uplink sends its tunnels by the hosts' second NIC", async () => {
     expect(await dc.simdc("net", "create", "pay", "--mode", "host-only", "--subnet", "10.4.0.0/24", "--uplink", "dedicated")).toMatch(/; dedicated uplink$/m);
     await dc.simdc("vm", "create", "p1", "--boot-volume", "boot", "--nic", "pay");

@@ -59,6 +59,7 @@ export const computeService = {
   AttachNic: method("api", "ComputeService", "AttachNic", v1.AttachNicRequest, v1.AttachNicResponse),
   DetachNic: method("api", "ComputeService", "DetachNic", v1.DetachNicRequest, v1.DetachNicResponse),
   SetNicSecurityGroups: method("api", "ComputeService", "SetNicSecurityGroups", v1.SetNicSecurityGroupsRequest, v1.SetNicSecurityGroupsResponse),
+  UpdateNic: method("api", "ComputeService", "UpdateNic", v1.UpdateNicRequest, v1.UpdateNicResponse),
   SetVmResources: method("api", "ComputeService", "SetVmResources", v1.SetVmResourcesRequest, v1.SetVmResourcesResponse),
 };
 

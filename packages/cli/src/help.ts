@@ -64,6 +64,7 @@ simdc vm list [--host H] | get <vm> | delete <vm> | start <vm> | stop <vm>
 simdc vm ping <vm> <address> [-c N] [-i 1s] [-W 1s]: ICMP echo from the VM, through its vswitch
 simdc vm nic add <vm> NET[,mac=M][,ip=A][,sg=G+G] | remove <vm> <index>: attach or detach a NIC (a new generation)
 simdc vm nic set <vm> <index> --sg G+G: put a NIC in other security groups in place (--sg '' for none)
+simdc vm nic set <vm> <index> [--network NET] [--mac M] [--ip A]: move a NIC to another network or give it other addresses, in place (its port and groups stay; the guest asks DHCP again)
 simdc vm resources <vm> [--cpu-* ...] [--mem-* ...] [--workload ...] [--phase ...]: change a VM's
   allocation or workload in place (a new generation; only what the flags name changes)
 

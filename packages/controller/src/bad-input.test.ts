@@ -123,6 +123,8 @@ const cases: Case[] = [
   { name: "DetachNic a NIC the VM does not have", method: computeService.DetachNic, body: { vmId: "vm-1", index: 3 }, code: 404, error: /^NOT_FOUND: vm vm-1 has no eth3 \(it has 0 NICs\)/ },
   { name: "SetNicSecurityGroups unknown VM", method: computeService.SetNicSecurityGroups, body: { vmId: "vm-404", securityGroups: ["web"] }, code: 404, error: /^NOT_FOUND: vm vm-404 not found/ },
   { name: "SetNicSecurityGroups a NIC the VM does not have", method: computeService.SetNicSecurityGroups, body: { vmId: "vm-1", index: 0, securityGroups: [] }, code: 404, error: /^NOT_FOUND: vm vm-1 has no eth0 \(it has 0 NICs\)/ },
+  { name: "UpdateNic unknown VM", method: computeService.UpdateNic, body: { vmId: "vm-404", network: "n" }, code: 404, error: /^NOT_FOUND: vm vm-404 not found/ },
+  { name: "UpdateNic a NIC the VM does not have", method: computeService.UpdateNic, body: { vmId: "vm-1", index: 2, ip: "10.0.0.9" }, code: 404, error: /^NOT_FOUND: vm vm-1 has no eth2 \(it has 0 NICs\)/ },
   { name: "CreateVm existing name", method: computeService.CreateVm, body: { name: "vm-1", spec }, code: 409, error: /^ALREADY_EXISTS: vm vm-1 exists already/ },
   { name: "CreateVm nothing fits", method: computeService.CreateVm, body: { name: "vm-9", spec: { ...spec, vcpus: 100 } }, code: 429, error: /^RESOURCE_EXHAUSTED: no host fits 100 vCPUs and 64 MiB: all 1 hosts were filtered out \(host-1: width: 100 vCPUs > \d+ logical CPUs/ },
   { name: "GetVm unknown", method: computeService.GetVm, body: { vmId: "vm-404" }, code: 404, error: /^NOT_FOUND: vm vm-404 not found/ },

@@ -195,11 +195,14 @@ export async function vmCommand(ctx: CommandContext, verb: string | undefined, a
     case "resources":
       return vmResources(ctx, argv, mutationOf, mutationFlags);
     case "nic": {
-      const parsed = parse(argv, { ...mutationFlags, sg: { type: "string" } });
+      const parsed = parse(argv, { ...mutationFlags, sg: { type: "string" }, network: { type: "string" }, mac: { type: "string" }, ip: { type: "string" } });
       const [action, id, what] = parsed.positionals;
-      if ((action !== "add" && action !== "remove" && action !== "set") || !id || !what || parsed.positionals.length !== 3 || (action === "set") !== (parsed.flags["sg"] !== undefined)) {
-        throw invalidArgument("usage: simdc vm nic add <vm> NET[,mac=M][,ip=A][,sg=G+G] | remove <vm> <index> | set <vm> <index> --sg G+G (--sg '' for none)");
-      }
+      const addressed = ["network", "mac", "ip"].some((f) => parsed.flags[f] !== undefined);
+      const grouped = parsed.flags["sg"] !== undefined;
+      const usage = "usage: simdc vm nic add <vm> NET[,mac=M][,ip=A][,sg=G+G] | remove <vm> <index> | set <vm> <index> --sg G+G (--sg '' for none) | set <vm> <index> [--network NET] [--mac M] [--ip A]";
+      if ((action !== "add" && action !== "remove" && action !== "set") || !id || !what || parsed.positionals.length !== 3) throw invalidArgument(usage);
+      if ((action === "set") !== (addressed || grouped)) throw invalidArgument(usage);
+      if (addressed && grouped) throw invalidArgument("vm nic set changes a NIC's groups (--sg) or its network and addresses (--network, --mac, --ip), not both at once");
       const bus = await ctx.bus();
       const mutation = mutationOf(parsed.flags);
       let vm: v1.IVm | null | undefined;
@@ -208,9 +211,12 @@ export async function vmCommand(ctx: CommandContext, verb: string | undefined, a
       else {
         if (!/^\d+$/.test(what)) throw invalidArgument(`${JSON.stringify(what)} is not a NIC index (0 for eth0)`);
         const index = Number(what);
-        if (action === "set") {
+        if (grouped) {
           const securityGroups = (stringFlag(parsed.flags, "sg") ?? "").split("+").filter(Boolean);
           ({ vm, result } = await bus.call(computeService.SetNicSecurityGroups, { vmId: id, index, securityGroups, mutation }, callTimeout(parsed.flags)));
+        } else if (addressed) {
+          const change = { network: stringFlag(parsed.flags, "network") ?? "", mac: stringFlag(parsed.flags, "mac") ?? "", ip: stringFlag(parsed.flags, "ip") ?? "" };
+          ({ vm, result } = await bus.call(computeService.UpdateNic, { vmId: id, index, ...change, mutation }, callTimeout(parsed.flags)));
         } else ({ vm, result } = await bus.call(computeService.DetachNic, { vmId: id, index, mutation }, callTimeout(parsed.flags)));
       }
       if (ctx.output === "json") return printJson(plain(v1.Vm, vm));

@@ -71,6 +71,13 @@ export function computeEndpoints(state: ControllerState): Endpoint<any, any>[] {
     };
   }
 
+  /** The VM's NICs, when it has eth<index>. @throws SimdcError NOT_FOUND. */
+  function nicsHaving(vm: v1.Vm, index: number): v1.INicSpec[] {
+    const held = vm.spec?.nics ?? [];
+    if (index >= held.length) throw notFound(`vm ${vm.id} has no eth${index} (it has ${held.length} NIC${held.length === 1 ? "" : "s"})`);
+    return held;
+  }
+
   /** A VM with its NICs changed, written at the next generation. */
   async function changeNics(vmId: string, requestId: string, change: (vm: v1.Vm) => { nics: v1.INicSpec[]; release?: () => void }): Promise<{ response: { vm: v1.Vm }; hosts: string[] }> {
     const { vm, record, revision } = requireVm(vmId);
@@ -129,8 +136,7 @@ export function computeEndpoints(state: ControllerState): Endpoint<any, any>[] {
         req,
         (requestId) =>
           changeNics(req.vmId, requestId, (vm) => {
-            const held = vm.spec?.nics ?? [];
-            if (req.index >= held.length) throw notFound(`vm ${vm.id} has no eth${req.index} (it has ${held.length} NIC${held.length === 1 ? "" : "s"})`);
+            const held = nicsHaving(vm, req.index);
             return { nics: held.filter((_, i) => i !== req.index) };
           }),
         replayPower(req.vmId),
@@ -143,10 +149,32 @@ export function computeEndpoints(state: ControllerState): Endpoint<any, any>[] {
         req,
         (requestId) =>
           changeNics(req.vmId, requestId, (vm) => {
-            const held = vm.spec?.nics ?? [];
-            if (req.index >= held.length) throw notFound(`vm ${vm.id} has no eth${req.index} (it has ${held.length} NIC${held.length === 1 ? "" : "s"})`);
+            const held = nicsHaving(vm, req.index);
             const securityGroups = state.securityGroups.checkNicGroups(req.securityGroups, `eth${req.index}`);
             return { nics: held.map((nic, i) => (i === req.index ? v1.NicSpec.create({ ...nic, securityGroups }) : nic)) };
+          }),
+        replayPower(req.vmId),
+      ),
+    ),
+    endpoint(computeService.UpdateNic, (req) =>
+      mutate(
+        state,
+        computeService.UpdateNic,
+        req,
+        (requestId) =>
+          changeNics(req.vmId, requestId, (vm) => {
+            const held = nicsHaving(vm, req.index);
+            const current = held[req.index]!;
+            const network = req.network || current.network;
+            const wanted = v1.NicSpec.create({
+              network,
+              mac: req.mac || current.mac,
+              // Its address goes with it only while it stays on its network.
+              ip: req.ip || (network === current.network ? current.ip : ""),
+              securityGroups: current.securityGroups,
+            });
+            const changed = state.ports.assign(vm.id, vm.hostId, [wanted], state.networks, state.securityGroups, () => state.macRandom.next(), current, () => `eth${req.index}`);
+            return { nics: held.map((nic, i) => (i === req.index ? changed.nics[0]! : nic)), release: changed.release };
           }),
         replayPower(req.vmId),
       ),

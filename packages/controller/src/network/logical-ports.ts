@@ -97,42 +97,56 @@ export class LogicalPorts {
    * Checks a VM's NICs and gives each its MAC and IP (kept when given and
    * free), holding them until `release` (the record is written or the create
    * failed).
+   * @param replacing the NIC the one given replaces in place (its MAC, address and port are its own to keep).
+   * @param at how errors name the i-th NIC.
    * @throws SimdcError INVALID_ARGUMENT for a bad MAC or IP, NOT_FOUND for a
    * network or security group that does not exist, ALREADY_EXISTS for a MAC
    * or IP in use, RESOURCE_EXHAUSTED when a network has no address left.
    */
-  assign(vmId: string, hostId: string, nics: v1.INicSpec[], networks: Networks, securityGroups: SecurityGroups, nextRandom: () => number): { nics: v1.NicSpec[]; release: () => void } {
+  assign(
+    vmId: string,
+    hostId: string,
+    nics: v1.INicSpec[],
+    networks: Networks,
+    securityGroups: SecurityGroups,
+    nextRandom: () => number,
+    replacing?: v1.INicSpec,
+    at: (i: number) => string = (i) => `nics[${i}]`,
+  ): { nics: v1.NicSpec[]; release: () => void } {
     if (nics.length > nicsPerVmMax) throw invalidArgument(`a VM has at most ${nicsPerVmMax} NICs`);
-    // Ports: the lowest the host's NICs and the creates in flight on it leave free.
+    // Ports: the lowest the host's NICs and the creates in flight on it leave free; a NIC changed in place keeps its own.
     const taken = new Set<number>([...this.onHost(hostId)].map((p) => p.ofport));
     for (const held of this.ofportsHeld.get(hostId) ?? []) taken.add(held);
-    const ofports: number[] = [];
+    const ofports: number[] = replacing ? [replacing.ofport ?? 0] : [];
     for (let ofport = 1; ofports.length < nics.length; ofport++) if (!taken.has(ofport)) ofports.push(ofport);
     const takenMacs: string[] = [];
     const takenIps: [string, number][] = [];
     const out: v1.NicSpec[] = [];
     for (const [i, nic] of nics.entries()) {
-      const networkId = checkName(`nics[${i}].network`, nic.network ?? "");
+      const networkId = checkName(`${at(i)}.network`, nic.network ?? "");
       const network = networks.get(networkId)?.network;
-      if (!network) throw notFound(`nics[${i}]: network ${networkId} does not exist`);
-      const groups = securityGroups.checkNicGroups(nic.securityGroups ?? [], `nics[${i}]`);
+      if (!network) throw notFound(`${at(i)}: network ${networkId} does not exist`);
+      const groups = securityGroups.checkNicGroups(nic.securityGroups ?? [], at(i));
       const macs = new Set([...this.macs, ...takenMacs]);
+      // A NIC changed in place may keep what it has.
+      if (replacing) macs.delete(replacing.mac ?? "");
       let mac = (nic.mac ?? "").toLowerCase();
       if (mac) {
-        if (!unicastMac.test(mac) || (parseInt(mac.slice(0, 2), 16) & 1) !== 0) throw invalidArgument(`nics[${i}].mac ${JSON.stringify(nic.mac)} is not a unicast MAC like 02:00:00:00:00:01`);
-        if (macs.has(mac)) throw alreadyExists(`nics[${i}]: MAC ${mac} is in use`);
+        if (!unicastMac.test(mac) || (parseInt(mac.slice(0, 2), 16) & 1) !== 0) throw invalidArgument(`${at(i)}.mac ${JSON.stringify(nic.mac)} is not a unicast MAC like 02:00:00:00:00:01`);
+        if (macs.has(mac)) throw alreadyExists(`${at(i)}: MAC ${mac} is in use`);
       } else mac = allocateMac(macs, nextRandom);
       const used = new Set(this.ips.get(networkId) ?? []);
       for (const [net, ip] of takenIps) if (net === networkId) used.add(ip);
+      if (replacing?.network === networkId && replacing.ip) used.delete(ipToNumber(replacing.ip));
       const subnets = (network.subnets ?? []).map((s) => parseCidr(s.cidr ?? ""));
       let ip: number;
       if (nic.ip) {
         ip = ipToNumber(nic.ip);
         const subnet = subnets.find((c) => contains(c, ip));
-        if (!subnet) throw invalidArgument(`nics[${i}].ip ${nic.ip} is in none of network ${networkId}'s subnets`);
+        if (!subnet) throw invalidArgument(`${at(i)}.ip ${nic.ip} is in none of network ${networkId}'s subnets`);
         const broadcast = subnet.base + 2 ** (32 - subnet.prefix) - 1;
-        if (ip === subnet.base || ip === broadcast || ip === gatewayOf(subnet)) throw invalidArgument(`nics[${i}].ip ${nic.ip} is the subnet's network, gateway or broadcast address`);
-        if (used.has(ip)) throw alreadyExists(`nics[${i}]: ${nic.ip} is in use on network ${networkId}`);
+        if (ip === subnet.base || ip === broadcast || ip === gatewayOf(subnet)) throw invalidArgument(`${at(i)}.ip ${nic.ip} is the subnet's network, gateway or broadcast address`);
+        if (used.has(ip)) throw alreadyExists(`${at(i)}: ${nic.ip} is in use on network ${networkId}`);
       } else {
         let found: number | undefined;
         let lastError: unknown;

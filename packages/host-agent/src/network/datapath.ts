@@ -280,6 +280,8 @@ export class HostDatapath {
     this.tracksConnections = section.flows.some(sendsToConntrack);
     this.controllerTables = section.controllerTables || this.controllerTables;
 
+    // What each guest NIC was plugged in as: one moved to another network or address must ask DHCP again.
+    const pluggedAs = new Map(this.nicByName);
     this.nicPorts.clear();
     this.nicByName.clear();
     for (const port of section.ports) {
@@ -305,7 +307,9 @@ export class HostDatapath {
       const key = nicName(port);
       plugged.add(key);
       let guest = this.guests.get(key);
-      if (guest && guest.mac !== port.mac) {
+      const was = pluggedAs.get(key);
+      if (guest && (guest.mac !== port.mac || (was && (was.segment !== port.segment || was.ip !== port.ip)))) {
+        // A new MAC is a new NIC; a new network or address is the link going down and up (the guest asks DHCP again).
         guest.down();
         guest = undefined;
       }
