@@ -117,9 +117,17 @@ function sendsToConntrack(flow: FlowSpec): boolean {
 }
 
 /** A flow's identity in its table: what add-flow would replace and del-flows --strict remove. */
+/** Each parsed flow's table, priority and match as text, made once (the hosts of an agent share parsed flows). */
+const flowKeys = new WeakMap<FlowSpec, string>();
+
 function flowKey(flow: FlowSpec): string {
-  const text = formatFlow({ ...flow, cookie: 0n, actions: [] });
-  return text.slice(0, text.lastIndexOf(" actions="));
+  let key = flowKeys.get(flow);
+  if (key === undefined) {
+    const text = formatFlow({ ...flow, cookie: 0n, actions: [] });
+    key = text.slice(0, text.lastIndexOf(" actions="));
+    flowKeys.set(flow, key);
+  }
+  return key;
 }
 
 export class HostDatapath {
@@ -275,10 +283,18 @@ export class HostDatapath {
    */
   private install(section: NetworkSection): void {
     if (this.installedTexts) this.installChanged(section, this.installedTexts);
-    else this.installAll(section);
-    this.installedTexts = new Map(section.flowTexts.map((text, i) => [text, section.flows[i]!]));
+    else {
+      this.installAll(section);
+      this.installedTexts = new Map(section.flowTexts.map((text, i) => [text, section.flows[i]!]));
+    }
     this.tracksConnections = section.flows.some(sendsToConntrack);
     this.controllerTables = section.controllerTables || this.controllerTables;
+    if (section.ports === this.section.ports && section.tunnels === this.section.tunnels) {
+      // Only the flows changed (a security group's new admissions on the same ports): nothing to replug.
+      this.section = section;
+      this.watchTimeouts();
+      return;
+    }
 
     // What each guest NIC was plugged in as: one moved to another network or address must ask DHCP again.
     const pluggedAs = new Map(this.nicByName);
@@ -370,12 +386,37 @@ export class HostDatapath {
    * match, then the ones no longer wanted removed.
    */
   private installChanged(section: NetworkSection, installed: Map<string, FlowSpec>): void {
-    const next = new Set(section.flowTexts);
-    const added: FlowSpec[] = [];
-    for (const [i, text] of section.flowTexts.entries()) if (!installed.has(text)) added.push(section.flows[i]!);
-    const replaced = new Set(added.map(flowKey));
-    for (const [text, flow] of installed) if (!next.has(text) && !replaced.has(flowKey(flow))) this.vswitch.deleteFlowStrict(flow);
-    for (const flow of added) this.vswitch.addFlow(flow);
+    // The installed texts are the last section's. A section that begins with the same texts (a
+    // security group's new admissions come after the document's flows) is compared from where
+    // they part only: a change of one flow on a host with hundreds costs one, not a pass over all.
+    const before = this.section.flowTexts;
+    const after = section.flowTexts;
+    let common = 0;
+    const shorter = Math.min(before.length, after.length);
+    while (common < shorter && before[common] === after[common]) common += 1;
+    const next = new Set<string>();
+    const added: [string, FlowSpec][] = [];
+    for (let i = common; i < after.length; i++) {
+      const text = after[i]!;
+      next.add(text);
+      if (!installed.has(text)) added.push([text, section.flows[i]!]);
+    }
+    const replaced = new Set(added.map(([, flow]) => flowKey(flow)));
+    let kept: Set<string> | null = null;
+    for (let i = common; i < before.length; i++) {
+      const text = before[i]!;
+      if (next.has(text)) continue;
+      // A text may stand twice in a section: one the common part still holds stays.
+      kept ??= new Set(after.slice(0, common));
+      const flow = installed.get(text);
+      if (kept.has(text) || !flow) continue;
+      if (!replaced.has(flowKey(flow))) this.vswitch.deleteFlowStrict(flow);
+      installed.delete(text);
+    }
+    for (const [text, flow] of added) {
+      this.vswitch.addFlow(flow);
+      installed.set(text, flow);
+    }
   }
 
   /** Drops are reported as they start and then at most once a second, with how many since the last report. */

@@ -15,6 +15,8 @@ import v1 = simdc.v1;
 /** What a group document's match may name: what the controller compiles rules into, nothing that could change a flow's meaning. */
 const matchProtocols = new Set(["ip", "icmp", "tcp", "udp"]);
 const matchFields = new Set(["nw_src", "tp_dst"]);
+/** Distinct (port number, groups) expansions kept at most. */
+const expansionsMax = 10_000;
 /** Admissions a group document may carry: 64 rules of at most 30 masked port matches. */
 export const admissionsPerGroupMax = 64 * 32;
 
@@ -46,9 +48,22 @@ export function checkAdmission(match: string, at: string): string {
   return match;
 }
 
+/** One port's admission flows, as expanded for its port number and groups at their generations. */
+interface Expansion {
+  generations: number[];
+  texts: string[];
+  flows: FlowSpec[];
+}
+
 /** The groups' documents this agent follows, for all its hosts. */
 export class SecurityGroupBook {
   private readonly groups = new Map<string, HeldGroup>();
+  /**
+   * Expansions by port number and groups: an agent's hosts mostly number
+   * their NICs alike, so hundreds of hosts share each one, and share its
+   * strings and parsed flows (made once, compared by identity after).
+   */
+  private readonly expansions = new Map<string, Expansion>();
 
   /**
    * Takes a group's document, checked.
@@ -85,13 +100,25 @@ export class SecurityGroupBook {
       if (port.securityGroups.length === 0) continue;
       flows ??= [...base.flows];
       flowTexts ??= [...base.flowTexts];
-      for (const groupId of port.securityGroups) groups.set(groupId, this.groups.get(groupId)?.generation ?? 0);
-      for (const text of admissionFlows(port.ofport, port.securityGroups, (groupId) => this.groups.get(groupId)?.admissions)) {
-        flowTexts.push(text);
-        flows.push(parsedFlow(text));
-      }
+      const expansion = this.expansionOf(port.ofport, port.securityGroups);
+      port.securityGroups.forEach((groupId, i) => groups.set(groupId, expansion.generations[i]!));
+      for (const text of expansion.texts) flowTexts.push(text);
+      for (const flow of expansion.flows) flows.push(flow);
     }
     return { section: flows && flowTexts ? { ...base, flows, flowTexts } : base, groups };
+  }
+
+  private expansionOf(ofport: number, groupIds: readonly string[]): Expansion {
+    const key = `${ofport}|${groupIds.join("+")}`;
+    const generations = groupIds.map((groupId) => this.groups.get(groupId)?.generation ?? 0);
+    const known = this.expansions.get(key);
+    if (known && known.generations.every((g, i) => g === generations[i])) return known;
+    const texts = admissionFlows(ofport, groupIds, (groupId) => this.groups.get(groupId)?.admissions);
+    const expansion = { generations, texts, flows: texts.map(parsedFlow) };
+    // Bounded like the parsed flows: emptied when it outgrows what an agent's hosts could need.
+    if (this.expansions.size >= expansionsMax) this.expansions.clear();
+    this.expansions.set(key, expansion);
+    return expansion;
   }
 
   /** Whether the section has a port in the group. */
