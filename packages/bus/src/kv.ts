@@ -6,7 +6,7 @@
 // lease epoch of its writer, so a reader can tell a deposed writer's records.
 
 import type { JetStreamClient, KV, KvEntry, QueuedIterator } from "nats";
-import { SimdcError, unavailable } from "@simdc/common";
+import { SimdcError, unavailable, wallClock } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 import { decodeMessage, encodeMessage, type Input, type MessageType } from "./codec.js";
 
@@ -56,6 +56,11 @@ export interface Following {
  * the mark in order with the rest.
  */
 export const barrierKey = "_barrier";
+/** Tries at making a bucket's watch whose stream a cluster does not know yet, and the wait between (real ms: NATS, not the simulation). */
+const watchAttemptsMax = 25;
+/** Tries at making a bucket in a cluster that times out making it. */
+const openAttemptsMax = 4;
+const watchRetryMs = 200;
 
 /** JetStream's API error for "wrong last sequence", which KV create and update raise. */
 const wrongLastSequence = 10071;
@@ -71,17 +76,23 @@ export class Bucket<T> {
   ) {}
 
   static async open<T>(js: JetStreamClient, name: string, type: MessageType<T>, options: BucketOptions): Promise<Bucket<T>> {
-    try {
-      const kv = await js.views.kv(name, {
-        history: options.history ?? 1,
-        replicas: options.replicas ?? 1,
-        ...(options.fenced ? { allow_direct: false } : {}),
-        ...(options.ttlMs ? { ttl: options.ttlMs } : {}),
-        ...(options.bindOnly ? { bindOnly: true } : {}),
-      });
-      return new Bucket(kv, type, name, options.fenced, options.history ?? 1);
-    } catch (err) {
-      throw unavailable(`cannot open KV bucket ${name}: ${(err as Error).message}`, err);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const kv = await js.views.kv(name, {
+          history: options.history ?? 1,
+          replicas: options.replicas ?? 1,
+          ...(options.fenced ? { allow_direct: false } : {}),
+          ...(options.ttlMs ? { ttl: options.ttlMs } : {}),
+          ...(options.bindOnly ? { bindOnly: true } : {}),
+        });
+        return new Bucket(kv, type, name, options.fenced, options.history ?? 1);
+      } catch (err) {
+        // A cluster that is still forming (compose's three servers, two controllers making every
+        // bucket at once) may time out making a replicated stream; making it again with the same
+        // configuration is harmless. A bucket that is not there to bind to is the caller's answer.
+        if (!options.bindOnly && /timeout|temporarily unavailable/i.test((err as Error).message) && attempt < openAttemptsMax) continue;
+        throw unavailable(`cannot open KV bucket ${name}: ${(err as Error).message}`, err);
+      }
     }
   }
 
@@ -244,10 +255,20 @@ export class Bucket<T> {
     let resolveReady!: () => void;
     const ready = new Promise<void>((r) => (resolveReady = r));
     let watcher: QueuedIterator<KvEntry>;
-    try {
-      watcher = await this.kv.watch({ ...(options.key ? { key: options.key } : {}), initializedFn: () => resolveReady() });
-    } catch (err) {
-      throw unavailable(`KV watch ${this.name} failed: ${(err as Error).message}`, err);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        watcher = await this.kv.watch({ ...(options.key ? { key: options.key } : {}), initializedFn: () => resolveReady() });
+        break;
+      } catch (err) {
+        // The bucket was opened, so its stream exists: in a cluster, a stream just created may not
+        // be known yet where the watch's consumer is made (a controller starting with a new
+        // datacenter failed so, now and then, in the compose e2e). That passes within moments.
+        if (/stream not found/i.test((err as Error).message) && attempt < watchAttemptsMax) {
+          await wallClock.sleep(watchRetryMs);
+          continue;
+        }
+        throw unavailable(`KV watch ${this.name} failed: ${(err as Error).message}`, err);
+      }
     }
     let stopped = false;
     void (async () => {
