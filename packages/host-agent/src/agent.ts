@@ -274,8 +274,8 @@ export class HostAgent implements RunningRole {
     const spreadMs = config.heartbeatIntervalMs / Math.max(1, agent.hosts.size);
     let index = 0;
     for (const host of agent.hosts.values()) host.start(index++ * spreadMs);
-    agent.documents.start();
-    agent.groupDocuments.start();
+    // The groups first: a host that applies its document before its groups' arrive admits nothing new meanwhile.
+    void agent.groupDocuments.start().then(() => agent.documents.start());
     options.logger.info({ hosts: agent.hosts.size }, "hosts started");
     return agent;
   }

@@ -38,9 +38,9 @@ export class BucketFollower<T> {
 
   constructor(private readonly options: BucketFollowing<T>) {}
 
-  /** Starts following, in the background. */
-  start(): void {
-    void this.follow();
+  /** Starts following; resolves once the first attempt has loaded the bucket's keys or failed (it goes on trying). */
+  start(): Promise<void> {
+    return this.follow();
   }
 
   stop(): void {
@@ -52,6 +52,7 @@ export class BucketFollower<T> {
 
   private async follow(): Promise<void> {
     const { bus, clock, logger, what } = this.options;
+    if (this.stopped) return;
     try {
       const bucket: Bucket<T> = await bus.bucket(this.options.bucket, this.options.type, { fenced: { epochOf: () => 0 }, bindOnly: true });
       const madeAt = await bucket.madeAt();
