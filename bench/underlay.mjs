@@ -95,7 +95,7 @@ async function bare(size) {
 
 const bytes = 200;
 // The size one packet takes on the wire in a train of one.
-const oneSize = v1.UnderlayTrain.encode({ fromHost: "h1", toHost: "h2", packets: [{ headers: new Uint8Array(4 * packetWords), size: 250, payload: { echoId: 0, echoSeq: 123456, sentMs: Date.now(), flow: 1 } }] }).finish().length;
+const oneSize = v1.UnderlayTrain.encode({ fromHost: "h1", toHost: "h2", headers: new Uint8Array(4 * packetWords), sizes: [250], echoIds: [0], echoSeqs: [123456], sentMs: [Date.now()], flows: [1] }).finish().length;
 const baseline = await bare(oneSize);
 console.log(`baseline: bare NATS publish/subscribe of ${oneSize}-byte messages, one process: ${Math.round(baseline).toLocaleString("en")} messages/s`);
 const unbatched = await hop(1, bytes, 2);

@@ -3,14 +3,15 @@
 // genuine train in the first host's name, on its own sender token (the only
 // one NATS permissions let it use), is refused and counted, and nothing of
 // it reaches the guest; so is a train whose sender token is the right agent
-// but that claims a host that agent does not run.
+// but that claims a host that agent does not run. A train whose columns do
+// not agree is refused whole.
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Bus } from "@simdc/bus";
 import { createLogger, wallClock } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 import { connectTestBus, eventually, startTestNats, type TestNats } from "@simdc/testkit";
-import { parseIp } from "@simdc/vswitch";
+import { packetWords, parseIp } from "@simdc/vswitch";
 import { HostDatapath } from "./datapath.js";
 import { checkNetworkSection } from "./section.js";
 import { twoHostSection } from "./two-hosts.js";
@@ -94,9 +95,30 @@ describe("underlay", () => {
     await eventually("both trains refused", () => (h2.trainsRefused === refusedBefore + 2 ? true : undefined), 5_000);
     await wallClock.sleep(50);
     expect(hosts.get("h2")!.dumpPorts().find((p) => p.name === "tun-h1")!.rxPackets).toBe(rxBefore);
-    expect(hosts.get("h2")!.underlayRefused).toBe(2 * genuine.train.packets.length);
+    expect(hosts.get("h2")!.underlayRefused).toBe(2 * genuine.train.sizes.length);
     // The genuine sender still gets through.
     const again = await hosts.get("h1")!.ping("a", parseIp("10.0.0.3"), 1, 10, 1_000);
     expect(again.received).toBe(1);
+  });
+
+  it("underlay: a train whose columns do not agree (headers, sizes, payload columns) is refused whole and counted", async () => {
+    const h2 = underlays.get("h2")!;
+    const refusedBefore = h2.trainsRefused;
+    const rxBefore = hosts.get("h2")!.dumpPorts().find((p) => p.name === "tun-h1")!.rxPackets;
+    const words = new Uint8Array(4 * packetWords);
+    const forger = await connectTestBus(nats.url, { processId: "forger" });
+    buses.push(forger);
+    const subject = forger.subjects.underlay("agent-h2", "h2", "agent-h1");
+    for (const train of [
+      { headers: words, sizes: [98, 98] },
+      { headers: new Uint8Array(4 * packetWords + 3), sizes: [98] },
+      { headers: words, sizes: [98], flows: [1, 2] },
+      { headers: words, sizes: [98], echoIds: [1], echoSeqs: [1], sentMs: [0, 0] },
+    ]) {
+      forger.publish(subject, v1.UnderlayTrain, { fromHost: "h1", toHost: "h2", ...train });
+    }
+    await forger.flush();
+    await eventually("four trains refused", () => (h2.trainsRefused === refusedBefore + 4 ? true : undefined), 5_000);
+    expect(hosts.get("h2")!.dumpPorts().find((p) => p.name === "tun-h1")!.rxPackets).toBe(rxBefore);
   });
 });

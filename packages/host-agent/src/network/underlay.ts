@@ -11,9 +11,10 @@
 
 import { Subjects, type Bus } from "@simdc/bus";
 import type { Logger } from "@simdc/common";
+import { packetWords } from "@simdc/vswitch";
 import { simdc } from "@simdc/proto";
 import type { HostDatapath } from "./datapath.js";
-import type { Payload } from "./packets.js";
+import { noPayload, type Payload } from "./packets.js";
 import type { Tunnel } from "./section.js";
 
 import v1 = simdc.v1;
@@ -21,15 +22,94 @@ import v1 = simdc.v1;
 /** Packets a train carries at most; more go in the next one. */
 export const trainPacketsMax = 256;
 
-interface PendingTrain {
-  subject: string;
-  fromHost: string;
-  toHost: string;
-  packets: v1.IUnderlayPacket[];
+/** Emptied trains kept for their paths' next packets, at most. */
+const idleTrainsMax = 4_096;
+/** Header bytes a packet takes in a train. */
+const headerBytes = packetWords * 4;
+
+/** A train being filled: its packets' columns, as the wire carries them. */
+class PendingTrain {
+  headers: Uint8Array;
+  count = 0;
+  readonly sizes: number[] = [];
+  /** Payload columns, made when the first packet that carries one comes (zeros for the packets before it). */
+  echoIds: number[] | null = null;
+  echoSeqs: number[] | null = null;
+  sentMs: number[] | null = null;
+  flows: number[] | null = null;
+  responseBytes: number[] | null = null;
+  replies: boolean[] | null = null;
+
+  constructor(
+    readonly subject: string,
+    readonly fromHost: string,
+    readonly toHost: string,
+    capacity: number,
+  ) {
+    this.headers = new Uint8Array(headerBytes * Math.min(capacity, 16));
+  }
+
+  /** Empties the train for its next packets (its message is encoded already). */
+  reset(): void {
+    this.count = 0;
+    this.sizes.length = 0;
+    this.echoIds = this.echoSeqs = this.sentMs = this.flows = this.responseBytes = null;
+    this.replies = null;
+  }
+
+  push(headers: Uint32Array, payload: Payload, bytes: number): void {
+    const at = this.count * headerBytes;
+    if (at + headerBytes > this.headers.length) {
+      const grown = new Uint8Array(this.headers.length * 2);
+      grown.set(this.headers);
+      this.headers = grown;
+    }
+    this.headers.set(new Uint8Array(headers.buffer, headers.byteOffset, headerBytes), at);
+    this.sizes.push(bytes);
+    if (payload.echoId !== undefined || payload.echoSeq !== undefined || payload.sentMs !== undefined) {
+      (this.echoIds ??= this.column(0)).push(payload.echoId ?? 0);
+      (this.echoSeqs ??= this.column(0)).push(payload.echoSeq ?? 0);
+      (this.sentMs ??= this.column(0)).push(payload.sentMs ?? 0);
+    } else if (this.echoIds) {
+      this.echoIds.push(0);
+      this.echoSeqs!.push(0);
+      this.sentMs!.push(0);
+    }
+    if (payload.flow !== undefined || this.flows) (this.flows ??= this.column(0)).push(payload.flow ?? 0);
+    if (payload.responseBytes !== undefined || this.responseBytes) (this.responseBytes ??= this.column(0)).push(payload.responseBytes ?? 0);
+    if (payload.reply !== undefined || this.replies) (this.replies ??= this.column(false)).push(payload.reply ?? false);
+    this.count += 1;
+  }
+
+  private column<T>(empty: T): T[] {
+    return new Array<T>(this.count).fill(empty);
+  }
+
+  message(): v1.IUnderlayTrain {
+    return {
+      fromHost: this.fromHost,
+      toHost: this.toHost,
+      headers: this.headers.subarray(0, this.count * headerBytes),
+      sizes: this.sizes,
+      ...(this.echoIds ? { echoIds: this.echoIds, echoSeqs: this.echoSeqs, sentMs: this.sentMs } : {}),
+      ...(this.flows ? { flows: this.flows } : {}),
+      ...(this.responseBytes ? { responseBytes: this.responseBytes } : {}),
+      ...(this.replies ? { replies: this.replies } : {}),
+    };
+  }
 }
+
+/** Whether a payload column is absent or has an entry for each of `count` packets. */
+const fits = (column: unknown[], count: number): boolean => column.length === 0 || column.length === count;
 
 export class Underlay {
   private readonly pending = new Map<string, PendingTrain>();
+  /**
+   * Trains sent and emptied, by path, for the path's next packets: making a
+   * train (its buffer, its subject) cost more than a packet's whole hop when
+   * each packet went alone. The oldest go first past the limit.
+   */
+  private readonly idle = new Map<string, PendingTrain>();
   private flushing = false;
   private subscription: ReturnType<Bus["subscribe"]> | null = null;
   trainsSent = 0;
@@ -63,17 +143,15 @@ export class Underlay {
     const key = `${fromHost}>${tunnel.hostId}`;
     let train = this.pending.get(key);
     if (!train) {
-      train = { subject: this.bus.subjects.underlay(tunnel.agentId, tunnel.hostId, this.agentId), fromHost, toHost: tunnel.hostId, packets: [] };
+      train = this.idle.get(key);
+      // A path's subject changes when the host moves to another agent.
+      if (train && train.subject.split(".")[this.bus.subjects.prefixTokens + 1] === tunnel.agentId) this.idle.delete(key);
+      else train = new PendingTrain(this.bus.subjects.underlay(tunnel.agentId, tunnel.hostId, this.agentId), fromHost, tunnel.hostId, this.trainMax);
       this.pending.set(key, train);
     }
-    const carried =
-      payload.echoId === undefined && payload.flow === undefined
-        ? null
-        : // Absent fields stay off the wire: most packets are datagrams, which carry neither.
-          { echoId: payload.echoId ?? 0, echoSeq: payload.echoSeq ?? 0, sentMs: payload.sentMs ?? 0, flow: payload.flow ?? 0, responseBytes: payload.responseBytes, reply: payload.reply };
-    // The words are the verdict's, never changed once made: the train refers to them until it is encoded.
-    train.packets.push({ headers: new Uint8Array(headers.buffer, headers.byteOffset, headers.byteLength), size: bytes, payload: carried });
-    if (train.packets.length >= this.trainMax) this.sendTrain(key, train);
+    // The words are copied into the train now: the verdict's may be reused once this returns.
+    train.push(headers, payload, bytes);
+    if (train.count >= this.trainMax) this.sendTrain(key, train);
     if (!this.flushing) {
       this.flushing = true;
       queueMicrotask(() => this.flush());
@@ -87,10 +165,14 @@ export class Underlay {
 
   private sendTrain(key: string, train: PendingTrain): void {
     this.pending.delete(key);
-    if (train.packets.length === 0) return;
+    if (train.count === 0) return;
     this.trainsSent += 1;
-    this.packetsSent += train.packets.length;
-    this.bus.publish(train.subject, v1.UnderlayTrain, { fromHost: train.fromHost, toHost: train.toHost, packets: train.packets }, train.fromHost);
+    this.packetsSent += train.count;
+    // Encoded here and now: the train is empty for its path's next packets once this returns.
+    this.bus.publish(train.subject, v1.UnderlayTrain, train.message(), train.fromHost);
+    train.reset();
+    if (this.idle.size >= idleTrainsMax) this.idle.delete(this.idle.keys().next().value!);
+    this.idle.set(key, train);
   }
 
   /**
@@ -104,27 +186,38 @@ export class Underlay {
       this.logger.debug({ hostId, toHost: train.toHost, fromHost: train.fromHost }, "underlay train refused: not for a host here");
       return;
     }
+    const count = train.sizes.length;
     if (datapath.tunnelAgentOf(train.fromHost) !== senderAgentId) {
       this.trainsRefused += 1;
       // Counted where the host's other refused packets are (dump-ports).
-      datapath.underlayRefused += train.packets.length;
+      datapath.underlayRefused += count;
       this.logger.warn({ hostId, fromHost: train.fromHost, senderAgentId }, "underlay train refused: its sender does not run the host it claims to come from");
       return;
     }
-    for (const packet of train.packets) {
-      const carried = packet.payload;
+    const columns = [train.echoIds, train.echoSeqs, train.sentMs, train.flows, train.responseBytes, train.replies];
+    if (train.headers.length !== count * headerBytes || !columns.every((c) => fits(c, count))) {
+      this.trainsRefused += 1;
+      datapath.underlayRefused += count;
+      this.logger.debug({ hostId, fromHost: train.fromHost, packets: count }, "underlay train refused: its columns do not agree");
+      return;
+    }
+    const echoed = train.echoIds.length > 0;
+    for (let i = 0; i < count; i++) {
+      const flow = train.flows[i];
+      const responseBytes = train.responseBytes[i];
       // Flow 0 is no flow: flows are numbered from 1 at their sender.
-      const payload: Payload = carried
-        ? {
-            echoId: carried.echoId ?? 0,
-            echoSeq: carried.echoSeq ?? 0,
-            sentMs: carried.sentMs ?? 0,
-            ...(carried.flow ? { flow: carried.flow } : {}),
-            ...(carried.responseBytes ? { responseBytes: carried.responseBytes } : {}),
-            ...(carried.reply ? { reply: true } : {}),
-          }
-        : {};
-      datapath.fromUnderlay(train.fromHost, packet.headers ?? new Uint8Array(0), payload, packet.size ?? 0);
+      const payload: Payload =
+        echoed || flow || responseBytes || train.replies[i]
+          ? {
+              echoId: train.echoIds[i] ?? 0,
+              echoSeq: train.echoSeqs[i] ?? 0,
+              sentMs: train.sentMs[i] ?? 0,
+              ...(flow ? { flow } : {}),
+              ...(responseBytes ? { responseBytes } : {}),
+              ...(train.replies[i] ? { reply: true } : {}),
+            }
+          : noPayload;
+      datapath.fromUnderlay(train.fromHost, train.headers.subarray(i * headerBytes, (i + 1) * headerBytes), payload, train.sizes[i]!);
     }
   }
 }
