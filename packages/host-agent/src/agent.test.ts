@@ -7,8 +7,10 @@
 // names, stop, failures with reasons, removal, incarnations); deposed
 // controllers; the heartbeat digest; the VM limit; bad documents and bad
 // requests refused without effect; re-registration and eviction; hosts that
-// run on without a controller and come back after a restart; and fault rules
-// that cut one host of a multi-host agent.
+// run on without a controller and come back after a restart; security
+// groups' documents expanded, reported, and held back while the vswitch has
+// lost its controller; and fault rules that cut one host of a multi-host
+// agent.
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connect, type NatsConnection } from "nats";
@@ -73,7 +75,7 @@ function desiredVm(vmId: string, options: VmOptions = {}): v1.DesiredVm.$Propert
   };
 }
 
-function agentConfig(agentId: string, hostIds: string[], testFaults = false): AgentConfig {
+function agentConfig(agentId: string, hostIds: string[], testFaults = false, inactivityProbeMs = 5_000): AgentConfig {
   return {
     testFaults,
     agentId,
@@ -85,7 +87,7 @@ function agentConfig(agentId: string, hostIds: string[], testFaults = false): Ag
     // The stand-in controller answers heartbeatIntervalMs; this is only the start value.
     heartbeatIntervalMs: 1_000,
     failMode: "secure",
-    inactivityProbeMs: 5_000,
+    inactivityProbeMs,
     uplinks: [{ name: "nic0", bandwidthMbps: 10_000, queueBytes: 1 << 20, latencyMs: 0.05 }],
   };
 }
@@ -199,7 +201,7 @@ class Stage {
   async startAgent(
     agentId: string,
     hostIds: string[],
-    options: { vmsPerHostMax?: number; bus?: Bus; followFaultRules?: boolean; testFaults?: boolean } = {},
+    options: { vmsPerHostMax?: number; bus?: Bus; followFaultRules?: boolean; testFaults?: boolean; inactivityProbeMs?: number } = {},
   ): Promise<{ agent: HostAgent; bus: Bus }> {
     const bus = options.bus ?? (await connectTestBus(this.nats.url, { prefix: this.prefix, processId: agentId }));
     if (options.followFaultRules) await bus.followFaultRules();
@@ -209,7 +211,7 @@ class Stage {
       logger,
       clock: wallClock,
       rng: new Rng(7, agentId),
-      config: agentConfig(agentId, hostIds, options.testFaults),
+      config: agentConfig(agentId, hostIds, options.testFaults, options.inactivityProbeMs),
       ...(options.vmsPerHostMax !== undefined ? { vmsPerHostMax: options.vmsPerHostMax } : {}),
     });
     this.agents.push({ agent, bus });
@@ -1061,6 +1063,63 @@ describe("test faults", () => {
     await expect(stage.client.call(hostAgentService.StartStrayVm, {}, { scopeId: hostScope("agent-t2", "host-t2") })).rejects.toMatchObject({ code: "INVALID_ARGUMENT" });
     await stage.writeDocument("agent-t2", "host-t2", []);
     await eventually("the stray removed by host-t2's next document", async () => (vmsOf(await stage.hostState("agent-t2", "host-t2")).length === 0 ? true : undefined));
+  });
+});
+
+describe("security group documents", () => {
+  let stage: Stage;
+
+  beforeAll(async () => {
+    stage = await Stage.open(nats, "sg");
+    await stage.serveController();
+  });
+
+  afterAll(async () => {
+    await stage?.close();
+  });
+
+  it("groups: a host expands its NIC's group and reports the group's generation; with its controller lost it holds a new one back, and installs and reports it once the controller answers", async () => {
+    const probes = { answering: true };
+    await stage.peers.serve({ role: "controller", description: "stand-in controller probes" }, [
+      endpoint(hostService.ProbeController, () => {
+        if (!probes.answering) throw unavailable("controller away");
+        return { controllerId: "controller-1", epoch };
+      }),
+    ]);
+    const groupDocs = await stage.peers.bucket("group-docs", v1.GroupDocument, { fenced: { epochOf: () => epoch } });
+    await groupDocs.put("web", { groupId: "web", generation: 2, epoch, stateId, admissions: ["tcp,tp_dst=80"] });
+    await stage.startAgent("agent-sg", ["host-sg"], { inactivityProbeMs: 200 });
+    const network = {
+      ports: [{ ofport: 1, vmId: "vm-sg", networkId: "blue", segmentId: 1, mac: "02:00:00:00:00:51", ip: "10.1.0.5", prefixLength: 24, leaseS: 3600, securityGroups: ["web"] }],
+      flows: ["table=35,priority=0 actions=drop"],
+      controllerTables: 40,
+    };
+    await stage.writeChunk("agent-sg", { hostId: "host-sg", chunkIndex: 0, generation: 3, vms: [desiredVm("vm-sg")], network });
+    const groupsIn = (beat: v1.HostHeartbeat) => beat.groupsRealized.map((g) => `${g.groupId}:${g.generation}`);
+    const beatWith = (what: string, mark: number) =>
+      eventually(`host-sg reporting ${what}`, () => stage.seen.slice(mark).find((x) => x.kind === "heartbeat" && x.hostId === "host-sg" && groupsIn(x.beat).includes(what)));
+    await beatWith("web:2", 0);
+    const admissions = async () => (await stage.client.call(hostAgentService.DumpFlows, { table: 35 }, { scopeId: hostScope("agent-sg", "host-sg") })).flows.filter((f) => f.includes("priority=100"));
+    expect((await admissions()).join("\n")).toMatch(/nw_proto=6,tp_dst=80,reg6=0x1,ct_state=\+new\+trk actions=ct\(commit,zone=1\),output:1/);
+
+    // The controller stops answering: the vswitch holds the group's new document back, and says it has the old one.
+    probes.answering = false;
+    await eventually("host-sg's vswitch without its controller", async () => {
+      const ports = await stage.client.call(hostAgentService.DumpPorts, {}, { scopeId: hostScope("agent-sg", "host-sg") });
+      return ports.controllerConnected ? undefined : true;
+    });
+    await groupDocs.put("web", { groupId: "web", generation: 4, epoch, stateId, admissions: ["udp"] });
+    const mark = stage.seen.length;
+    await eventually("three more beats", () => (stage.seen.slice(mark).filter((x) => x.kind === "heartbeat" && x.hostId === "host-sg").length >= 3 ? true : undefined));
+    for (const x of stage.seen.slice(mark)) if (x.kind === "heartbeat" && x.hostId === "host-sg") expect(groupsIn(x.beat)).toEqual(["web:2"]);
+    expect((await admissions()).join("\n")).toMatch(/tp_dst=80/);
+
+    // Back: installed, reported.
+    probes.answering = true;
+    await beatWith("web:4", mark);
+    const after = (await admissions()).join("\n");
+    expect(after).toMatch(/nw_proto=17,reg6=0x1,ct_state=\+new\+trk actions=ct\(commit,zone=1\),output:1/);
+    expect(after).not.toMatch(/tp_dst=80/);
   });
 });
 
