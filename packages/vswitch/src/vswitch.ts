@@ -106,18 +106,27 @@ interface Walk {
   stopped: boolean;
 }
 
-interface MatchKeys {
+/** A match's shape: which fields, under which masks (one object for every match of that shape). */
+interface Shape {
   fieldIds: number[];
   masks: bigint[];
-  shape: string;
+  text: string;
+}
+
+interface MatchKeys {
+  shape: Shape;
   key: string;
 }
+
+/** Shapes by their text: a host's thousands of flows have a handful. */
+const shapesKeptMax = 10_000;
+const shapes = new Map<string, Shape>();
 
 /**
  * A match's shape and key, made once per parsed match: an agent installs
  * the same parsed flow in hundreds of hosts' tables (and an installed Flow
  * shares its spec's match), so building the strings for every install was
- * most of what installing cost.
+ * most of what installing cost. The shape is shared, not copied per match.
  */
 const matchKeysOf = new WeakMap<FlowSpec["match"], MatchKeys>();
 
@@ -126,7 +135,14 @@ function keysOf(match: FlowSpec["match"]): MatchKeys {
   if (!keys) {
     const fieldIds = match.map((m) => m.field);
     const masks = match.map((m) => m.mask);
-    keys = { fieldIds, masks, shape: shapeOf(fieldIds, masks), key: match.map((m) => `${m.value.toString(16)},`).join("") };
+    const text = shapeOf(fieldIds, masks);
+    let shape = shapes.get(text);
+    if (!shape) {
+      shape = { fieldIds, masks, text };
+      // Bounded: hand-added flows could make shapes without end.
+      if (shapes.size < shapesKeptMax) shapes.set(text, shape);
+    }
+    keys = { shape, key: match.map((m) => `${m.value.toString(16)},`).join("") };
     matchKeysOf.set(match, keys);
   }
   return keys;
@@ -142,7 +158,10 @@ class FlowTable {
   readonly timed = new Set<Flow>();
 
   add(flow: Flow): Flow | undefined {
-    const { fieldIds, masks, shape, key } = keysOf(flow.match);
+    const {
+      shape: { fieldIds, masks, text: shape },
+      key,
+    } = keysOf(flow.match);
     let group = this.byShape.get(shape);
     if (!group) {
       group = { fieldIds, masks, flows: new Map(), maxPriority: -1 };
@@ -172,14 +191,20 @@ class FlowTable {
 
   /** The flow with exactly this priority and match. */
   find(spec: FlowSpec): Flow | undefined {
-    const { shape, key } = keysOf(spec.match);
+    const {
+      shape: { text: shape },
+      key,
+    } = keysOf(spec.match);
     return this.byShape.get(shape)?.flows.get(key)?.find((f) => f.priority === spec.priority);
   }
 
   remove(flow: Flow): void {
     if (!this.flows.delete(flow)) return;
     this.timed.delete(flow);
-    const { shape, key } = keysOf(flow.match);
+    const {
+      shape: { text: shape },
+      key,
+    } = keysOf(flow.match);
     const group = this.byShape.get(shape);
     const list = group?.flows.get(key);
     if (!group || !list?.includes(flow)) return;

@@ -123,11 +123,16 @@ const flowKeys = new WeakMap<FlowSpec, string>();
 function flowKey(flow: FlowSpec): string {
   let key = flowKeys.get(flow);
   if (key === undefined) {
-    const text = formatFlow({ ...flow, cookie: 0n, actions: [] });
-    key = text.slice(0, text.lastIndexOf(" actions="));
+    key = flowKeyOnce(flow);
     flowKeys.set(flow, key);
   }
   return key;
+}
+
+/** The same, not kept: a whole section compared at once (a host's first, or after hand edits) needs each only then. */
+function flowKeyOnce(flow: FlowSpec): string {
+  const text = formatFlow({ ...flow, cookie: 0n, actions: [] });
+  return text.slice(0, text.lastIndexOf(" actions="));
 }
 
 export class HostDatapath {
@@ -183,7 +188,12 @@ export class HostDatapath {
    * once anything else changed them (a hand edit, failing open, a timeout),
    * and the next section is compared flow by flow.
    */
-  private installedTexts: Map<string, FlowSpec> | null = null;
+  /**
+   * Whether the controller's tables hold exactly the last section's flows
+   * (false after hand edits, expiry or a fail-open flush: the next section
+   * is then compared with the tables themselves).
+   */
+  private tablesAsSection = false;
   /** Whether the installed section sends packets through conntrack (its connections then age every second). */
   private tracksConnections = false;
 
@@ -200,7 +210,7 @@ export class HostDatapath {
       onLost: () => log.warn({ failMode: options.failMode }, "vswitch lost its controller: flows kept, nothing new installed"),
       onFailOpen: () => {
         log.warn({ flows: this.vswitch.flows().length }, "vswitch fails open (standalone): flows flushed, forwarding as a learning switch");
-        this.installedTexts = null;
+        this.tablesAsSection = false;
         this.vswitch.deleteFlows();
         this.vswitch.addFlow("table=0,priority=0 actions=normal");
       },
@@ -236,7 +246,7 @@ export class HostDatapath {
     if (!hasTimeouts()) return;
     this.expiry = this.options.clock.every(flowExpiryCheckMs, () => {
       for (const { flow, reason } of this.vswitch.expire()) {
-        this.installedTexts = null;
+        this.tablesAsSection = false;
         this.flowsRemoved += 1;
         this.options.logger.info({ flow: formatFlow(flow), reason, packets: flow.nPackets }, "flow removed");
       }
@@ -282,11 +292,9 @@ export class HostDatapath {
    * counters), ports and tunnels replaced, guests plugged and unplugged.
    */
   private install(section: NetworkSection): void {
-    if (this.installedTexts) this.installChanged(section, this.installedTexts);
-    else {
-      this.installAll(section);
-      this.installedTexts = new Map(section.flowTexts.map((text, i) => [text, section.flows[i]!]));
-    }
+    if (this.tablesAsSection) this.installChanged(section);
+    else this.installAll(section);
+    this.tablesAsSection = true;
     this.tracksConnections = section.flows.some(sendsToConntrack);
     this.controllerTables = section.controllerTables || this.controllerTables;
     if (section.ports === this.section.ports && section.tunnels === this.section.tunnels) {
@@ -366,11 +374,11 @@ export class HostDatapath {
   private installAll(section: NetworkSection): void {
     const tablesEnd = Math.max(this.controllerTables, section.controllerTables);
     const wanted = new Map<string, FlowSpec>();
-    for (const flow of section.flows) wanted.set(flowKey(flow), flow);
+    for (const flow of section.flows) wanted.set(flowKeyOnce(flow), flow);
     for (const flow of this.vswitch.flows()) {
       // The controller's answers to packet-ins are not the document's; their idle timeouts end them.
       if (flow.table >= tablesEnd || flow.cookie === reactiveCookie) continue;
-      const key = flowKey(flow);
+      const key = flowKeyOnce(flow);
       const want = wanted.get(key);
       if (want && formatFlow(want) === formatFlow(flow)) wanted.delete(key);
       else if (!want) this.vswitch.deleteFlowStrict(flow);
@@ -385,8 +393,8 @@ export class HostDatapath {
    * costs one), new ones added first, replacing in place those with the same
    * match, then the ones no longer wanted removed.
    */
-  private installChanged(section: NetworkSection, installed: Map<string, FlowSpec>): void {
-    // The installed texts are the last section's. A section that begins with the same texts (a
+  private installChanged(section: NetworkSection): void {
+    // The tables hold the last section's flows. A section that begins with the same texts (a
     // security group's new admissions come after the document's flows) is compared from where
     // they part only: a change of one flow on a host with hundreds costs one, not a pass over all.
     const before = this.section.flowTexts;
@@ -394,29 +402,25 @@ export class HostDatapath {
     let common = 0;
     const shorter = Math.min(before.length, after.length);
     while (common < shorter && before[common] === after[common]) common += 1;
+    const was = new Map<string, FlowSpec>();
+    for (let i = common; i < before.length; i++) was.set(before[i]!, this.section.flows[i]!);
     const next = new Set<string>();
-    const added: [string, FlowSpec][] = [];
+    const added: FlowSpec[] = [];
     for (let i = common; i < after.length; i++) {
       const text = after[i]!;
       next.add(text);
-      if (!installed.has(text)) added.push([text, section.flows[i]!]);
+      if (!was.has(text)) added.push(section.flows[i]!);
     }
-    const replaced = new Set(added.map(([, flow]) => flowKey(flow)));
+    const replaced = new Set(added.map(flowKey));
     let kept: Set<string> | null = null;
-    for (let i = common; i < before.length; i++) {
-      const text = before[i]!;
+    for (const [text, flow] of was) {
       if (next.has(text)) continue;
       // A text may stand twice in a section: one the common part still holds stays.
       kept ??= new Set(after.slice(0, common));
-      const flow = installed.get(text);
-      if (kept.has(text) || !flow) continue;
-      if (!replaced.has(flowKey(flow))) this.vswitch.deleteFlowStrict(flow);
-      installed.delete(text);
+      if (kept.has(text) || replaced.has(flowKey(flow))) continue;
+      this.vswitch.deleteFlowStrict(flow);
     }
-    for (const [text, flow] of added) {
-      this.vswitch.addFlow(flow);
-      installed.set(text, flow);
-    }
+    for (const flow of added) this.vswitch.addFlow(flow);
   }
 
   /** Drops are reported as they start and then at most once a second, with how many since the last report. */
@@ -822,7 +826,7 @@ export class HostDatapath {
    * @throws SimdcError INVALID_ARGUMENT (bad syntax), PERMISSION_DENIED (a controller table, not forced).
    */
   modFlows(lines: string[], remove: boolean, force: boolean): number {
-    this.installedTexts = null;
+    this.tablesAsSection = false;
     const owned = (table: number): void => {
       if (!force && table < this.controllerTables) {
         throw new SimdcError("PERMISSION_DENIED", `table ${table} is the controller's (tables 0-${this.controllerTables - 1}); use --force, and expect the next document to put it back`);
