@@ -76,7 +76,8 @@ interface MaskGroup {
   /** The fields this group's flows match, and their masks. */
   fieldIds: number[];
   masks: bigint[];
-  flows: Map<string, Flow[]>;
+  /** By match key: the one flow, or several of different priorities, highest first (one is the rule: no array for it). */
+  flows: Map<string, Flow | Flow[]>;
   maxPriority: number;
 }
 
@@ -148,6 +149,9 @@ function keysOf(match: FlowSpec["match"]): MatchKeys {
   return keys;
 }
 
+const firstOf = (entry: Flow | Flow[]): Flow => (Array.isArray(entry) ? entry[0]! : entry);
+const listOf = (entry: Flow | Flow[] | undefined): Flow[] => (entry === undefined ? [] : Array.isArray(entry) ? entry : [entry]);
+
 /** One OpenFlow table: flows grouped by the shape of their match. */
 class FlowTable {
   private groups: MaskGroup[] = [];
@@ -168,13 +172,13 @@ class FlowTable {
       this.groups.push(group);
       this.byShape.set(shape, group);
     }
-    const same = group.flows.get(key) ?? [];
+    const same = listOf(group.flows.get(key));
     // A flow with the same match and priority replaces the one there (ovs-ofctl add-flow).
     const replaced = same.find((f) => f.priority === flow.priority);
     const kept = same.filter((f) => f !== replaced);
     kept.push(flow);
     kept.sort((a, b) => b.priority - a.priority);
-    group.flows.set(key, kept);
+    group.flows.set(key, kept.length === 1 ? flow : kept);
     if (replaced) {
       this.flows.delete(replaced);
       this.timed.delete(replaced);
@@ -195,7 +199,7 @@ class FlowTable {
       shape: { text: shape },
       key,
     } = keysOf(spec.match);
-    return this.byShape.get(shape)?.flows.get(key)?.find((f) => f.priority === spec.priority);
+    return listOf(this.byShape.get(shape)?.flows.get(key)).find((f) => f.priority === spec.priority);
   }
 
   remove(flow: Flow): void {
@@ -206,17 +210,17 @@ class FlowTable {
       key,
     } = keysOf(flow.match);
     const group = this.byShape.get(shape);
-    const list = group?.flows.get(key);
-    if (!group || !list?.includes(flow)) return;
+    const list = listOf(group?.flows.get(key));
+    if (!group || !list.includes(flow)) return;
     const rest = list.filter((f) => f !== flow);
-    if (rest.length) group.flows.set(key, rest);
+    if (rest.length) group.flows.set(key, rest.length === 1 ? rest[0]! : rest);
     else group.flows.delete(key);
     if (group.flows.size === 0) {
       this.byShape.delete(shape);
       this.groups = this.groups.filter((g) => g !== group);
     } else if (flow.priority === group.maxPriority) {
       let max = -1;
-      for (const l of group.flows.values()) max = Math.max(max, l[0]!.priority);
+      for (const entry of group.flows.values()) max = Math.max(max, firstOf(entry).priority);
       group.maxPriority = max;
       this.sortGroups();
     }
@@ -230,7 +234,8 @@ class FlowTable {
     let best: Flow | undefined;
     for (const g of this.groups) {
       if (best && g.maxPriority <= best.priority) break;
-      const hit = g.flows.get(keyOf(packet, g.fieldIds, g.masks))?.[0];
+      const entry = g.flows.get(keyOf(packet, g.fieldIds, g.masks));
+      const hit = entry === undefined ? undefined : firstOf(entry);
       if (hit && (!best || hit.priority > best.priority)) best = hit;
     }
     return best;
