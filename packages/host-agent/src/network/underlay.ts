@@ -103,13 +103,14 @@ class PendingTrain {
 const fits = (column: unknown[], count: number): boolean => column.length === 0 || column.length === count;
 
 export class Underlay {
-  private readonly pending = new Map<string, PendingTrain>();
+  /** Trains being filled, by the tunnel they go by (each host's section has its own tunnel objects, one a peer). */
+  private readonly pending = new Map<Tunnel, PendingTrain>();
   /**
    * Trains sent and emptied, by path, for the path's next packets: making a
    * train (its buffer, its subject) cost more than a packet's whole hop when
    * each packet went alone. The oldest go first past the limit.
    */
-  private readonly idle = new Map<string, PendingTrain>();
+  private readonly idle = new Map<Tunnel, PendingTrain>();
   private flushing = false;
   private subscription: ReturnType<Bus["subscribe"]> | null = null;
   trainsSent = 0;
@@ -140,18 +141,17 @@ export class Underlay {
 
   /** Queues a packet for `tunnel`'s host; the queue goes out once this turn of the event loop is over. */
   send(fromHost: string, tunnel: Tunnel, headers: Uint32Array, payload: Payload, bytes: number): void {
-    const key = `${fromHost}>${tunnel.hostId}`;
-    let train = this.pending.get(key);
+    let train = this.pending.get(tunnel);
     if (!train) {
-      train = this.idle.get(key);
-      // A path's subject changes when the host moves to another agent.
-      if (train && train.subject.split(".")[this.bus.subjects.prefixTokens + 1] === tunnel.agentId) this.idle.delete(key);
+      // A tunnel object stands for one path as one section names it (a peer that moves to another agent comes in a new section, with a new object).
+      train = this.idle.get(tunnel);
+      if (train) this.idle.delete(tunnel);
       else train = new PendingTrain(this.bus.subjects.underlay(tunnel.agentId, tunnel.hostId, this.agentId), fromHost, tunnel.hostId, this.trainMax);
-      this.pending.set(key, train);
+      this.pending.set(tunnel, train);
     }
     // The words are copied into the train now: the verdict's may be reused once this returns.
     train.push(headers, payload, bytes);
-    if (train.count >= this.trainMax) this.sendTrain(key, train);
+    if (train.count >= this.trainMax) this.sendTrain(tunnel, train);
     if (!this.flushing) {
       this.flushing = true;
       queueMicrotask(() => this.flush());
@@ -163,7 +163,7 @@ export class Underlay {
     for (const [key, train] of this.pending) this.sendTrain(key, train);
   }
 
-  private sendTrain(key: string, train: PendingTrain): void {
+  private sendTrain(key: Tunnel, train: PendingTrain): void {
     this.pending.delete(key);
     if (train.count === 0) return;
     this.trainsSent += 1;
