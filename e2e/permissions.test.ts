@@ -80,11 +80,15 @@ describe("permissions", () => {
     expect(await delivered("agent-1", "simdc.evt.san.san-1.heartbeat", v1.SanNodeHeartbeat.encode({ nodeId: "san-1", seq: 424242 }).finish())).toBe(false);
   });
 
-  it("permissions: an agent sends underlay trains only under its own name", async () => {
+  it("permissions: an agent sends underlay trains, and credit for them, only under its own name", async () => {
     const train = v1.UnderlayTrain.encode({ fromHost: "host-1", toHost: "host-2" }).finish();
     expect(await delivered("agent-1", "simdc.dp.agent-2.host-2.agent-1", train)).toBe(true);
     expect(await delivered("agent-1", "simdc.dp.agent-2.host-2.agent-2", train)).toBe(false);
     expect(await delivered("agent-1", "simdc.dp.agent-2.host-2", train)).toBe(false);
+    // Credit for the trains it took, likewise.
+    const credit = v1.UnderlayCredit.encode({ seq: 7 }).finish();
+    expect(await delivered("agent-1", "simdc.dp.agent-2.agent-1", credit)).toBe(true);
+    expect(await delivered("agent-1", "simdc.dp.agent-2.agent-3", credit)).toBe(false);
   });
 
   it("permissions: an agent cannot register another agent's host, manage volumes, write desired state or drive the supervisor", async () => {

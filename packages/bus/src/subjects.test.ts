@@ -13,6 +13,8 @@ describe("subjects", () => {
     expect(s.host("agent-1", "*", "GetHostState")).toBe("lab.dc2.host.agent-1.*.GetHostState");
     expect(s.underlay("agent-1", "host-3", "agent-2")).toBe("lab.dc2.dp.agent-1.host-3.agent-2");
     expect(s.underlay("agent-1", "*", "*")).toBe("lab.dc2.dp.agent-1.*.*");
+    expect(s.underlayCredit("agent-1", "agent-2")).toBe("lab.dc2.dp.agent-1.agent-2");
+    expect(s.underlayCredit("agent-1", "*")).toBe("lab.dc2.dp.agent-1.*");
     expect(s.san("san-1", "ReadBlocks")).toBe("lab.dc2.san.san-1.ReadBlocks");
     expect(s.event("host", "host-3", "heartbeat")).toBe("lab.dc2.evt.host.host-3.heartbeat");
     expect(s.event("host", "*", "heartbeat")).toBe("lab.dc2.evt.host.*.heartbeat");
@@ -32,6 +34,7 @@ describe("subjects", () => {
     expect(Subjects.token(s.host("agent-1", "host-3", "GetHostState"), s.hostIdToken)).toBe("host-3");
     expect(Subjects.token(s.underlay("agent-1", "host-9", "agent-4"), s.underlayHostToken)).toBe("host-9");
     expect(Subjects.token(s.underlay("agent-1", "host-9", "agent-4"), s.underlaySenderToken)).toBe("agent-4");
+    expect(Subjects.token(s.underlayCredit("agent-1", "agent-4"), s.underlayCreditorToken)).toBe("agent-4");
     expect(Subjects.token(s.event("host", "host-7", "heartbeat"), s.eventIdToken)).toBe("host-7");
     expect(Subjects.token("a.b", 5)).toBe("");
   });

@@ -124,6 +124,21 @@ export class Subjects {
     return `${this.prefix}.dp.${checkName("agent id", agentId)}.${idToken("host id", hostId)}.${senderAgentId === "*" ? "*" : checkName("agent id", senderAgentId)}`;
   }
 
+  /**
+   * `<prefix>.dp.<senderAgentId>.<receiverAgentId>`: the underlay's flow
+   * control, a receiving agent's credit back to a sending one (one token
+   * fewer than underlay(), so the senders' subscription for trains does not
+   * take it). Permissions hold the last token to the publishing agent.
+   */
+  underlayCredit(senderAgentId: string, receiverAgentId: string): string {
+    return `${this.prefix}.dp.${checkName("agent id", senderAgentId)}.${receiverAgentId === "*" ? "*" : checkName("agent id", receiverAgentId)}`;
+  }
+
+  /** Position of the receiving (crediting) agent's token in an underlayCredit() subject. */
+  get underlayCreditorToken(): number {
+    return this.prefixTokens + 2;
+  }
+
   /** Position of the host id token in an underlay() subject. */
   get underlayHostToken(): number {
     return this.prefixTokens + 2;

@@ -197,6 +197,7 @@ export class HostAgent implements RunningRole {
             inactivityProbeMs: config.inactivityProbeMs,
             underlayRefused: dp.underlayRefused,
             mtuDrops: dp.mtuDrops,
+            underlayThrottled: dp.underlayThrottled,
             centralPacketIns: dp.centralPacketIns,
             packetInsDropped: dp.packetInsDropped,
             flowMods: dp.flowMods,

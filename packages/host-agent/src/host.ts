@@ -76,7 +76,7 @@ export interface SimHostOptions {
   failMode: FailMode;
   inactivityProbeMs: number;
   /** Sends an encapsulated packet over the underlay to another host. */
-  tunnel(fromHost: string, tunnel: Tunnel, headers: Uint32Array, payload: Payload, bytes: number): void;
+  tunnel(fromHost: string, tunnel: Tunnel, headers: Uint32Array, payload: Payload, bytes: number): boolean;
 }
 
 /** The digest member of one VM's status, as host and controller both compute it. */

@@ -51,7 +51,7 @@ export async function liveOfctl(ctx: CommandContext, verb: string, argv: string[
         ["PORT", "NAME", "MAC", "IP", "LINK", "DHCP", "RX PKTS", "TX PKTS", "RX BYTES", "TX BYTES", "DROPS"],
         reply.ports.map((p) => [String(p.ofport), p.name ?? "", p.mac ?? "", p.ip ?? "", p.up ? "up" : "down", p.dhcp ?? "", String(p.rxPackets), String(p.txPackets), String(p.rxBytes), String(p.txBytes), String(p.drops)]),
       );
-      out(`cache: ${reply.cacheHits} hits, ${reply.cacheMisses} misses; ${reply.packetIns} local packet-ins (DHCP, ARP); underlay refused ${reply.underlayRefused}, MTU drops ${reply.mtuDrops}\n`);
+      out(`cache: ${reply.cacheHits} hits, ${reply.cacheMisses} misses; ${reply.packetIns} local packet-ins (DHCP, ARP); underlay refused ${reply.underlayRefused}, throttled ${reply.underlayThrottled}, MTU drops ${reply.mtuDrops}\n`);
       for (const nic of reply.nics) {
         out(`${nic.name}: ${nic.bandwidthMbps} Mbit/s, queue ${nic.queueBytes} bytes; sent ${nic.txPackets} packets, ${nic.txBytes} bytes; dropped ${nic.drops}; backlog ${nic.backlogBytes} bytes (most ${nic.backlogBytesMax})${nic.storageBytes ? `; storage ${nic.storageBytes} bytes` : ""}\n`);
       }

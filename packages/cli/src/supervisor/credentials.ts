@@ -135,8 +135,9 @@ export function agentUser(prefix: string, agentId: string, hostIds: string[], pa
     `${prefix}.evt.agent.${agentId}.>`,
     `${prefix}.san.*.ReadBlocks`,
     `${prefix}.san.*.WriteBlocks`,
-    // The underlay's last token is the sender: an agent sends trains only as itself.
+    // The underlay's last token is the sender: an agent sends trains, and credit for the trains it took, only as itself.
     `${prefix}.dp.*.*.${agentId}`,
+    `${prefix}.dp.*.${agentId}`,
     ...faultFollower(prefix),
     ...kvReader(prefix, "docs"),
     ...kvReader(prefix, "group-docs"),

@@ -20,6 +20,13 @@ import v1 = simdc.v1;
 const logger = createLogger({ service: "test", id: "datapath", level: "silent" });
 const section = twoHostSection;
 
+/** Header words as the underlay carries them. */
+function littleEndian(words: Uint32Array): DataView {
+  const view = new DataView(new ArrayBuffer(words.length * 4));
+  words.forEach((w, i) => view.setUint32(4 * i, w, true));
+  return view;
+}
+
 function pair(failMode: FailMode = "secure") {
   const clock = new ManualClock();
   const answering = { value: true };
@@ -33,7 +40,10 @@ function pair(failMode: FailMode = "secure") {
       random: () => 0.5,
       logger,
       // The wire, joined directly: a packet leaves one host and enters the other.
-      tunnel: (tunnel, headers, payload, bytes) => queueMicrotask(() => hosts.get(tunnel.hostId)?.fromUnderlay(hostId, new Uint8Array(headers.slice().buffer), payload, bytes)),
+      tunnel: (tunnel, headers, payload, bytes) => {
+        queueMicrotask(() => hosts.get(tunnel.hostId)?.fromUnderlay(hostId, littleEndian(headers), 0, payload, bytes));
+        return true;
+      },
       failMode,
       inactivityProbeMs: 5_000,
       probe: () => Promise.resolve(answering.value),

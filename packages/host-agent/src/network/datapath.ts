@@ -71,7 +71,8 @@ export interface DatapathOptions {
   random: () => number;
   logger: Logger;
   /** Sends an encapsulated packet to another host's vswitch. */
-  tunnel(tunnel: Tunnel, headers: Uint32Array, payload: Payload, bytes: number): void;
+  /** @returns false when the underlay dropped the packet (its flow control). */
+  tunnel(tunnel: Tunnel, headers: Uint32Array, payload: Payload, bytes: number): boolean;
   failMode: FailMode;
   inactivityProbeMs: number;
   /** One echo to the controller: true when the active one answered in time. */
@@ -162,6 +163,8 @@ export class HostDatapath {
   /** Packets that came over the underlay from a host this one has no tunnel to, or malformed. */
   underlayRefused = 0;
   mtuDrops = 0;
+  /** Packets the underlay's flow control dropped on the way out. */
+  underlayThrottled = 0;
   private nextEchoId = 1;
   private expiry: Timer | null = null;
   /** Flows removed by their idle or hard timeout. */
@@ -452,17 +455,20 @@ export class HostDatapath {
   }
 
   /** A packet from a guest NIC, into the vswitch at the NIC's current port. */
-  private inject(vmId: string, key: string, packet: Packet | PacketWords, payload: Payload, bytes: number): void {
-    if (!this.running.has(vmId)) return;
+  private inject(vmId: string, key: string, packet: Packet | PacketWords, payload: Payload, bytes: number): boolean {
+    if (!this.running.has(vmId)) return true;
     const port = this.nicByName.get(key);
-    if (!port) return;
+    if (!port) return true;
     // Traffic comes as words already (made once a flow); a guest's own packets (ARP, DHCP, ICMP) are few.
     let words: PacketWords;
     if (packet instanceof Uint32Array) {
       this.scratch.set(packet);
       words = this.scratch;
     } else words = toWords(packet);
+    const throttled = this.underlayThrottled;
     this.forward(port.ofport, words, payload, bytes, false);
+    // Dropped like any packet when the pipeline drops it; refused (the guest told) only when the underlay could not take it.
+    return this.underlayThrottled === throttled;
   }
 
   /** The agent this host's tunnel to `hostId` says runs it (undefined: no tunnel). */
@@ -472,19 +478,20 @@ export class HostDatapath {
 
   /**
    * A packet from another host's vswitch: its header words as the sender's
-   * vswitch left them (little-endian). Refused (counted) from a host this one
-   * has no tunnel to, or malformed.
+   * vswitch left them, little-endian at `at` in `record`. Refused (counted)
+   * from a host this one has no tunnel to.
    */
-  fromUnderlay(fromHost: string, headers: Uint8Array, payload: Payload, bytes: number): void {
+  fromUnderlay(fromHost: string, record: DataView, at: number, payload: Payload, bytes: number): void {
     const tunnel = this.tunnelByHost.get(fromHost);
-    if (!tunnel || headers.length !== packetWords * 4) {
+    if (!tunnel || at + packetWords * 4 > record.byteLength) {
       this.underlayRefused += 1;
       return;
     }
-    new Uint8Array(this.scratch.buffer).set(headers);
+    const words = this.scratch;
+    for (let i = 0; i < packetWords; i++) words[i] = record.getUint32(at + 4 * i, true);
     // The sender cleared its pipeline's scratch fields; a lying sender's are cleared here too.
-    for (const w of scratchWords) this.scratch[w] = 0;
-    this.forward(tunnel.ofport, this.scratch, payload, Math.max(0, bytes - overlayOverheadBytes), true);
+    for (const w of scratchWords) words[w] = 0;
+    this.forward(tunnel.ofport, words, payload, Math.max(0, bytes - overlayOverheadBytes), true);
   }
 
   /** Counters by port name (a NIC keeps its counts when the compiler renumbers its port). */
@@ -619,10 +626,16 @@ export class HostDatapath {
     const delayMs = uplink.transmit(wire);
     if (delayMs < 0) return;
     // Most packets cross at once: only a queue or a latency of a millisecond or more costs a deferred send.
-    if (delayMs < 1) this.options.tunnel(tunnel, words, payload, wire);
-    else {
+    if (delayMs < 1) {
+      if (!this.options.tunnel(tunnel, words, payload, wire)) {
+        this.underlayThrottled += 1;
+        return;
+      }
+    } else {
       const headers = words;
-      uplink.later(delayMs, () => this.options.tunnel(tunnel, headers, payload, wire));
+      uplink.later(delayMs, () => {
+        if (!this.options.tunnel(tunnel, headers, payload, wire)) this.underlayThrottled += 1;
+      });
     }
     const tx = this.countersOf(ofport);
     tx.txPackets += 1;

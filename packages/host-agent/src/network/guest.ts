@@ -51,8 +51,12 @@ export interface GuestNicOptions {
   clock: Clock;
   /** Seeded, in [0, 1). */
   random: () => number;
-  /** Puts a packet (its fields, or its words) on the NIC's vswitch port. */
-  send(packet: Packet | PacketWords, payload: Payload, bytes: number): void;
+  /**
+   * Puts a packet (its fields, or its words) on the NIC's vswitch port.
+   * @returns false when the host could not send it on for now (the
+   * underlay's flow control), as a full socket buffer refuses a datagram.
+   */
+  send(packet: Packet | PacketWords, payload: Payload, bytes: number): boolean;
   /** A traffic packet (UDP with a flow number) arrived for this NIC's address. */
   received(sourceIp: bigint, payload: Payload, bytes: number): void;
   /** An address to take as it is instead of asking DHCP. */
@@ -174,9 +178,9 @@ export class GuestNic {
     return toWords(ipv4(this.mac, targetMac, this.ip, targetIp, proto, srcPort, dstPort));
   }
 
-  /** One packet of a traffic flow, its headers made by flowHeaders. */
-  sendWords(headers: PacketWords, payload: Payload, bytes: number): void {
-    this.options.send(headers, payload, bytes);
+  /** One packet of a traffic flow, its headers made by flowHeaders. @returns false when it was refused (see send). */
+  sendWords(headers: PacketWords, payload: Payload, bytes: number): boolean {
+    return this.options.send(headers, payload, bytes);
   }
 
   private onArp(packet: Packet): void {

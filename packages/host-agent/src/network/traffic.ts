@@ -166,8 +166,12 @@ export class Traffic {
     }
     while (flow.credit >= 1) {
       flow.credit -= 1;
+      if (!flow.guest.sendWords(flow.headers, { flow: flow.id, echoSeq: flow.sent + 1, sentMs: now }, flow.bytes)) {
+        // The host's underlay is full: the send fails, and the rest of this tick's datagrams are not sent (a paced sender does not catch up on them).
+        flow.credit = 0;
+        break;
+      }
       flow.sent += 1;
-      flow.guest.sendWords(flow.headers, { flow: flow.id, echoSeq: flow.sent, sentMs: now }, flow.bytes);
     }
   }
 

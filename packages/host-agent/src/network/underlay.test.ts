@@ -3,8 +3,11 @@
 // genuine train in the first host's name, on its own sender token (the only
 // one NATS permissions let it use), is refused and counted, and nothing of
 // it reaches the guest; so is a train whose sender token is the right agent
-// but that claims a host that agent does not run. A train whose columns do
-// not agree is refused whole.
+// but that claims a host that agent does not run. A train whose records are
+// cut short is refused whole, a record with a time that is no time alone.
+// The flow control: a sender keeps at most a window of packets on their way
+// to an agent that credits none of them, and tries again after the stall
+// time; a receiver that keeps up keeps its senders' windows open.
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Bus } from "@simdc/bus";
@@ -15,7 +18,9 @@ import { packetWords, parseIp } from "@simdc/vswitch";
 import { HostDatapath } from "./datapath.js";
 import { checkNetworkSection } from "./section.js";
 import { twoHostSection } from "./two-hosts.js";
-import { Underlay } from "./underlay.js";
+import { recordBytes, Underlay } from "./underlay.js";
+import { stallMs, windowPackets } from "./flow-control.js";
+import type { Tunnel } from "./section.js";
 
 import v1 = simdc.v1;
 
@@ -94,30 +99,65 @@ describe("underlay", () => {
     await liar.flush();
     await eventually("both trains refused", () => (h2.trainsRefused === refusedBefore + 2 ? true : undefined), 5_000);
     expect(hosts.get("h2")!.dumpPorts().find((p) => p.name === "tun-h1")!.rxPackets).toBe(rxBefore);
-    expect(hosts.get("h2")!.underlayRefused).toBe(2 * genuine.train.sizes.length);
+    expect(hosts.get("h2")!.underlayRefused).toBe((2 * genuine.train.records.length) / recordBytes);
     // The genuine sender still gets through.
     const again = await hosts.get("h1")!.ping("a", parseIp("10.0.0.3"), 1, 10, 1_000);
     expect(again.received).toBe(1);
   });
 
-  it("underlay: a train whose columns do not agree (headers, sizes, payload columns) is refused whole and counted", async () => {
+  it("underlay: a train whose records are cut short is refused whole; a record whose time is no time is refused alone", async () => {
     const h2 = underlays.get("h2")!;
-    const refusedBefore = h2.trainsRefused;
-    const rxBefore = hosts.get("h2")!.dumpPorts().find((p) => p.name === "tun-h1")!.rxPackets;
-    const words = new Uint8Array(4 * packetWords);
+    const dp2 = hosts.get("h2")!;
+    const trainsBefore = h2.trainsRefused;
+    const packetsBefore = dp2.underlayRefused;
+    const rxBefore = dp2.dumpPorts().find((p) => p.name === "tun-h1")!.rxPackets;
     const forger = await connectTestBus(nats.url, { processId: "forger" });
     buses.push(forger);
     const subject = forger.subjects.underlay("agent-h2", "h2", "agent-h1");
-    for (const train of [
-      { headers: words, sizes: [98, 98] },
-      { headers: new Uint8Array(4 * packetWords + 3), sizes: [98] },
-      { headers: words, sizes: [98], flows: [1, 2] },
-      { headers: words, sizes: [98], echoIds: [1], echoSeqs: [1], sentMs: [0, 0] },
-    ]) {
-      forger.publish(subject, v1.UnderlayTrain, { fromHost: "h1", toHost: "h2", ...train });
-    }
+    for (const records of [new Uint8Array(recordBytes + 3), new Uint8Array(recordBytes - 1)]) forger.publish(subject, v1.UnderlayTrain, { fromHost: "h1", toHost: "h2", records });
+    // One record carrying an echo sent at NaN ms.
+    const timeless = new Uint8Array(recordBytes);
+    const view = new DataView(timeless.buffer);
+    view.setUint32(4 * packetWords + 4, 1, true);
+    view.setFloat64(4 * packetWords + 24, Number.NaN, true);
+    forger.publish(subject, v1.UnderlayTrain, { fromHost: "h1", toHost: "h2", records: timeless });
     await forger.flush();
-    await eventually("four trains refused", () => (h2.trainsRefused === refusedBefore + 4 ? true : undefined), 5_000);
-    expect(hosts.get("h2")!.dumpPorts().find((p) => p.name === "tun-h1")!.rxPackets).toBe(rxBefore);
+    await eventually("two trains and one record refused", () => (h2.trainsRefused === trainsBefore + 2 && dp2.underlayRefused === packetsBefore + 4 ? true : undefined), 5_000);
+    expect(dp2.dumpPorts().find((p) => p.name === "tun-h1")!.rxPackets).toBe(rxBefore);
+  });
+
+  it("underlay: a sender keeps at most a window of packets on their way to an agent that credits none, and tries again after the stall time", async () => {
+    const h1 = underlays.get("h1")!;
+    // A host no agent serves: nothing takes these trains, so no credit comes back.
+    const nowhere: Tunnel = { ofport: 99, hostId: "h9", agentId: "agent-gone" };
+    const words = new Uint32Array(packetWords);
+    const throttledBefore = h1.packetsThrottled;
+    let admitted = 0;
+    for (let i = 0; i < windowPackets + 500; i++) if (h1.send("h1", nowhere, words, {}, 100)) admitted += 1;
+    expect(admitted).toBe(windowPackets);
+    expect(h1.packetsThrottled - throttledBefore).toBe(500);
+    await wallClock.sleep(stallMs / 2);
+    expect(h1.send("h1", nowhere, words, {}, 100)).toBe(false);
+    await wallClock.sleep(stallMs / 2 + 100);
+    // A whole window without credit counts as lost: the sender tries again, one window's worth.
+    let again = 0;
+    for (let i = 0; i < windowPackets + 10; i++) if (h1.send("h1", nowhere, words, {}, 100)) again += 1;
+    expect(again).toBe(windowPackets);
+  });
+
+  it("underlay: a receiver that keeps up keeps its sender's window open: many windows' worth arrive, none throttled", async () => {
+    const h1 = underlays.get("h1")!;
+    const dp1 = hosts.get("h1")!;
+    const dp2 = hosts.get("h2")!;
+    const received = (): number => dp2.traffic.stats().received.reduce((n, r) => n + Number(r.received), 0);
+    const throttledBefore = dp1.underlayThrottled;
+    const receivedBefore = received();
+    const sentBefore = h1.packetsSent;
+    // 4 windows' worth in bursts of a quarter window, each once the last is taken.
+    const flow = dp1.startTraffic({ vmId: "a", target: parseIp("10.0.0.3"), kind: v1.TrafficKind.TRAFFIC_KIND_UDP_STREAM, ratePps: 10_000, bytes: 200, responseBytes: 0, dstPort: 5001, durationMs: 0 });
+    await eventually("four windows' worth taken", () => (received() - receivedBefore >= 4 * windowPackets ? true : undefined), 20_000);
+    dp1.traffic.stop(flow.flowId);
+    await eventually("all sent taken", () => (received() - receivedBefore === h1.packetsSent - sentBefore ? true : undefined), 5_000);
+    expect(dp1.underlayThrottled).toBe(throttledBefore);
   });
 });

@@ -16,106 +16,119 @@ import { simdc } from "@simdc/proto";
 import type { HostDatapath } from "./datapath.js";
 import { noPayload, type Payload } from "./packets.js";
 import type { Tunnel } from "./section.js";
+import { Receipt, SendWindow } from "./flow-control.js";
 
 import v1 = simdc.v1;
 
 /** Packets a train carries at most; more go in the next one. */
 export const trainPacketsMax = 256;
 
-/** Emptied trains kept for their paths' next packets, at most. */
-const idleTrainsMax = 4_096;
+/** Trains kept for their paths' next packets, at most (a train is made once a path, not once a turn); and agents' flow-control state. */
+const trainsKeptMax = 4_096;
+const agentsKeptMax = 4_096;
 /** Header bytes a packet takes in a train. */
 const headerBytes = packetWords * 4;
+/** A packet's record in a train: its header words, then what agent.proto's UnderlayTrain.records lists. */
+export const recordBytes = headerBytes + 32;
+const SIZE = headerBytes;
+const FLAGS = headerBytes + 4;
+const ECHO_ID = headerBytes + 8;
+const ECHO_SEQ = headerBytes + 12;
+const FLOW = headerBytes + 16;
+const RESPONSE_BYTES = headerBytes + 20;
+const SENT_MS = headerBytes + 24;
+const CARRIES_ECHO = 1;
+const REPLY = 2;
 
-/** A train being filled: its packets' columns, as the wire carries them. */
+/** A train being filled: its packets' records, as the wire carries them. */
 class PendingTrain {
-  headers: Uint8Array;
+  bytes: Uint8Array;
+  view: DataView;
   count = 0;
-  readonly sizes: number[] = [];
-  /** Payload columns, made when the first packet that carries one comes (zeros for the packets before it). */
-  echoIds: number[] | null = null;
-  echoSeqs: number[] | null = null;
-  sentMs: number[] | null = null;
-  flows: number[] | null = null;
-  responseBytes: number[] | null = null;
-  replies: boolean[] | null = null;
+  /** In this turn's list of trains to send. */
+  queued = false;
 
   constructor(
     readonly subject: string,
     readonly fromHost: string,
     readonly toHost: string,
+    /** The flow control towards the agent that runs toHost. */
+    readonly window: SendWindow,
     capacity: number,
   ) {
-    this.headers = new Uint8Array(headerBytes * Math.min(capacity, 16));
+    this.bytes = new Uint8Array(recordBytes * Math.min(capacity, 16));
+    this.view = new DataView(this.bytes.buffer);
   }
 
-  /** Empties the train for its next packets (its message is encoded already). */
-  reset(): void {
-    this.count = 0;
-    this.sizes.length = 0;
-    this.echoIds = this.echoSeqs = this.sentMs = this.flows = this.responseBytes = null;
-    this.replies = null;
-  }
-
-  push(headers: Uint32Array, payload: Payload, bytes: number): void {
-    const at = this.count * headerBytes;
-    if (at + headerBytes > this.headers.length) {
-      const grown = new Uint8Array(this.headers.length * 2);
-      grown.set(this.headers);
-      this.headers = grown;
+  push(headers: Uint32Array, payload: Payload, size: number): void {
+    const at = this.count * recordBytes;
+    if (at + recordBytes > this.bytes.length) {
+      const grown = new Uint8Array(this.bytes.length * 2);
+      grown.set(this.bytes);
+      this.bytes = grown;
+      this.view = new DataView(grown.buffer);
     }
-    this.headers.set(new Uint8Array(headers.buffer, headers.byteOffset, headerBytes), at);
-    this.sizes.push(bytes);
-    if (payload.echoId !== undefined || payload.echoSeq !== undefined || payload.sentMs !== undefined) {
-      (this.echoIds ??= this.column(0)).push(payload.echoId ?? 0);
-      (this.echoSeqs ??= this.column(0)).push(payload.echoSeq ?? 0);
-      (this.sentMs ??= this.column(0)).push(payload.sentMs ?? 0);
-    } else if (this.echoIds) {
-      this.echoIds.push(0);
-      this.echoSeqs!.push(0);
-      this.sentMs!.push(0);
-    }
-    if (payload.flow !== undefined || this.flows) (this.flows ??= this.column(0)).push(payload.flow ?? 0);
-    if (payload.responseBytes !== undefined || this.responseBytes) (this.responseBytes ??= this.column(0)).push(payload.responseBytes ?? 0);
-    if (payload.reply !== undefined || this.replies) (this.replies ??= this.column(false)).push(payload.reply ?? false);
+    const view = this.view;
+    for (let i = 0; i < packetWords; i++) view.setUint32(at + 4 * i, headers[i]!, true);
+    const echoed = payload.echoId !== undefined || payload.echoSeq !== undefined || payload.sentMs !== undefined;
+    view.setUint32(at + SIZE, size, true);
+    view.setUint32(at + FLAGS, (echoed ? CARRIES_ECHO : 0) | (payload.reply ? REPLY : 0), true);
+    view.setUint32(at + ECHO_ID, payload.echoId ?? 0, true);
+    view.setUint32(at + ECHO_SEQ, payload.echoSeq ?? 0, true);
+    view.setUint32(at + FLOW, payload.flow ?? 0, true);
+    view.setUint32(at + RESPONSE_BYTES, payload.responseBytes ?? 0, true);
+    view.setFloat64(at + SENT_MS, payload.sentMs ?? 0, true);
     this.count += 1;
   }
 
-  private column<T>(empty: T): T[] {
-    return new Array<T>(this.count).fill(empty);
-  }
-
+  /** The train as it leaves, numbered for the flow control. */
   message(): v1.IUnderlayTrain {
-    return {
-      fromHost: this.fromHost,
-      toHost: this.toHost,
-      headers: this.headers.subarray(0, this.count * headerBytes),
-      sizes: this.sizes,
-      ...(this.echoIds ? { echoIds: this.echoIds, echoSeqs: this.echoSeqs, sentMs: this.sentMs } : {}),
-      ...(this.flows ? { flows: this.flows } : {}),
-      ...(this.responseBytes ? { responseBytes: this.responseBytes } : {}),
-      ...(this.replies ? { replies: this.replies } : {}),
-    };
+    const seq = this.window.depart();
+    return { fromHost: this.fromHost, toHost: this.toHost, records: this.bytes.subarray(0, this.count * recordBytes), seq, wantsCredit: this.window.wantsCredit };
   }
 }
 
-/** Whether a payload column is absent or has an entry for each of `count` packets. */
-const fits = (column: unknown[], count: number): boolean => column.length === 0 || column.length === count;
+/** What a packet's record carries beyond its headers, as the guests see it (undefined: a time that is no time). */
+function payloadOf(view: DataView, at: number): Payload | undefined {
+  const flags = view.getUint32(at + FLAGS, true);
+  const flow = view.getUint32(at + FLOW, true);
+  const responseBytes = view.getUint32(at + RESPONSE_BYTES, true);
+  if (!flags && !flow && !responseBytes) return noPayload;
+  const sentMs = view.getFloat64(at + SENT_MS, true);
+  if (!Number.isFinite(sentMs)) return undefined;
+  // One shape for every packet, made in one step (optional fields spread in cost an object each).
+  return {
+    echoId: view.getUint32(at + ECHO_ID, true),
+    echoSeq: view.getUint32(at + ECHO_SEQ, true),
+    sentMs,
+    // Flow 0 is no flow: flows are numbered from 1 at their sender.
+    flow: flow || undefined,
+    responseBytes: responseBytes || undefined,
+    reply: flags & REPLY ? true : undefined,
+  };
+}
 
 export class Underlay {
-  /** Trains being filled, by the tunnel they go by (each host's section has its own tunnel objects, one a peer). */
-  private readonly pending = new Map<Tunnel, PendingTrain>();
   /**
-   * Trains sent and emptied, by path, for the path's next packets: making a
-   * train (its buffer, its subject) cost more than a packet's whole hop when
-   * each packet went alone. The oldest go first past the limit.
+   * Each path's train, by the tunnel it goes by (each host's section has its
+   * own tunnel objects, one a peer), kept once sent for the path's next
+   * packets: making a train (its buffer, its subject) cost more than a
+   * packet's whole hop when each packet went alone. The oldest go first
+   * past the limit.
    */
-  private readonly idle = new Map<Tunnel, PendingTrain>();
-  private flushing = false;
-  private subscription: ReturnType<Bus["subscribe"]> | null = null;
+  private readonly trains = new Map<Tunnel, PendingTrain>();
+  /** Trains with packets to send at the end of this turn. */
+  private readonly loaded: PendingTrain[] = [];
+  /** Flow control: towards each receiving agent, and what each sending agent's trains took here. */
+  private readonly windows = new Map<string, SendWindow>();
+  private readonly receipts = new Map<string, Receipt>();
+  private readonly creditsDue: Receipt[] = [];
+  private subscriptions: ReturnType<Bus["subscribe"]>[] = [];
   trainsSent = 0;
   packetsSent = 0;
   trainsRefused = 0;
+  /** Packets not sent for want of credit from their receiving agent. */
+  packetsThrottled = 0;
 
   constructor(
     private readonly bus: Bus,
@@ -128,51 +141,78 @@ export class Underlay {
 
   start(): void {
     const { subjects } = this.bus;
-    const subject = subjects.underlay(this.agentId, "*", "*");
-    this.subscription = this.bus.subscribe(subject, v1.UnderlayTrain, (train, at) => this.receive(train, Subjects.token(at, subjects.underlayHostToken), Subjects.token(at, subjects.underlaySenderToken)), {
-      owner: (at) => Subjects.token(at, subjects.underlayHostToken),
-    });
+    this.subscriptions = [
+      this.bus.subscribe(subjects.underlay(this.agentId, "*", "*"), v1.UnderlayTrain, (train, at) => this.receive(train, Subjects.token(at, subjects.underlayHostToken), Subjects.token(at, subjects.underlaySenderToken)), {
+        owner: (at) => Subjects.token(at, subjects.underlayHostToken),
+      }),
+      this.bus.subscribe(subjects.underlayCredit(this.agentId, "*"), v1.UnderlayCredit, (credit, at) => this.windows.get(Subjects.token(at, subjects.underlayCreditorToken))?.credit(credit.seq)),
+    ];
   }
 
   stop(): void {
-    this.subscription?.unsubscribe();
-    this.subscription = null;
+    for (const s of this.subscriptions) s.unsubscribe();
+    this.subscriptions = [];
   }
 
-  /** Queues a packet for `tunnel`'s host; the queue goes out once this turn of the event loop is over. */
-  send(fromHost: string, tunnel: Tunnel, headers: Uint32Array, payload: Payload, bytes: number): void {
-    let train = this.pending.get(tunnel);
+  /**
+   * Queues a packet for `tunnel`'s host; the queue goes out once this turn
+   * of the event loop is over. @returns false when the packet was dropped
+   * for want of credit from the agent that runs the host.
+   */
+  send(fromHost: string, tunnel: Tunnel, headers: Uint32Array, payload: Payload, bytes: number): boolean {
+    let train = this.trains.get(tunnel);
     if (!train) {
       // A tunnel object stands for one path as one section names it (a peer that moves to another agent comes in a new section, with a new object).
-      train = this.idle.get(tunnel);
-      if (train) this.idle.delete(tunnel);
-      else train = new PendingTrain(this.bus.subjects.underlay(tunnel.agentId, tunnel.hostId, this.agentId), fromHost, tunnel.hostId, this.trainMax);
-      this.pending.set(tunnel, train);
+      train = new PendingTrain(this.bus.subjects.underlay(tunnel.agentId, tunnel.hostId, this.agentId), fromHost, tunnel.hostId, this.windowTo(tunnel.agentId), this.trainMax);
+      if (this.trains.size >= trainsKeptMax) this.forgetOldestTrain();
+      this.trains.set(tunnel, train);
+    }
+    if (!train.window.admit()) {
+      this.packetsThrottled += 1;
+      return false;
     }
     // The words are copied into the train now: the verdict's may be reused once this returns.
     train.push(headers, payload, bytes);
-    if (train.count >= this.trainMax) this.sendTrain(tunnel, train);
-    if (!this.flushing) {
-      this.flushing = true;
-      queueMicrotask(() => this.flush());
+    if (train.count >= this.trainMax) this.sendTrain(train);
+    else if (!train.queued) {
+      train.queued = true;
+      if (this.loaded.push(train) === 1) queueMicrotask(() => this.flush());
+    }
+    return true;
+  }
+
+  private windowTo(agentId: string): SendWindow {
+    let window = this.windows.get(agentId);
+    if (!window) {
+      if (this.windows.size >= agentsKeptMax) this.windows.delete(this.windows.keys().next().value!);
+      this.windows.set(agentId, (window = new SendWindow(() => performance.now())));
+    }
+    return window;
+  }
+
+  private forgetOldestTrain(): void {
+    for (const [tunnel, train] of this.trains) {
+      if (train.queued) continue;
+      this.trains.delete(tunnel);
+      return;
     }
   }
 
   private flush(): void {
-    this.flushing = false;
-    for (const [key, train] of this.pending) this.sendTrain(key, train);
+    for (const train of this.loaded) {
+      train.queued = false;
+      this.sendTrain(train);
+    }
+    this.loaded.length = 0;
   }
 
-  private sendTrain(key: Tunnel, train: PendingTrain): void {
-    this.pending.delete(key);
+  private sendTrain(train: PendingTrain): void {
     if (train.count === 0) return;
     this.trainsSent += 1;
     this.packetsSent += train.count;
     // Encoded here and now: the train is empty for its path's next packets once this returns.
     this.bus.publish(train.subject, v1.UnderlayTrain, train.message(), train.fromHost);
-    train.reset();
-    if (this.idle.size >= idleTrainsMax) this.idle.delete(this.idle.keys().next().value!);
-    this.idle.set(key, train);
+    train.count = 0;
   }
 
   /**
@@ -180,13 +220,16 @@ export class Underlay {
    * host not here, or from a host its sending agent does not run, is refused.
    */
   private receive(train: v1.UnderlayTrain, hostId: string, senderAgentId: string): void {
+    // Taken or refused, the train is off the wire: its sender may send more.
+    this.tookFrom(senderAgentId, train);
     const datapath = this.datapathOf(hostId);
     if (!datapath || train.toHost !== hostId) {
       this.trainsRefused += 1;
       this.logger.debug({ hostId, toHost: train.toHost, fromHost: train.fromHost }, "underlay train refused: not for a host here");
       return;
     }
-    const count = train.sizes.length;
+    const records = train.records;
+    const count = Math.floor(records.length / recordBytes);
     if (datapath.tunnelAgentOf(train.fromHost) !== senderAgentId) {
       this.trainsRefused += 1;
       // Counted where the host's other refused packets are (dump-ports).
@@ -194,30 +237,42 @@ export class Underlay {
       this.logger.warn({ hostId, fromHost: train.fromHost, senderAgentId }, "underlay train refused: its sender does not run the host it claims to come from");
       return;
     }
-    const columns = [train.echoIds, train.echoSeqs, train.sentMs, train.flows, train.responseBytes, train.replies];
-    if (train.headers.length !== count * headerBytes || !columns.every((c) => fits(c, count))) {
+    if (records.length !== count * recordBytes) {
       this.trainsRefused += 1;
-      datapath.underlayRefused += count;
-      this.logger.debug({ hostId, fromHost: train.fromHost, packets: count }, "underlay train refused: its columns do not agree");
+      datapath.underlayRefused += count + 1;
+      this.logger.debug({ hostId, fromHost: train.fromHost, bytes: records.length }, "underlay train refused: its records are cut short");
       return;
     }
-    const echoed = train.echoIds.length > 0;
-    for (let i = 0; i < count; i++) {
-      const flow = train.flows[i];
-      const responseBytes = train.responseBytes[i];
-      // Flow 0 is no flow: flows are numbered from 1 at their sender.
-      const payload: Payload =
-        echoed || flow || responseBytes || train.replies[i]
-          ? {
-              echoId: train.echoIds[i] ?? 0,
-              echoSeq: train.echoSeqs[i] ?? 0,
-              sentMs: train.sentMs[i] ?? 0,
-              ...(flow ? { flow } : {}),
-              ...(responseBytes ? { responseBytes } : {}),
-              ...(train.replies[i] ? { reply: true } : {}),
-            }
-          : noPayload;
-      datapath.fromUnderlay(train.fromHost, train.headers.subarray(i * headerBytes, (i + 1) * headerBytes), payload, train.sizes[i]!);
+    const view = new DataView(records.buffer, records.byteOffset, records.length);
+    for (let at = 0; at < records.length; at += recordBytes) {
+      const payload = payloadOf(view, at);
+      if (payload) datapath.fromUnderlay(train.fromHost, view, at, payload, view.getUint32(at + SIZE, true));
+      else datapath.underlayRefused += 1;
     }
+  }
+
+  private tookFrom(senderAgentId: string, train: v1.UnderlayTrain): void {
+    let receipt = this.receipts.get(senderAgentId);
+    if (!receipt) {
+      let subject: string;
+      try {
+        subject = this.bus.subjects.underlayCredit(senderAgentId, this.agentId);
+      } catch {
+        // No agent has such an id: its train is refused below (no tunnel names it), and it gets no credit.
+        return;
+      }
+      if (this.receipts.size >= agentsKeptMax) this.receipts.delete(this.receipts.keys().next().value!);
+      this.receipts.set(senderAgentId, (receipt = new Receipt(senderAgentId, subject)));
+    }
+    if (!receipt.took(train.seq, Math.ceil(train.records.length / recordBytes), train.wantsCredit)) return;
+    if (this.creditsDue.push(receipt) === 1) queueMicrotask(() => this.sendCredits());
+  }
+
+  private sendCredits(): void {
+    for (const receipt of this.creditsDue) {
+      this.bus.publish(receipt.subject, v1.UnderlayCredit, { seq: receipt.seq });
+      receipt.credited();
+    }
+    this.creditsDue.length = 0;
   }
 }
