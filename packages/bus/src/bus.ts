@@ -435,11 +435,20 @@ export class Bus {
     let data: Uint8Array;
     try {
       data = encodeMessage(type, message);
-      if (data.length > this.payloadMax) {
-        throw new SimdcError("RESOURCE_EXHAUSTED", `${data.length} bytes is over the server's ${this.payloadMax}-byte limit`);
-      }
     } catch (err) {
       this.publishFailed(subject, typeName(type), err, source);
+      return false;
+    }
+    return this.publishEncoded(subject, type, data, source);
+  }
+
+  /**
+   * Publishes a message of `type` its sender encoded itself (a hot path
+   * that builds its bytes without protobufjs's writer), as publish() does.
+   */
+  publishEncoded<T>(subject: string, type: MessageType<T>, data: Uint8Array, source?: string): boolean {
+    if (data.length > this.payloadMax) {
+      this.publishFailed(subject, typeName(type), new SimdcError("RESOURCE_EXHAUSTED", `${data.length} bytes is over the server's ${this.payloadMax}-byte limit`), source);
       return false;
     }
     const h = this.sourceHeaders(subject, source);
@@ -452,6 +461,7 @@ export class Bus {
     });
     return true;
   }
+
 
   /** Publish failures since the process started. */
   get publishFailureCount(): number {

@@ -40,13 +40,14 @@ const SENT_MS = headerBytes + 24;
 const CARRIES_ECHO = 1;
 const REPLY = 2;
 
-/** A train being filled: its packets' records, as the wire carries them. */
-class PendingTrain {
+/** A train being filled: its packets' records, as the wire carries them (exported for its encoding's test). */
+export class PendingTrain {
   bytes: Uint8Array;
   view: DataView;
   count = 0;
   /** In this turn's list of trains to send. */
   queued = false;
+  private readonly envelope: Uint8Array;
 
   constructor(
     readonly subject: string,
@@ -58,6 +59,7 @@ class PendingTrain {
   ) {
     this.bytes = new Uint8Array(recordBytes * Math.min(capacity, 16));
     this.view = new DataView(this.bytes.buffer);
+    this.envelope = envelopeOf(fromHost, toHost);
   }
 
   push(headers: Uint32Array, payload: Payload, size: number): void {
@@ -81,11 +83,75 @@ class PendingTrain {
     this.count += 1;
   }
 
-  /** The train as it leaves, numbered for the flow control. */
-  message(): v1.IUnderlayTrain {
+  /**
+   * The train as it leaves, numbered for the flow control, encoded as
+   * agent.proto's UnderlayTrain (fields in the generated encoder's order,
+   * byte for byte the same: underlay.test.ts holds it to that). Built
+   * here rather than by protobufjs's writer, which cost more than the rest
+   * of a one-packet train's hop on the sending side.
+   */
+  encode(): Uint8Array {
     const seq = this.window.depart();
-    return { fromHost: this.fromHost, toHost: this.toHost, records: this.bytes.subarray(0, this.count * recordBytes), seq, wantsCredit: this.window.wantsCredit };
+    const wantsCredit = this.window.wantsCredit;
+    const records = this.count * recordBytes;
+    // From Node's pool of small buffers: a typed array with a backing store of its own cost more than the rest of this.
+    const out = Buffer.allocUnsafe(this.envelope.length + 1 + varintBytes(records) + records + 1 + varintBytes(seq) + (wantsCredit ? 2 : 0));
+    out.set(this.envelope);
+    let at = this.envelope.length;
+    out[at++] = RECORDS_TAG;
+    at = writeVarint(out, at, records);
+    out.set(this.bytes.subarray(0, records), at);
+    at += records;
+    out[at++] = SEQ_TAG;
+    at = writeVarint(out, at, seq);
+    if (wantsCredit) {
+      out[at++] = WANTS_CREDIT_TAG;
+      out[at] = 1;
+    }
+    return out;
   }
+}
+
+/** Tags (field number << 3 | wire type) of UnderlayTrain's fields. */
+const FROM_HOST_TAG = (1 << 3) | 2;
+const TO_HOST_TAG = (2 << 3) | 2;
+const RECORDS_TAG = (12 << 3) | 2;
+const SEQ_TAG = (13 << 3) | 0;
+const WANTS_CREDIT_TAG = (14 << 3) | 0;
+
+export function varintBytes(n: number): number {
+  let bytes = 1;
+  while (n >= 0x80) {
+    n = Math.floor(n / 0x80);
+    bytes += 1;
+  }
+  return bytes;
+}
+
+/** Writes `n` (below 2^32) as a protobuf varint at `at`. @returns where the next byte goes. */
+export function writeVarint(out: Uint8Array, at: number, n: number): number {
+  while (n >= 0x80) {
+    out[at++] = (n & 0x7f) | 0x80;
+    n >>>= 7;
+  }
+  out[at++] = n;
+  return at;
+}
+
+/** A train's first two fields, the same for every train of its path. */
+function envelopeOf(fromHost: string, toHost: string): Uint8Array {
+  const utf8 = new TextEncoder();
+  const from = utf8.encode(fromHost);
+  const to = utf8.encode(toHost);
+  const out = new Uint8Array(2 + varintBytes(from.length) + from.length + varintBytes(to.length) + to.length);
+  out[0] = FROM_HOST_TAG;
+  let at = writeVarint(out, 1, from.length);
+  out.set(from, at);
+  at += from.length;
+  out[at++] = TO_HOST_TAG;
+  at = writeVarint(out, at, to.length);
+  out.set(to, at);
+  return out;
 }
 
 /** What a packet's record carries beyond its headers, as the guests see it (undefined: a time that is no time). */
@@ -124,6 +190,9 @@ export class Underlay {
   private readonly receipts = new Map<string, Receipt>();
   private readonly creditsDue: Receipt[] = [];
   private subscriptions: ReturnType<Bus["subscribe"]>[] = [];
+  /** The records of the train being taken. */
+  private takenBytes = new Uint8Array(recordBytes * 16);
+  private taken = new DataView(this.takenBytes.buffer);
   trainsSent = 0;
   packetsSent = 0;
   trainsRefused = 0;
@@ -142,7 +211,12 @@ export class Underlay {
   start(): void {
     const { subjects } = this.bus;
     this.subscriptions = [
-      this.bus.subscribe(subjects.underlay(this.agentId, "*", "*"), v1.UnderlayTrain, (train, at) => this.receive(train, Subjects.token(at, subjects.underlayHostToken), Subjects.token(at, subjects.underlaySenderToken)), {
+      this.bus.subscribe(subjects.underlay(this.agentId, "*", "*"), v1.UnderlayTrain, (train, at) => {
+        // The subscription's last two tokens are the host and the sending agent.
+        const sender = at.lastIndexOf(".");
+        const host = at.lastIndexOf(".", sender - 1);
+        this.receive(train, at.slice(host + 1, sender), at.slice(sender + 1));
+      }, {
         owner: (at) => Subjects.token(at, subjects.underlayHostToken),
       }),
       this.bus.subscribe(subjects.underlayCredit(this.agentId, "*"), v1.UnderlayCredit, (credit, at) => this.windows.get(Subjects.token(at, subjects.underlayCreditorToken))?.credit(credit.seq)),
@@ -211,7 +285,7 @@ export class Underlay {
     this.trainsSent += 1;
     this.packetsSent += train.count;
     // Encoded here and now: the train is empty for its path's next packets once this returns.
-    this.bus.publish(train.subject, v1.UnderlayTrain, train.message(), train.fromHost);
+    this.bus.publishEncoded(train.subject, v1.UnderlayTrain, train.encode(), train.fromHost);
     train.count = 0;
   }
 
@@ -243,7 +317,13 @@ export class Underlay {
       this.logger.debug({ hostId, fromHost: train.fromHost, bytes: records.length }, "underlay train refused: its records are cut short");
       return;
     }
-    const view = new DataView(records.buffer, records.byteOffset, records.length);
+    // Copied once into this agent's own buffer: reads through one long-lived view stay cheap (a view a train cost more than its packets' reads).
+    if (records.length > this.takenBytes.length) {
+      this.takenBytes = new Uint8Array(2 ** Math.ceil(Math.log2(records.length)));
+      this.taken = new DataView(this.takenBytes.buffer);
+    }
+    this.takenBytes.set(records);
+    const view = this.taken;
     for (let at = 0; at < records.length; at += recordBytes) {
       const payload = payloadOf(view, at);
       if (payload) datapath.fromUnderlay(train.fromHost, view, at, payload, view.getUint32(at + SIZE, true));
