@@ -26,14 +26,14 @@ export function gatewayOf(c: Cidr): number {
  * broadcast address or in `used`.
  * @throws SimdcError RESOURCE_EXHAUSTED when the subnet is full.
  */
-export function allocateIp(c: Cidr, used: ReadonlySet<number>): number {
+export function allocateIp(c: Cidr, used: { has(ip: number): boolean }): number {
   const last = c.base + cidrSize(c) - 2;
   for (let ip = c.base + 2; ip <= last; ip++) if (!used.has(ip)) return ip;
   throw resourceExhausted(`subnet ${formatCidr(c)} has no free address`);
 }
 
 /** A locally administered unicast MAC (02:...) not in `used`, drawn from `next` (a seeded source). */
-export function allocateMac(used: ReadonlySet<string>, next: () => number): string {
+export function allocateMac(used: { has(mac: string): boolean }, next: () => number): string {
   for (let attempt = 0; attempt < 1_000; attempt++) {
     const bytes = [0x02, ...Array.from({ length: 5 }, () => Math.floor(next() * 256))];
     const mac = bytes.map((b) => b.toString(16).padStart(2, "0")).join(":");

@@ -127,17 +127,18 @@ export class LogicalPorts {
       const network = networks.get(networkId)?.network;
       if (!network) throw notFound(`${at(i)}: network ${networkId} does not exist`);
       const groups = securityGroups.checkNicGroups(nic.securityGroups ?? [], at(i));
-      const macs = new Set([...this.macs, ...takenMacs]);
-      // A NIC changed in place may keep what it has.
-      if (replacing) macs.delete(replacing.mac ?? "");
+      // In use: anywhere, or by an earlier NIC of this call; a NIC changed in place may keep what it has.
+      // (Asked of the sets as they are: a copy of every MAC a NIC made creating VMs quadratic.)
+      const keptMac = replacing ? (replacing.mac ?? "") : undefined;
+      const macs = { has: (m: string) => m !== keptMac && (this.macs.has(m) || takenMacs.includes(m)) };
       let mac = (nic.mac ?? "").toLowerCase();
       if (mac) {
         if (!unicastMac.test(mac) || (parseInt(mac.slice(0, 2), 16) & 1) !== 0) throw invalidArgument(`${at(i)}.mac ${JSON.stringify(nic.mac)} is not a unicast MAC like 02:00:00:00:00:01`);
         if (macs.has(mac)) throw alreadyExists(`${at(i)}: MAC ${mac} is in use`);
       } else mac = allocateMac(macs, nextRandom);
-      const used = new Set(this.ips.get(networkId) ?? []);
-      for (const [net, ip] of takenIps) if (net === networkId) used.add(ip);
-      if (replacing?.network === networkId && replacing.ip) used.delete(ipToNumber(replacing.ip));
+      const onNetwork = this.ips.get(networkId);
+      const keptIp = replacing?.network === networkId && replacing.ip ? ipToNumber(replacing.ip) : undefined;
+      const used = { has: (a: number) => a !== keptIp && (onNetwork?.has(a) === true || takenIps.some(([net, taken]) => net === networkId && taken === a)) };
       const subnets = (network.subnets ?? []).map((s) => parseCidr(s.cidr ?? ""));
       let ip: number;
       if (nic.ip) {
