@@ -99,8 +99,11 @@ export function formatCtState(value: bigint, mask = CT_STATE_FLAGS): string {
   return named.map((f) => `${value & f.bit ? "+" : "-"}${f.name}`).join("");
 }
 
+/** All-ones masks by width, made once: every exact match holds one, and a bigint made for each cost a vswitch 24 bytes a match. */
+const fullMasks = Array.from({ length: 129 }, (_, bits) => (1n << BigInt(bits)) - 1n);
+
 export function fullMask(bits: number): bigint {
-  return (1n << BigInt(bits)) - 1n;
+  return fullMasks[bits] ?? (1n << BigInt(bits)) - 1n;
 }
 
 export function parseMac(text: string): bigint {

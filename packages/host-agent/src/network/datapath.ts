@@ -132,7 +132,8 @@ function flowKey(flow: FlowSpec): string {
 
 /** The same, not kept: a whole section compared at once (a host's first, or after hand edits) needs each only then. */
 function flowKeyOnce(flow: FlowSpec): string {
-  const text = formatFlow({ ...flow, cookie: 0n, actions: [] });
+  // Field by field: an installed flow reads its fields through getters, which a spread would not copy.
+  const text = formatFlow({ table: flow.table, priority: flow.priority, idleTimeoutS: flow.idleTimeoutS, hardTimeoutS: flow.hardTimeoutS, match: flow.match, cookie: 0n, actions: [] });
   return text.slice(0, text.lastIndexOf(" actions="));
 }
 
