@@ -160,4 +160,23 @@ describe("underlay", () => {
     await eventually("all sent taken", () => (received() - receivedBefore === h1.packetsSent - sentBefore ? true : undefined), 5_000);
     expect(dp1.underlayThrottled).toBe(throttledBefore);
   });
+  it("underlay: credit that does not decode, comes from no agent sent to, or replays an old train changes nothing and harms nothing", async () => {
+    const h1 = underlays.get("h1")!;
+    const dp2 = hosts.get("h2")!;
+    const forger = await connectTestBus(nats.url, { processId: "credit-forger" });
+    buses.push(forger);
+    forger.publishEncoded(forger.subjects.underlayCredit("agent-h1", "agent-h2"), v1.UnderlayCredit, new Uint8Array([0xff, 0xff, 0xff]));
+    forger.publish(forger.subjects.underlayCredit("agent-h1", "agent-nobody"), v1.UnderlayCredit, { seq: 4_000_000_000 });
+    for (let i = 0; i < 3; i++) forger.publish(forger.subjects.underlayCredit("agent-h1", "agent-h2"), v1.UnderlayCredit, { seq: 1 });
+    await forger.flush();
+    // The path still carries traffic, none of it throttled.
+    const throttled = hosts.get("h1")!.underlayThrottled;
+    const received = (): number => dp2.traffic.stats().received.reduce((n, r) => n + Number(r.received), 0);
+    const before = received();
+    const flow = hosts.get("h1")!.startTraffic({ vmId: "a", target: parseIp("10.0.0.3"), kind: v1.TrafficKind.TRAFFIC_KIND_UDP_STREAM, ratePps: 2_000, bytes: 200, responseBytes: 0, dstPort: 5002, durationMs: 0 });
+    await eventually("traffic after forged credit", () => (received() - before >= 1_000 ? true : undefined), 10_000);
+    hosts.get("h1")!.traffic.stop(flow.flowId);
+    expect(hosts.get("h1")!.underlayThrottled).toBe(throttled);
+    expect(h1.trainsSent).toBeGreaterThan(0);
+  });
 });
