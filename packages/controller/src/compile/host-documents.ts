@@ -28,6 +28,8 @@ export const documentWritesInFlightMax = 64;
  * changes; a host changed now and then is written at once.
  */
 export const documentWriteSpacingMs = 250;
+/** Real ms of compiling one turn of the event loop spends before it lets timers and I/O (the lease's renewal) run. */
+export const pumpTurnBudgetMs = 10;
 /** Delays before writing a host's document again after a failed write: doubling, capped. */
 export const documentRetryMsMin = 100;
 export const documentRetryMsMax = 5_000;
@@ -262,8 +264,13 @@ export class HostDocuments {
   private pump(): void {
     if (!this.lease.isActive) return;
     const now = this.clock.nowMs();
+    const turnStartedMs = performance.now();
     for (const hostId of this.dirty) {
       if (this.writing.size >= documentWritesInFlightMax) return;
+      if (performance.now() - turnStartedMs >= pumpTurnBudgetMs) {
+        this.pumpNextTurn();
+        return;
+      }
       if (this.writing.has(hostId) || this.spacing.has(hostId)) continue;
       const dueMs = (this.lastWrittenMs.get(hostId) ?? -Infinity) + documentWriteSpacingMs;
       if (dueMs > now) {
@@ -299,6 +306,22 @@ export class HostDocuments {
         this.pump();
       });
     }
+  }
+
+  /**
+   * Goes on once the event loop has had its turn: a write compiles and
+   * encodes its document before its first await, and 64 of them at once
+   * blocked the loop long enough for the lease's renewal to time out.
+   */
+  private pumpNextTurn(): void {
+    if (this.pumpQueued) return;
+    this.pumpQueued = true;
+    // Yielding to I/O, not waiting on simulated time.
+    // eslint-disable-next-line no-restricted-globals
+    setImmediate(() => {
+      this.pumpQueued = false;
+      this.pump();
+    });
   }
 
   /** Compiles the host's document and writes it when it differs. @returns the generation that carries it. */
