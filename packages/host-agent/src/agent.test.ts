@@ -1088,7 +1088,9 @@ describe("security group documents", () => {
     ]);
     const groupDocs = await stage.peers.bucket("group-docs", v1.GroupDocument, { fenced: { epochOf: () => epoch } });
     await groupDocs.put("web", { groupId: "web", generation: 2, epoch, stateId, admissions: ["tcp,tp_dst=80"] });
-    await stage.startAgent("agent-sg", ["host-sg"], { inactivityProbeMs: 200 });
+    // A controller's takeover mark in the bucket is no group: not refused, not counted.
+    await groupDocs.writeBarrier();
+    const { agent } = await stage.startAgent("agent-sg", ["host-sg"], { inactivityProbeMs: 200 });
     const network = {
       ports: [{ ofport: 1, vmId: "vm-sg", networkId: "blue", segmentId: 1, mac: "02:00:00:00:00:51", ip: "10.1.0.5", prefixLength: 24, leaseS: 3600, securityGroups: ["web"] }],
       flows: ["table=35,priority=0 actions=drop"],
@@ -1099,6 +1101,7 @@ describe("security group documents", () => {
     const beatWith = (what: string, mark: number) =>
       eventually(`host-sg reporting ${what}`, () => stage.seen.slice(mark).find((x) => x.kind === "heartbeat" && x.hostId === "host-sg" && groupsIn(x.beat).includes(what)));
     await beatWith("web:2", 0);
+    expect(agent.documentsRefused).toBe(0);
     const admissions = async () => (await stage.client.call(hostAgentService.DumpFlows, { table: 35 }, { scopeId: hostScope("agent-sg", "host-sg") })).flows.filter((f) => f.includes("priority=100"));
     expect((await admissions()).join("\n")).toMatch(/nw_proto=6,tp_dst=80,reg6=0x1,ct_state=\+new\+trk actions=ct\(commit,zone=1\),output:1/);
 

@@ -6,7 +6,7 @@
 // each heartbeat its own message, so a fault rule on one host cuts exactly
 // that host. It holds no VM logic of its own.
 
-import { endpoint, hostAgentService, hostScope, Subjects, type Bus, type Counter, type RunningRole } from "@simdc/bus";
+import { barrierKey, endpoint, hostAgentService, hostScope, Subjects, type Bus, type Counter, type RunningRole } from "@simdc/bus";
 import { checkName, checkRange, invalidArgument, notFound, Rng, SimdcError, type Clock, type HealthReport, type Logger, type Timer } from "@simdc/common";
 import { simdc } from "@simdc/proto";
 import type { AgentConfig } from "./config.js";
@@ -301,6 +301,8 @@ export class HostAgent implements RunningRole {
 
   /** A security group's document came, changed or went: the hosts with a NIC in it expand it again. */
   private onGroup(key: string, doc: v1.GroupDocument | null): void {
+    // The controller's takeover mark, not a group (it was refused and counted as a malformed group).
+    if (key === barrierKey) return;
     if (!doc) this.groups.remove(key);
     else {
       try {
