@@ -462,7 +462,6 @@ export class Bus {
     return true;
   }
 
-
   /** Publish failures since the process started. */
   get publishFailureCount(): number {
     return this.publishFailures;

@@ -1032,19 +1032,24 @@ describe("one agent, many hosts", () => {
   });
 });
 
-describe("test faults", () => {
-  let stage: Stage;
-
+/** A stage of a describe block's own, with a stand-in controller serving it, open for the block's tests. */
+function servedStage(prefix: string): { readonly stage: Stage } {
+  const held = {} as { stage: Stage };
   beforeAll(async () => {
-    stage = await Stage.open(nats, "tf");
-    await stage.serveController();
+    held.stage = await Stage.open(nats, prefix);
+    await held.stage.serveController();
   });
-
   afterAll(async () => {
-    await stage?.close();
+    await held.stage?.close();
   });
+  return held;
+}
+
+describe("test faults", () => {
+  const staged = servedStage("tf");
 
   it("test faults: a stray VM starts on a second host only where test faults are served, and the next document removes it", async () => {
+    const { stage } = staged;
     await stage.startAgent("agent-t1", ["host-t1"]);
     await stage.startAgent("agent-t2", ["host-t2"], { testFaults: true });
     await stage.startAgent("agent-t3", ["host-t3"]);
@@ -1067,18 +1072,10 @@ describe("test faults", () => {
 });
 
 describe("security group documents", () => {
-  let stage: Stage;
-
-  beforeAll(async () => {
-    stage = await Stage.open(nats, "sg");
-    await stage.serveController();
-  });
-
-  afterAll(async () => {
-    await stage?.close();
-  });
+  const staged = servedStage("sg");
 
   it("groups: a host expands its NIC's group and reports the group's generation; with its controller lost it holds a new one back, and installs and reports it once the controller answers", async () => {
+    const { stage } = staged;
     const probes = { answering: true };
     await stage.peers.serve({ role: "controller", description: "stand-in controller probes" }, [
       endpoint(hostService.ProbeController, () => {

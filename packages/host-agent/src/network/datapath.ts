@@ -70,8 +70,7 @@ export interface DatapathOptions {
   /** Seeded, in [0, 1). */
   random: () => number;
   logger: Logger;
-  /** Sends an encapsulated packet to another host's vswitch. */
-  /** @returns false when the underlay dropped the packet (its flow control). */
+  /** Sends an encapsulated packet to another host's vswitch. @returns false when the underlay dropped it (its flow control). */
   tunnel(tunnel: Tunnel, headers: Uint32Array, payload: Payload, bytes: number): boolean;
   failMode: FailMode;
   inactivityProbeMs: number;

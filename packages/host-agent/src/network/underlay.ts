@@ -86,7 +86,7 @@ export class PendingTrain {
   /**
    * The train as it leaves, numbered for the flow control, encoded as
    * agent.proto's UnderlayTrain (fields in the generated encoder's order,
-   * byte for byte the same: underlay.test.ts holds it to that). Built
+   * byte for byte the same: train-encoding.test.ts holds it to that). Built
    * here rather than by protobufjs's writer, which cost more than the rest
    * of a one-packet train's hop on the sending side.
    */
